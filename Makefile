@@ -1,0 +1,132 @@
+# vdisk: GNU make build.  `make` builds libvdisk (static and shared), vdisk.pc
+# and the vdisk command into $(BUILD)/.  See README.md for the targets.
+
+VERSION := 0.1.0
+PREFIX ?= /usr/local
+BUILD ?= build
+CC ?= cc
+SANITIZE ?=
+
+PKG_CONFIG ?= pkg-config
+HAVE_URING := $(shell $(PKG_CONFIG) --exists liburing 2>/dev/null && echo 1)
+HAVE_ZSTD := $(shell $(PKG_CONFIG) --exists libzstd 2>/dev/null && echo 1)
+
+CFLAGS ?= -O2 -g
+WARN := -Wall -Wextra -Werror -Wno-unused-parameter -Wmissing-prototypes -Wstrict-prototypes \
+	-Wshadow -Wno-missing-field-initializers
+BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -fPIC -Iinclude -I. $(WARN) -pthread \
+	-DVDISK_VERSION='"$(VERSION)"' -MMD -MP
+LIBS := -pthread -lz
+ifeq ($(HAVE_URING),1)
+BASE_CFLAGS += -DVD_HAVE_URING $(shell $(PKG_CONFIG) --cflags liburing)
+LIBS += $(shell $(PKG_CONFIG) --libs liburing)
+endif
+ifeq ($(HAVE_ZSTD),1)
+BASE_CFLAGS += -DVD_HAVE_ZSTD $(shell $(PKG_CONFIG) --cflags libzstd)
+LIBS += $(shell $(PKG_CONFIG) --libs libzstd)
+endif
+ifneq ($(SANITIZE),)
+BASE_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LIBS += -fsanitize=address,undefined
+CFLAGS := -O1 -g
+endif
+ALL_CFLAGS = $(BASE_CFLAGS) $(CFLAGS)
+
+LIB_DIRS := util block block/drivers
+LIB_SRCS := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c))
+TOOL_SRCS := $(wildcard tools/*.c)
+UNIT_SRCS := $(wildcard tests/unit/test-*.c)
+TESTLIB_SRCS := $(wildcard tests/lib/*.c)
+BENCH_SRCS := $(wildcard bench/*.c)
+
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+TOOL_OBJS := $(TOOL_SRCS:%.c=$(BUILD)/%.o)
+TESTLIB_OBJS := $(TESTLIB_SRCS:%.c=$(BUILD)/%.o)
+UNIT_BINS := $(UNIT_SRCS:%.c=$(BUILD)/%)
+BENCH_BINS := $(BENCH_SRCS:%.c=$(BUILD)/%)
+
+STATIC_LIB := $(BUILD)/libvdisk.a
+SHARED_LIB := $(BUILD)/libvdisk.so.0
+VDISK := $(BUILD)/vdisk
+
+.PHONY: all lib tools tests benches run check check-unit check-interop check-fault \
+	check-format check-asan format install clean deps bench fuzz
+
+all: $(STATIC_LIB) $(SHARED_LIB) $(BUILD)/vdisk.pc $(VDISK)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(STATIC_LIB): $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(SHARED_LIB): $(LIB_OBJS)
+	$(CC) -shared -Wl,-soname,libvdisk.so.0 -o $@ $^ $(LIBS)
+	ln -sf libvdisk.so.0 $(BUILD)/libvdisk.so
+
+$(BUILD)/vdisk.pc: vdisk.pc.in Makefile
+	@mkdir -p $(dir $@)
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' -e 's|@LIBS@|$(LIBS)|' $< > $@
+
+$(VDISK): $(TOOL_OBJS) $(STATIC_LIB)
+	$(CC) -o $@ $(TOOL_OBJS) $(STATIC_LIB) $(LIBS)
+
+$(BUILD)/tests/unit/%: $(BUILD)/tests/unit/%.o $(TESTLIB_OBJS) $(STATIC_LIB)
+	$(CC) -o $@ $< $(TESTLIB_OBJS) $(STATIC_LIB) $(LIBS)
+
+$(BUILD)/bench/%: $(BUILD)/bench/%.o $(STATIC_LIB)
+	$(CC) -o $@ $< $(STATIC_LIB) $(LIBS)
+
+tests: $(UNIT_BINS) $(VDISK)
+benches: $(BENCH_BINS)
+
+# Dependencies: install them when missing and root, else say how.
+deps:
+	@scripts/install-deps --ensure
+
+run: deps all
+	@scripts/run-main.sh $(VDISK)
+
+# The fast suites; the summary line is the runner's last line.
+check: deps
+	@$(MAKE) --no-print-directory all tests
+	@BUILD=$(BUILD) tests/run.sh format unit interop fault
+
+check-unit: tests
+	@BUILD=$(BUILD) tests/run.sh unit
+check-interop: tests
+	@BUILD=$(BUILD) tests/run.sh interop
+check-fault: tests
+	@BUILD=$(BUILD) tests/run.sh fault
+check-format:
+	@BUILD=$(BUILD) tests/run.sh format
+
+# Unit suites and a reduced interop set under ASan + UBSan, in their own tree.
+check-asan: deps
+	@$(MAKE) --no-print-directory BUILD=build-asan SANITIZE=1 all tests
+	@BUILD=build-asan VDISK_QUICK=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 tests/run.sh unit interop fault
+
+format:
+	@clang-format -i $$(git ls-files '*.c' '*.h')
+
+bench: all benches
+	@bench/raw.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig \
+		$(DESTDIR)$(PREFIX)/include/vdisk $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 755 $(VDISK) $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 $(STATIC_LIB) $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(SHARED_LIB) $(DESTDIR)$(PREFIX)/lib/
+	ln -sf libvdisk.so.0 $(DESTDIR)$(PREFIX)/lib/libvdisk.so
+	install -m 644 include/vdisk/*.h $(DESTDIR)$(PREFIX)/include/vdisk/
+	install -m 644 $(BUILD)/vdisk.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	install -m 644 docs/vdisk.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+
+clean:
+	rm -rf build build-asan
+
+-include $(LIB_OBJS:.o=.d) $(TOOL_OBJS:.o=.d) $(TESTLIB_OBJS:.o=.d)

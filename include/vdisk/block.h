@@ -1,0 +1,256 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The block layer: the public API that devices, exports and tools use.
+ *
+ * A struct vd_node is a node in a graph of block drivers: a format node (raw,
+ * later qcow2) on a protocol node (file, null), possibly with a backing child
+ * or a filter (blkdebug) in between.  Every request enters through the
+ * functions here, which validate it once (range, overflow, read-only, size
+ * limits), account it, pad or bounce it to the node's limits, serialise it
+ * against overlapping requests where needed, and hand it to the driver.
+ *
+ * Three ways to issue a request, all with the same semantics:
+ *  - vd_co_*():   in a coroutine on the node's loop; return 0 or -errno.
+ *  - vd_aio_*():  from the node's loop, not necessarily in a coroutine; the
+ *                 completion runs exactly once, never before the call returns,
+ *                 also on error.
+ *  - vd_node_p*(): synchronous, for tools and tests; they drive the current
+ *                 thread's loop until the request completes.
+ *
+ * Errors: -EINVAL for a malformed request (negative offset or length, offset +
+ * length overflowing, length over VD_REQUEST_MAX_BYTES, a buffer shorter than
+ * the length), -EIO for a request past the end of a node that does not grow,
+ * -EROFS for a write to a read-only node, -ENOMEDIUM when there is no medium,
+ * -ENOTSUP when a driver lacks the operation; the driver's errno otherwise.
+ */
+#ifndef VDISK_BLOCK_H
+#define VDISK_BLOCK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <vdisk/coroutine.h>
+#include <vdisk/error.h>
+#include <vdisk/iov.h>
+#include <vdisk/loop.h>
+#include <vdisk/opts.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct vd_node;
+
+/* Largest single request: INT32_MAX rounded down to 1 MiB, as QEMU bounds it. */
+#define VD_REQUEST_MAX_BYTES ((int64_t)(INT32_MAX & ~((1 << 20) - 1)))
+/* Largest node: INT64_MAX rounded down to 1 GiB. */
+#define VD_MAX_LENGTH ((int64_t)(INT64_MAX & ~((INT64_C(1) << 30) - 1)))
+
+/* Open flags. */
+enum {
+	VD_OPEN_RDWR = 1 << 0, /* default is read-only */
+	VD_OPEN_NO_BACKING = 1 << 1, /* do not open backing files */
+	VD_OPEN_PROBE = 1 << 2, /* no format given: probe (never a format that
+				       * can reference other files) */
+	VD_OPEN_FORCE_SHARE = 1 << 3, /* -U: take no image locks that exclude others */
+};
+
+/*
+ * Open a node.  @filename may be a plain path or "json:{...}".  @format names
+ * the format driver (NULL with VD_OPEN_PROBE to probe, NULL without it means
+ * raw is refused: a format must be given).  @opts (may be NULL; not consumed)
+ * holds further options with dotted keys, such as "file.aio=io_uring",
+ * "cache.direct=on", "offset=..." for raw.  The node lives on the current
+ * thread's loop.  Unknown or unused keys are errors that name the key.
+ */
+int vd_node_open(const char *filename, const char *format, const struct vd_opts *opts, int flags,
+		 struct vd_node **out, struct vd_error *err);
+/* Open from a full option tree ({"driver":"raw","file":{"driver":"file",...}}),
+ * as --image-opts and --blockdev give it.  @opts is not consumed. */
+int vd_node_open_opts(const struct vd_opts *opts, int flags, struct vd_node **out,
+		      struct vd_error *err);
+/* Drop a reference; the last one drains in-flight requests, closes the
+ * driver and its children. */
+void vd_node_unref(struct vd_node *n);
+void vd_node_ref(struct vd_node *n);
+
+/*
+ * Cache modes as -t / cache= give them: writeback, writethrough, none,
+ * directsync, unsafe.  Sets "cache.direct" and "cache.no-flush" in @opts and
+ * tells whether the device-visible write cache starts disabled.
+ */
+int vd_cache_mode_apply(const char *mode, struct vd_opts *opts, bool *writethrough,
+			struct vd_error *err);
+
+/* Properties. */
+int64_t vd_node_size(const struct vd_node *n);
+bool vd_node_is_read_only(const struct vd_node *n);
+const char *vd_node_format(const struct vd_node *n); /* driver name */
+const char *vd_node_filename(const struct vd_node *n); /* as opened */
+const char *vd_node_name(const struct vd_node *n); /* node-name, "" if none */
+int vd_node_set_name(struct vd_node *n, const char *name);
+struct vd_node *vd_node_file_child(const struct vd_node *n);
+struct vd_node *vd_node_backing(const struct vd_node *n);
+struct vd_loop *vd_node_loop(const struct vd_node *n);
+
+/* Limits a device reads to size its requests (see struct vd_limits). */
+struct vd_limits;
+const struct vd_limits *vd_node_limits(const struct vd_node *n);
+
+/* The write cache seen by a device: writeback (enabled) or writethrough (every
+ * write is followed by a flush, FUA where the driver has it). */
+void vd_node_set_write_cache(struct vd_node *n, bool enabled);
+bool vd_node_write_cache(const struct vd_node *n);
+
+/* Request flags. */
+enum {
+	VD_REQ_FUA = 1 << 0, /* writev, write_zeroes: durable on return */
+	VD_REQ_MAY_UNMAP = 1 << 1, /* write_zeroes: may deallocate */
+	VD_REQ_NO_FALLBACK = 1 << 2, /* write_zeroes: fail with -ENOTSUP rather
+				     * than writing a buffer of zeroes */
+	VD_REQ_COMPRESSED = 1 << 3, /* writev: store compressed (formats that can) */
+};
+
+/* block_status result bits. */
+enum {
+	VD_BLOCK_DATA = 1 << 0, /* reads return data from this node or below */
+	VD_BLOCK_ZERO = 1 << 1, /* reads return zeroes */
+	VD_BLOCK_OFFSET_VALID = 1 << 2, /* *map is valid: offset in *file */
+	VD_BLOCK_ALLOCATED = 1 << 3, /* the content comes from this node (not backing) */
+	VD_BLOCK_EOF = 1 << 4, /* the range reaches the end of the node */
+};
+
+/* Coroutine interface (on the node's loop). */
+int vd_coroutine_fn vd_co_preadv(struct vd_node *n, int64_t offset, int64_t bytes,
+				 const struct vd_qiov *qiov, int flags);
+int vd_coroutine_fn vd_co_pwritev(struct vd_node *n, int64_t offset, int64_t bytes,
+				  const struct vd_qiov *qiov, int flags);
+int vd_coroutine_fn vd_co_flush(struct vd_node *n);
+int vd_coroutine_fn vd_co_pdiscard(struct vd_node *n, int64_t offset, int64_t bytes);
+int vd_coroutine_fn vd_co_pwrite_zeroes(struct vd_node *n, int64_t offset, int64_t bytes,
+					int flags);
+/*
+ * Status of [offset, offset + bytes): returns VD_BLOCK_* bits (>= 0) valid for
+ * *pnum bytes (1 <= *pnum <= bytes unless offset is at the end, where *pnum
+ * is 0), or -errno.  With VD_BLOCK_OFFSET_VALID, *map and *file say where the
+ * data lives.  @map and @file may be NULL.  Not recursive into the backing
+ * chain: unallocated ranges of an overlay have neither ALLOCATED nor DATA.
+ */
+int vd_coroutine_fn vd_co_block_status(struct vd_node *n, int64_t offset, int64_t bytes,
+				       int64_t *pnum, int64_t *map, struct vd_node **file);
+/* Is the range allocated in @top or any backing node above @base (exclusive,
+ * NULL for the whole chain)?  Returns 1/0 for *pnum bytes, or -errno. */
+int vd_coroutine_fn vd_co_is_allocated_above(struct vd_node *top, struct vd_node *base,
+					     int64_t offset, int64_t bytes, int64_t *pnum);
+
+enum vd_prealloc {
+	VD_PREALLOC_OFF,
+	VD_PREALLOC_METADATA,
+	VD_PREALLOC_FALLOC,
+	VD_PREALLOC_FULL,
+};
+extern const char *const vd_prealloc_names[]; /* NULL-terminated, by enum value */
+
+int vd_coroutine_fn vd_co_truncate(struct vd_node *n, int64_t size, bool exact,
+				   enum vd_prealloc prealloc, struct vd_error *err);
+
+/* Asynchronous interface (on the node's loop). */
+typedef void vd_completion_fn(void *opaque, int ret);
+void vd_aio_preadv(struct vd_node *n, int64_t offset, const struct vd_qiov *qiov, int flags,
+		   vd_completion_fn *cb, void *opaque);
+void vd_aio_pwritev(struct vd_node *n, int64_t offset, const struct vd_qiov *qiov, int flags,
+		    vd_completion_fn *cb, void *opaque);
+void vd_aio_flush(struct vd_node *n, vd_completion_fn *cb, void *opaque);
+void vd_aio_pdiscard(struct vd_node *n, int64_t offset, int64_t bytes, vd_completion_fn *cb,
+		     void *opaque);
+void vd_aio_pwrite_zeroes(struct vd_node *n, int64_t offset, int64_t bytes, int flags,
+			  vd_completion_fn *cb, void *opaque);
+
+/* Synchronous wrappers (tools and tests). */
+int vd_node_pread(struct vd_node *n, int64_t offset, void *buf, int64_t bytes);
+int vd_node_pwrite(struct vd_node *n, int64_t offset, const void *buf, int64_t bytes, int flags);
+int vd_node_preadv(struct vd_node *n, int64_t offset, const struct vd_qiov *qiov);
+int vd_node_pwritev(struct vd_node *n, int64_t offset, const struct vd_qiov *qiov, int flags);
+int vd_node_flush(struct vd_node *n);
+int vd_node_pdiscard(struct vd_node *n, int64_t offset, int64_t bytes);
+int vd_node_pwrite_zeroes(struct vd_node *n, int64_t offset, int64_t bytes, int flags);
+int vd_node_block_status(struct vd_node *n, int64_t offset, int64_t bytes, int64_t *pnum,
+			 int64_t *map, struct vd_node **file);
+int vd_node_is_allocated_above(struct vd_node *top, struct vd_node *base, int64_t offset,
+			       int64_t bytes, int64_t *pnum);
+int vd_node_truncate(struct vd_node *n, int64_t size, bool exact, enum vd_prealloc prealloc,
+		     struct vd_error *err);
+
+/* Wait until no request is in flight on @n (drives the loop). */
+void vd_node_drain(struct vd_node *n);
+
+/*
+ * Accounting, per node and per operation (QEMU's BlockAcctStats).  A request
+ * that fails validation counts as invalid, one the driver fails as failed.
+ * Latency histogram bins are powers of two in nanoseconds: bin i counts
+ * latencies in [2^i, 2^(i+1)) ns (bin 0 also holds 0 ns).
+ */
+enum vd_acct_type {
+	VD_ACCT_READ,
+	VD_ACCT_WRITE,
+	VD_ACCT_FLUSH,
+	VD_ACCT_DISCARD,
+	VD_ACCT_WRITE_ZEROES,
+	VD_ACCT_MAX,
+};
+#define VD_ACCT_HIST_BINS 40
+struct vd_acct_op {
+	uint64_t ops, bytes, failed_ops, invalid_ops;
+	uint64_t total_time_ns;
+	uint64_t hist[VD_ACCT_HIST_BINS];
+};
+struct vd_acct_stats {
+	struct vd_acct_op op[VD_ACCT_MAX];
+	int64_t last_access_ns; /* vd_clock_ns() of the last completion, 0 if none */
+};
+void vd_node_get_stats(const struct vd_node *n, struct vd_acct_stats *st);
+void vd_node_reset_stats(struct vd_node *n);
+/* Latency below which @pct percent (0..100) of @op's requests completed,
+ * from the histogram (upper bin edge); 0 if there were none. */
+uint64_t vd_acct_percentile_ns(const struct vd_acct_op *op, double pct);
+
+/*
+ * Image information (what `vdisk info` prints, with qemu-img's field names).
+ */
+struct vd_image_info {
+	char *filename;
+	const char *format;
+	int64_t virtual_size;
+	int64_t actual_size; /* bytes allocated on the host, -1 if unknown */
+	int64_t cluster_size; /* 0 if the format has none */
+	bool dirty_flag;
+	bool has_dirty_flag;
+	char *backing_filename; /* NULL if none */
+	char *full_backing_filename; /* resolved, NULL if none */
+	char *backing_filename_format;
+	struct vd_opts *format_specific; /* driver-specific fields, may be NULL */
+};
+int vd_node_get_info(struct vd_node *n, struct vd_image_info *info, struct vd_error *err);
+void vd_image_info_cleanup(struct vd_image_info *info);
+
+/*
+ * Create an image.  @opts holds the creation options of @format ("size",
+ * "preallocation", driver specific ones as -o gives them); unknown keys are
+ * errors.  The protocol is the file driver.
+ */
+int vd_image_create(const char *filename, const char *format, struct vd_opts *opts,
+		    struct vd_error *err);
+
+/* Guess the format of @filename from its first bytes.  Formats that can
+ * reference other files are never returned: their detection is an error
+ * asking for an explicit format. */
+int vd_probe_format(const char *filename, const char **format, struct vd_error *err);
+
+/* Names of the registered drivers, NULL-terminated (static storage). */
+const char *const *vd_driver_names(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,202 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The driver interface of the block layer.
+ *
+ * A driver is a struct vd_block_driver filled with designated initialisers.
+ * A NULL entry means the core's default, written next to each entry.  The core
+ * (block/io.c) calls the request entries only after validating the request
+ * (see vd_co_preadv in block.h) and fitting it to the node's struct vd_limits,
+ * so drivers may assert these preconditions:
+ *
+ *   - they run in a coroutine on the node's loop, and may yield;
+ *   - offset and bytes are multiples of limits.request_alignment;
+ *   - 0 < bytes <= limits.max_transfer (when non-zero) and qiov->size == bytes;
+ *   - qiov->niov <= limits.max_iov (when non-zero), and each buffer address
+ *     and length is a multiple of limits.min_mem_alignment;
+ *   - offset + bytes <= node size, except on a growable node (the protocol
+ *     child of a format), where writes may extend it and reads past the end
+ *     must return zeroes.
+ *
+ * Request entries return 0 or -errno, never a short count.
+ */
+#ifndef VDISK_BLOCK_DRIVER_H
+#define VDISK_BLOCK_DRIVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <vdisk/block.h>
+#include <vdisk/coroutine.h>
+#include <vdisk/error.h>
+#include <vdisk/iov.h>
+#include <vdisk/opts.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct vd_limits {
+	uint32_t request_alignment; /* bytes; power of two; >= 1 */
+	uint32_t min_mem_alignment; /* buffer address and length; power of two; >= 1 */
+	uint32_t opt_mem_alignment; /* best buffer alignment for bounce buffers */
+	uint64_t max_transfer; /* bytes per request; 0 = VD_REQUEST_MAX_BYTES */
+	int max_iov; /* iovec entries per request; 0 = IOV_MAX */
+	uint32_t discard_alignment; /* granularity of discard; 0 = request_alignment */
+	uint64_t max_discard; /* 0 = VD_REQUEST_MAX_BYTES */
+	uint32_t write_zeroes_alignment; /* 0 = request_alignment */
+	uint64_t max_write_zeroes; /* 0 = VD_REQUEST_MAX_BYTES */
+};
+
+/*
+ * Debug events: points in a driver's write path where the fault-injection
+ * filter (blkdebug) can fail the next request.  A driver raises them on the
+ * child it is about to touch with vd_debug_event(); they travel down the
+ * graph to any blkdebug node.  Names as QEMU's blkdebug spells them.
+ */
+enum vd_debug_event {
+	VD_EV_READ_AIO,
+	VD_EV_WRITE_AIO,
+	VD_EV_FLUSH_TO_DISK,
+	VD_EV_L1_UPDATE,
+	VD_EV_L2_LOAD,
+	VD_EV_L2_UPDATE,
+	VD_EV_L2_ALLOC_WRITE,
+	VD_EV_REFBLOCK_LOAD,
+	VD_EV_REFBLOCK_UPDATE,
+	VD_EV_REFBLOCK_ALLOC,
+	VD_EV_REFTABLE_UPDATE,
+	VD_EV_CLUSTER_ALLOC,
+	VD_EV_COW_READ,
+	VD_EV_COW_WRITE,
+	VD_EV_MAX,
+};
+extern const char *const vd_debug_event_names[VD_EV_MAX];
+
+/* One in-flight request, tracked for serialisation and draining. */
+struct vd_tracked_req {
+	struct vd_tracked_req *next, *prev;
+	int64_t offset, bytes; /* the range as aligned for serialisation */
+	bool serialising;
+	bool is_write;
+	struct vd_co_queue waiters; /* requests waiting for this one to finish */
+};
+
+struct vd_block_driver;
+
+struct vd_node {
+	const struct vd_block_driver *drv;
+	void *opaque; /* drv->instance_size bytes, zeroed */
+	char *node_name;
+	char *filename; /* as the user named it (or the child's, for formats) */
+	struct vd_opts *options; /* the full option tree this node was opened with */
+	struct vd_loop *loop;
+	int refcnt;
+
+	struct vd_node *file; /* primary child: protocol under a format, or
+				  * the filtered node; NULL for protocols */
+	struct vd_node *backing; /* backing node, NULL if none */
+
+	bool read_only;
+	bool growable; /* set by the parent: writes past the end extend it */
+	bool force_share; /* -U */
+	bool write_cache; /* device-visible write cache (true = writeback) */
+	bool no_flush; /* cache=unsafe: flushes succeed without I/O */
+	int64_t size; /* bytes; drivers keep it current (open, truncate) */
+	int supported_write_flags; /* VD_REQ_FUA if the driver honours it */
+	int supported_zero_flags; /* VD_REQ_FUA | VD_REQ_MAY_UNMAP */
+	struct vd_limits limits;
+
+	/* Core state (block/io.c). */
+	struct vd_tracked_req tracked; /* list head */
+	int serialising_in_flight;
+	uint64_t in_flight;
+	struct vd_co_queue drain_waiters;
+	uint64_t write_gen, flushed_gen;
+	struct vd_acct_stats stats;
+};
+
+struct vd_block_driver {
+	const char *name;
+	size_t instance_size;
+	bool is_format; /* sits on a protocol child ("file") */
+	bool is_filter; /* passes requests to ->file; has no data of its own */
+	bool references_files; /* may open other files named in the image: never probed */
+	const char *child_name; /* key of the primary child's options ("file", "image") */
+
+	/* Score 0..100 that @buf (the first @len bytes) is this format. NULL: never. */
+	int (*probe)(const uint8_t *buf, size_t len, const char *filename);
+
+	/*
+	 * Open: parse the driver's own keys from @opts (reading them marks them
+	 * used), open children with vd_node_open_child(), set n->size, limits
+	 * and supported flags.  Runs in a coroutine.  Returns 0 or -errno with
+	 * @err set; on failure the driver has released what it acquired.
+	 */
+	int (*open)(struct vd_node *n, struct vd_opts *opts, int flags, struct vd_error *err);
+	/* Release everything; children are unref'd by the core afterwards. */
+	void (*close)(struct vd_node *n);
+
+	/* Create an image at @filename from creation options @opts (includes
+	 * "size"). Not in a coroutine. NULL: the format cannot be created. */
+	int (*create)(const char *filename, struct vd_opts *opts, struct vd_error *err);
+
+	int (*co_preadv)(struct vd_node *n, int64_t offset, int64_t bytes, struct vd_qiov *qiov,
+			 int flags);
+	/* Flags are limited to supported_write_flags (VD_REQ_FUA) or
+	 * VD_REQ_COMPRESSED; the core emulates FUA with a flush otherwise. */
+	int (*co_pwritev)(struct vd_node *n, int64_t offset, int64_t bytes, struct vd_qiov *qiov,
+			  int flags);
+	/* Make all completed writes durable. NULL: flush ->file (or succeed for
+	 * a node without children). */
+	int (*co_flush)(struct vd_node *n);
+	/* Deallocate; reading the range afterwards may return anything the format
+	 * allows (zeroes for file). Advisory: -ENOTSUP is turned into success.
+	 * NULL: forward to ->file for filters, else -ENOTSUP. */
+	int (*co_pdiscard)(struct vd_node *n, int64_t offset, int64_t bytes);
+	/* Make the range read as zeroes; VD_REQ_MAY_UNMAP allows deallocating.
+	 * -ENOTSUP makes the core write a zero buffer (unless NO_FALLBACK). */
+	int (*co_pwrite_zeroes)(struct vd_node *n, int64_t offset, int64_t bytes, int flags);
+	/* See vd_co_block_status.  NULL: DATA|ALLOCATED for the whole range, or
+	 * forwarded to ->file for filters. */
+	int (*co_block_status)(struct vd_node *n, int64_t offset, int64_t bytes, int64_t *pnum,
+			       int64_t *map, struct vd_node **file);
+	/* Change the size; set n->size. NULL: -ENOTSUP. */
+	int (*co_truncate)(struct vd_node *n, int64_t size, bool exact, enum vd_prealloc prealloc,
+			   struct vd_error *err);
+	/* Host bytes in use, -ENOTSUP if unknown. NULL: that of ->file. */
+	int64_t (*get_allocated_size)(struct vd_node *n);
+	/* Fill format-specific fields (cluster size, dirty flag, backing file,
+	 * format_specific). NULL: nothing beyond the common fields. */
+	int (*get_info)(struct vd_node *n, struct vd_image_info *info, struct vd_error *err);
+	/* Recompute n->limits after open or a child change. NULL: inherit from
+	 * ->file (request_alignment, min_mem_alignment, max_transfer, max_iov). */
+	void (*refresh_limits)(struct vd_node *n);
+	/* A debug event was raised on this node. NULL: pass to ->file. */
+	void (*debug_event)(struct vd_node *n, enum vd_debug_event ev);
+};
+
+/* The registry (block/registry.c). */
+const struct vd_block_driver *vd_driver_find(const char *name);
+
+/*
+ * Open the child whose options are at @key in @opts ("file", "backing",
+ * "image").  A string value there is a filename for a new file node; a
+ * dictionary is a full option tree; @default_driver fills in a missing
+ * "driver".  Cache options (cache.direct, cache.no-flush) and read-only are
+ * inherited from @parent unless the child sets them.  Marks @key used.
+ */
+int vd_node_open_child(struct vd_node *parent, struct vd_opts *opts, const char *key,
+		       const char *default_driver, int flags, struct vd_node **child,
+		       struct vd_error *err);
+
+/* Raise a debug event on @n (walks down through ->file). */
+void vd_debug_event(struct vd_node *n, enum vd_debug_event ev);
+
+/* Trace points (util/trace.c): cheap when off; VDISK_TRACE=pattern,... */
+#include <vdisk/trace.h>
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
