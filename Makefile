@@ -16,7 +16,8 @@ WARN := -Wall -Wextra -Werror -Wno-unused-parameter -Wmissing-prototypes -Wstric
 	-Wshadow -Wno-missing-field-initializers
 BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -fPIC -Iinclude -I. $(WARN) -pthread \
 	-DVDISK_VERSION='"$(VERSION)"' -MMD -MP
-LIBS := -pthread -lz
+LIBS := -pthread -lz $(shell $(PKG_CONFIG) --libs jansson 2>/dev/null || echo -ljansson)
+BASE_CFLAGS += $(shell $(PKG_CONFIG) --cflags jansson 2>/dev/null)
 ifeq ($(HAVE_URING),1)
 BASE_CFLAGS += -DVD_HAVE_URING $(shell $(PKG_CONFIG) --cflags liburing)
 LIBS += $(shell $(PKG_CONFIG) --libs liburing)
@@ -50,7 +51,10 @@ SHARED_LIB := $(BUILD)/libvdisk.so.0
 VDISK := $(BUILD)/vdisk
 
 .PHONY: all lib tools tests benches run check check-unit check-interop check-fault \
-	check-format check-asan format install clean deps bench fuzz
+	check-format check-fuzz check-asan format install clean deps bench fuzz
+
+# Keep intermediate objects of tests and benchmarks (incremental builds).
+.SECONDARY:
 
 all: $(STATIC_LIB) $(SHARED_LIB) $(BUILD)/vdisk.pc $(VDISK)
 
@@ -86,13 +90,16 @@ benches: $(BENCH_BINS)
 deps:
 	@scripts/install-deps --ensure
 
-run: deps all
+# A sub-make, so that the build sees what deps just installed (HAVE_URING and
+# the pkg-config flags are computed when the Makefile is read).
+run: deps
+	@$(MAKE) --no-print-directory all
 	@scripts/run-main.sh $(VDISK)
 
 # The fast suites; the summary line is the runner's last line.
 check: deps
 	@$(MAKE) --no-print-directory all tests
-	@BUILD=$(BUILD) tests/run.sh format unit interop fault
+	@BUILD=$(BUILD) tests/run.sh format unit interop fault fuzz-corpus
 
 check-unit: tests
 	@BUILD=$(BUILD) tests/run.sh unit
@@ -102,12 +109,15 @@ check-fault: tests
 	@BUILD=$(BUILD) tests/run.sh fault
 check-format:
 	@BUILD=$(BUILD) tests/run.sh format
+check-fuzz: $(STATIC_LIB)
+	@BUILD=$(BUILD) tests/run.sh fuzz-corpus
 
 # Unit suites and a reduced interop set under ASan + UBSan, in their own tree.
 check-asan: deps
 	@$(MAKE) --no-print-directory BUILD=build-asan SANITIZE=1 all tests
 	@BUILD=build-asan VDISK_QUICK=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
-		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 tests/run.sh unit interop fault
+		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 tests/run.sh unit interop fault \
+		fuzz-corpus
 
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')
@@ -129,4 +139,5 @@ install: all
 clean:
 	rm -rf build build-asan
 
--include $(LIB_OBJS:.o=.d) $(TOOL_OBJS:.o=.d) $(TESTLIB_OBJS:.o=.d)
+-include $(LIB_OBJS:.o=.d) $(TOOL_OBJS:.o=.d) $(TESTLIB_OBJS:.o=.d) $(UNIT_BINS:=.d) \
+	$(BENCH_BINS:=.d)
