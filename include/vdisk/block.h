@@ -41,8 +41,9 @@ extern "C" {
 
 struct vd_node;
 
-/* Largest single request: INT32_MAX rounded down to 1 MiB, as QEMU bounds it. */
-#define VD_REQUEST_MAX_BYTES ((int64_t)(INT32_MAX & ~((1 << 20) - 1)))
+/* Largest single request: INT32_MAX rounded down to a sector, as QEMU 7.2's
+ * BDRV_REQUEST_MAX_BYTES. */
+#define VD_REQUEST_MAX_BYTES ((int64_t)(INT32_MAX & ~511))
 /* Largest node: INT64_MAX rounded down to 1 GiB. */
 #define VD_MAX_LENGTH ((int64_t)(INT64_MAX & ~((INT64_C(1) << 30) - 1)))
 

@@ -13,9 +13,9 @@
  *   - 0 < bytes <= limits.max_transfer (when non-zero) and qiov->size == bytes;
  *   - qiov->niov <= limits.max_iov (when non-zero), and each buffer address
  *     and length is a multiple of limits.min_mem_alignment;
- *   - offset + bytes <= node size, except on a growable node (the protocol
- *     child of a format), where writes may extend it and reads past the end
- *     must return zeroes.
+ *   - offset + bytes <= node size rounded up to request_alignment, except on
+ *     a growable node (the protocol child of a format, or a filter on one),
+ *     where writes may extend it; reads past the end must return zeroes.
  *
  * Request entries return 0 or -errno, never a short count.
  */
@@ -97,10 +97,15 @@ struct vd_node {
 	struct vd_node *backing; /* backing node, NULL if none */
 
 	bool read_only;
-	bool growable; /* set by the parent: writes past the end extend it */
+	bool growable; /* set by the parent: writes past the end extend it (the
+			* core raises size after such a write) */
 	bool force_share; /* -U */
 	bool write_cache; /* device-visible write cache (true = writeback) */
 	bool no_flush; /* cache=unsafe: flushes succeed without I/O */
+	bool cache_direct; /* cache.direct: O_DIRECT at the protocol (inherited) */
+	/* Set by the driver: overlapping writes never run concurrently. */
+	bool serialise_writes;
+	char *opt_prefix; /* dotted path of this node's options, for messages */
 	int64_t size; /* bytes; drivers keep it current (open, truncate) */
 	int supported_write_flags; /* VD_REQ_FUA if the driver honours it */
 	int supported_zero_flags; /* VD_REQ_FUA | VD_REQ_MAY_UNMAP */
@@ -112,6 +117,8 @@ struct vd_node {
 	uint64_t in_flight;
 	struct vd_co_queue drain_waiters;
 	uint64_t write_gen, flushed_gen;
+	bool flush_active;
+	struct vd_co_queue flush_waiters;
 	struct vd_acct_stats stats;
 };
 
@@ -122,6 +129,10 @@ struct vd_block_driver {
 	bool is_filter; /* passes requests to ->file; has no data of its own */
 	bool references_files; /* may open other files named in the image: never probed */
 	const char *child_name; /* key of the primary child's options ("file", "image") */
+
+	/* Names of the keys create() understands (NULL-terminated); the core
+	 * refuses other keys before calling create().  "size" is always allowed. */
+	const char *const *create_opts;
 
 	/* Score 0..100 that @buf (the first @len bytes) is this format. NULL: never. */
 	int (*probe)(const uint8_t *buf, size_t len, const char *filename);
@@ -146,8 +157,9 @@ struct vd_block_driver {
 	 * VD_REQ_COMPRESSED; the core emulates FUA with a flush otherwise. */
 	int (*co_pwritev)(struct vd_node *n, int64_t offset, int64_t bytes, struct vd_qiov *qiov,
 			  int flags);
-	/* Make all completed writes durable. NULL: flush ->file (or succeed for
-	 * a node without children). */
+	/* Make all completed writes durable at this layer (write back caches).
+	 * The core then flushes ->file.  NULL: nothing of its own to flush.
+	 * Not called with cache.no-flush (cache=unsafe). */
 	int (*co_flush)(struct vd_node *n);
 	/* Deallocate; reading the range afterwards may return anything the format
 	 * allows (zeroes for file). Advisory: -ENOTSUP is turned into success.
@@ -177,6 +189,9 @@ struct vd_block_driver {
 
 /* The registry (block/registry.c). */
 const struct vd_block_driver *vd_driver_find(const char *name);
+/* Add a driver of the embedding program (or a test).  Call before opening
+ * nodes, from one thread.  -EEXIST if the name is taken, -ENOSPC when full. */
+int vd_driver_register(const struct vd_block_driver *drv);
 
 /*
  * Open the child whose options are at @key in @opts ("file", "backing",

@@ -1,0 +1,197 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Fuzz target for the option parser: every input is parsed as keyval text and
+ * as "json:" + input, and each tree that parses is read through every getter,
+ * checked for unused keys, cloned, rendered as JSON (which must parse back
+ * as the same JSON) and freed.
+ *
+ * With -DVD_LIBFUZZER this is a libFuzzer target:
+ *	clang -fsanitize=fuzzer,address,undefined -DVD_LIBFUZZER -Iinclude -I. \
+ *		tests/fuzz/fuzz-opts.c util/opts.c util/error.c -ljansson
+ * Without it, a plain program that replays the files named on its command
+ * line (the corpus in tests/fuzz/corpus/opts/) and exits 0 if none crashed:
+ *	cc -Iinclude -I. tests/fuzz/fuzz-opts.c util/opts.c util/error.c -ljansson
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include <vdisk/opts.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* Interpreting a crash as a finding needs a crash, not a quiet exit. */
+#define FUZZ_ASSERT(cond)                                                                   \
+	do {                                                                                \
+		if (!(cond)) {                                                              \
+			fprintf(stderr, "%s:%d: assertion %s failed\n", __FILE__, __LINE__, \
+				#cond);                                                     \
+			abort();                                                            \
+		}                                                                           \
+	} while (0)
+
+/* Walk @o, reading every entry through the getters; depth-first. */
+static void exercise(struct vd_opts *o, int depth)
+{
+	static const char *const names[] = {"on", "off", "writeback", "", NULL};
+	const struct vd_opts *child;
+	const char *key, *value;
+	int it = 0;
+
+	FUZZ_ASSERT(depth <= 100);
+	while (vd_opts_next(o, &it, &key, &value, &child)) {
+		struct vd_error err = {0};
+		uint64_t u;
+		bool b;
+		int e;
+
+		FUZZ_ASSERT(key && *key && !strchr(key, '.'));
+		FUZZ_ASSERT(!value != !child);
+		FUZZ_ASSERT(vd_opts_has(o, key));
+		if (value) {
+			FUZZ_ASSERT(vd_opts_peek(o, key) == value);
+			vd_opts_get_bool(o, key, false, &b, &err);
+			vd_opts_get_u64(o, key, 0, &u, &err);
+			vd_opts_get_size(o, key, 0, &u, &err);
+			vd_opts_get_enum(o, key, names, 0, &e, &err);
+			FUZZ_ASSERT(strlen(err.msg) < sizeof(err.msg));
+			if (vd_parse_size(value, &u) == 0) {
+				char buf[32];
+
+				vd_format_size(u, buf, sizeof(buf));
+			}
+		} else {
+			FUZZ_ASSERT(vd_opts_get(o, key) == NULL);
+			exercise(vd_opts_get_dict(o, key), depth + 1);
+		}
+	}
+}
+
+static void check_tree(struct vd_opts *o)
+{
+	struct vd_error err = {0};
+	struct vd_opts *copy, *taken;
+	const char *key;
+	char *json, *json2;
+	json_t *back;
+	int it = 0;
+
+	/* Rendered JSON is valid JSON, and survives a round trip. */
+	json = vd_opts_to_json(o);
+	FUZZ_ASSERT(json);
+	back = json_loads(json, 0, NULL);
+	FUZZ_ASSERT(back);
+	json_decref(back);
+
+	copy = vd_opts_clone(o);
+	FUZZ_ASSERT(copy);
+	json2 = vd_opts_to_json(copy);
+	FUZZ_ASSERT(json2 && strcmp(json, json2) == 0);
+	free(json2);
+
+	vd_opts_check_unused(o, "fuzz", &err);
+	exercise(o, 0);
+	vd_error_clear(&err);
+	FUZZ_ASSERT(vd_opts_check_unused(o, NULL, &err) == 0);
+
+	/* Take the first dictionary, remove the first key of the copy. */
+	while (vd_opts_next(copy, &it, &key, NULL, NULL)) {
+		taken = vd_opts_take_dict(copy, key);
+		if (taken) {
+			vd_opts_free(taken);
+			break;
+		}
+	}
+	it = 0;
+	if (vd_opts_next(copy, &it, &key, NULL, NULL)) {
+		char *k = strdup(key);
+
+		FUZZ_ASSERT(k);
+		FUZZ_ASSERT(vd_opts_remove(copy, k));
+		FUZZ_ASSERT(!vd_opts_has(copy, k));
+		free(k);
+	}
+	vd_opts_free(copy);
+	free(json);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	char *text = malloc(size + 6);
+	struct vd_opts *o;
+	struct vd_error err = {0};
+	uint64_t u;
+
+	if (!text)
+		return 0;
+	/* The API takes C strings: the input ends at its first NUL. */
+	memcpy(text, "json:", 5);
+	memcpy(text + 5, data, size);
+	text[size + 5] = '\0';
+
+	for (int pass = 0; pass < 2; pass++) {
+		const char *str = pass ? text : text + 5;
+
+		vd_error_clear(&err);
+		if (vd_opts_parse(str, pass ? NULL : "implied", &o, &err) == 0) {
+			FUZZ_ASSERT(!vd_error_is_set(&err));
+			check_tree(o);
+			/* Merging the same text again must succeed too. */
+			vd_error_clear(&err);
+			FUZZ_ASSERT(vd_opts_parse_into(o, str, NULL, &err) == 0 ||
+				    vd_error_is_set(&err));
+			vd_opts_free(o);
+		} else {
+			FUZZ_ASSERT(o == NULL);
+			FUZZ_ASSERT(vd_error_is_set(&err) && err.msg[0]);
+		}
+	}
+	vd_parse_size(text + 5, &u);
+	free(text);
+	return 0;
+}
+
+#ifndef VD_LIBFUZZER
+/* Replay: run each file named on the command line through the target. */
+int main(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		FILE *f = fopen(argv[i], "rb");
+		char *buf = NULL;
+		size_t len = 0, cap = 0;
+
+		if (!f) {
+			perror(argv[i]);
+			return 1;
+		}
+		for (;;) {
+			if (cap - len < 4096) {
+				char *n = realloc(buf, cap + 65536);
+
+				if (!n) {
+					fprintf(stderr, "%s: out of memory\n", argv[i]);
+					return 1;
+				}
+				buf = n;
+				cap += 65536;
+			}
+			size_t got = fread(buf + len, 1, cap - len, f);
+
+			len += got;
+			if (got == 0)
+				break;
+		}
+		if (ferror(f)) {
+			perror(argv[i]);
+			return 1;
+		}
+		fclose(f);
+		LLVMFuzzerTestOneInput((const uint8_t *)buf, len);
+		free(buf);
+	}
+	printf("fuzz-opts: %d inputs replayed\n", argc - 1);
+	return 0;
+}
+#endif
