@@ -1,0 +1,14 @@
+/* SPDX-License-Identifier: MIT */
+/* The built-in drivers, listed by the registry (block/registry.c). */
+#ifndef VDISK_BLOCK_DRIVERS_H
+#define VDISK_BLOCK_DRIVERS_H
+
+#include <vdisk/block_driver.h>
+
+extern const struct vd_block_driver vd_driver_file; /* "file": regular files, block devices */
+extern const struct vd_block_driver vd_driver_raw; /* "raw": format with offset/size */
+extern const struct vd_block_driver vd_driver_null_co; /* "null-co": reads zeroes */
+extern const struct vd_block_driver vd_driver_null_aio; /* "null-aio": same, completes later */
+extern const struct vd_block_driver vd_driver_blkdebug; /* "blkdebug": fault injection */
+
+#endif

@@ -1,0 +1,207 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The "raw" format: the guest sees the bytes of its "file" child, optionally
+ * a window of them given by "offset" and "size" (QEMU 7.2 block/raw-format.c
+ * semantics: size must be a multiple of 512, offset need not be; the window
+ * must lie inside the child; a raw node with "size" cannot be resized).
+ */
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdint.h>
+
+#include "block/drivers/drivers.h"
+
+struct raw_state {
+	int64_t offset;
+	int64_t size;
+	bool has_size;
+};
+
+static int raw_open(struct vd_node *n, struct vd_opts *opts, int flags, struct vd_error *err)
+{
+	struct raw_state *s = n->opaque;
+	uint64_t offset, size;
+	int64_t real_size;
+	int ret;
+
+	/* Read our keys first so that errors in them come before I/O. */
+	ret = vd_opts_get_size(opts, "offset", 0, &offset, err);
+	if (ret < 0)
+		return ret;
+	s->has_size = vd_opts_has(opts, "size");
+	ret = vd_opts_get_size(opts, "size", 0, &size, err);
+	if (ret < 0)
+		return ret;
+	if (offset > (uint64_t)VD_MAX_LENGTH || size > (uint64_t)VD_MAX_LENGTH)
+		return vd_error_set(err, -EINVAL, "Parameter '%s' is too large",
+				    offset > (uint64_t)VD_MAX_LENGTH ? "offset" : "size");
+	if (s->has_size && size % 512)
+		return vd_error_set(err, -EINVAL, "Specified size is not multiple of 512");
+
+	ret = vd_node_open_child(n, opts, "file", "file", flags, &n->file, err);
+	if (ret < 0)
+		return ret;
+
+	real_size = vd_node_size(n->file);
+	if (real_size < 0)
+		return vd_error_setg_errno(err, (int)real_size, "Could not get the image size");
+	if ((int64_t)offset > real_size)
+		return vd_error_set(err, -EINVAL,
+				    "Offset (%" PRIu64 ") cannot be greater than size of the "
+				    "containing file (%" PRId64 ")",
+				    offset, real_size);
+	if (s->has_size && (uint64_t)(real_size - (int64_t)offset) < size)
+		return vd_error_set(err, -EINVAL,
+				    "The sum of offset (%" PRIu64 ") and size (%" PRIu64 ") has to "
+				    "be smaller or equal to the  actual size of the containing "
+				    "file (%" PRId64 ")",
+				    offset, size, real_size);
+	s->offset = (int64_t)offset;
+	s->size = s->has_size ? (int64_t)size : real_size - s->offset;
+	n->size = s->size;
+	/* Flags pass down unchanged; the child's node emulates what its driver
+	 * lacks (FUA with a flush of the child only). */
+	n->supported_write_flags = VD_REQ_FUA;
+	n->supported_zero_flags = VD_REQ_FUA | VD_REQ_MAY_UNMAP;
+	return 0;
+}
+
+/*
+ * Inherit the child's limits.  An offset the child's request alignment does
+ * not divide would make our aligned requests unaligned below anyway, and a
+ * window end it does not divide would make our padding reach bytes outside
+ * the window (which a read-modify-write would then rewrite): in both cases
+ * leave alignment to the child alone, so padding happens once, below.
+ */
+static void raw_refresh_limits(struct vd_node *n)
+{
+	struct raw_state *s = n->opaque;
+	const struct vd_limits *c = &n->file->limits;
+
+	n->limits.request_alignment = c->request_alignment;
+	n->limits.min_mem_alignment = c->min_mem_alignment;
+	n->limits.opt_mem_alignment = c->opt_mem_alignment;
+	n->limits.max_transfer = c->max_transfer;
+	n->limits.max_iov = c->max_iov;
+	if (c->request_alignment > 1 &&
+	    (s->offset % c->request_alignment || (s->has_size && s->size % c->request_alignment)))
+		n->limits.request_alignment = 1;
+}
+
+static int raw_co_preadv(struct vd_node *n, int64_t offset, int64_t bytes, struct vd_qiov *qiov,
+			 int flags)
+{
+	struct raw_state *s = n->opaque;
+
+	assert(offset >= 0 && bytes > 0);
+	/* QEMU's raw format raises read_aio on its child before data reads. */
+	vd_debug_event(n->file, VD_EV_READ_AIO);
+	return vd_co_preadv(n->file, s->offset + offset, bytes, qiov, flags);
+}
+
+static int raw_co_pwritev(struct vd_node *n, int64_t offset, int64_t bytes, struct vd_qiov *qiov,
+			  int flags)
+{
+	struct raw_state *s = n->opaque;
+
+	assert(offset >= 0);
+	vd_debug_event(n->file, VD_EV_WRITE_AIO);
+	return vd_co_pwritev(n->file, s->offset + offset, bytes, qiov, flags);
+}
+
+/* Nothing of our own to write back; like QEMU's bdrv_co_flush, tell the
+ * child a flush is coming (blkdebug's flush_to_disk).  The core then flushes
+ * the child. */
+static int raw_co_flush(struct vd_node *n)
+{
+	vd_debug_event(n->file, VD_EV_FLUSH_TO_DISK);
+	return 0;
+}
+
+static int raw_co_pdiscard(struct vd_node *n, int64_t offset, int64_t bytes)
+{
+	struct raw_state *s = n->opaque;
+
+	return vd_co_pdiscard(n->file, s->offset + offset, bytes);
+}
+
+static int raw_co_pwrite_zeroes(struct vd_node *n, int64_t offset, int64_t bytes, int flags)
+{
+	struct raw_state *s = n->opaque;
+
+	return vd_co_pwrite_zeroes(n->file, s->offset + offset, bytes, flags);
+}
+
+static int raw_co_block_status(struct vd_node *n, int64_t offset, int64_t bytes, int64_t *pnum,
+			       int64_t *map, struct vd_node **file)
+{
+	struct raw_state *s = n->opaque;
+	int ret;
+
+	/* *map comes back in the child's coordinates, which is what it means. */
+	ret = vd_co_block_status(n->file, s->offset + offset, bytes, pnum, map, file);
+	if (ret < 0)
+		return ret;
+	if (*pnum == 0) {
+		/* The child ended (it shrank under us): reads give zeroes. */
+		*pnum = bytes;
+		*map = s->offset + offset;
+		*file = n->file;
+		return VD_BLOCK_ZERO | VD_BLOCK_OFFSET_VALID;
+	}
+	return ret & ~(VD_BLOCK_EOF | VD_BLOCK_ALLOCATED);
+}
+
+static int raw_co_truncate(struct vd_node *n, int64_t size, bool exact, enum vd_prealloc prealloc,
+			   struct vd_error *err)
+{
+	struct raw_state *s = n->opaque;
+	int ret;
+
+	/* QEMU's raw_co_truncate: a window with a size is fixed; an offset is
+	 * kept and the child sized to offset + size. */
+	if (s->has_size)
+		return vd_error_set(err, -ENOTSUP, "Cannot resize fixed-size raw disks");
+	if (VD_MAX_LENGTH - s->offset < size)
+		return vd_error_set(err, -EINVAL, "Disk size too large for the chosen offset");
+	ret = vd_co_truncate(n->file, s->offset + size, exact, prealloc, err);
+	if (ret < 0)
+		return ret;
+	s->size = size;
+	n->size = size;
+	return 0;
+}
+
+static int raw_create(const char *filename, struct vd_opts *opts, struct vd_error *err)
+{
+	return vd_driver_file.create(filename, opts, err);
+}
+
+/* Anything is raw: the lowest score, as QEMU's raw_probe. */
+static int raw_probe(const uint8_t *buf, size_t len, const char *filename)
+{
+	return 1;
+}
+
+static const char *const raw_create_opts[] = {"preallocation", "nocow", NULL};
+
+const struct vd_block_driver vd_driver_raw = {
+	.name = "raw",
+	.instance_size = sizeof(struct raw_state),
+	.is_format = true,
+	.child_name = "file",
+	.create_opts = raw_create_opts,
+	.probe = raw_probe,
+	.open = raw_open,
+	.create = raw_create,
+	.co_preadv = raw_co_preadv,
+	.co_pwritev = raw_co_pwritev,
+	.co_flush = raw_co_flush,
+	.co_pdiscard = raw_co_pdiscard,
+	.co_pwrite_zeroes = raw_co_pwrite_zeroes,
+	.co_block_status = raw_co_block_status,
+	.co_truncate = raw_co_truncate,
+	/* get_allocated_size NULL: the child's. */
+	.refresh_limits = raw_refresh_limits,
+};
