@@ -1,0 +1,160 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Helpers shared by the vdisk subcommands: error printing, sizes, opening an
+ * image from a qemu-img/qemu-io style command line.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tools/tools.h"
+
+const char *tool_prog = "vdisk";
+
+void tool_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fflush(stdout);
+	fprintf(stderr, "%s: ", tool_prog);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+int tool_parse_size(const char *str, int64_t *out)
+{
+	uint64_t v;
+	int ret;
+
+	/* qemu_strtosz takes hexadecimal without a suffix ("0x1000") too. */
+	if (str[0] == '0' && (str[1] == 'x' || str[1] == 'X') && str[2]) {
+		char *end;
+
+		errno = 0;
+		v = strtoull(str + 2, &end, 16);
+		if (*end) {
+			return -EINVAL;
+		}
+		if (errno == ERANGE) {
+			return -ERANGE;
+		}
+	} else {
+		ret = vd_parse_size(str, &v);
+		if (ret < 0) {
+			return ret;
+		}
+	}
+	if (v > INT64_MAX) {
+		return -ERANGE;
+	}
+	*out = (int64_t)v;
+	return 0;
+}
+
+int tool_open_image(const struct tool_open_args *a, struct vd_node **out, struct vd_error *err)
+{
+	const char *cache = a->cache ? a->cache : a->default_cache;
+	struct vd_opts *opts = NULL;
+	bool writethrough = false;
+	int flags = 0;
+	int ret;
+
+	if (a->image_opts) {
+		if (a->format) {
+			return vd_error_set(err, -EINVAL,
+					    "--image-opts and --format are mutually exclusive");
+		}
+		ret = vd_opts_parse(a->filename, NULL, &opts, err);
+		if (ret < 0) {
+			return ret;
+		}
+	} else {
+		opts = vd_opts_new();
+		if (!opts) {
+			return vd_error_set(err, -ENOMEM, "Out of memory");
+		}
+	}
+
+	if (cache) {
+		ret = vd_cache_mode_apply(cache, opts, &writethrough, err);
+		if (ret < 0) {
+			goto out;
+		}
+	}
+	if (a->aio) {
+		const char *name = strcmp(a->aio, "native") == 0 ? "io_uring" : a->aio;
+
+		ret = vd_opts_set(opts, "file.aio", name);
+		if (ret < 0) {
+			vd_error_set(err, ret, "Out of memory");
+			goto out;
+		}
+	}
+
+	if (a->writable) {
+		flags |= VD_OPEN_RDWR;
+	}
+	if (a->force_share) {
+		flags |= VD_OPEN_FORCE_SHARE;
+	}
+	if (a->image_opts) {
+		ret = vd_node_open_opts(opts, flags, out, err);
+	} else {
+		if (!a->format && a->probe) {
+			flags |= VD_OPEN_PROBE;
+		}
+		ret = vd_node_open(a->filename, a->format, opts, flags, out, err);
+	}
+	if (ret == 0) {
+		vd_node_set_write_cache(*out, !writethrough);
+		if (!a->image_opts && !a->format && a->probe && a->warn_raw_probe &&
+		    !strcmp(vd_node_format(*out), "raw")) {
+			fprintf(stderr,
+				"WARNING: Image format was not specified for '%s' and probing "
+				"guessed raw.\n"
+				"         Specify the 'raw' format explicitly to remove this "
+				"warning.\n",
+				a->filename);
+		}
+	}
+out:
+	vd_opts_free(opts);
+	return ret;
+}
+
+int tool_check_cache_mode(const char *mode)
+{
+	struct vd_opts *opts = vd_opts_new();
+	bool writethrough;
+	int ret;
+
+	if (!opts) {
+		return -ENOMEM;
+	}
+	ret = vd_cache_mode_apply(mode, opts, &writethrough, NULL);
+	vd_opts_free(opts);
+	return ret;
+}
+
+struct vd_loop *tool_loop_init(void)
+{
+	struct vd_loop *loop;
+	int ret = vd_loop_new(&loop);
+
+	if (ret < 0) {
+		tool_error("Could not create the event loop: %s", strerror(-ret));
+		exit(1);
+	}
+	vd_loop_set_current(loop);
+	return loop;
+}
+
+void tool_loop_fini(struct vd_loop *loop)
+{
+	vd_loop_set_current(NULL);
+	vd_loop_free(loop);
+}

@@ -1,0 +1,280 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vdisk info [-f FMT] [--output=human|json] [-U] [--image-opts] FILE
+ *
+ * qemu-img info (7.2): the same fields, layout and JSON keys.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "tools/tools.h"
+
+/* A value kept as text in vd_opts, typed back the way QEMU's QAPI has it:
+ * integers and booleans as such, the rest as strings. */
+static json_t *typed_value(const char *v)
+{
+	const char *p = v;
+
+	if (!strcmp(v, "true")) {
+		return json_true();
+	}
+	if (!strcmp(v, "false")) {
+		return json_false();
+	}
+	if (*p == '-') {
+		p++;
+	}
+	if (*p && strspn(p, "0123456789") == strlen(p) && strlen(p) < 19) {
+		return json_integer(strtoll(v, NULL, 10));
+	}
+	return json_string(v);
+}
+
+static bool is_array(const struct vd_opts *o)
+{
+	const struct vd_opts *dict;
+	const char *key, *value;
+	int iter = 0, i = 0;
+	char idx[16];
+
+	while (vd_opts_next(o, &iter, &key, &value, &dict)) {
+		snprintf(idx, sizeof(idx), "%d", i++);
+		if (strcmp(key, idx)) {
+			return false;
+		}
+	}
+	return i > 0;
+}
+
+static json_t *opts_to_json(const struct vd_opts *o)
+{
+	const struct vd_opts *dict;
+	const char *key, *value;
+	bool array = is_array(o);
+	json_t *j = array ? json_array() : json_object();
+	int iter = 0;
+
+	while (vd_opts_next(o, &iter, &key, &value, &dict)) {
+		json_t *v = value ? typed_value(value) : opts_to_json(dict);
+
+		if (array) {
+			json_array_append_new(j, v);
+		} else {
+			json_object_set_new(j, key, v);
+		}
+	}
+	return j;
+}
+
+/* QEMU's human dump of format-specific data: keys with '-' shown as ' ',
+ * nested dictionaries indented by four more, list items as "[i]:". */
+void tool_dump_specific(const struct vd_opts *o, int indent)
+{
+	const struct vd_opts *dict;
+	const char *key, *value;
+	bool array = is_array(o);
+	int iter = 0;
+
+	while (vd_opts_next(o, &iter, &key, &value, &dict)) {
+		char name[128];
+		size_t i;
+
+		if (array) {
+			snprintf(name, sizeof(name), "[%s]", key);
+		} else {
+			snprintf(name, sizeof(name), "%s", key);
+			for (i = 0; name[i]; i++) {
+				if (name[i] == '-') {
+					name[i] = ' ';
+				}
+			}
+		}
+		if (value) {
+			printf("%*s%s: %s\n", indent, "", name, value);
+		} else {
+			printf("%*s%s:\n", indent, "", name);
+			tool_dump_specific(dict, indent + 4);
+		}
+	}
+}
+
+static void print_human(const struct vd_image_info *info)
+{
+	char buf[64];
+
+	printf("image: %s\n", info->filename);
+	printf("file format: %s\n", info->format);
+	vd_format_size((uint64_t)info->virtual_size, buf, sizeof(buf));
+	printf("virtual size: %s (%" PRId64 " bytes)\n", buf, info->virtual_size);
+	if (info->actual_size >= 0) {
+		vd_format_size((uint64_t)info->actual_size, buf, sizeof(buf));
+		printf("disk size: %s\n", buf);
+	} else {
+		printf("disk size: unavailable\n");
+	}
+	if (info->cluster_size) {
+		printf("cluster_size: %" PRId64 "\n", info->cluster_size);
+	}
+	if (info->has_dirty_flag && info->dirty_flag) {
+		printf("cleanly shut down: no\n");
+	}
+	if (info->backing_filename) {
+		printf("backing file: %s", info->backing_filename);
+		if (!info->full_backing_filename) {
+			printf(" (cannot determine actual path)");
+		} else if (strcmp(info->backing_filename, info->full_backing_filename)) {
+			printf(" (actual path: %s)", info->full_backing_filename);
+		}
+		printf("\n");
+	}
+	if (info->backing_filename_format) {
+		printf("backing file format: %s\n", info->backing_filename_format);
+	}
+	if (info->format_specific && vd_opts_count(info->format_specific) > 0) {
+		printf("Format specific information:\n");
+		tool_dump_specific(info->format_specific, 4);
+	}
+}
+
+static int print_json(const struct vd_image_info *info)
+{
+	json_t *o = json_object();
+	char *text;
+
+	/* Key order as qemu-img 7.2 emits it. */
+	if (info->backing_filename_format) {
+		json_object_set_new(o, "backing-filename-format",
+				    json_string(info->backing_filename_format));
+	}
+	json_object_set_new(o, "virtual-size", json_integer(info->virtual_size));
+	json_object_set_new(o, "filename", json_string(info->filename));
+	if (info->cluster_size) {
+		json_object_set_new(o, "cluster-size", json_integer(info->cluster_size));
+	}
+	json_object_set_new(o, "format", json_string(info->format));
+	if (info->actual_size >= 0) {
+		json_object_set_new(o, "actual-size", json_integer(info->actual_size));
+	}
+	if (info->format_specific && vd_opts_count(info->format_specific) > 0) {
+		json_t *spec = json_object();
+
+		json_object_set_new(spec, "type", json_string(info->format));
+		json_object_set_new(spec, "data", opts_to_json(info->format_specific));
+		json_object_set_new(o, "format-specific", spec);
+	}
+	if (info->full_backing_filename) {
+		json_object_set_new(o, "full-backing-filename",
+				    json_string(info->full_backing_filename));
+	}
+	if (info->backing_filename) {
+		json_object_set_new(o, "backing-filename", json_string(info->backing_filename));
+	}
+	json_object_set_new(o, "dirty-flag",
+			    json_boolean(info->has_dirty_flag && info->dirty_flag));
+
+	text = json_dumps(o, JSON_INDENT(4) | JSON_PRESERVE_ORDER);
+	json_decref(o);
+	if (!text) {
+		tool_error("Out of memory");
+		return -ENOMEM;
+	}
+	printf("%s\n", text);
+	free(text);
+	return 0;
+}
+
+static void info_usage(FILE *f)
+{
+	fprintf(f,
+		"usage: vdisk info [-f fmt] [--output=human|json] [-U] [--image-opts] filename\n");
+}
+
+int cmd_info(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"help", no_argument, NULL, 'h'},
+		{"format", required_argument, NULL, 'f'},
+		{"output", required_argument, NULL, OPT_OUTPUT},
+		{"force-share", no_argument, NULL, 'U'},
+		{"image-opts", no_argument, NULL, OPT_IMAGE_OPTS},
+		{NULL, 0, NULL, 0},
+	};
+	struct tool_open_args a = {.probe = true};
+	struct vd_image_info info;
+	struct vd_error err = {0};
+	struct vd_node *node = NULL;
+	struct vd_loop *loop;
+	bool json = false;
+	int c, ret = 1;
+
+	while ((c = getopt_long(argc, argv, "hf:U", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'h':
+			info_usage(stdout);
+			return 0;
+		case 'f':
+			a.format = optarg;
+			break;
+		case 'U':
+			a.force_share = true;
+			break;
+		case OPT_IMAGE_OPTS:
+			a.image_opts = true;
+			break;
+		case OPT_OUTPUT:
+			if (!strcmp(optarg, "json")) {
+				json = true;
+			} else if (!strcmp(optarg, "human")) {
+				json = false;
+			} else {
+				tool_error("--output must be used with human or json as argument.");
+				return 1;
+			}
+			break;
+		default:
+			fprintf(stderr, "Try 'vdisk --help' for more information\n");
+			return 1;
+		}
+	}
+	if (optind != argc - 1) {
+		tool_error("Expecting one image file name");
+		fprintf(stderr, "Try 'vdisk --help' for more information\n");
+		return 1;
+	}
+	a.filename = argv[optind];
+	if (a.image_opts && a.format) {
+		tool_error("--image-opts and --format are mutually exclusive");
+		return 1;
+	}
+
+	loop = tool_loop_init();
+	if (tool_open_image(&a, &node, &err) < 0) {
+		tool_error("Could not open '%s': %s", a.filename, err.msg);
+		goto out;
+	}
+	memset(&info, 0, sizeof(info));
+	if (vd_node_get_info(node, &info, &err) < 0) {
+		tool_error("%s", err.msg[0] ? err.msg : strerror(-err.code));
+		goto out;
+	}
+	if (json) {
+		ret = print_json(&info) < 0 ? 1 : 0;
+	} else {
+		print_human(&info);
+		ret = 0;
+	}
+	vd_image_info_cleanup(&info);
+out:
+	if (node) {
+		vd_node_unref(node);
+	}
+	tool_loop_fini(loop);
+	return ret;
+}

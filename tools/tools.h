@@ -1,0 +1,79 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Private helpers shared by the `vdisk` subcommands (tools/ only).
+ *
+ * Each subcommand is a function `int cmd_NAME(int argc, char **argv)` with
+ * argv[0] the subcommand name; it returns the process exit status (0 ok,
+ * 1 error).  Only tools/ exits; the library never does.
+ */
+#ifndef VDISK_TOOLS_H
+#define VDISK_TOOLS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <vdisk/block.h>
+#include <vdisk/error.h>
+#include <vdisk/loop.h>
+#include <vdisk/opts.h>
+
+/* Long options without a short form (getopt_long values). */
+enum {
+	OPT_IMAGE_OPTS = 256,
+	OPT_OUTPUT,
+	OPT_FLUSH_INTERVAL,
+	OPT_NO_DRAIN,
+	OPT_PATTERN,
+	OPT_RANDOM,
+	OPT_SEED,
+	OPT_OBJECT,
+};
+
+int cmd_create(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_io(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+/* "vdisk: MSG\n" on stderr, as qemu-img prints "qemu-img: MSG". */
+void tool_error(const char *fmt, ...) VD_PRINTF(1, 2);
+/* The name errors are prefixed with ("vdisk" by default). */
+extern const char *tool_prog;
+
+/* Parse a size with qemu-img's suffixes; -EINVAL/-ERANGE on failure. Values
+ * above INT64_MAX are -ERANGE. */
+int tool_parse_size(const char *str, int64_t *out);
+
+/* How to open an image: the command line of qemu-img / qemu-io. */
+struct tool_open_args {
+	const char *filename; /* a path, "json:{...}", or with image_opts an
+			       * option string */
+	const char *format; /* -f; NULL: probe (when probe) */
+	bool probe; /* no format: probe it as qemu-img info does */
+	bool warn_raw_probe; /* say so when probing guessed raw (qemu-io does) */
+	bool image_opts; /* --image-opts */
+	const char *cache; /* -t; NULL: the tool's default mode */
+	const char *default_cache; /* used when cache is NULL */
+	const char *aio; /* -i: threads, io_uring ("native" means io_uring) */
+	bool force_share; /* -U */
+	bool writable; /* read-write */
+};
+
+/*
+ * Open an image on the current loop.  On failure returns -errno with the
+ * reason in @err (no prefix: callers add "Could not open 'x': " or
+ * "can't open device x: " as the tool they imitate does).  Sets the node's
+ * write cache from the cache mode.
+ */
+int tool_open_image(const struct tool_open_args *a, struct vd_node **out, struct vd_error *err);
+
+/* qemu-img's human dump of format-specific information (info.c). */
+void tool_dump_specific(const struct vd_opts *o, int indent);
+
+/* 0 if @mode is a cache mode vd_cache_mode_apply() takes, else -EINVAL. */
+int tool_check_cache_mode(const char *mode);
+
+/* Create a loop and make it current; exits the process on failure. */
+struct vd_loop *tool_loop_init(void);
+void tool_loop_fini(struct vd_loop *loop);
+
+#endif

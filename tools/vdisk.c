@@ -1,0 +1,96 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vdisk: the command line, used as qemu-img and qemu-io are.
+ *
+ *   vdisk SUBCOMMAND [OPTIONS]...
+ *
+ * Each subcommand lives in its own file (create.c, info.c, io.c, bench.c).
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include <vdisk/aio.h>
+#include <vdisk/block.h>
+
+#include "tools/tools.h"
+
+struct subcommand {
+	const char *name;
+	int (*fn)(int argc, char **argv);
+	const char *synopsis;
+};
+
+static const struct subcommand subcommands[] = {
+	{"bench", cmd_bench,
+	 "bench [-c count] [-d depth] [-f fmt] [--flush-interval=N] [-i aio] [-n] [--no-drain] "
+	 "[-o offset] [--pattern=P] [-q] [-s size] [-S step] [-t cache] [-w] [-U] [--random] "
+	 "[--seed=N] [--image-opts] filename"},
+	{"create", cmd_create, "create [-f fmt] [-o options] [-q] filename [size]"},
+	{"info", cmd_info, "info [-f fmt] [--output=human|json] [-U] [--image-opts] filename"},
+	{"io", cmd_io,
+	 "io [-f fmt] [--image-opts] [-r] [-n] [-t cache] [-i aio] [-U] [-c cmd]... [filename]"},
+};
+
+#define N_SUBCOMMANDS (sizeof(subcommands) / sizeof(subcommands[0]))
+
+static void usage(FILE *f)
+{
+	size_t i;
+
+	fprintf(f, "usage: vdisk [--version] [--help] SUBCOMMAND [OPTIONS]...\n"
+		   "\n"
+		   "Subcommands:\n");
+	for (i = 0; i < N_SUBCOMMANDS; i++) {
+		fprintf(f, "  %s\n", subcommands[i].synopsis);
+	}
+	fprintf(f, "\n"
+		   "Sizes take the suffixes k, M, G, T, P, E (powers of 1024).\n"
+		   "'vdisk io -c help' lists the commands of 'vdisk io'.\n");
+}
+
+static void version(void)
+{
+	const char *const *names;
+
+	printf("vdisk %s\n", VDISK_VERSION);
+	printf("engines:");
+	if (vd_aio_kind_available(VD_AIO_IO_URING)) {
+		printf(" %s", vd_aio_kind_name(VD_AIO_IO_URING));
+	}
+	if (vd_aio_kind_available(VD_AIO_THREADS)) {
+		printf(" %s", vd_aio_kind_name(VD_AIO_THREADS));
+	}
+	printf("\nformats:");
+	for (names = vd_driver_names(); names && *names; names++) {
+		printf(" %s", *names);
+	}
+	printf("\n");
+}
+
+int main(int argc, char **argv)
+{
+	size_t i;
+
+	if (argc < 2) {
+		usage(stderr);
+		return 1;
+	}
+	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V") ||
+	    !strcmp(argv[1], "version")) {
+		version();
+		return 0;
+	}
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+		usage(stdout);
+		return 0;
+	}
+	for (i = 0; i < N_SUBCOMMANDS; i++) {
+		if (!strcmp(argv[1], subcommands[i].name)) {
+			argv[1] = (char *)"vdisk"; /* getopt messages say "vdisk: ..." */
+			return subcommands[i].fn(argc - 1, argv + 1) ? 1 : 0;
+		}
+	}
+	tool_error("Command not found: %s", argv[1]);
+	fprintf(stderr, "Try 'vdisk --help' for more information\n");
+	return 1;
+}
