@@ -7,6 +7,8 @@
 #   format       tests/format-check.sh (clang-format over the sources)
 #   unit         every executable $BUILD/tests/unit/test-*
 #   interop      every tests/interop/*.sh
+#   image        every tests/image/*.sh (image formats against qemu-img/qemu-io)
+#   hw           every tests/hw/*.sh (devices and machine over the test protocol)
 #   fault        every tests/fault/*.sh
 #   fuzz-corpus  tests/fuzz/run-corpus.sh (replays the fuzz corpora)
 #
@@ -48,7 +50,7 @@ skipped=0
 
 usage()
 {
-	echo "usage: tests/run.sh SUITE...  (suites: format unit interop fault fuzz-corpus)" >&2
+	echo "usage: tests/run.sh SUITE...  (suites: format unit interop image hw fault fuzz-corpus)" >&2
 	exit 2
 }
 
@@ -157,8 +159,7 @@ run_suite()
 		done
 		[ $found = 1 ] || no_tests unit
 		;;
-	interop) run_scripts interop "$TESTS_ROOT/interop" ;;
-	fault) run_scripts fault "$TESTS_ROOT/fault" ;;
+	interop | fault | image | hw) run_scripts "$1" "$TESTS_ROOT/$1" ;;
 	fuzz-corpus)
 		if compgen -G "$TESTS_ROOT/fuzz/fuzz-*.c" >/dev/null; then
 			run_test fuzz-corpus bash "$TESTS_ROOT/fuzz/run-corpus.sh"
@@ -176,7 +177,7 @@ run_suite()
 [ $# -gt 0 ] || usage
 for suite in "$@"; do
 	case "$suite" in
-	format | unit | interop | fault | fuzz-corpus) ;;
+	format | unit | interop | fault | image | hw | fuzz-corpus) ;;
 	*)
 		echo "tests/run.sh: unknown suite '$suite'" >&2
 		usage
