@@ -527,6 +527,9 @@ int vd_coroutine_fn vd_co_pdiscard(struct vd_node *n, int64_t offset, int64_t by
 	if (maxd <= 0)
 		maxd = align;
 
+	/* discard=ignore: the request succeeds and nothing is deallocated. */
+	if (!n->discard_unmap)
+		end = start;
 	track_begin(n, &req, offset, bytes, false, true);
 	for (int64_t pos = start; pos < end && ret == 0;) {
 		int64_t len = min64(end - pos, maxd);
@@ -622,6 +625,8 @@ int vd_coroutine_fn vd_co_pwrite_zeroes(struct vd_node *n, int64_t offset, int64
 		return 0;
 	if (!n->write_cache)
 		flags |= VD_REQ_FUA;
+	if (!n->discard_unmap)
+		flags &= ~VD_REQ_MAY_UNMAP;
 
 	align = n->limits.write_zeroes_alignment ? n->limits.write_zeroes_alignment
 						 : n->limits.request_alignment;

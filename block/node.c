@@ -5,7 +5,8 @@
  *
  * A node is opened from an option tree: {"driver": "raw", "file": {"driver":
  * "file", "filename": "x"}}.  The core reads the keys every node has
- * (driver, node-name, read-only, force-share, cache.direct, cache.no-flush),
+ * (driver, node-name, read-only, force-share, discard, cache.direct,
+ * cache.no-flush),
  * the driver reads its own, and whatever nobody read is an error that names
  * its dotted path.  A child's options are the subtree at its key; cache
  * options and read-only are inherited by children that do not set them.
@@ -89,7 +90,10 @@ static int open_node(struct open_req *o)
 	const struct vd_block_driver *drv;
 	const char *driver, *name;
 	struct vd_node *n;
+	/* QEMU's spellings of BlockdevDiscardOptions, ignore/unmap first. */
+	static const char *const discard_names[] = {"ignore", "unmap", "off", "on", NULL};
 	bool ro, share;
+	int discard;
 	int flags = o->flags;
 	int ret;
 
@@ -165,6 +169,10 @@ static int open_node(struct open_req *o)
 	ret = vd_opts_get_bool(opts, "cache.no-flush", false, &n->no_flush, err);
 	if (ret < 0)
 		goto fail;
+	ret = vd_opts_get_enum(opts, "discard", discard_names, 1, &discard, err);
+	if (ret < 0)
+		goto fail;
+	n->discard_unmap = discard % 2 == 1; /* unmap or on */
 	/* "cache" itself is a dictionary we have now read entirely. */
 	vd_opts_get_dict(opts, "cache");
 
@@ -382,6 +390,9 @@ int vd_node_open_child(struct vd_node *parent, struct vd_opts *opts, const char 
 		ret = vd_opts_set_default(sub, "cache.direct", parent->cache_direct ? "on" : "off");
 	if (ret == 0)
 		ret = vd_opts_set_default(sub, "cache.no-flush", parent->no_flush ? "on" : "off");
+	if (ret == 0)
+		ret = vd_opts_set_default(sub, "discard",
+					  parent->discard_unmap ? "unmap" : "ignore");
 	if (ret == 0 && parent->read_only)
 		ret = vd_opts_set_default(sub, "read-only", "on");
 	if (ret == 0 && parent->force_share)

@@ -66,7 +66,6 @@ enum {
 	AIO_IO_URING
 };
 static const char *const aio_names[] = {"threads", "native", "io_uring", NULL};
-static const char *const discard_names[] = {"ignore", "unmap", "off", "on", NULL};
 
 struct file_state {
 	int fd;
@@ -279,7 +278,7 @@ static int file_open(struct vd_node *n, struct vd_opts *opts, int flags, struct 
 {
 	struct file_state *s = n->opaque;
 	const char *filename;
-	int aio_choice, locking, discard, open_flags, ret;
+	int aio_choice, locking, open_flags, ret;
 	enum vd_aio_kind kind;
 	bool direct;
 	struct stat st;
@@ -299,10 +298,6 @@ static int file_open(struct vd_node *n, struct vd_opts *opts, int flags, struct 
 	if (ret < 0)
 		return ret;
 	ret = vd_opts_get_enum(opts, "locking", locking_names, LOCKING_AUTO, &locking, err);
-	if (ret < 0)
-		return ret;
-	/* Accepted for QEMU compatibility; discard requests always punch holes. */
-	ret = vd_opts_get_enum(opts, "discard", discard_names, 0, &discard, err);
 	if (ret < 0)
 		return ret;
 
@@ -392,7 +387,6 @@ static int file_open(struct vd_node *n, struct vd_opts *opts, int flags, struct 
 	n->supported_write_flags = 0; /* the core turns FUA into a flush */
 	n->supported_zero_flags = VD_REQ_MAY_UNMAP;
 	(void)flags;
-	(void)discard;
 	return 0;
 
 fail:
@@ -693,9 +687,22 @@ static int truncate_worker(void *opaque)
 	}
 	if (ftruncate(a->fd, a->size) < 0) {
 		snprintf(a->msg, sizeof(a->msg), "Could not resize file");
-		ret = -errno;
+		return -errno;
 	}
-	return ret;
+	/*
+	 * A new file gets its first block written, as QEMU's
+	 * allocate_first_block does, so that O_DIRECT alignment probing finds
+	 * real data there (and `info` shows the same disk size as qemu-img's).
+	 * Failure only costs that optimisation.
+	 */
+	if (cur == 0 && a->size > 0) {
+		static const char zeroes[4096];
+		size_t len = a->size < (int64_t)sizeof(zeroes) ? (size_t)a->size : sizeof(zeroes);
+		if (pwrite(a->fd, zeroes, len, 0) < 0) {
+			/* ignored, as QEMU does */
+		}
+	}
+	return 0;
 }
 
 static int file_co_truncate(struct vd_node *n, int64_t size, bool exact, enum vd_prealloc prealloc,

@@ -103,6 +103,9 @@ struct vd_node {
 	bool write_cache; /* device-visible write cache (true = writeback) */
 	bool no_flush; /* cache=unsafe: flushes succeed without I/O */
 	bool cache_direct; /* cache.direct: O_DIRECT at the protocol (inherited) */
+	/* discard=unmap (the default): discards and MAY_UNMAP reach the driver;
+	 * discard=ignore: discards succeed without effect (inherited). */
+	bool discard_unmap;
 	/* Set by the driver: overlapping writes never run concurrently. */
 	bool serialise_writes;
 	char *opt_prefix; /* dotted path of this node's options, for messages */

@@ -22,6 +22,7 @@ struct testmem {
 	int violations; /* precondition breaches seen by the driver */
 	int writes, reads, flushes, zero_calls, discards;
 	int fail_writes_errno; /* if set, writes fail with -this */
+	int last_zero_flags; /* flags of the last co_pwrite_zeroes call */
 };
 
 static struct testmem *last_opened;
@@ -139,6 +140,7 @@ static int tm_zeroes(struct vd_node *n, int64_t offset, int64_t bytes, int flags
 	if (!s->has_zeroes)
 		return -ENOTSUP;
 	s->zero_calls++;
+	s->last_zero_flags = flags;
 	memset(s->data + offset, 0, (size_t)bytes);
 	return 0;
 }
@@ -514,6 +516,7 @@ static void test_write_zeroes(void)
 	int writes = last_opened->writes;
 	CHECK_EQ(vd_node_pwrite_zeroes(n, 100, 10000, VD_REQ_MAY_UNMAP), 0);
 	CHECK_EQ(last_opened->zero_calls, 1);
+	CHECK(last_opened->last_zero_flags & VD_REQ_MAY_UNMAP);
 	CHECK_EQ(last_opened->writes - writes, 2); /* head and tail */
 	CHECK_EQ(vd_node_pread(n, 0, buf, 20000), 0);
 	CHECK_EQ(buf[99], 0x5a);
@@ -538,6 +541,20 @@ static void test_discard(void)
 	CHECK_EQ(vd_node_pdiscard(n, 100, 9000), 0);
 	CHECK_EQ(last_opened->discards, 1);
 	CHECK_EQ(last_opened->violations, 0);
+	vd_node_unref(n);
+
+	/* discard=ignore: discards succeed and deallocate nothing, and
+	 * write-zeroes loses its permission to unmap. */
+	n = open_mem("size=64k,align=4096,discard=ignore,zeroes=on", VD_OPEN_RDWR);
+	REQUIRE(n);
+	CHECK_EQ(vd_node_pwrite(n, 4096, buf, 512, 0), 0);
+	CHECK_EQ(vd_node_pdiscard(n, 0, 65536), 0);
+	CHECK_EQ(last_opened->discards, 0);
+	CHECK_EQ(vd_node_pread(n, 4096, buf, 512), 0);
+	CHECK_EQ(buf[0], 1);
+	CHECK_EQ(vd_node_pwrite_zeroes(n, 8192, 4096, VD_REQ_MAY_UNMAP), 0);
+	CHECK_EQ(last_opened->zero_calls, 1);
+	CHECK_EQ(last_opened->last_zero_flags & VD_REQ_MAY_UNMAP, 0);
 	vd_node_unref(n);
 }
 
