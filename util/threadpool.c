@@ -3,13 +3,19 @@
  * The thread-pool engine: each loop gets up to POOL_MAX_THREADS workers,
  * started when requests outnumber idle workers and exiting after
  * POOL_IDLE_SEC without work.  Workers run blocking system calls; results are
- * handed back on a list and the loop is woken through an eventfd, whose
- * handler completes the requests on the loop's thread.
+ * handed back on a lock-free stack and the loop is woken through an eventfd,
+ * whose handler completes the requests on the loop's thread.
+ *
+ * Work is announced with a semaphore, one post per request, rather than a
+ * condition variable: a woken worker does not have to reacquire the mutex the
+ * submitter holds, which halves the futex traffic at high queue depths.  The
+ * mutex only guards the queue itself, for a few instructions.
  */
 #include <assert.h>
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,11 +53,13 @@ struct thread_pool {
 	long inflight; /* loop thread only */
 
 	pthread_mutex_t lock;
-	pthread_cond_t work_cond;
+	sem_t work; /* one count per queued request (and per stop request) */
 	struct vd_aio_req *queue_head, *queue_tail; /* waiting for a worker */
-	struct vd_aio_req *done_head, *done_tail; /* waiting for the loop */
+	/* Finished requests waiting for the loop: a lock-free stack, so that
+	 * workers finishing never contend with submissions for the lock. */
+	struct vd_aio_req *done_stack;
 	int pending; /* requests in the queue */
-	int idle; /* workers waiting for work */
+	int idle; /* workers waiting for work (atomic) */
 	int nthreads;
 	bool stopping;
 	struct worker workers[POOL_MAX_THREADS];
@@ -151,22 +159,31 @@ static void *pool_worker(void *opaque)
 	struct worker *w = opaque;
 	struct thread_pool *pool = w->pool;
 
-	pthread_mutex_lock(&pool->lock);
-	while (!pool->stopping) {
-		if (!pool->queue_head) {
-			struct timespec deadline;
-			int r = 0;
-			clock_gettime(CLOCK_MONOTONIC, &deadline);
-			deadline.tv_sec += POOL_IDLE_SEC;
-			pool->idle++;
-			while (!pool->queue_head && !pool->stopping && r != ETIMEDOUT)
-				r = pthread_cond_timedwait(&pool->work_cond, &pool->lock,
-							   &deadline);
-			pool->idle--;
-			if (!pool->queue_head)
-				break; /* idle too long, or stopping */
+	for (;;) {
+		struct timespec deadline;
+		int r;
+
+		clock_gettime(CLOCK_MONOTONIC, &deadline);
+		deadline.tv_sec += POOL_IDLE_SEC;
+		__atomic_add_fetch(&pool->idle, 1, __ATOMIC_RELAXED);
+		do {
+			r = sem_clockwait(&pool->work, CLOCK_MONOTONIC, &deadline);
+		} while (r < 0 && errno == EINTR);
+		__atomic_sub_fetch(&pool->idle, 1, __ATOMIC_RELAXED);
+
+		pthread_mutex_lock(&pool->lock);
+		if (r < 0 || pool->stopping) {
+			/* Idle too long, or told to stop.  A request posted
+			 * after our timeout is taken by another waiter, or a
+			 * new worker is started for it (pending > idle). */
+			if (r < 0 && pool->queue_head && !pool->stopping) {
+				pthread_mutex_unlock(&pool->lock);
+				continue;
+			}
+			break;
 		}
 		struct vd_aio_req *req = pool->queue_head;
+		assert(req); /* the semaphore counts queued requests */
 		pool->queue_head = req->next;
 		if (!pool->queue_head)
 			pool->queue_tail = NULL;
@@ -175,17 +192,14 @@ static void *pool_worker(void *opaque)
 
 		req->ret = pool_run(req);
 
-		pthread_mutex_lock(&pool->lock);
-		req->next = NULL;
-		bool was_empty = !pool->done_head;
-		if (pool->done_tail)
-			pool->done_tail->next = req;
-		else
-			pool->done_head = req;
-		pool->done_tail = req;
-		/* The loop clears the notifier before taking the list, so a
-		 * non-empty list always has a wake-up on its way. */
-		if (was_empty)
+		/* Push onto the done stack; the loop clears the notifier before
+		 * taking the stack, so whoever makes it non-empty wakes the loop. */
+		struct vd_aio_req *old = __atomic_load_n(&pool->done_stack, __ATOMIC_RELAXED);
+		do {
+			req->next = old;
+		} while (!__atomic_compare_exchange_n(&pool->done_stack, &old, req, true,
+						      __ATOMIC_RELEASE, __ATOMIC_RELAXED));
+		if (!old)
 			vd_notifier_set(&pool->notifier);
 	}
 	w->state = WORKER_EXITED;
@@ -201,10 +215,16 @@ static void pool_completions(void *opaque)
 	struct thread_pool *pool = opaque;
 
 	vd_notifier_test_and_clear(&pool->notifier);
-	pthread_mutex_lock(&pool->lock);
-	struct vd_aio_req *req = pool->done_head;
-	pool->done_head = pool->done_tail = NULL;
-	pthread_mutex_unlock(&pool->lock);
+	struct vd_aio_req *stack = __atomic_exchange_n(&pool->done_stack, NULL, __ATOMIC_ACQUIRE);
+	struct vd_aio_req *req = NULL;
+
+	/* The stack is newest first: complete in finishing order. */
+	while (stack) {
+		struct vd_aio_req *next = stack->next;
+		stack->next = req;
+		req = stack;
+		stack = next;
+	}
 
 	while (req) {
 		struct vd_aio_req *next = req->next;
@@ -258,7 +278,8 @@ static int pool_submit(struct vd_aio *aio, struct vd_aio_req *req)
 		pool->queue_head = req;
 	pool->queue_tail = req;
 	pool->pending++;
-	if (pool->pending > pool->idle && pool->nthreads < POOL_MAX_THREADS) {
+	if (pool->pending > __atomic_load_n(&pool->idle, __ATOMIC_RELAXED) &&
+	    pool->nthreads < POOL_MAX_THREADS) {
 		int r = pool_spawn(pool);
 		if (r < 0 && pool->nthreads == 0) {
 			/* Nobody would ever run it: fail it now.  It is the
@@ -269,8 +290,8 @@ static int pool_submit(struct vd_aio *aio, struct vd_aio_req *req)
 			return r;
 		}
 	}
-	pthread_cond_signal(&pool->work_cond);
 	pthread_mutex_unlock(&pool->lock);
+	sem_post(&pool->work);
 
 	pool->inflight++;
 	vd_loop_inflight_add(aio->loop, 1);
@@ -285,7 +306,8 @@ static void pool_destroy(void *obj)
 	assert(pool->inflight == 0);
 	pthread_mutex_lock(&pool->lock);
 	pool->stopping = true;
-	pthread_cond_broadcast(&pool->work_cond);
+	for (int i = 0; i < pool->nthreads; i++)
+		sem_post(&pool->work);
 	pthread_mutex_unlock(&pool->lock);
 	for (int i = 0; i < POOL_MAX_THREADS; i++) {
 		if (pool->workers[i].state != WORKER_FREE)
@@ -293,7 +315,7 @@ static void pool_destroy(void *obj)
 	}
 	vd_loop_set_internal_fd_handler(pool->aio.loop, pool->notifier.fd, NULL, NULL, NULL);
 	vd_notifier_cleanup(&pool->notifier);
-	pthread_cond_destroy(&pool->work_cond);
+	sem_destroy(&pool->work);
 	pthread_mutex_destroy(&pool->lock);
 	free(pool);
 }
@@ -301,7 +323,6 @@ static void pool_destroy(void *obj)
 int vd_thread_pool_aio_get(struct vd_loop *loop, struct vd_aio **out)
 {
 	struct thread_pool *pool = vd_loop_slot_get(loop, VD_LOOP_SLOT_THREADS);
-	pthread_condattr_t attr;
 	int ret;
 
 	if (pool) {
@@ -321,26 +342,21 @@ int vd_thread_pool_aio_get(struct vd_loop *loop, struct vd_aio **out)
 	ret = -pthread_mutex_init(&pool->lock, NULL);
 	if (ret < 0)
 		goto err_notifier;
-	/* Idle timeouts must not jump with the wall clock. */
-	ret = -pthread_condattr_init(&attr);
-	if (ret < 0)
+	if (sem_init(&pool->work, 0, 0) < 0) {
+		ret = -errno;
 		goto err_mutex;
-	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-	ret = -pthread_cond_init(&pool->work_cond, &attr);
-	pthread_condattr_destroy(&attr);
-	if (ret < 0)
-		goto err_mutex;
+	}
 	ret = vd_loop_set_internal_fd_handler(loop, pool->notifier.fd, pool_completions, NULL,
 					      pool);
 	if (ret < 0)
-		goto err_cond;
+		goto err_sem;
 
 	vd_loop_slot_set(loop, VD_LOOP_SLOT_THREADS, pool, pool_destroy);
 	*out = &pool->aio;
 	return 0;
 
-err_cond:
-	pthread_cond_destroy(&pool->work_cond);
+err_sem:
+	sem_destroy(&pool->work);
 err_mutex:
 	pthread_mutex_destroy(&pool->lock);
 err_notifier:
