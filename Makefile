@@ -134,7 +134,8 @@ install: all
 	install -m 755 $(SHARED_LIB) $(DESTDIR)$(PREFIX)/lib/
 	ln -sf libvdisk.so.0 $(DESTDIR)$(PREFIX)/lib/libvdisk.so
 	install -m 644 include/vdisk/*.h $(DESTDIR)$(PREFIX)/include/vdisk/
-	install -m 644 $(BUILD)/vdisk.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' -e 's|@LIBS@|$(LIBS)|' \
+		vdisk.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/vdisk.pc
 	install -m 644 docs/vdisk.1 $(DESTDIR)$(PREFIX)/share/man/man1/
 
 clean:
