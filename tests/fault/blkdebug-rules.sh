@@ -10,14 +10,8 @@
 #     offset/length, align.
 set -eu
 
-BUILD=${BUILD:-build}
-VDISK=${VDISK:-$BUILD/vdisk}
-[ -x "$VDISK" ] || { echo "SKIP: $VDISK not built"; exit 77; }
-VDISK=$(cd "$(dirname "$VDISK")" && pwd)/$(basename "$VDISK")
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-cd "$T"
-fail() { echo "FAIL: $*"; exit 1; }
+. "$(dirname "$0")/../lib/common.sh"
+vd_setup
 
 # A hung request is a failure, not a stuck suite.
 vio() { timeout 30 "$VDISK" io "$@" 2>&1 | sed -E 's/; [0-9:.]+ sec \(.*\)$/; TIME/'; }

@@ -7,17 +7,8 @@
 # for the fields both know.
 set -eu
 
-BUILD=${BUILD:-build}
-VDISK=${VDISK:-$BUILD/vdisk}
-for t in qemu-img python3; do
-	command -v "$t" >/dev/null || { echo "SKIP: $t not installed"; exit 77; }
-done
-[ -x "$VDISK" ] || { echo "FAIL: $VDISK not built"; exit 1; }
-VDISK=$(cd "$(dirname "$VDISK")" && pwd)/$(basename "$VDISK")
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-cd "$T"
-fail() { echo "FAIL: $*"; exit 1; }
+. "$(dirname "$0")/../lib/common.sh"
+vd_setup qemu-img python3
 
 SIZES="0 1000 1k 1.5k 64M 1.5G 2T"
 [ -n "${VDISK_QUICK:-}" ] && SIZES="1k 64M"

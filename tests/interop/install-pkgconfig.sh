@@ -8,19 +8,15 @@
 set -eu
 
 SRCDIR=${SRCDIR:-$(cd "$(dirname "$0")/../.." && pwd)}
-BUILD=${BUILD:-build}
-for t in pkg-config cc qemu-img; do
-	command -v "$t" >/dev/null || { echo "SKIP: $t not installed"; exit 77; }
-done
+. "$(dirname "$0")/../lib/common.sh"
+need pkg-config cc qemu-img qemu-io
 # The sanitizer build's objects need the sanitizer runtime at link time: the
 # install check belongs to the plain build.
 if [ -n "${VDISK_QUICK:-}" ]; then
-	echo "SKIP: install check runs in the plain build only (VDISK_QUICK set)"
-	exit 77
+	skip "install check runs in the plain build only (VDISK_QUICK set)"
 fi
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
-fail() { echo "FAIL: $*"; exit 1; }
 
 make -s -C "$SRCDIR" BUILD="$BUILD" install PREFIX="$T/inst" >"$T/make.log" 2>&1 ||
 	{ cat "$T/make.log"; fail "make install"; }

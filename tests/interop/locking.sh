@@ -7,15 +7,9 @@
 # qemu-io ("Failed to get ... lock"), while qemu-img info -U still works.
 set -eu
 
-BUILD=${BUILD:-build}
-VDISK=${VDISK:-$BUILD/vdisk}
-for t in qemu-io qemu-img; do
-	command -v "$t" >/dev/null || { echo "SKIP: $t not installed"; exit 77; }
-done
-[ -r /proc/locks ] || { echo "SKIP: no /proc/locks to see who holds a lock"; exit 77; }
-[ -x "$VDISK" ] || { echo "FAIL: $VDISK not built"; exit 1; }
-VDISK=$(cd "$(dirname "$VDISK")" && pwd)/$(basename "$VDISK")
-T=$(mktemp -d)
+. "$(dirname "$0")/../lib/common.sh"
+[ -r /proc/locks ] || skip "no /proc/locks to see who holds a lock"
+vd_setup qemu-io qemu-img
 holder=
 cleanup() {
 	exec 3>&- 2>/dev/null || true
@@ -26,8 +20,6 @@ cleanup() {
 	rm -rf "$T"
 }
 trap cleanup EXIT
-cd "$T"
-fail() { echo "FAIL: $*"; exit 1; }
 
 qemu-img create -q -f raw img 1M
 ino=$(stat -c %i img)

@@ -6,17 +6,8 @@
 # output (without the timing lines) must be the same text.
 set -eu
 
-BUILD=${BUILD:-build}
-VDISK=${VDISK:-$BUILD/vdisk}
-for t in qemu-io qemu-img md5sum; do
-	command -v "$t" >/dev/null || { echo "SKIP: $t not installed"; exit 77; }
-done
-[ -x "$VDISK" ] || { echo "FAIL: $VDISK not built"; exit 1; }
-VDISK=$(cd "$(dirname "$VDISK")" && pwd)/$(basename "$VDISK")
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-cd "$T"
-fail() { echo "FAIL: $*"; exit 1; }
+. "$(dirname "$0")/../lib/common.sh"
+vd_setup qemu-io qemu-img md5sum
 # Timing lines vary; the report lines before them do not.
 norm() { sed -e '/ops\/sec)$/d' "$1"; }
 

@@ -5,17 +5,8 @@
 # data written by qemu-io reads back with vdisk's.
 set -eu
 
-BUILD=${BUILD:-build}
-VDISK=${VDISK:-$BUILD/vdisk}
-for t in qemu-io qemu-img; do
-	command -v "$t" >/dev/null || { echo "SKIP: $t not installed"; exit 77; }
-done
-[ -x "$VDISK" ] || { echo "FAIL: $VDISK not built"; exit 1; }
-VDISK=$(cd "$(dirname "$VDISK")" && pwd)/$(basename "$VDISK")
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-cd "$T"
-fail() { echo "FAIL: $*"; exit 1; }
+. "$(dirname "$0")/../lib/common.sh"
+vd_setup qemu-io qemu-img
 
 # offset length pattern: unaligned ones on purpose.
 REGIONS=(
