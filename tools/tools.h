@@ -4,7 +4,8 @@
  *
  * Each subcommand is a function `int cmd_NAME(int argc, char **argv)` with
  * argv[0] the subcommand name; it returns the process exit status (0 ok,
- * 1 error).  Only tools/ exits; the library never does.
+ * 1 error; `check` has qemu-img check's 2, 3 and 63 as well).  Only tools/
+ * exits; the library never does.
  */
 #ifndef VDISK_TOOLS_H
 #define VDISK_TOOLS_H
@@ -33,6 +34,9 @@ int cmd_create(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_io(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_check(int argc, char **argv);
+int cmd_snapshot(int argc, char **argv);
+int cmd_resize(int argc, char **argv);
 
 /* "vdisk: MSG\n" on stderr, as qemu-img prints "qemu-img: MSG". */
 void tool_error(const char *fmt, ...) VD_PRINTF(1, 2);

@@ -25,10 +25,18 @@ static const struct subcommand subcommands[] = {
 	 "bench [-c count] [-d depth] [-f fmt] [--flush-interval=N] [-i aio] [-n] [--no-drain] "
 	 "[-o offset] [--pattern=P] [-q] [-s size] [-S step] [-t cache] [-w] [-U] [--random] "
 	 "[--seed=N] [--image-opts] filename"},
+	{"check", cmd_check,
+	 "check [-f fmt] [-r leaks|all] [--output=human|json] [-q] [-U] [--image-opts] filename"},
 	{"create", cmd_create, "create [-f fmt] [-o options] [-q] filename [size]"},
 	{"info", cmd_info, "info [-f fmt] [--output=human|json] [-U] [--image-opts] filename"},
 	{"io", cmd_io,
 	 "io [-f fmt] [--image-opts] [-r] [-n] [-t cache] [-i aio] [-U] [-c cmd]... [filename]"},
+	{"resize", cmd_resize,
+	 "resize [-f fmt] [--image-opts] [--preallocation=mode] [-q] [--shrink] filename "
+	 "[+ | -]size"},
+	{"snapshot", cmd_snapshot,
+	 "snapshot [--image-opts] [-U] [-q] [-l | -a snapshot | -c snapshot | -d snapshot] "
+	 "filename"},
 };
 
 #define N_SUBCOMMANDS (sizeof(subcommands) / sizeof(subcommands[0]))
@@ -87,7 +95,7 @@ int main(int argc, char **argv)
 	for (i = 0; i < N_SUBCOMMANDS; i++) {
 		if (!strcmp(argv[1], subcommands[i].name)) {
 			argv[1] = (char *)"vdisk"; /* getopt messages say "vdisk: ..." */
-			return subcommands[i].fn(argc - 1, argv + 1) ? 1 : 0;
+			return subcommands[i].fn(argc - 1, argv + 1);
 		}
 	}
 	tool_error("Command not found: %s", argv[1]);

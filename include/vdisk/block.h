@@ -242,6 +242,42 @@ void vd_image_info_cleanup(struct vd_image_info *info);
 int vd_image_create(const char *filename, const char *format, struct vd_opts *opts,
 		    struct vd_error *err);
 
+/*
+ * Consistency checks, with qemu-img check's verdicts: corruptions (exit 2),
+ * leaked clusters only (exit 3), clean (0), the format has no checks (63).
+ */
+enum {
+	VD_CHECK_FIX_LEAKS = 1 << 0, /* -r leaks */
+	VD_CHECK_FIX_ERRORS = 1 << 1, /* -r all: also rebuild refcounts */
+};
+struct vd_check_result {
+	int corruptions, leaks, check_errors;
+	int corruptions_fixed, leaks_fixed;
+	int64_t image_end_offset; /* 0 if unknown */
+	int64_t total_clusters, allocated_clusters, fragmented_clusters, compressed_clusters;
+	/* Corruptions found before a repair, when one ran (qemu-img prints
+	 * both the pre-repair and the post-repair state). */
+	int corruptions_before, leaks_before;
+};
+/* -ENOTSUP when the format has no checks; otherwise 0 (see @res) or -errno. */
+int vd_node_check(struct vd_node *n, struct vd_check_result *res, int fix);
+
+/* Internal snapshots (qcow2). */
+struct vd_snapshot_info {
+	char id[128];
+	char name[256];
+	uint64_t vm_state_size;
+	uint32_t date_sec, date_nsec;
+	uint64_t vm_clock_nsec;
+	uint64_t icount; /* UINT64_MAX when unknown */
+};
+/* Returns the number of snapshots and a malloc'd array in *out, or -errno. */
+int vd_node_snapshot_list(struct vd_node *n, struct vd_snapshot_info **out);
+/* Create a snapshot named @name, dated now; the driver picks the id. */
+int vd_node_snapshot_create(struct vd_node *n, const char *name, struct vd_error *err);
+int vd_node_snapshot_goto(struct vd_node *n, const char *id_or_name, struct vd_error *err);
+int vd_node_snapshot_delete(struct vd_node *n, const char *id_or_name, struct vd_error *err);
+
 /* Guess the format of @filename from its first bytes.  Formats that can
  * reference other files are never returned: their detection is an error
  * asking for an explicit format. */

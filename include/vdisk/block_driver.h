@@ -188,6 +188,28 @@ struct vd_block_driver {
 	void (*refresh_limits)(struct vd_node *n);
 	/* A debug event was raised on this node. NULL: pass to ->file. */
 	void (*debug_event)(struct vd_node *n, enum vd_debug_event ev);
+
+	/*
+	 * Consistency check (qemu-img check): fill @res; with @fix
+	 * (VD_CHECK_FIX_*) repair what the flags allow.  Runs in a coroutine
+	 * with no other request in flight on the node.  Returns 0 when the
+	 * check ran to the end (whatever it found), -errno when it could not.
+	 * NULL: the format has no checks (-ENOTSUP).
+	 */
+	int (*co_check)(struct vd_node *n, struct vd_check_result *res, int fix);
+
+	/*
+	 * Internal snapshots.  Run in a coroutine, no request in flight.
+	 * list: *out is a malloc'd array (caller frees), returns the count.
+	 * create: @sn->id is empty to let the driver pick the next free id.
+	 * goto/delete: @id_or_name matches an ID first, then a name.
+	 * NULL: -ENOTSUP.
+	 */
+	int (*snapshot_list)(struct vd_node *n, struct vd_snapshot_info **out);
+	int (*snapshot_create)(struct vd_node *n, const struct vd_snapshot_info *sn,
+			       struct vd_error *err);
+	int (*snapshot_goto)(struct vd_node *n, const char *id_or_name, struct vd_error *err);
+	int (*snapshot_delete)(struct vd_node *n, const char *id_or_name, struct vd_error *err);
 };
 
 /* The registry (block/registry.c). */

@@ -1,0 +1,129 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Whole-image operations: consistency checks and internal snapshots.  They
+ * run in a coroutine on the node's loop after draining it, because drivers
+ * walk and rewrite their metadata and must not race with requests.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "block/internal.h"
+
+enum image_op {
+	OP_CHECK,
+	OP_LIST,
+	OP_CREATE,
+	OP_GOTO,
+	OP_DELETE,
+};
+
+struct image_req {
+	struct vd_node *n;
+	enum image_op op;
+	struct vd_check_result *res;
+	int fix;
+	struct vd_snapshot_info **list;
+	struct vd_snapshot_info sn;
+	const char *id_or_name;
+	struct vd_error *err;
+	int ret;
+};
+
+static void image_entry(void *opaque)
+{
+	struct image_req *r = opaque;
+	struct vd_node *n = r->n;
+	const struct vd_block_driver *drv = n->drv;
+
+	vd_node_drain(n);
+	switch (r->op) {
+	case OP_CHECK:
+		r->ret = drv->co_check ? drv->co_check(n, r->res, r->fix) : -ENOTSUP;
+		break;
+	case OP_LIST:
+		r->ret = drv->snapshot_list ? drv->snapshot_list(n, r->list) : -ENOTSUP;
+		break;
+	case OP_CREATE:
+		r->ret = drv->snapshot_create ? drv->snapshot_create(n, &r->sn, r->err) : -ENOTSUP;
+		break;
+	case OP_GOTO:
+		r->ret = drv->snapshot_goto ? drv->snapshot_goto(n, r->id_or_name, r->err)
+					    : -ENOTSUP;
+		break;
+	case OP_DELETE:
+		r->ret = drv->snapshot_delete ? drv->snapshot_delete(n, r->id_or_name, r->err)
+					      : -ENOTSUP;
+		break;
+	}
+}
+
+static int run(struct image_req *r)
+{
+	int ret;
+
+	if (!r->n || !r->n->drv)
+		return vd_error_set(r->err, -ENOMEDIUM, "No medium inserted");
+	ret = vd_co_run_sync(image_entry, r);
+	if (ret < 0)
+		return ret;
+	if (r->ret == -ENOTSUP && r->op != OP_CHECK && r->op != OP_LIST)
+		vd_error_set(r->err, -ENOTSUP, "Operation not supported for format '%s'",
+			     r->n->drv->name);
+	return r->ret;
+}
+
+int vd_node_check(struct vd_node *n, struct vd_check_result *res, int fix)
+{
+	struct image_req r = {.n = n, .op = OP_CHECK, .res = res, .fix = fix};
+
+	memset(res, 0, sizeof(*res));
+	if (fix && n && n->read_only)
+		return -EROFS;
+	return run(&r);
+}
+
+int vd_node_snapshot_list(struct vd_node *n, struct vd_snapshot_info **out)
+{
+	struct image_req r = {.n = n, .op = OP_LIST, .list = out};
+
+	*out = NULL;
+	return run(&r);
+}
+
+int vd_node_snapshot_create(struct vd_node *n, const char *name, struct vd_error *err)
+{
+	struct image_req r = {.n = n, .op = OP_CREATE, .err = err};
+	struct timespec now;
+
+	if (!name || !*name || strlen(name) >= sizeof(r.sn.name))
+		return vd_error_set(err, -EINVAL, "Invalid snapshot name");
+	if (n && n->read_only)
+		return vd_error_set(err, -EROFS, "Image is read-only");
+	snprintf(r.sn.name, sizeof(r.sn.name), "%s", name);
+	clock_gettime(CLOCK_REALTIME, &now);
+	r.sn.date_sec = (uint32_t)now.tv_sec;
+	r.sn.date_nsec = (uint32_t)now.tv_nsec;
+	r.sn.icount = UINT64_MAX;
+	return run(&r);
+}
+
+int vd_node_snapshot_goto(struct vd_node *n, const char *id_or_name, struct vd_error *err)
+{
+	struct image_req r = {.n = n, .op = OP_GOTO, .id_or_name = id_or_name, .err = err};
+
+	if (n && n->read_only)
+		return vd_error_set(err, -EROFS, "Image is read-only");
+	return run(&r);
+}
+
+int vd_node_snapshot_delete(struct vd_node *n, const char *id_or_name, struct vd_error *err)
+{
+	struct image_req r = {.n = n, .op = OP_DELETE, .id_or_name = id_or_name, .err = err};
+
+	if (n && n->read_only)
+		return vd_error_set(err, -EROFS, "Image is read-only");
+	return run(&r);
+}
