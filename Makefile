@@ -52,7 +52,7 @@ SHARED_LIB := $(BUILD)/libvdisk.so.0
 VDISK := $(BUILD)/vdisk
 
 .PHONY: all lib tools tests benches run check check-unit check-interop check-fault \
-	check-format check-fuzz check-asan format install clean deps bench fuzz
+	check-format check-fuzz check-crash check-asan format install clean deps bench fuzz
 
 # Keep intermediate objects of tests and benchmarks (incremental builds).
 .SECONDARY:
@@ -110,6 +110,10 @@ check-fault: tests
 	@BUILD=$(BUILD) tests/run.sh fault
 check-format:
 	@BUILD=$(BUILD) tests/run.sh format
+# Long runs, not part of make check: 1000 SIGKILLs per format.
+check-crash: all
+	@BUILD=$(BUILD) CRASH_ITERATIONS=$${CRASH_ITERATIONS:-1000} TEST_TIMEOUT=7200 \
+		tests/run.sh image
 check-fuzz: $(STATIC_LIB)
 	@BUILD=$(BUILD) tests/run.sh fuzz-corpus
 
