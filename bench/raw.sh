@@ -47,15 +47,7 @@ else
 fi
 TARGET_SECONDS=${TARGET_SECONDS:-1.5}
 
-die()
-{
-	echo "bench/raw.sh: $*" >&2
-	exit 1
-}
-log()
-{
-	echo "$*" >&2
-}
+. "$SRCDIR/bench/lib.sh"
 
 for tool in qemu-img fio python3 numfmt; do
 	command -v "$tool" >/dev/null || die "$tool not found (run scripts/install-deps)"
@@ -89,17 +81,11 @@ dd if="$file" of=/dev/null bs=4096 count=1 iflag=direct status=none 2>/dev/null 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-# Seconds from "Run completed in X seconds." in a bench output, or nothing.
-run_seconds()
-{
-	sed -n 's/^Run completed in \([0-9.]*\) seconds\.$/\1/p' "$1" | tail -n 1
-}
-
 # bench_iops TOOL OP D S C ENGINE: run one qemu-img or vdisk bench; print IOPS
 # or "-" (failure, with the output on stderr).
 bench_iops()
 {
-	local tool=$1 op=$2 d=$3 s=$4 c=$5 engine=$6 out=$tmp/out secs
+	local tool=$1 op=$2 d=$3 s=$4 c=$5 engine=$6 out=$tmp/out
 	local cmd=(-f raw -t none -i "$engine" -d "$d" -s "$s" -c "$c")
 	[ "$op" = write ] && cmd+=(-w)
 	if [ "$tool" = qemu-img ]; then
@@ -113,8 +99,7 @@ bench_iops()
 		echo -
 		return
 	fi
-	secs=$(run_seconds "$out")
-	awk -v c="$c" -v t="$secs" 'BEGIN { if (t > 0) printf "%.0f\n", c / t; else print "-" }'
+	iops_of "$c" "$out"
 }
 
 # fio_iops OP D S C: the same I/O as the bench commands, through fio.
@@ -138,26 +123,6 @@ text = open(sys.argv[1]).read()
 doc = json.loads(text[text.index("{"):])
 print("%.0f" % doc["jobs"][0][sys.argv[2]]["iops"])
 EOF
-}
-
-median()
-{
-	printf '%s\n' "$@" | grep -v '^-$' | sort -n | awk '
-		{ v[NR] = $1 }
-		END {
-			if (NR == 0) { print "-"; exit }
-			if (NR % 2) print v[(NR + 1) / 2]
-			else printf "%.0f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2
-		}'
-}
-
-ratio()
-{
-	if [ "$1" = - ] || [ "$2" = - ] || [ "$2" = 0 ]; then
-		echo -
-	else
-		awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f\n", a / b }'
-	fi
 }
 
 # Requests for about TARGET_SECONDS, from one short qemu-img run.
