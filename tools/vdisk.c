@@ -37,6 +37,9 @@ static const struct subcommand subcommands[] = {
 	{"snapshot", cmd_snapshot,
 	 "snapshot [--image-opts] [-U] [-q] [-l | -a snapshot | -c snapshot | -d snapshot] "
 	 "filename"},
+	{"machine", cmd_machine,
+	 "machine [-m size] [-drive opts]... [--qtest stdio|unix:path] [--qmp unix:path] "
+	 "[--trace pattern]"},
 };
 
 #define N_SUBCOMMANDS (sizeof(subcommands) / sizeof(subcommands[0]))

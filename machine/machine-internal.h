@@ -1,0 +1,70 @@
+/* SPDX-License-Identifier: MIT */
+/* Private to machine/. */
+#ifndef VDISK_MACHINE_INTERNAL_H
+#define VDISK_MACHINE_INTERNAL_H
+
+#include <vdisk/machine.h>
+
+#include "hw/fw_cfg.h"
+
+struct vd_vtimer {
+	struct vd_machine *m;
+	vd_loop_fn *cb;
+	void *opaque;
+	int64_t deadline; /* -1: not pending */
+	struct vd_vtimer *next; /* in m->timers, sorted by deadline */
+};
+
+struct vd_machine {
+	struct vd_loop *loop;
+	struct vd_guest_ram ram;
+	struct vd_address_space *mem, *io;
+	struct vd_mem_region *ram_low, *ram_high;
+	struct vd_pci_bus *pci;
+	struct vd_pci_device *host_bridge, *piix3;
+	struct vd_irq_pins pins;
+	struct vd_fw_cfg *fw_cfg;
+
+	/* i440FX configuration mechanism #1 */
+	uint32_t config_reg;
+	struct vd_mem_region *conf_idx, *conf_data, *rcr_mr;
+	uint8_t rcr; /* PIIX3 reset control register, port 0xCF9 */
+
+	/* PIIX3 PIRQ state */
+	int pirq_level[4];
+	uint16_t pic_routed; /* ISA IRQs a PIRQ has been routed to */
+
+	/* clock */
+	bool qtest_clock;
+	int64_t vclock; /* qtest mode: the clock; real time: offset */
+	int64_t stopped_at; /* real time: vd_clock_ns() when stopped */
+	struct vd_vtimer *timers;
+	struct vd_timer *rt_timer;
+
+	bool running;
+	const char *run_state; /* QEMU RunState name */
+	void (*state_fn)(void *opaque, bool running);
+	void *state_opaque;
+	void (*quit_fn)(void *opaque);
+	void *quit_opaque;
+
+	struct vd_drive **drives;
+	int nr_drives;
+
+	struct vd_qtest_chardev *qtest_chr;
+
+	struct vd_blk_registry *blk_reg;
+	struct vd_qmp_server *qmp;
+	struct vd_qmp_block *qmp_block;
+};
+
+void machine_clock_init(struct vd_machine *m);
+void machine_clock_fini(struct vd_machine *m);
+void machine_clock_state_changed(struct vd_machine *m, bool running);
+void machine_drives_free(struct vd_machine *m);
+void machine_qtest_chardev_close(struct vd_machine *m);
+void machine_set_running(struct vd_machine *m, bool running, const char *state);
+void machine_qmp_state_changed(struct vd_machine *m, bool running);
+void machine_qmp_close(struct vd_machine *m);
+
+#endif

@@ -1,0 +1,481 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The PC board (include/vdisk/machine.h): RAM, the i440FX host bridge with
+ * configuration mechanism #1 (PCI Local Bus 3.0 section 3.2.2.3.2), the PIIX3
+ * ISA bridge with its PIRQ router, fw_cfg and the interrupt pins.  The
+ * identities and defaults are QEMU 7.2's (hw/pci-host/i440fx.c,
+ * hw/isa/piix3.c), checked by tests/hw/pci-diff.sh.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <vdisk/trace.h>
+
+#include "machine/machine-internal.h"
+
+#define PIIX_PIRQC 0x60 /* PIRQA..D route control, 0x60-0x63 */
+#define PIRQ_DISABLED 0x80
+#define QEMU_SUBVENDOR 0x1af4 /* PCI_SUBVENDOR_ID_REDHAT_QUMRANET */
+#define QEMU_SUBDEVICE 0x1100 /* PCI_SUBDEVICE_ID_QEMU */
+#define PC_LOWMEM_MAX UINT64_C(0xe0000000)
+
+/* ---- configuration mechanism #1 ---- */
+
+static uint64_t conf_idx_read(void *opaque, uint64_t addr, unsigned size)
+{
+	struct vd_machine *m = opaque;
+
+	/* As QEMU's pci_host_config_read: the register, whatever the offset. */
+	return m->config_reg;
+}
+
+static void conf_idx_write(void *opaque, uint64_t addr, uint64_t val, unsigned size)
+{
+	struct vd_machine *m = opaque;
+
+	/* Only a DWORD write at 0xCF8 sets CONFIG_ADDRESS (3.2.2.3.2). */
+	if (addr == 0 && size == 4)
+		m->config_reg = (uint32_t)val;
+}
+
+static const struct vd_mem_ops conf_idx_ops = {
+	.read = conf_idx_read,
+	.write = conf_idx_write,
+	.valid_min = 1,
+	.valid_max = 4,
+	.impl_min = 1,
+	.impl_max = 4,
+};
+
+/* Bus, devfn and register of the current CONFIG_ADDRESS plus the data port
+ * offset; false when the enable bit (31) is clear or the bus is not 0. */
+static bool conf_target(struct vd_machine *m, uint64_t addr, int *devfn, uint32_t *reg)
+{
+	uint32_t c = m->config_reg;
+
+	if (!(c & 0x80000000u) || ((c >> 16) & 0xff) != 0)
+		return false;
+	*devfn = (c >> 8) & 0xff;
+	*reg = (c & 0xfc) | (uint32_t)(addr & 3);
+	return true;
+}
+
+static uint64_t conf_data_read(void *opaque, uint64_t addr, unsigned size)
+{
+	struct vd_machine *m = opaque;
+	int devfn;
+	uint32_t reg;
+
+	if (!conf_target(m, addr, &devfn, &reg))
+		return UINT32_MAX;
+	return vd_pci_config_read(m->pci, devfn, reg, size);
+}
+
+static void conf_data_write(void *opaque, uint64_t addr, uint64_t val, unsigned size)
+{
+	struct vd_machine *m = opaque;
+	int devfn;
+	uint32_t reg;
+
+	if (conf_target(m, addr, &devfn, &reg))
+		vd_pci_config_write(m->pci, devfn, reg, (uint32_t)val, size);
+}
+
+static const struct vd_mem_ops conf_data_ops = {
+	.read = conf_data_read,
+	.write = conf_data_write,
+	.valid_min = 1,
+	.valid_max = 4,
+	.impl_min = 1,
+	.impl_max = 4,
+};
+
+/* PIIX3 reset control register (port 0xCF9): bits 1 and 2 (SRST, RCPU)
+ * would reset; we record them and trace. */
+static uint64_t rcr_read(void *opaque, uint64_t addr, unsigned size)
+{
+	struct vd_machine *m = opaque;
+
+	return m->rcr;
+}
+
+static void rcr_write(void *opaque, uint64_t addr, uint64_t val, unsigned size)
+{
+	struct vd_machine *m = opaque;
+
+	if (val & 4)
+		vd_trace(pc_reset_request, "rcr=0x%x", (unsigned)val);
+	m->rcr = val & 0x02; /* QEMU keeps SRST only */
+}
+
+/* As QEMU's rcr_ops: any width accepted, byte callbacks (inl 0xcf9 reads
+ * the register four times). */
+static const struct vd_mem_ops rcr_ops = {
+	.read = rcr_read,
+	.write = rcr_write,
+	.impl_min = 1,
+	.impl_max = 1,
+};
+
+/* ---- PIIX3 PIRQ routing ---- */
+
+/* QEMU's pci_slot_get_pirq for the i440FX: INTx of slot s goes to
+ * PIRQ (x + s - 1) mod 4. */
+static int pc_map_irq(void *opaque, int devfn, int pin)
+{
+	return (pin + VD_PCI_SLOT(devfn) - 1) & 3;
+}
+
+/* Recompute the ISA IRQs the PIRQs drive (piix3_update_irq_levels). */
+static void piix3_update_pic(struct vd_machine *m)
+{
+	uint8_t *cfg = vd_pci_config(m->piix3);
+	int level[16] = {0};
+	uint16_t routed = 0;
+
+	for (int p = 0; p < 4; p++) {
+		uint8_t route = cfg[PIIX_PIRQC + p];
+
+		if (route & PIRQ_DISABLED || route >= 16)
+			continue;
+		routed |= 1u << route;
+		level[route] |= m->pirq_level[p];
+	}
+	/* Touch only lines that a PIRQ drives or drove: ISA devices own the
+	 * others. */
+	for (int irq = 0; irq < 16; irq++) {
+		if ((routed | m->pic_routed) & (1u << irq))
+			vd_irq_set(&m->pins.in[irq], level[irq]);
+	}
+	m->pic_routed = routed;
+}
+
+static void pc_set_irq(void *opaque, int line, int level)
+{
+	struct vd_machine *m = opaque;
+
+	m->pirq_level[line] = level;
+	piix3_update_pic(m);
+}
+
+static void piix3_config_write(struct vd_pci_device *d, uint32_t addr, uint32_t val, unsigned len)
+{
+	struct vd_machine *m = vd_pci_device_opaque(d);
+
+	vd_pci_default_config_write(d, addr, val, len);
+	if (addr < PIIX_PIRQC + 4 && addr + len > PIIX_PIRQC)
+		piix3_update_pic(m);
+}
+
+static const struct vd_pci_bus_ops pc_bus_ops = {
+	.map_irq = pc_map_irq,
+	.set_irq = pc_set_irq,
+};
+
+/* ---- the board ---- */
+
+static int map_io(struct vd_machine *m, uint16_t port, uint64_t size, const struct vd_mem_ops *ops,
+		  const char *name, int prio, struct vd_mem_region **out)
+{
+	*out = vd_mem_region_new_io(name, size, ops, m);
+	if (!*out)
+		return -ENOMEM;
+	return vd_address_space_map(m->io, port, *out, prio);
+}
+
+static int pc_init_chipset(struct vd_machine *m, struct vd_error *err)
+{
+	/* i440FX PMC: class host bridge, revision 2 (i440fx_class_init). */
+	struct vd_pci_device_info host = {
+		.name = "i440FX",
+		.vendor_id = 0x8086,
+		.device_id = 0x1237,
+		.revision = 0x02,
+		.class_code = 0x060000,
+		.subsystem_vendor_id = QEMU_SUBVENDOR,
+		.subsystem_id = QEMU_SUBDEVICE,
+		.opaque = m,
+	};
+	/* PIIX3 PCI-to-ISA bridge, function 0 of a multi-function device. */
+	struct vd_pci_device_info isa = {
+		.name = "PIIX3",
+		.vendor_id = 0x8086,
+		.device_id = 0x7000,
+		.class_code = 0x060100,
+		.header_type = VD_PCI_HEADER_MULTI_FUNCTION,
+		.subsystem_vendor_id = QEMU_SUBVENDOR,
+		.subsystem_id = QEMU_SUBDEVICE,
+		.config_write = piix3_config_write,
+		.opaque = m,
+	};
+	int ret;
+
+	ret = vd_pci_device_new(m->pci, VD_PCI_DEVFN(0, 0), &host, &m->host_bridge);
+	if (ret == 0)
+		ret = vd_pci_device_new(m->pci, VD_PCI_DEVFN(1, 0), &isa, &m->piix3);
+	if (ret < 0)
+		return vd_error_setg_errno(err, ret, "Could not create the PC chipset");
+	/* PIRQ route control: disabled at reset (PIIX3 datasheet, PIRQRC[A:D];
+	 * QEMU piix3_reset); writable like all of 0x40-0xff. */
+	for (int p = 0; p < 4; p++)
+		vd_pci_config(m->piix3)[PIIX_PIRQC + p] = PIRQ_DISABLED;
+	/* PIIX3 decodes with medium DEVSEL timing (piix3_realize). */
+	vd_pci_config(m->piix3)[VD_PCI_STATUS + 1] = VD_PCI_STATUS_DEVSEL_MEDIUM >> 8;
+
+	ret = map_io(m, 0xcf8, 4, &conf_idx_ops, "pci-conf-idx", 0, &m->conf_idx);
+	if (ret == 0)
+		ret = map_io(m, 0xcfc, 4, &conf_data_ops, "pci-conf-data", 0, &m->conf_data);
+	/* 0xCF9 overlaps the config address register; the byte register wins
+	 * (QEMU maps it with priority 1). */
+	if (ret == 0)
+		ret = map_io(m, 0xcf9, 1, &rcr_ops, "piix3-reset-control", 1, &m->rcr_mr);
+	if (ret < 0)
+		return vd_error_setg_errno(err, ret, "Could not map the PCI host ports");
+	return 0;
+}
+
+/* A backend's error policy says stop (rerror/werror=stop, enospc). */
+static void machine_io_error_stop(void *opaque)
+{
+	machine_set_running(opaque, false, "io-error");
+}
+
+struct vd_blk_registry *vd_machine_blk_registry(struct vd_machine *m)
+{
+	return m->blk_reg;
+}
+
+int vd_machine_new(const struct vd_machine_opts *opts, struct vd_machine **out,
+		   struct vd_error *err)
+{
+	struct vd_machine *m;
+	uint64_t ram_size = opts && opts->ram_size ? opts->ram_size : UINT64_C(128) << 20;
+	uint64_t low;
+	int ret;
+
+	*out = NULL;
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return vd_error_set(err, -ENOMEM, "Out of memory");
+	m->ram.fd = -1;
+	m->loop = opts && opts->loop ? opts->loop : vd_loop_current();
+	m->qtest_clock = opts && opts->qtest_clock;
+	m->running = !(opts && opts->start_paused);
+	m->run_state = m->running ? "running" : "prelaunch";
+	vd_irq_pins_init(&m->pins);
+
+	ret = vd_guest_ram_alloc(&m->ram, ram_size);
+	if (ret < 0) {
+		vd_error_setg_errno(err, ret, "Could not allocate %" PRIu64 " bytes of guest RAM",
+				    ram_size);
+		goto fail;
+	}
+	m->mem = vd_address_space_new("memory", 0);
+	m->io = vd_address_space_new("io", 0x10000);
+	if (!m->mem || !m->io) {
+		ret = vd_error_set(err, -ENOMEM, "Out of memory");
+		goto fail;
+	}
+	/* RAM below the PCI hole, the rest above 4 GiB (QEMU pc_init1 splits at
+	 * 0xe0000000, at 3 GiB when larger with gigabyte alignment). */
+	low = ram_size >= PC_LOWMEM_MAX ? UINT64_C(0xc0000000) : ram_size;
+	m->ram_low = vd_mem_region_new_ram("ram-below-4g", low, m->ram.host);
+	if (!m->ram_low || vd_address_space_map(m->mem, 0, m->ram_low, 0) < 0) {
+		ret = vd_error_set(err, -ENOMEM, "Could not map guest RAM");
+		goto fail;
+	}
+	if (ram_size > low) {
+		m->ram_high = vd_mem_region_new_ram("ram-above-4g", ram_size - low,
+						    (uint8_t *)m->ram.host + low);
+		if (!m->ram_high ||
+		    vd_address_space_map(m->mem, UINT64_C(1) << 32, m->ram_high, 0) < 0) {
+			ret = vd_error_set(err, -ENOMEM, "Could not map guest RAM");
+			goto fail;
+		}
+	}
+	m->pci = vd_pci_bus_new(m->mem, m->io, &pc_bus_ops, m);
+	if (!m->pci) {
+		ret = vd_error_set(err, -ENOMEM, "Could not create the PCI bus");
+		goto fail;
+	}
+	ret = pc_init_chipset(m, err);
+	if (ret < 0)
+		goto fail;
+	m->fw_cfg = vd_fw_cfg_new(m->io, 0x510);
+	if (!m->fw_cfg || vd_fw_cfg_add_i64(m->fw_cfg, FW_CFG_RAM_SIZE, ram_size) < 0) {
+		ret = vd_error_set(err, -ENOMEM, "Could not create fw_cfg");
+		goto fail;
+	}
+	ret = vd_blk_registry_new(&m->blk_reg);
+	if (ret < 0) {
+		vd_error_set(err, ret, "Out of memory");
+		goto fail;
+	}
+	vd_blk_registry_set_stop_handler(m->blk_reg, machine_io_error_stop, m);
+	machine_clock_init(m);
+	if (!m->running)
+		m->stopped_at = vd_clock_ns();
+	*out = m;
+	return 0;
+
+fail:
+	vd_machine_free(m);
+	return ret;
+}
+
+static void unmap_unref(struct vd_address_space *as, struct vd_mem_region *mr)
+{
+	if (mr) {
+		vd_address_space_unmap(as, mr);
+		vd_mem_region_unref(mr);
+	}
+}
+
+void vd_machine_free(struct vd_machine *m)
+{
+	if (!m)
+		return;
+	machine_qtest_chardev_close(m);
+	machine_qmp_close(m);
+	machine_drives_free(m);
+	vd_blk_registry_free(m->blk_reg);
+	machine_clock_fini(m);
+	vd_fw_cfg_free(m->fw_cfg);
+	vd_pci_bus_free(m->pci);
+	if (m->io) {
+		unmap_unref(m->io, m->conf_idx);
+		unmap_unref(m->io, m->conf_data);
+		unmap_unref(m->io, m->rcr_mr);
+	}
+	if (m->mem) {
+		unmap_unref(m->mem, m->ram_low);
+		unmap_unref(m->mem, m->ram_high);
+	}
+	vd_address_space_free(m->mem);
+	vd_address_space_free(m->io);
+	vd_guest_ram_free(&m->ram);
+	free(m);
+}
+
+struct vd_address_space *vd_machine_memory(struct vd_machine *m)
+{
+	return m->mem;
+}
+
+struct vd_address_space *vd_machine_io(struct vd_machine *m)
+{
+	return m->io;
+}
+
+struct vd_pci_bus *vd_machine_pci_bus(struct vd_machine *m)
+{
+	return m->pci;
+}
+
+struct vd_irq_pins *vd_machine_irq_pins(struct vd_machine *m)
+{
+	return &m->pins;
+}
+
+struct vd_irq *vd_machine_isa_irq(struct vd_machine *m, int n)
+{
+	return n >= 0 && n < 16 ? &m->pins.in[n] : NULL;
+}
+
+const struct vd_guest_ram *vd_machine_ram(struct vd_machine *m)
+{
+	return &m->ram;
+}
+
+struct vd_loop *vd_machine_loop(struct vd_machine *m)
+{
+	return m->loop;
+}
+
+int vd_pc_add_pci_device(struct vd_machine *m, int devfn, const struct vd_pci_device_info *info,
+			 struct vd_pci_device **out, struct vd_error *err)
+{
+	int ret;
+
+	if (devfn == VD_PCI_DEVFN(1, 1) && info->device_id != 0x7010)
+		return vd_error_set(err, -EBUSY, "PCI address 01.1 is reserved for the PIIX3 IDE");
+	if (devfn >= 0 && VD_PCI_SLOT(devfn) < 2 && devfn != VD_PCI_DEVFN(1, 1))
+		return vd_error_set(err, -EBUSY, "PCI address %02x.%x is taken by the chipset",
+				    VD_PCI_SLOT(devfn), VD_PCI_FUNC(devfn));
+	ret = vd_pci_device_new(m->pci, devfn, info, out);
+	if (ret == -EBUSY)
+		return vd_error_set(err, ret, "PCI address %02x.%x is already in use",
+				    VD_PCI_SLOT(devfn), VD_PCI_FUNC(devfn));
+	if (ret < 0)
+		return vd_error_setg_errno(err, ret, "Could not add PCI device '%s'",
+					   info->name ? info->name : "");
+	return 0;
+}
+
+/* ---- run state ---- */
+
+bool vd_machine_is_running(struct vd_machine *m)
+{
+	return m->running;
+}
+
+const char *vd_machine_run_state(struct vd_machine *m)
+{
+	return m->run_state;
+}
+
+void machine_set_running(struct vd_machine *m, bool running, const char *state)
+{
+	bool was = m->running;
+
+	if (!running && !was)
+		return; /* QEMU's do_vm_stop does nothing when not running */
+	m->run_state = state;
+	if (running && was) {
+		/* QEMU 7.2 vm_prepare_start: cont while running sends STOP and
+		 * RESUME anyway. */
+		machine_qmp_state_changed(m, false);
+		machine_qmp_state_changed(m, true);
+		return;
+	}
+	m->running = running;
+	machine_clock_state_changed(m, running);
+	vd_trace(machine_run_state, "running=%d state=%s", running, state);
+	machine_qmp_state_changed(m, running);
+	if (m->state_fn)
+		m->state_fn(m->state_opaque, running);
+}
+
+void vd_machine_stop(struct vd_machine *m)
+{
+	machine_set_running(m, false, "paused");
+}
+
+void vd_machine_cont(struct vd_machine *m)
+{
+	if (m->blk_reg)
+		vd_blk_registry_iostatus_reset(m->blk_reg);
+	machine_set_running(m, true, "running");
+}
+
+void vd_machine_set_state_notifier(struct vd_machine *m, void (*fn)(void *opaque, bool running),
+				   void *opaque)
+{
+	m->state_fn = fn;
+	m->state_opaque = opaque;
+}
+
+void vd_machine_request_quit(struct vd_machine *m)
+{
+	if (m->quit_fn)
+		m->quit_fn(m->quit_opaque);
+}
+
+void vd_machine_set_quit_handler(struct vd_machine *m, void (*fn)(void *opaque), void *opaque)
+{
+	m->quit_fn = fn;
+	m->quit_opaque = opaque;
+}
