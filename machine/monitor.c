@@ -43,7 +43,12 @@ static json_t *qmp_cont(json_t *args, void *opaque, struct vd_qmp_error *err)
 
 static void quit_bh(void *opaque)
 {
-	vd_machine_request_quit(opaque);
+	struct vd_machine *m = opaque;
+
+	/* QEMU sends quit's reply first, then SHUTDOWN, then closes. */
+	vd_qmp_emit_event(m->qmp, "SHUTDOWN",
+			  json_pack("{s:b,s:s}", "guest", 0, "reason", "host-qmp-quit"));
+	vd_machine_request_quit(m);
 }
 
 static json_t *qmp_quit(json_t *args, void *opaque, struct vd_qmp_error *err)
@@ -52,9 +57,7 @@ static json_t *qmp_quit(json_t *args, void *opaque, struct vd_qmp_error *err)
 
 	if (vd_qmp_check_args(args, no_args, err) < 0)
 		return NULL;
-	vd_qmp_emit_event(m->qmp, "SHUTDOWN",
-			  json_pack("{s:b,s:s}", "guest", 0, "reason", "host-qmp-quit"));
-	/* After the reply has gone out, as QEMU's qmp_quit. */
+	/* The event and the quit come after the reply has gone out. */
 	vd_loop_oneshot(m->loop, quit_bh, m);
 	return NULL;
 }

@@ -96,10 +96,14 @@ with QTest.vdisk(VDISK, "-m", "64M", "-S", "--qmp", "unix:%s,server=on,wait=off"
           and blocks[0]["inserted"]["file"] == img, "query-block shows the -drive")
     # The qtest side is unaffected.
     check(qt.fw_cfg_ram_size() == 64 << 20, "qtest beside QMP")
+    qmp.take_events()
     check(qmp.cmd("quit") == {"return": {}}, "quit")
-    time.sleep(0.2)
-    ev = qmp.f.readline()
-    check(qmp.events == ["SHUTDOWN"] or "SHUTDOWN" in ev, "SHUTDOWN event")
+    # QEMU answers quit first, then sends SHUTDOWN.
+    check(qmp.take_events() == [], "no event before quit's reply")
+    ev = json.loads(qmp.f.readline() or "{}")
+    check(ev.get("event") == "SHUTDOWN" and
+          ev.get("data") == {"guest": False, "reason": "host-qmp-quit"},
+          "SHUTDOWN after quit's reply: %r" % ev)
     check(qt.proc.wait(timeout=10) == 0, "quit ends the machine with status 0")
 
 # Drive options that are wrong are refused with the key named.
