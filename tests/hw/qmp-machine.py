@@ -3,13 +3,12 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from qtest import QTest  # noqa: E402
+from qmp import QMP  # noqa: E402
 
 VDISK, TMP = sys.argv[1:3]
 failures = 0
@@ -21,44 +20,6 @@ def check(cond, what):
     if not cond:
         failures += 1
 
-
-class QMP:
-    def __init__(self, path):
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                self.sock.connect(path)
-                break
-            except OSError:
-                self.sock.close()
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        self.sock.settimeout(10)
-        self.f = self.sock.makefile("rw")
-        self.events = []
-        self.greeting = json.loads(self.f.readline())
-
-    def cmd(self, name, **args):
-        msg = {"execute": name}
-        if args:
-            msg["arguments"] = args
-        self.f.write(json.dumps(msg) + "\n")
-        self.f.flush()
-        while True:
-            line = self.f.readline()
-            if not line:
-                raise EOFError("QMP connection closed")
-            r = json.loads(line)
-            if "event" in r:
-                self.events.append(r["event"])
-                continue
-            return r
-
-    def take_events(self):
-        e, self.events = self.events, []
-        return e
 
 
 img = os.path.join(TMP, "disk.img")
