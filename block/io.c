@@ -23,6 +23,7 @@
  */
 #include <assert.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -173,14 +174,19 @@ static int max_iov(const struct vd_node *n)
 static int call_driver(struct vd_node *n, bool write, int64_t offset, int64_t bytes,
 		       struct vd_qiov *qiov, int flags)
 {
-	if (write) {
-		if (!n->drv->co_pwritev)
-			return -ENOTSUP;
-		return n->drv->co_pwritev(n, offset, bytes, qiov, flags);
-	}
-	if (!n->drv->co_preadv)
-		return -ENOTSUP;
-	return n->drv->co_preadv(n, offset, bytes, qiov, flags);
+	int ret;
+
+	vd_trace(block_driver_rw, "node %p %s %s offset %" PRId64 " bytes %" PRId64 " flags 0x%x",
+		 (void *)n, n->drv->name, write ? "write" : "read", offset, bytes, flags);
+	if (write)
+		ret = n->drv->co_pwritev ? n->drv->co_pwritev(n, offset, bytes, qiov, flags)
+					 : -ENOTSUP;
+	else
+		ret = n->drv->co_preadv ? n->drv->co_preadv(n, offset, bytes, qiov, flags)
+					: -ENOTSUP;
+	if (ret < 0)
+		vd_trace(block_driver_error, "node %p %s ret %d", (void *)n, n->drv->name, ret);
+	return ret;
 }
 
 /*
@@ -403,12 +409,16 @@ int vd_coroutine_fn vd_co_preadv(struct vd_node *n, int64_t offset, int64_t byte
 	if (bytes == 0)
 		return 0;
 
+	vd_trace(block_request, "node %p read offset %" PRId64 " bytes %" PRId64, (void *)n, offset,
+		 bytes);
 	track_begin(n, &req, offset, bytes, false, false);
 	if (needs_bounce(n, offset, bytes, qiov))
 		ret = bounce_read(n, offset, bytes, qiov, 0, flags);
 	else
 		ret = drv_rw(n, false, offset, bytes, qiov, 0, flags);
 	track_end(n, &req);
+	vd_trace(block_request_done, "node %p read offset %" PRId64 " ret %d", (void *)n, offset,
+		 ret);
 	vd_acct_done(n, VD_ACCT_READ, bytes, ret, t0);
 	return ret;
 }
@@ -436,12 +446,16 @@ int vd_coroutine_fn vd_co_pwritev(struct vd_node *n, int64_t offset, int64_t byt
 	if (!n->write_cache)
 		flags |= VD_REQ_FUA;
 
+	vd_trace(block_request, "node %p write offset %" PRId64 " bytes %" PRId64 " flags 0x%x",
+		 (void *)n, offset, bytes, flags);
 	track_begin(n, &req, offset, bytes, n->serialise_writes || unaligned(n, offset, bytes),
 		    true);
 	if (needs_bounce(n, offset, bytes, qiov))
 		ret = bounce_write(n, offset, bytes, qiov, 0, flags);
 	else
 		ret = drv_write(n, offset, bytes, qiov, 0, flags);
+	vd_trace(block_request_done, "node %p write offset %" PRId64 " ret %d", (void *)n, offset,
+		 ret);
 	if (ret == 0 && n->growable && offset + bytes > n->size) {
 		n->size = offset + bytes;
 		vd_node_round_size(n);

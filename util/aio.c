@@ -5,10 +5,12 @@
  */
 #include <assert.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <string.h>
 
 #include <vdisk/aio.h>
+#include <vdisk/trace.h>
 #include <vdisk/coroutine.h>
 
 #include "util/aio-internal.h"
@@ -101,6 +103,9 @@ static int aio_co_run(struct vd_aio *aio, struct vd_aio_req *req)
 	req->co = vd_co_self();
 	vd_qiov_init(&req->rest, 0);
 	aio->stats.ops++;
+	vd_trace(host_io_submit, "engine %s op %d fd %d offset %" PRId64 " bytes %zu",
+		 vd_aio_kind_name(aio->kind), (int)req->op, req->fd, req->offset,
+		 req->qiov ? req->qiov->size : (size_t)req->len);
 	int ret = aio->submit(aio, req);
 	if (ret == 0) {
 		/* Loop: only the completion may end the wait. */
@@ -108,6 +113,8 @@ static int aio_co_run(struct vd_aio *aio, struct vd_aio_req *req)
 			vd_co_yield();
 		ret = req->ret;
 	}
+	vd_trace(host_io_complete, "engine %s op %d fd %d offset %" PRId64 " ret %d",
+		 vd_aio_kind_name(aio->kind), (int)req->op, req->fd, req->offset, ret);
 	vd_qiov_destroy(&req->rest);
 	return ret;
 }
