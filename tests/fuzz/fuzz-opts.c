@@ -5,12 +5,8 @@
  * checked for unused keys, cloned, rendered as JSON (which must parse back
  * as the same JSON) and freed.
  *
- * With -DVD_LIBFUZZER this is a libFuzzer target:
- *	clang -fsanitize=fuzzer,address,undefined -DVD_LIBFUZZER -Iinclude -I. \
- *		tests/fuzz/fuzz-opts.c util/opts.c util/error.c -ljansson
- * Without it, a plain program that replays the files named on its command
- * line (the corpus in tests/fuzz/corpus/opts/) and exits 0 if none crashed:
- *	cc -Iinclude -I. tests/fuzz/fuzz-opts.c util/opts.c util/error.c -ljansson
+ * tests/fuzz/run-corpus.sh replays tests/fuzz/corpus/opts/ through it (make
+ * check); tests/fuzz/run-libfuzzer.sh opts SECONDS runs a libFuzzer campaign.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -152,46 +148,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	free(text);
 	return 0;
 }
-
-#ifndef VD_LIBFUZZER
-/* Replay: run each file named on the command line through the target. */
-int main(int argc, char **argv)
-{
-	for (int i = 1; i < argc; i++) {
-		FILE *f = fopen(argv[i], "rb");
-		char *buf = NULL;
-		size_t len = 0, cap = 0;
-
-		if (!f) {
-			perror(argv[i]);
-			return 1;
-		}
-		for (;;) {
-			if (cap - len < 4096) {
-				char *n = realloc(buf, cap + 65536);
-
-				if (!n) {
-					fprintf(stderr, "%s: out of memory\n", argv[i]);
-					return 1;
-				}
-				buf = n;
-				cap += 65536;
-			}
-			size_t got = fread(buf + len, 1, cap - len, f);
-
-			len += got;
-			if (got == 0)
-				break;
-		}
-		if (ferror(f)) {
-			perror(argv[i]);
-			return 1;
-		}
-		fclose(f);
-		LLVMFuzzerTestOneInput((const uint8_t *)buf, len);
-		free(buf);
-	}
-	printf("fuzz-opts: %d inputs replayed\n", argc - 1);
-	return 0;
-}
-#endif

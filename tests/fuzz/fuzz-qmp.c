@@ -10,11 +10,8 @@
  * blockdev-change-medium is not registered here: it opens files named by the
  * input, and a fuzzer must not reach the host's files.
  *
- * With -DVD_LIBFUZZER this is a libFuzzer target:
- *	clang -fsanitize=fuzzer,address,undefined -DVD_LIBFUZZER -Iinclude -I. \
- *		tests/fuzz/fuzz-qmp.c build/libvdisk.a -ljansson -lz -luring -pthread
- * Without it, a plain program that replays the files named on its command
- * line (the corpus in tests/fuzz/corpus/qmp/) and exits 0 if none crashed.
+ * tests/fuzz/run-corpus.sh replays tests/fuzz/corpus/qmp/ through it (make
+ * check); tests/fuzz/run-libfuzzer.sh qmp SECONDS runs a libFuzzer campaign.
  */
 #include <errno.h>
 #include <signal.h>
@@ -164,48 +161,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	vd_blk_registry_free(reg);
 	return 0;
 }
-
-#ifndef VD_LIBFUZZER
-/* Replay: run each file named on the command line through the target. */
-int main(int argc, char **argv)
-{
-	LLVMFuzzerTestOneInput((const uint8_t *)"", 0);
-	for (int i = 1; i < argc; i++) {
-		FILE *f = fopen(argv[i], "rb");
-		char *buf = NULL;
-		size_t len = 0, cap = 0;
-
-		if (!f) {
-			perror(argv[i]);
-			return 1;
-		}
-		for (;;) {
-			if (cap - len < 4096) {
-				char *nb = realloc(buf, cap + 65536);
-
-				if (!nb) {
-					fprintf(stderr, "%s: out of memory\n", argv[i]);
-					return 1;
-				}
-				buf = nb;
-				cap += 65536;
-			}
-			size_t got = fread(buf + len, 1, cap - len, f);
-
-			len += got;
-			if (got == 0)
-				break;
-		}
-		if (ferror(f)) {
-			perror(argv[i]);
-			return 1;
-		}
-		fclose(f);
-		fprintf(stderr, "replay %s (%zu bytes)\n", argv[i], len);
-		LLVMFuzzerTestOneInput((const uint8_t *)buf, len);
-		free(buf);
-	}
-	printf("fuzz-qmp: %d inputs replayed\n", argc - 1);
-	return 0;
-}
-#endif

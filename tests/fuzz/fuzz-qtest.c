@@ -6,11 +6,8 @@
  * reply must be a complete line starting with OK, FAIL, ERR or IRQ, and the
  * machine must still answer a final command afterwards.
  *
- * With -DVD_LIBFUZZER this is a libFuzzer target:
- *	clang -fsanitize=fuzzer,address,undefined -DVD_LIBFUZZER -Iinclude -I. \
- *		tests/fuzz/fuzz-qtest.c build/libvdisk.a -luring -lzstd -lz -ljansson
- * Without it, a plain program that replays the files named on its command
- * line (the corpus in tests/fuzz/corpus/qtest/) and exits 0 if none crashed.
+ * tests/fuzz/run-corpus.sh replays tests/fuzz/corpus/qtest/ through it (make
+ * check); tests/fuzz/run-libfuzzer.sh qtest SECONDS runs a libFuzzer campaign.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,46 +85,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	vd_machine_free(m);
 	return 0;
 }
-
-#ifndef VD_LIBFUZZER
-int main(int argc, char **argv)
-{
-	LLVMFuzzerTestOneInput((const uint8_t *)"", 0);
-	for (int i = 1; i < argc; i++) {
-		FILE *f = fopen(argv[i], "rb");
-		char *buf = NULL;
-		size_t len = 0, cap = 0;
-
-		if (!f) {
-			perror(argv[i]);
-			return 1;
-		}
-		for (;;) {
-			if (cap - len < 4096) {
-				char *n = realloc(buf, cap + 65536);
-
-				if (!n) {
-					fprintf(stderr, "%s: out of memory\n", argv[i]);
-					return 1;
-				}
-				buf = n;
-				cap += 65536;
-			}
-			size_t got = fread(buf + len, 1, cap - len, f);
-
-			len += got;
-			if (got == 0)
-				break;
-		}
-		if (ferror(f)) {
-			perror(argv[i]);
-			return 1;
-		}
-		fclose(f);
-		LLVMFuzzerTestOneInput((const uint8_t *)buf, len);
-		free(buf);
-	}
-	printf("fuzz-qtest: %d inputs replayed\n", argc - 1);
-	return 0;
-}
-#endif
