@@ -361,16 +361,12 @@ int cmd_bench(int argc, char **argv)
 			a.image_opts = true;
 			break;
 		default:
-			fprintf(stderr, "Try 'vdisk --help' for more information\n");
-			return 1;
+			return tool_usage_hint();
 		}
 	}
-	if (optind != argc - 1) {
-		tool_error("Expecting one image file name");
-		fprintf(stderr, "Try 'vdisk --help' for more information\n");
+	a.filename = tool_one_filename(argc, argv);
+	if (!a.filename)
 		return 1;
-	}
-	a.filename = argv[optind];
 	if (!b.write && b.flush_interval) {
 		tool_error("--flush-interval is only available in write tests");
 		return 1;

@@ -143,25 +143,15 @@ int cmd_check(int argc, char **argv)
 			a.image_opts = true;
 			break;
 		case OPT_OUTPUT:
-			if (!strcmp(optarg, "json")) {
-				json = true;
-			} else if (!strcmp(optarg, "human")) {
-				json = false;
-			} else {
-				tool_error("--output must be used with human or json as argument.");
+			if (tool_parse_output(optarg, &json) < 0)
 				return 1;
-			}
 			break;
 		default:
-			fprintf(stderr, "Try 'vdisk --help' for more information\n");
-			return 1;
+			return tool_usage_hint();
 		}
 	}
-	if (optind != argc - 1) {
-		tool_error("Expecting one image file name");
-		fprintf(stderr, "Try 'vdisk --help' for more information\n");
+	if (!tool_one_filename(argc, argv))
 		return 1;
-	}
 	if (fix && a.force_share) {
 		tool_error("--force-share/-U is not allowed when repairing the image");
 		return 1;

@@ -4,6 +4,7 @@
  * image from a qemu-img/qemu-io style command line.
  */
 #include <errno.h>
+#include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -157,4 +158,33 @@ void tool_loop_fini(struct vd_loop *loop)
 {
 	vd_loop_set_current(NULL);
 	vd_loop_free(loop);
+}
+
+int tool_usage_hint(void)
+{
+	fprintf(stderr, "Try 'vdisk --help' for more information\n");
+	return 1;
+}
+
+const char *tool_one_filename(int argc, char **argv)
+{
+	if (optind != argc - 1) {
+		tool_error("Expecting one image file name");
+		tool_usage_hint();
+		return NULL;
+	}
+	return argv[optind];
+}
+
+int tool_parse_output(const char *arg, bool *json)
+{
+	if (!strcmp(arg, "json")) {
+		*json = true;
+	} else if (!strcmp(arg, "human")) {
+		*json = false;
+	} else {
+		tool_error("--output must be used with human or json as argument.");
+		return -EINVAL;
+	}
+	return 0;
 }

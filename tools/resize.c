@@ -56,8 +56,7 @@ int cmd_resize(int argc, char **argv)
 	 * last argument out before option parsing, and so do we. */
 	if (argc < 3) {
 		tool_error("Expecting image file name and size");
-		fprintf(stderr, "Try 'vdisk --help' for more information\n");
-		return 1;
+		return tool_usage_hint();
 	}
 	size_arg = argv[--argc];
 	while ((c = getopt_long(argc, argv, "hf:q", longopts, NULL)) != -1) {
@@ -87,14 +86,12 @@ int cmd_resize(int argc, char **argv)
 			}
 			break;
 		default:
-			fprintf(stderr, "Try 'vdisk --help' for more information\n");
-			return 1;
+			return tool_usage_hint();
 		}
 	}
 	if (optind != argc - 1) {
 		tool_error("Expecting image file name and size");
-		fprintf(stderr, "Try 'vdisk --help' for more information\n");
-		return 1;
+		return tool_usage_hint();
 	}
 	a.filename = argv[optind];
 	if (size_arg[0] == '+' || size_arg[0] == '-')

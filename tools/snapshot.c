@@ -84,8 +84,7 @@ int cmd_snapshot(int argc, char **argv)
 		case 'd':
 			if (chosen) {
 				tool_error("Cannot mix '-l', '-a', '-c', '-d'");
-				fprintf(stderr, "Try 'vdisk --help' for more information\n");
-				return 1;
+				return tool_usage_hint();
 			}
 			chosen = true;
 			action = c == 'l'   ? ACTION_LIST
@@ -104,16 +103,12 @@ int cmd_snapshot(int argc, char **argv)
 			a.image_opts = true;
 			break;
 		default:
-			fprintf(stderr, "Try 'vdisk --help' for more information\n");
-			return 1;
+			return tool_usage_hint();
 		}
 	}
-	if (optind != argc - 1) {
-		tool_error("Expecting one image file name");
-		fprintf(stderr, "Try 'vdisk --help' for more information\n");
+	a.filename = tool_one_filename(argc, argv);
+	if (!a.filename)
 		return 1;
-	}
-	a.filename = argv[optind];
 	a.writable = action != ACTION_LIST;
 	(void)quiet; /* nothing but errors is printed outside -l */
 

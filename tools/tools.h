@@ -44,6 +44,15 @@ void tool_error(const char *fmt, ...) VD_PRINTF(1, 2);
 /* The name errors are prefixed with ("vdisk" by default). */
 extern const char *tool_prog;
 
+/* Print "Try 'vdisk --help' for more information" on stderr; returns 1,
+ * the exit status that goes with it. */
+int tool_usage_hint(void);
+/* The one file name left after the options (argv[optind]), or NULL after
+ * printing qemu-img's "Expecting one image file name". */
+const char *tool_one_filename(int argc, char **argv);
+/* --output=human|json: 0 with *json set, or -EINVAL after printing why. */
+int tool_parse_output(const char *arg, bool *json);
+
 /* Parse a size with qemu-img's suffixes; -EINVAL/-ERANGE on failure. Values
  * above INT64_MAX are -ERANGE. */
 int tool_parse_size(const char *str, int64_t *out);
