@@ -6,14 +6,8 @@
 # machine keeps running, the virtual clock, fw_cfg, and the unix socket
 # front end.  The scenario is qtest-protocol.py.
 set -euo pipefail
-SRCDIR=${SRCDIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
-VDISK=${VDISK:-$SRCDIR/build/vdisk}
-if [ ! -x "$VDISK" ]; then
-	echo "SKIP: $VDISK not built"
-	exit 77
-fi
-if ! command -v python3 >/dev/null; then
-	echo "SKIP: python3 not installed"
-	exit 77
-fi
-exec python3 "$SRCDIR/tests/hw/qtest-protocol.py" "$VDISK"
+
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/../lib/common.sh"
+vd_setup python3
+python3 "$here/qtest-protocol.py" "$VDISK"
