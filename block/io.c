@@ -307,51 +307,21 @@ static size_t bounce_chunk(const struct vd_node *n)
 	return (size_t)min64(c, max_transfer(n));
 }
 
-/* Read [offset, offset + bytes) into @qiov at @qiov_offset via an aligned
- * bounce buffer. */
-static int bounce_read(struct vd_node *n, int64_t offset, int64_t bytes, const struct vd_qiov *qiov,
-		       size_t qiov_offset, int flags)
-{
-	int64_t align = n->limits.request_alignment;
-	int64_t start = align_down(offset, align);
-	int64_t end = align_up(offset + bytes, align);
-	size_t chunk = bounce_chunk(n);
-	void *buf = bounce_alloc(n, chunk);
-	struct vd_qiov bq;
-	int ret = 0;
-
-	if (!buf)
-		return -ENOMEM;
-	for (int64_t pos = start; pos < end; pos += (int64_t)chunk) {
-		int64_t len = min64((int64_t)chunk, end - pos);
-		int64_t copy_from = pos > offset ? pos : offset;
-		int64_t copy_to = min64(pos + len, offset + bytes);
-
-		vd_qiov_init_buf(&bq, buf, (size_t)len);
-		ret = drv_rw(n, false, pos, len, &bq, 0, flags);
-		if (ret < 0)
-			break;
-		vd_qiov_from_buf(qiov, qiov_offset + (size_t)(copy_from - offset),
-				 (char *)buf + (copy_from - pos), (size_t)(copy_to - copy_from));
-	}
-	free(buf);
-	return ret;
-}
-
 /*
- * Write [offset, offset + bytes) from @qiov (or zeroes when @qiov is NULL)
- * through an aligned bounce buffer, reading the partial head and tail blocks
- * first.  The caller holds a serialising tracked request over the aligned
- * range when the request is unaligned.
+ * Read [offset, offset + bytes) into @qiov at @qiov_offset, or write it from
+ * there (zeroes when @qiov is NULL), through an aligned bounce buffer, one
+ * chunk at a time.  A write first reads the partial head and tail blocks
+ * (read-modify-write); the caller holds a serialising tracked request over
+ * the aligned range when the request is unaligned.
  */
-static int bounce_write(struct vd_node *n, int64_t offset, int64_t bytes,
-			const struct vd_qiov *qiov, size_t qiov_offset, int flags)
+static int bounce_rw(struct vd_node *n, bool write, int64_t offset, int64_t bytes,
+		     const struct vd_qiov *qiov, size_t qiov_offset, int flags)
 {
 	int64_t align = n->limits.request_alignment;
 	int64_t start = align_down(offset, align);
 	int64_t end = align_up(offset + bytes, align);
 	size_t chunk = bounce_chunk(n);
-	void *buf = bounce_alloc(n, chunk);
+	char *buf = bounce_alloc(n, chunk);
 	struct vd_qiov bq;
 	int ret = 0;
 
@@ -361,7 +331,18 @@ static int bounce_write(struct vd_node *n, int64_t offset, int64_t bytes,
 		int64_t len = min64((int64_t)chunk, end - pos);
 		int64_t copy_from = pos > offset ? pos : offset;
 		int64_t copy_to = min64(pos + len, offset + bytes);
+		char *part = buf + (copy_from - pos);
+		size_t part_len = (size_t)(copy_to - copy_from);
+		size_t qoff = qiov_offset + (size_t)(copy_from - offset);
 
+		if (!write) {
+			vd_qiov_init_buf(&bq, buf, (size_t)len);
+			ret = drv_rw(n, false, pos, len, &bq, 0, flags);
+			if (ret < 0)
+				break;
+			vd_qiov_from_buf(qiov, qoff, part, part_len);
+			continue;
+		}
 		/* Partial head block: read it (RMW). */
 		if (copy_from > pos) {
 			vd_qiov_init_buf(&bq, buf, (size_t)align);
@@ -370,19 +351,16 @@ static int bounce_write(struct vd_node *n, int64_t offset, int64_t bytes,
 				break;
 		}
 		/* Partial tail block, unless the head read already covered it. */
-		if (copy_to < pos + len && !(copy_from > pos && pos + len - align == pos)) {
-			vd_qiov_init_buf(&bq, (char *)buf + len - align, (size_t)align);
+		if (copy_to < pos + len && !(copy_from > pos && len == align)) {
+			vd_qiov_init_buf(&bq, buf + len - align, (size_t)align);
 			ret = drv_rw(n, false, pos + len - align, align, &bq, 0, 0);
 			if (ret < 0)
 				break;
 		}
 		if (qiov)
-			vd_qiov_to_buf(qiov, qiov_offset + (size_t)(copy_from - offset),
-				       (char *)buf + (copy_from - pos),
-				       (size_t)(copy_to - copy_from));
+			vd_qiov_to_buf(qiov, qoff, part, part_len);
 		else
-			memset((char *)buf + (copy_from - pos), 0, (size_t)(copy_to - copy_from));
-
+			memset(part, 0, part_len);
 		vd_qiov_init_buf(&bq, buf, (size_t)len);
 		ret = drv_write(n, pos, len, &bq, 0, flags);
 		if (ret < 0)
@@ -413,7 +391,7 @@ int vd_coroutine_fn vd_co_preadv(struct vd_node *n, int64_t offset, int64_t byte
 		 bytes);
 	track_begin(n, &req, offset, bytes, false, false);
 	if (needs_bounce(n, offset, bytes, qiov))
-		ret = bounce_read(n, offset, bytes, qiov, 0, flags);
+		ret = bounce_rw(n, false, offset, bytes, qiov, 0, flags);
 	else
 		ret = drv_rw(n, false, offset, bytes, qiov, 0, flags);
 	track_end(n, &req);
@@ -451,7 +429,7 @@ int vd_coroutine_fn vd_co_pwritev(struct vd_node *n, int64_t offset, int64_t byt
 	track_begin(n, &req, offset, bytes, n->serialise_writes || unaligned(n, offset, bytes),
 		    true);
 	if (needs_bounce(n, offset, bytes, qiov))
-		ret = bounce_write(n, offset, bytes, qiov, 0, flags);
+		ret = bounce_rw(n, true, offset, bytes, qiov, 0, flags);
 	else
 		ret = drv_write(n, offset, bytes, qiov, 0, flags);
 	vd_trace(block_request_done, "node %p write offset %" PRId64 " ret %d", (void *)n, offset,
@@ -656,11 +634,12 @@ int vd_coroutine_fn vd_co_pwrite_zeroes(struct vd_node *n, int64_t offset, int64
 		if (flags & VD_REQ_NO_FALLBACK)
 			ret = -ENOTSUP;
 		else
-			ret = bounce_write(n, offset, bytes, NULL, 0, flags & VD_REQ_FUA);
+			ret = bounce_rw(n, true, offset, bytes, NULL, 0, flags & VD_REQ_FUA);
 	} else {
 		/* Head and tail outside the granules are written as zeroes. */
 		if (offset < start && !(flags & VD_REQ_NO_FALLBACK))
-			ret = bounce_write(n, offset, start - offset, NULL, 0, flags & VD_REQ_FUA);
+			ret = bounce_rw(n, true, offset, start - offset, NULL, 0,
+					flags & VD_REQ_FUA);
 		else if (offset < start)
 			ret = -ENOTSUP;
 		if (ret == 0)
@@ -669,8 +648,8 @@ int vd_coroutine_fn vd_co_pwrite_zeroes(struct vd_node *n, int64_t offset, int64
 			if (flags & VD_REQ_NO_FALLBACK)
 				ret = -ENOTSUP;
 			else
-				ret = bounce_write(n, end, offset + bytes - end, NULL, 0,
-						   flags & VD_REQ_FUA);
+				ret = bounce_rw(n, true, end, offset + bytes - end, NULL, 0,
+						flags & VD_REQ_FUA);
 		}
 	}
 	if (ret == 0) {
