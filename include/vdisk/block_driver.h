@@ -144,7 +144,9 @@ struct vd_block_driver {
 	 * Open: parse the driver's own keys from @opts (reading them marks them
 	 * used), open children with vd_node_open_child(), set n->size, limits
 	 * and supported flags.  Runs in a coroutine.  Returns 0 or -errno with
-	 * @err set; on failure the driver has released what it acquired.
+	 * @err set; on failure the driver has released what it acquired, except
+	 * the children it stored in n->file and n->backing: the core unrefs
+	 * those, after a failed open as after close.
 	 */
 	int (*open)(struct vd_node *n, struct vd_opts *opts, int flags, struct vd_error *err);
 	/* Release everything; children are unref'd by the core afterwards. */
