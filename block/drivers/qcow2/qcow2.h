@@ -1,0 +1,337 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * qcow2 format driver: private interfaces between the files of the driver.
+ *
+ * Sections cited as "qcow2.txt §..." refer to QEMU's docs/interop/qcow2.txt.
+ *
+ * Files:
+ *   qcow2.c     open/close, header parsing and validation, header writes,
+ *               get_info, probe, the driver table
+ *   cache.c     the metadata cache (L2 slices, refcount blocks) with LRU,
+ *               write-back and flush dependencies between caches
+ *   refcount.c  refcount entries of every width, cluster allocation, growth
+ *               of refcount blocks and table, freeing, overlap checks
+ *   cluster.c   guest -> host mapping (L1/L2, subclusters), L2 allocation,
+ *               L2 entry updates, discard and zero-cluster updates
+ *   io.c        read and write request paths, COW, in-flight allocations,
+ *               block_status, compressed cluster (de)compression
+ *   create.c    image creation
+ *
+ * Locking: everything in struct qcow2_state that is metadata (L1, refcount
+ * table, caches, free_cluster_index, the allocation list) is protected by
+ * s->lock, a coroutine mutex.  Guest data I/O runs outside the lock.  A
+ * newly allocated cluster is published in the L2 table only after its data
+ * (and COW) is written; until then a struct qcow2_alloc on s->allocs covers
+ * its guest range so that overlapping writers wait (QEMU's l2meta
+ * dependencies).
+ *
+ * In memory, L1 and refcount table entries are host-endian; L2 slices and
+ * refcount blocks in the caches are kept in on-disk (big-endian) format.
+ *
+ * Ordering of metadata updates (crash safety), in short:
+ *   - new L2 table: refcount flushed, table written + flushed, then the L1
+ *     entry (alloc_l2_table in cluster.c);
+ *   - data cluster: data and COW written, then the L2 entry in the cache;
+ *     the L2 cache depends on the refcount cache (qcow2_cache_set_dependency)
+ *     so refcounts reach the disk before any L2 slice that uses them;
+ *   - freeing: L2 entry cleared first, then the refcount cache is made to
+ *     depend on the L2 cache and the refcount dropped;
+ *   - new refcount blocks / table (grow_refcounts in refcount.c): written
+ *     and flushed before the table entry or header field points at them.
+ * Header fields are written in place (8/12-byte writes); nothing rewrites
+ * the whole header cluster yet, so unknown extensions stay where they are
+ * (qcow2_ext list keeps them for a future full rewrite).
+ *
+ * For the engineer adding check/repair and snapshots: walk tables with
+ * qcow2_get_l2_slice/qcow2_l2_entry (or read whole L2 tables directly after
+ * qcow2_cache_write_back), count with qcow2_get_refcount and fix with
+ * qcow2_update_refcount; entries that are not COPIED (refcount > 1) are
+ * already handled by the write path (a new cluster or L2 table is allocated
+ * and the old one's refcount dropped).  A dirty image (lazy refcounts) is
+ * refused read-write in qcow2_open until a rebuild exists.
+ */
+#ifndef VDISK_QCOW2_H
+#define VDISK_QCOW2_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <vdisk/block_driver.h>
+
+#define QCOW2_MAGIC 0x514649fbu /* "QFI\xfb" */
+
+/* qcow2.txt "Header": feature bits. */
+#define QCOW2_INCOMPAT_DIRTY (1ull << 0)
+#define QCOW2_INCOMPAT_CORRUPT (1ull << 1)
+#define QCOW2_INCOMPAT_DATA_FILE (1ull << 2)
+#define QCOW2_INCOMPAT_COMPRESSION (1ull << 3)
+#define QCOW2_INCOMPAT_EXTL2 (1ull << 4)
+#define QCOW2_INCOMPAT_KNOWN 0x1full
+#define QCOW2_COMPAT_LAZY_REFCOUNTS (1ull << 0)
+#define QCOW2_AUTOCLEAR_BITMAPS (1ull << 0)
+#define QCOW2_AUTOCLEAR_DATA_FILE_RAW (1ull << 1)
+
+#define QCOW2_COMPRESSION_ZLIB 0
+#define QCOW2_COMPRESSION_ZSTD 1
+
+/* qcow2.txt "Header extensions". */
+#define QCOW2_EXT_END 0
+#define QCOW2_EXT_BACKING_FORMAT 0xe2792acau
+#define QCOW2_EXT_FEATURE_TABLE 0x6803f857u
+#define QCOW2_EXT_CRYPTO 0x0537be77u
+#define QCOW2_EXT_BITMAPS 0x23852875u
+#define QCOW2_EXT_DATA_FILE 0x44415441u
+
+/* qcow2.txt "Cluster mapping": L1/L2 entry bits. */
+#define QCOW2_OFLAG_COPIED (1ull << 63)
+#define QCOW2_OFLAG_COMPRESSED (1ull << 62)
+#define QCOW2_OFLAG_ZERO (1ull << 0)
+#define QCOW2_L1E_OFFSET_MASK 0x00fffffffffffe00ull
+#define QCOW2_L2E_OFFSET_MASK 0x00fffffffffffe00ull
+#define QCOW2_L1E_RESERVED_MASK 0x7f000000000001ffull
+#define QCOW2_REFT_OFFSET_MASK 0xfffffffffffffe00ull
+
+/* QEMU's limits (block/qcow2.h). */
+#define QCOW2_MIN_CLUSTER_BITS 9
+#define QCOW2_MAX_CLUSTER_BITS 21
+#define QCOW2_MAX_L1_BYTES (32u << 20)
+#define QCOW2_MAX_REFTABLE_BYTES (8u << 20)
+#define QCOW2_MAX_HOST_OFFSET (1ull << 56)
+#define QCOW2_MAX_BACKING_NAME 1023
+#define QCOW2_V2_HEADER_LEN 72
+#define QCOW2_V3_HEADER_LEN 104
+#define QCOW2_SUBCLUSTERS 32 /* per cluster with extended L2 entries */
+#define QCOW2_MAX_BACKING_DEPTH 16
+
+/* What a guest range maps to (QEMU's QCow2SubclusterType). */
+enum qcow2_sc_type {
+	QCOW2_SC_UNALLOCATED, /* backing file or zeroes */
+	QCOW2_SC_ZERO, /* reads as zero (plain or with a host cluster kept) */
+	QCOW2_SC_NORMAL, /* data at a host offset */
+	QCOW2_SC_COMPRESSED,
+	QCOW2_SC_INVALID, /* corrupt entry */
+};
+
+/* One metadata cache (cache.c).  Entries are tables of entry_size bytes. */
+struct qcow2_cache_entry {
+	uint64_t offset; /* host offset of the table, 0 = empty slot */
+	int ref;
+	bool dirty;
+};
+struct qcow2_cache {
+	struct qcow2_cache_entry *entries;
+	uint8_t *tables; /* n * entry_size bytes */
+	int n;
+	uint32_t entry_size;
+	enum vd_debug_event load_ev, update_ev;
+	int meta_type; /* QCOW2_META_* for overlap checks of write-back */
+	/* Lookup: hash chains by offset; eviction: a use-ordered list (most
+	 * recent at lru_head).  Indices into entries, -1 = none. */
+	int *hash_head, *hash_next;
+	uint32_t hash_mask;
+	int *lru_prev, *lru_next;
+	int lru_head, lru_tail;
+	/* Ordering (QEMU's qcow2_cache_set_dependency / depends_on_flush):
+	 * before this cache writes an entry, @depends is flushed, or the file is
+	 * flushed when @depends_on_flush. */
+	struct qcow2_cache *depends;
+	bool depends_on_flush;
+};
+
+/* Metadata types for the overlap check (QEMU's QCOW2_OL_*). */
+enum {
+	QCOW2_META_HEADER = 1 << 0,
+	QCOW2_META_L1 = 1 << 1,
+	QCOW2_META_REFTABLE = 1 << 2,
+	QCOW2_META_REFBLOCK = 1 << 3,
+	QCOW2_META_L2 = 1 << 4,
+	QCOW2_META_SNAPSHOTS = 1 << 5,
+	QCOW2_META_ALL = 0x3f,
+};
+
+/* An allocation in flight: guest clusters [start, end) being written. */
+struct qcow2_alloc {
+	struct qcow2_alloc *next;
+	uint64_t start, end; /* guest byte range covered, cluster aligned */
+	struct vd_co_queue waiters;
+};
+
+/* A header extension we do not interpret, kept to write back unchanged. */
+struct qcow2_ext {
+	struct qcow2_ext *next;
+	uint32_t type, len;
+	uint8_t data[];
+};
+
+struct qcow2_state {
+	struct vd_node *node;
+
+	/* Header (qcow2.txt "Header"), validated at open. */
+	uint32_t version;
+	uint64_t backing_file_offset;
+	uint32_t backing_file_size;
+	uint32_t cluster_bits;
+	uint64_t size;
+	uint32_t crypt_method;
+	uint32_t l1_size;
+	uint64_t l1_offset;
+	uint64_t reftable_offset;
+	uint32_t reftable_clusters;
+	uint32_t nb_snapshots;
+	uint64_t snapshots_offset;
+	uint64_t incompat, compat, autoclear;
+	uint32_t refcount_order;
+	uint32_t header_length;
+	uint8_t compression_type;
+
+	/* Derived. */
+	uint64_t cluster_size;
+	bool extl2;
+	uint32_t l2_entry_bytes; /* 8, or 16 with extended L2 */
+	uint32_t l2_bits; /* log2 of entries per L2 table */
+	uint64_t l2_entries;
+	uint32_t sc_bits; /* log2 of subcluster size (= cluster_bits without ext L2) */
+	uint64_t sc_size;
+	uint32_t refcount_bits;
+	uint32_t rb_bits; /* log2 of entries per refcount block */
+	uint64_t refcount_max;
+	uint32_t csize_shift; /* compressed descriptor: 62 - (cluster_bits - 8) */
+	uint64_t csize_mask, coffset_mask;
+
+	uint64_t *l1; /* l1_size entries, host-endian */
+	uint64_t *reftable; /* reftable_size entries, host-endian */
+	uint64_t reftable_size;
+
+	char *backing_file; /* as stored in the image */
+	char *backing_fmt;
+	char *data_file;
+	struct qcow2_ext *unknown_exts;
+	uint8_t *feature_table; /* raw feature name table, 48-byte entries */
+	uint32_t feature_table_len;
+
+	/* Caches (cache.c). */
+	struct qcow2_cache l2_cache, rb_cache;
+	uint32_t l2_slice_size; /* bytes of an L2 cache entry */
+	uint64_t l2_slice_entries;
+
+	struct vd_co_mutex lock;
+	uint64_t free_cluster_index; /* no free cluster below this */
+	uint64_t free_byte_offset; /* where the next compressed cluster may go, 0 = none */
+	struct qcow2_alloc *allocs;
+	bool dirty_marked; /* we set the dirty bit (lazy refcounts) */
+	bool read_only;
+	bool corrupt_reported;
+};
+
+/* Helpers. */
+static inline uint64_t qcow2_offset_into_cluster(const struct qcow2_state *s, uint64_t off)
+{
+	return off & (s->cluster_size - 1);
+}
+static inline uint64_t qcow2_start_of_cluster(const struct qcow2_state *s, uint64_t off)
+{
+	return off & ~(s->cluster_size - 1);
+}
+static inline uint64_t qcow2_round_up_cluster(const struct qcow2_state *s, uint64_t off)
+{
+	return (off + s->cluster_size - 1) & ~(s->cluster_size - 1);
+}
+uint64_t qcow2_be64(const void *p);
+uint32_t qcow2_be32(const void *p);
+void qcow2_put_be64(void *p, uint64_t v);
+void qcow2_put_be32(void *p, uint32_t v);
+
+/* qcow2.c */
+int vd_coroutine_fn qcow2_write_incompat(struct qcow2_state *s, uint64_t incompat);
+/* Set the corrupt bit, make the node read-only; returns -EIO. */
+int vd_coroutine_fn qcow2_signal_corruption(struct qcow2_state *s, const char *fmt, ...)
+	VD_PRINTF(2, 3);
+int vd_coroutine_fn qcow2_mark_dirty(struct qcow2_state *s);
+
+/* cache.c */
+int qcow2_cache_init(struct qcow2_cache *c, int n, uint32_t entry_size, enum vd_debug_event load,
+		     enum vd_debug_event update, int meta_type);
+void qcow2_cache_destroy(struct qcow2_cache *c);
+/* Get the table at host @offset (loading it unless @fresh: then zero it);
+ * *table points into the cache until qcow2_cache_put. */
+int vd_coroutine_fn qcow2_cache_get(struct qcow2_state *s, struct qcow2_cache *c, uint64_t offset,
+				    bool fresh, void **table);
+void qcow2_cache_put(struct qcow2_cache *c, void *table);
+void qcow2_cache_mark_dirty(struct qcow2_cache *c, void *table);
+/* Write back dirty entries (after their dependencies); flush the file too. */
+int vd_coroutine_fn qcow2_cache_flush(struct qcow2_state *s, struct qcow2_cache *c);
+int vd_coroutine_fn qcow2_cache_write_back(struct qcow2_state *s, struct qcow2_cache *c);
+int vd_coroutine_fn qcow2_cache_set_dependency(struct qcow2_state *s, struct qcow2_cache *c,
+					       struct qcow2_cache *dep);
+void qcow2_cache_depends_on_flush(struct qcow2_cache *c);
+/* Drop a table from the cache without writing it (it was freed). */
+void qcow2_cache_discard(struct qcow2_cache *c, uint64_t offset, uint64_t len);
+bool qcow2_cache_has_dirty(const struct qcow2_cache *c);
+
+/* refcount.c */
+uint64_t qcow2_refcount_get_entry(const void *block, uint32_t order, uint64_t index);
+void qcow2_refcount_set_entry(void *block, uint32_t order, uint64_t index, uint64_t value);
+int vd_coroutine_fn qcow2_get_refcount(struct qcow2_state *s, uint64_t cluster_index,
+				       uint64_t *refcount);
+/* Allocate @size bytes (rounded up to clusters) of contiguous host space with
+ * refcount 1; returns the host offset or -errno. */
+int64_t vd_coroutine_fn qcow2_alloc_clusters(struct qcow2_state *s, uint64_t size);
+/* Add @addend (+1/-1) to the refcounts of the clusters in [offset, offset+len). */
+int vd_coroutine_fn qcow2_update_refcount(struct qcow2_state *s, uint64_t offset, uint64_t len,
+					  int addend);
+/* Drop one reference of whatever an L2 entry points to (normal or compressed). */
+int vd_coroutine_fn qcow2_free_l2_entry(struct qcow2_state *s, uint64_t entry);
+/* The overlap check (QEMU's "cached" mode): -EIO and corrupt bit if
+ * [offset, offset+size) overlaps metadata other than @ignore. */
+int vd_coroutine_fn qcow2_check_overlap(struct qcow2_state *s, int ignore, uint64_t offset,
+					uint64_t size);
+/* Host bytes in use for metadata and data after the last allocated cluster. */
+int vd_coroutine_fn qcow2_load_reftable(struct qcow2_state *s, struct vd_error *err);
+
+/* cluster.c */
+struct qcow2_map {
+	enum qcow2_sc_type type;
+	uint64_t host; /* host offset of the start of the range (NORMAL) */
+	uint64_t bytes; /* length of the range with this type (contiguous host) */
+	uint64_t l2_entry; /* first cluster's L2 entry (COMPRESSED, COW decisions) */
+	uint64_t l2_bitmap;
+};
+/* Map guest @offset for at most @bytes.  Takes s->lock held. */
+int vd_coroutine_fn qcow2_get_mapping(struct qcow2_state *s, uint64_t offset, uint64_t bytes,
+				      struct qcow2_map *m);
+/* Get the L2 slice holding the entry of guest @offset; allocate the L2 table
+ * when @alloc.  *slice == NULL (returns 0) when not allocated and !alloc. */
+int vd_coroutine_fn qcow2_get_l2_slice(struct qcow2_state *s, uint64_t offset, bool alloc,
+				       void **slice, uint64_t *index);
+uint64_t qcow2_l2_entry(const struct qcow2_state *s, const void *slice, uint64_t i);
+uint64_t qcow2_l2_bitmap(const struct qcow2_state *s, const void *slice, uint64_t i);
+void qcow2_set_l2_entry(struct qcow2_state *s, void *slice, uint64_t i, uint64_t entry);
+void qcow2_set_l2_bitmap(struct qcow2_state *s, void *slice, uint64_t i, uint64_t bitmap);
+enum qcow2_sc_type qcow2_sc_type(const struct qcow2_state *s, uint64_t entry, uint64_t bitmap,
+				 unsigned sc);
+int vd_coroutine_fn qcow2_discard_clusters(struct qcow2_state *s, uint64_t offset, uint64_t bytes,
+					   bool full);
+int vd_coroutine_fn qcow2_zero_clusters(struct qcow2_state *s, uint64_t offset, uint64_t bytes,
+					int flags);
+
+/* io.c */
+int vd_coroutine_fn qcow2_co_preadv(struct vd_node *n, int64_t offset, int64_t bytes,
+				    struct vd_qiov *qiov, int flags);
+int vd_coroutine_fn qcow2_co_pwritev(struct vd_node *n, int64_t offset, int64_t bytes,
+				     struct vd_qiov *qiov, int flags);
+int vd_coroutine_fn qcow2_co_block_status(struct vd_node *n, int64_t offset, int64_t bytes,
+					  int64_t *pnum, int64_t *map, struct vd_node **file);
+/* With s->lock held: wait for overlapping allocations, then update L2. */
+int vd_coroutine_fn qcow2_wait_and_discard(struct qcow2_state *s, uint64_t offset, uint64_t bytes);
+int vd_coroutine_fn qcow2_wait_and_zero(struct qcow2_state *s, uint64_t offset, uint64_t bytes,
+					int flags);
+/* compress.c */
+int qcow2_decompress(int type, uint8_t *dst, size_t dst_len, const uint8_t *src, size_t src_len);
+/* Returns the compressed length, -ENOSPC if it would not fit in @dst_len. */
+long qcow2_compress(int type, uint8_t *dst, size_t dst_len, const uint8_t *src, size_t src_len);
+
+/* create.c */
+int qcow2_create(const char *filename, struct vd_opts *opts, struct vd_error *err);
+extern const char *const qcow2_create_opts[];
+
+#endif
