@@ -282,6 +282,9 @@ static int merge_opts(struct vd_opts *dst, const struct vd_opts *src, struct vd_
 	return ret;
 }
 
+static int probe_format(const char *filename, bool allow_references, const char **format,
+			struct vd_error *err);
+
 int vd_node_open(const char *filename, const char *format, const struct vd_opts *opts, int flags,
 		 struct vd_node **out, struct vd_error *err)
 {
@@ -318,7 +321,11 @@ int vd_node_open(const char *filename, const char *format, const struct vd_opts 
 						    "was not requested)",
 						    filename);
 			}
-			ret = vd_probe_format(filename, &format, err);
+			/* Probing never leads to opening a file an image names: a
+			 * format that can name files is only a valid answer when
+			 * the open follows no such names. */
+			ret = probe_format(filename, (flags & VD_OPEN_NO_BACKING) != 0, &format,
+					   err);
 			if (ret < 0) {
 				vd_opts_free(tree);
 				return ret;
@@ -530,7 +537,12 @@ bool vd_node_write_cache(const struct vd_node *n)
 
 #define PROBE_BYTES 2048
 
-int vd_probe_format(const char *filename, const char **format, struct vd_error *err)
+/*
+ * With @allow_references, a format that can name other files may be the
+ * answer: the caller opens without following those names (no backing).
+ */
+static int probe_format(const char *filename, bool allow_references, const char **format,
+			struct vd_error *err)
 {
 	uint8_t buf[PROBE_BYTES];
 	const struct vd_block_driver *best = NULL, *best_any = NULL;
@@ -563,6 +575,10 @@ int vd_probe_format(const char *filename, const char **format, struct vd_error *
 			best = d;
 		}
 	}
+	if (best_any && best_any != best && best_any->references_files && allow_references) {
+		*format = best_any->name;
+		return 0;
+	}
 	if (best_any && best_any != best && best_any->references_files)
 		return vd_error_set(err, -EINVAL,
 				    "'%s' looks like a %s image, which can name other files; "
@@ -570,6 +586,11 @@ int vd_probe_format(const char *filename, const char **format, struct vd_error *
 				    filename, best_any->name, best_any->name);
 	*format = best ? best->name : "raw";
 	return 0;
+}
+
+int vd_probe_format(const char *filename, const char **format, struct vd_error *err)
+{
+	return probe_format(filename, false, format, err);
 }
 
 /* --- creation and information -------------------------------------------- */

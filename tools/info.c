@@ -206,7 +206,8 @@ int cmd_info(int argc, char **argv)
 		{"image-opts", no_argument, NULL, OPT_IMAGE_OPTS},
 		{NULL, 0, NULL, 0},
 	};
-	struct tool_open_args a = {.probe = true};
+	/* As qemu-img info: the backing chain is named, not opened. */
+	struct tool_open_args a = {.probe = true, .no_backing = true};
 	struct vd_image_info info;
 	struct vd_error err = {0};
 	struct vd_node *node = NULL;

@@ -64,7 +64,8 @@ int cmd_snapshot(int argc, char **argv)
 		{"image-opts", no_argument, NULL, OPT_IMAGE_OPTS},
 		{NULL, 0, NULL, 0},
 	};
-	struct tool_open_args a = {.probe = true};
+	/* The backing chain is not needed (and so probing may find qcow2). */
+	struct tool_open_args a = {.probe = true, .no_backing = true};
 	struct vd_error err = {0};
 	struct vd_node *node = NULL;
 	struct vd_loop *loop;

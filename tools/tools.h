@@ -38,6 +38,7 @@ int cmd_machine(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_snapshot(int argc, char **argv);
 int cmd_resize(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 /* "vdisk: MSG\n" on stderr, as qemu-img prints "qemu-img: MSG". */
 void tool_error(const char *fmt, ...) VD_PRINTF(1, 2);
@@ -70,6 +71,7 @@ struct tool_open_args {
 	const char *aio; /* -i: threads, io_uring ("native" means io_uring) */
 	bool force_share; /* -U */
 	bool writable; /* read-write */
+	bool no_backing; /* do not open backing files (qemu-img info) */
 };
 
 /*

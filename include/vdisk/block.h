@@ -51,8 +51,10 @@ struct vd_node;
 enum {
 	VD_OPEN_RDWR = 1 << 0, /* default is read-only */
 	VD_OPEN_NO_BACKING = 1 << 1, /* do not open backing files */
-	VD_OPEN_PROBE = 1 << 2, /* no format given: probe (never a format that
-				       * can reference other files) */
+	/* No format given: probe.  A format that can name other files (qcow2)
+	 * is only accepted together with VD_OPEN_NO_BACKING, so probing never
+	 * leads to opening a file that an image names. */
+	VD_OPEN_PROBE = 1 << 2,
 	VD_OPEN_FORCE_SHARE = 1 << 3, /* -U: take no image locks that exclude others */
 };
 
@@ -280,7 +282,8 @@ int vd_node_snapshot_delete(struct vd_node *n, const char *id_or_name, struct vd
 
 /* Guess the format of @filename from its first bytes.  Formats that can
  * reference other files are never returned: their detection is an error
- * asking for an explicit format. */
+ * asking for an explicit format (vd_node_open relaxes this for opens with
+ * VD_OPEN_NO_BACKING). */
 int vd_probe_format(const char *filename, const char **format, struct vd_error *err);
 
 /* Names of the registered drivers, NULL-terminated (static storage). */
