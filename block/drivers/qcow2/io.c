@@ -244,6 +244,34 @@ static bool is_plain(const struct qcow2_state *s, uint64_t entry)
 	return !(entry & QCOW2_OFLAG_COMPRESSED) && !(entry & QCOW2_L2E_OFFSET_MASK);
 }
 
+/* Does the cluster described by @entry/@bitmap read as zeroes in
+ * [offset, offset + len)?  Decided from the entry alone, without I/O. */
+static bool old_is_zero(const struct qcow2_state *s, uint64_t entry, uint64_t bitmap,
+			uint64_t offset, uint64_t len)
+{
+	if (len == 0)
+		return true;
+	if (entry & QCOW2_OFLAG_COMPRESSED)
+		return false;
+	for (uint64_t pos = offset; pos < offset + len;) {
+		uint64_t in = qcow2_offset_into_cluster(s, pos);
+		unsigned sc = (unsigned)(in >> s->sc_bits);
+
+		switch (qcow2_sc_type(s, entry, bitmap, sc)) {
+		case QCOW2_SC_ZERO:
+			break;
+		case QCOW2_SC_UNALLOCATED:
+			if (s->node->backing)
+				return false;
+			break;
+		default:
+			return false;
+		}
+		pos += ((uint64_t)(sc + 1) << s->sc_bits) - in;
+	}
+	return true;
+}
+
 static uint64_t sc_range_mask(unsigned first, unsigned last)
 {
 	uint64_t m = 0;
@@ -321,6 +349,20 @@ static int write_alloc(struct qcow2_state *s, uint64_t offset, uint64_t bytes, s
 		if (ret < 0)
 			goto unref;
 	}
+	/*
+	 * New clusters past the end of the file are a hole that reads as
+	 * zeroes: a COW region whose old content is zeroes as well need not be
+	 * written (QEMU writes zeroes there with fallocate; we write nothing).
+	 * A reused or freed cluster below the end may hold stale data and
+	 * always gets its COW written.
+	 */
+	uint64_t write_start = cow_start, write_end = cow_end;
+	if (!reuse && host >= vd_node_size(file)) {
+		if (old_is_zero(s, e0, b0, cow_start, offset - cow_start))
+			write_start = offset;
+		if (old_is_zero(s, elast, blast, data_end, cow_end - data_end))
+			write_end = data_end;
+	}
 	a.start = c0;
 	a.end = c0 + ncl * cs;
 	vd_co_queue_init(&a.waiters);
@@ -329,12 +371,12 @@ static int write_alloc(struct qcow2_state *s, uint64_t offset, uint64_t bytes, s
 	vd_co_mutex_unlock(&s->lock);
 
 	/* Data I/O outside the lock. */
-	uint64_t head_len = offset - cow_start, tail_len = cow_end - data_end;
+	uint64_t head_len = offset - write_start, tail_len = write_end - data_end;
 	if (head_len || tail_len)
 		vd_debug_event(file, VD_EV_COW_READ);
 	if (head_len) {
 		head = vd_memalign(4096, head_len);
-		ret = head ? read_old(s, e0, b0, cow_start, head_len, head) : -ENOMEM;
+		ret = head ? read_old(s, e0, b0, write_start, head_len, head) : -ENOMEM;
 	}
 	if (ret == 0 && tail_len) {
 		tail = vd_memalign(4096, tail_len);
@@ -352,8 +394,8 @@ static int write_alloc(struct qcow2_state *s, uint64_t offset, uint64_t bytes, s
 			if (head_len || tail_len)
 				vd_debug_event(file, VD_EV_COW_WRITE);
 			vd_debug_event(file, VD_EV_WRITE_AIO);
-			ret = vd_co_pwritev(file, host + (int64_t)(cow_start - c0),
-					    (int64_t)(cow_end - cow_start), &q, 0);
+			ret = vd_co_pwritev(file, host + (int64_t)(write_start - c0),
+					    (int64_t)(write_end - write_start), &q, 0);
 		}
 		vd_qiov_destroy(&q);
 	}
