@@ -272,6 +272,33 @@ static bool old_is_zero(const struct qcow2_state *s, uint64_t entry, uint64_t bi
 	return true;
 }
 
+/*
+ * Keep the host file allocated ahead of the clusters handed out, as QEMU's
+ * preallocate filter does: on Linux file systems an O_DIRECT write past the
+ * end of a file is serialised on the inode (and io_uring punts it to a
+ * worker), while a write into allocated space is not; allocating writes ran
+ * 2.3x faster into a preallocated file here.  Space is added in steps of
+ * PREALLOC_STEP past what is needed; close gives back what was not used.
+ * Best effort: a file that cannot grow this way (a block device) is simply
+ * written as before.
+ */
+#define PREALLOC_STEP (32ull << 20)
+
+static void prealloc_ahead(struct qcow2_state *s, uint64_t needed)
+{
+	struct vd_node *file = s->node->file;
+	uint64_t size = (uint64_t)vd_node_size(file), target;
+
+	if (needed <= size || s->prealloc_failed)
+		return;
+	target = (needed + PREALLOC_STEP + (1ull << 20) - 1) & ~((1ull << 20) - 1);
+	if (vd_co_truncate(file, (int64_t)target, false, VD_PREALLOC_FALLOC, NULL) < 0) {
+		s->prealloc_failed = true;
+		return;
+	}
+	s->prealloc_end = target;
+}
+
 static uint64_t sc_range_mask(unsigned first, unsigned last)
 {
 	uint64_t m = 0;
@@ -337,6 +364,7 @@ static int write_alloc(struct qcow2_state *s, uint64_t offset, uint64_t bytes, s
 	if (s->extl2 && (reuse || is_plain(s, elast)))
 		cow_end = (data_end + s->sc_size - 1) & ~(s->sc_size - 1);
 
+	uint64_t fresh = s->fresh_from; /* before this allocation moves it */
 	if (reuse) {
 		host = (int64_t)(e0 & QCOW2_L2E_OFFSET_MASK);
 	} else {
@@ -350,14 +378,17 @@ static int write_alloc(struct qcow2_state *s, uint64_t offset, uint64_t bytes, s
 			goto unref;
 	}
 	/*
-	 * New clusters past the end of the file are a hole that reads as
-	 * zeroes: a COW region whose old content is zeroes as well need not be
-	 * written (QEMU writes zeroes there with fallocate; we write nothing).
-	 * A reused or freed cluster below the end may hold stale data and
-	 * always gets its COW written.
+	 * New clusters never written nor allocated before (fresh_from, in
+	 * qcow2.h) read as zeroes: a COW region whose old content is zeroes as
+	 * well need not be written (QEMU writes zeroes there with fallocate; we
+	 * write nothing).  A reused cluster may hold stale data and always gets
+	 * its COW written.
 	 */
 	uint64_t write_start = cow_start, write_end = cow_end;
-	if (!reuse && host >= vd_node_size(file)) {
+	if (!reuse) {
+		prealloc_ahead(s, (uint64_t)host + ncl * cs);
+	}
+	if (!reuse && (uint64_t)host >= fresh) {
 		if (old_is_zero(s, e0, b0, cow_start, offset - cow_start))
 			write_start = offset;
 		if (old_is_zero(s, elast, blast, data_end, cow_end - data_end))

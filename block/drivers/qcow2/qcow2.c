@@ -634,6 +634,7 @@ static int qcow2_open(struct vd_node *n, struct vd_opts *opts, int flags, struct
 	if (ret < 0)
 		return ret;
 	file_size = vd_node_size(n->file);
+	s->fresh_from = (uint64_t)(file_size > 0 ? file_size : 0);
 	if (file_size < 0)
 		return vd_error_setg_errno(err, (int)file_size, "Could not get the image size");
 
@@ -754,6 +755,9 @@ static void close_entry(void *opaque)
 		ret = vd_co_flush(s->node->file);
 	if (ret == 0 && s->dirty_marked)
 		qcow2_write_incompat(s, s->incompat & ~QCOW2_INCOMPAT_DIRTY);
+	/* Give back the space preallocated ahead and never used. */
+	if (ret == 0 && s->prealloc_end && s->fresh_from < s->prealloc_end)
+		vd_co_truncate(s->node->file, (int64_t)s->fresh_from, false, VD_PREALLOC_OFF, NULL);
 }
 
 static void qcow2_close(struct vd_node *n)

@@ -217,6 +217,14 @@ struct qcow2_state {
 	struct vd_co_mutex lock;
 	uint64_t free_cluster_index; /* no free cluster below this */
 	uint64_t free_byte_offset; /* where the next compressed cluster may go, 0 = none */
+	/* Host offsets at or above this were never written nor allocated: the
+	 * file size at open, raised by every allocation (refcount 0 -> 1) and
+	 * every refcount-area placement.  Such clusters read as zeroes (holes or
+	 * preallocated unwritten space), so their zero COW need not be written. */
+	uint64_t fresh_from;
+	/* End of the space preallocated ahead of allocation (0: none yet). */
+	uint64_t prealloc_end;
+	bool prealloc_failed; /* the file cannot be grown that way: stop trying */
 	struct qcow2_alloc *allocs;
 	bool dirty_marked; /* we set the dirty bit (lazy refcounts) */
 	bool read_only;
@@ -276,6 +284,9 @@ int vd_coroutine_fn qcow2_get_refcount(struct qcow2_state *s, uint64_t cluster_i
 /* Allocate @size bytes (rounded up to clusters) of contiguous host space with
  * refcount 1; returns the host offset or -errno. */
 int64_t vd_coroutine_fn qcow2_alloc_clusters(struct qcow2_state *s, uint64_t size);
+/* Host space [offset, offset + len) has been allocated or written: it is no
+ * longer fresh (see fresh_from). */
+void qcow2_note_used(struct qcow2_state *s, uint64_t offset, uint64_t len);
 /* Add @addend (+1/-1) to the refcounts of the clusters in [offset, offset+len). */
 int vd_coroutine_fn qcow2_update_refcount(struct qcow2_state *s, uint64_t offset, uint64_t len,
 					  int addend);

@@ -231,6 +231,7 @@ static int grow_refcounts(struct qcow2_state *s, uint64_t target)
 
 	/* Area layout: [area, area + t) table, then the nset blocks. */
 	uint64_t used = t + nset;
+	qcow2_note_used(s, (uint64_t)area << s->cluster_bits, used << s->cluster_bits);
 	/* Area clusters covered by existing blocks get their refcount first. */
 	for (uint64_t c = (uint64_t)area; c < (uint64_t)area + used; c++) {
 		if (refblock_offset(s, c >> s->rb_bits) != 0) {
@@ -339,6 +340,12 @@ out:
 	return ret;
 }
 
+void qcow2_note_used(struct qcow2_state *s, uint64_t offset, uint64_t len)
+{
+	if (offset + len > s->fresh_from)
+		s->fresh_from = offset + len;
+}
+
 int qcow2_update_refcount(struct qcow2_state *s, uint64_t offset, uint64_t len, int addend)
 {
 	uint64_t first, last;
@@ -385,6 +392,8 @@ int qcow2_update_refcount(struct qcow2_state *s, uint64_t offset, uint64_t len, 
 						       idx << s->cluster_bits);
 		}
 		val = addend > 0 ? cur + 1 : cur - 1;
+		if (cur == 0)
+			qcow2_note_used(s, idx << s->cluster_bits, s->cluster_size);
 		qcow2_refcount_set_entry(block, s->refcount_order, idx & ((1ull << s->rb_bits) - 1),
 					 val);
 		qcow2_cache_mark_dirty(&s->rb_cache, block);
