@@ -4,7 +4,7 @@
 # Crash consistency: a `vdisk io` workload is killed with SIGKILL at a random
 # point, CRASH_ITERATIONS times (default 50; `make check-crash` runs more) per
 # format in CRASH_FORMATS (default "qcow2 raw", each skipped if vdisk lacks
-# it).  After each kill:
+# it; raw, which has no metadata, gets a fifth of the kills).  After each kill:
 #  - `qemu-img check` reports at most leaked clusters (exit 0 or 3), for
 #    formats that have checks;
 #  - every write that completed before the last completed flush reads back
@@ -94,7 +94,10 @@ for fmt in $FORMATS; do
 		continue
 	fi
 	tested=1
-	for i in $(seq 1 "$ITER"); do
+	# raw has no metadata to corrupt: a few kills check the harness there.
+	n=$ITER
+	[ "$fmt" = raw ] && n=$(((ITER + 4) / 5))
+	for i in $(seq 1 "$n"); do
 		rm -f img
 		qemu-img create -q -f "$fmt" img 32M
 		delay=$(python3 -c "import random; r=random.Random($SEED*1000+$i); print('%.3f' % r.uniform(0.005, 0.25))")
@@ -120,7 +123,7 @@ for fmt in $FORMATS; do
 	done
 	echo "format $fmt: writes completed at each kill:$kills"
 	kills=
-	echo "format $fmt: $ITER kills, no corruption, flushed data intact"
+	echo "format $fmt: $n kills, no corruption, flushed data intact"
 done
 [ $tested = 1 ] || skip "none of the formats $FORMATS is built"
 echo PASS
