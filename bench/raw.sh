@@ -27,6 +27,8 @@
 #   RUNS            runs per tool and row (default 5; 1 with QUICK=1)
 #   TARGET_SECONDS  wanted duration of one run (default 1.5)
 #   QUICK=1         smoke run: tiny fixed counts, no calibration
+#   ROWS            only these rows, as OP:DEPTH:SIZE:ENGINE words
+#                   (e.g. ROWS="read:1:4k:io_uring write:1:4k:io_uring")
 #
 # The file is written in full once (so reads hit real blocks, not holes) and
 # kept for later runs; it is rewritten when its size changes.
@@ -177,6 +179,9 @@ for op in read write; do
 	for d in 1 32; do
 		for s in 4k 64k; do
 			for engine in io_uring threads; do
+				if [ -n "${ROWS:-}" ] && ! [[ " $ROWS " == *" $op:$d:$s:$engine "* ]]; then
+					continue
+				fi
 				c=$(calibrate "$op" "$d" "$s" "$engine")
 				log "$op depth=$d size=$s engine=$engine count=$c: $RUNS runs"
 				q=() v=() f=()
