@@ -52,7 +52,8 @@ SHARED_LIB := $(BUILD)/libvdisk.so.0
 VDISK := $(BUILD)/vdisk
 
 .PHONY: all lib tools tests benches run check check-unit check-interop check-fault \
-	check-format check-fuzz check-crash check-asan format install clean deps bench fuzz
+	check-format check-fuzz check-crash check-guest check-guest-qsd \
+	bench-vhost-user check-asan format install clean deps bench fuzz
 
 # Keep intermediate objects of tests and benchmarks (incremental builds).
 .SECONDARY:
@@ -110,6 +111,13 @@ check-fault: tests
 	@BUILD=$(BUILD) tests/run.sh fault
 check-format:
 	@BUILD=$(BUILD) tests/run.sh format
+# A real Linux guest (TCG) on the vhost-user-blk export; also run by the
+# interop suite.  check-guest-qsd runs the same guest on qemu-storage-daemon.
+check-guest: all
+	@BUILD=$(BUILD) tests/guest/run.sh
+check-guest-qsd:
+	@tests/guest/run.sh --server qsd
+
 # Long runs, not part of make check: 1000 SIGKILLs per format.
 check-crash: all
 	@BUILD=$(BUILD) CRASH_ITERATIONS=$${CRASH_ITERATIONS:-1000} TEST_TIMEOUT=7200 \
@@ -129,6 +137,9 @@ format:
 
 bench: all benches
 	@bench/raw.sh
+
+bench-vhost-user: all benches
+	@BUILD=$(BUILD) bench/vhost-user-blk.sh
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig \

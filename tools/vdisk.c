@@ -34,6 +34,8 @@ static const struct subcommand subcommands[] = {
 	{"resize", cmd_resize,
 	 "resize [-f fmt] [--image-opts] [--preallocation=mode] [-q] [--shrink] filename "
 	 "[+ | -]size"},
+	{"serve", cmd_serve,
+	 "serve [--blockdev opts]... [--export opts]... [--chardev opts --monitor opts]"},
 	{"snapshot", cmd_snapshot,
 	 "snapshot [--image-opts] [-U] [-q] [-l | -a snapshot | -c snapshot | -d snapshot] "
 	 "filename"},

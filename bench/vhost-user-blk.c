@@ -1,0 +1,238 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A vhost-user-blk front end for benchmarks: maps memfd "guest" memory,
+ * sets up one split virtqueue (virtio 1.2 section 2.7) over the vhost-user
+ * protocol (QEMU docs/interop/vhost-user.rst), keeps DEPTH 4 KiB requests in
+ * flight for SECONDS and prints IOPS.  Drives `vdisk serve` and
+ * qemu-storage-daemon alike, so the two can be compared without a VM.
+ *
+ *   vhost-user-blk SOCKET [-d DEPTH] [-t SECONDS] [-w] [-s DISK_BYTES]
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#define QSIZE 256
+#define MEM (64u << 20)
+#define GPA 0x100000ull
+#define UVA 0x7f0000000000ull
+#define DESC 0x0
+#define AVAIL 0x1000
+#define USED 0x2000
+#define REQS 0x10000 /* per slot: 16 header + status at +16 */
+#define DATA 0x100000 /* per slot: 4096 */
+
+static int sock;
+
+static void die(const char *m)
+{
+	fprintf(stderr, "vhost-user-blk bench: %s\n", m);
+	exit(1);
+}
+
+static void msg(uint32_t req, const void *p, uint32_t size, int fd)
+{
+	uint8_t buf[64];
+	uint32_t flags = 1;
+	struct iovec iov = {.iov_base = buf, .iov_len = 12 + size};
+	union {
+		char c[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr a;
+	} u;
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+
+	memcpy(buf, &req, 4);
+	memcpy(buf + 4, &flags, 4);
+	memcpy(buf + 8, &size, 4);
+	memcpy(buf + 12, p, size);
+	if (fd >= 0) {
+		struct cmsghdr *cm;
+		mh.msg_control = u.c;
+		mh.msg_controllen = sizeof(u.c);
+		cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+	}
+	if (sendmsg(sock, &mh, 0) != (ssize_t)(12 + size))
+		die("send failed");
+}
+
+static uint64_t get_u64(uint32_t req)
+{
+	uint8_t b[20];
+	uint64_t v;
+
+	msg(req, NULL, 0, -1);
+	if (recv(sock, b, 20, MSG_WAITALL) != 20)
+		die("no reply");
+	memcpy(&v, b + 12, 8);
+	return v;
+}
+
+static void vring_state(uint32_t req, uint32_t idx, uint32_t num)
+{
+	uint32_t s[2] = {idx, num};
+	msg(req, s, 8, -1);
+}
+
+int main(int argc, char **argv)
+{
+	int depth = 32, secs = 5, write_ = 0, opt, memfd, callfd, kickfd;
+	uint64_t disk = 1ull << 30, feats, ops = 0, rnd = 88172645463325252ull;
+	uint16_t avail = 0, used_seen = 0;
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	uint8_t *m;
+	struct timespec t0, t1;
+	double el;
+
+	if (argc < 2)
+		die("usage: vhost-user-blk SOCKET [-d DEPTH] [-t SECONDS] [-w] [-s BYTES]");
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", argv[1]);
+	optind = 2;
+	while ((opt = getopt(argc, argv, "d:t:ws:")) != -1) {
+		if (opt == 'd')
+			depth = atoi(optarg);
+		else if (opt == 't')
+			secs = atoi(optarg);
+		else if (opt == 'w')
+			write_ = 1;
+		else if (opt == 's')
+			disk = strtoull(optarg, NULL, 0);
+	}
+	if (depth < 1 || depth > QSIZE / 3)
+		die("depth must be 1..85");
+	sock = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (connect(sock, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		die("cannot connect");
+	memfd = memfd_create("guest", 0);
+	if (memfd < 0 || ftruncate(memfd, MEM) < 0)
+		die("memfd");
+	m = mmap(NULL, MEM, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+	if (m == MAP_FAILED)
+		die("mmap");
+	memset(m, 0, MEM);
+
+	feats = get_u64(1);
+	{
+		uint64_t pf = get_u64(15) & (1ull << 9), f;
+		msg(16, &pf, 8, -1);
+		msg(3, NULL, 0, -1);
+		f = feats & ((1ull << 32) | (1ull << 30));
+		msg(2, &f, 8, -1);
+	}
+	{
+		uint64_t mt[5] = {0, GPA, MEM, UVA, 0};
+		uint32_t n[2] = {1, 0};
+		uint8_t b[40];
+		memcpy(b, n, 8);
+		memcpy(b + 8, &mt[1], 32);
+		msg(5, b, 40, memfd);
+	}
+	vring_state(8, 0, QSIZE);
+	vring_state(10, 0, 0);
+	{
+		uint64_t a[5];
+		uint8_t b[40];
+		uint32_t h[2] = {0, 0};
+		a[0] = UVA + DESC;
+		a[1] = UVA + USED;
+		a[2] = UVA + AVAIL;
+		a[3] = 0;
+		memcpy(b, h, 8);
+		memcpy(b + 8, a, 32);
+		msg(9, b, 40, -1);
+	}
+	callfd = eventfd(0, EFD_NONBLOCK);
+	kickfd = eventfd(0, EFD_NONBLOCK);
+	{
+		uint64_t z = 0;
+		msg(13, &z, 8, callfd);
+		msg(12, &z, 8, kickfd);
+	}
+	vring_state(18, 0, 1);
+
+	/* Slot s uses descriptors 3s..3s+2. */
+	for (int s = 0; s < depth; s++) {
+		uint8_t *d = m + DESC + 48 * (size_t)s;
+		uint64_t a[3] = {GPA + REQS + 32 * (uint64_t)s, GPA + DATA + 4096 * (uint64_t)s,
+				 GPA + REQS + 32 * (uint64_t)s + 16};
+		uint32_t l[3] = {16, 4096, 1};
+		uint16_t f[3] = {1, (uint16_t)(1 | (write_ ? 0 : 2)), 2};
+		for (int k = 0; k < 3; k++) {
+			uint16_t next = (uint16_t)(3 * s + k + 1);
+			memcpy(d + 16 * k, &a[k], 8);
+			memcpy(d + 16 * k + 8, &l[k], 4);
+			memcpy(d + 16 * k + 12, &f[k], 2);
+			memcpy(d + 16 * k + 14, &next, 2);
+		}
+	}
+#define SUBMIT(s)                                                                       \
+	do {                                                                            \
+		uint32_t type = write_ ? 1 : 0;                                         \
+		uint64_t sector;                                                        \
+		uint16_t head = (uint16_t)(3 * (s));                                    \
+		rnd ^= rnd << 13;                                                       \
+		rnd ^= rnd >> 7;                                                        \
+		rnd ^= rnd << 17;                                                       \
+		sector = (rnd % (disk / 4096)) * 8;                                     \
+		memcpy(m + REQS + 32 * (size_t)(s), &type, 4);                          \
+		memcpy(m + REQS + 32 * (size_t)(s) + 8, &sector, 8);                    \
+		memcpy(m + AVAIL + 4 + 2 * (avail % QSIZE), &head, 2);                  \
+		avail++;                                                                \
+		__atomic_store_n((uint16_t *)(m + AVAIL + 2), avail, __ATOMIC_RELEASE); \
+	} while (0)
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (int s = 0; s < depth; s++)
+		SUBMIT(s);
+	eventfd_write(kickfd, 1);
+	for (;;) {
+		struct pollfd p = {.fd = callfd, .events = POLLIN};
+		uint16_t ui = __atomic_load_n((uint16_t *)(m + USED + 2), __ATOMIC_ACQUIRE);
+		int n = 0;
+
+		while (used_seen != ui) {
+			uint32_t id;
+			memcpy(&id, m + USED + 4 + 8 * (used_seen % QSIZE), 4);
+			if (m[REQS + 32 * (id / 3) + 16] != 0)
+				die("request failed");
+			used_seen++;
+			ops++;
+			SUBMIT(id / 3);
+			n++;
+		}
+		if (n)
+			eventfd_write(kickfd, 1);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		el = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+		if (el >= secs)
+			break;
+		if (!n) {
+			eventfd_t v;
+			poll(&p, 1, 100);
+			eventfd_read(callfd, &v);
+		}
+	}
+	printf("%s depth=%d iops=%.0f\n", write_ ? "randwrite" : "randread", depth,
+	       (double)ops / el);
+	/* Stop the ring politely (waits for the requests in flight). */
+	vring_state(11, 0, 0);
+	{
+		uint8_t b[20];
+		if (recv(sock, b, 20, MSG_WAITALL) != 20)
+			die("no GET_VRING_BASE reply");
+	}
+	close(sock);
+	return 0;
+}

@@ -1,0 +1,403 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vhost-user-blk exports: the listening socket, and the daemon's set of
+ * exports with qemu-storage-daemon's options and QMP commands
+ * (qapi/block-export.json in QEMU 7.2: block-export-add, block-export-del,
+ * query-block-exports, event BLOCK_EXPORT_DELETED).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <vdisk/backend.h>
+#include <vdisk/qmp.h>
+
+#include "export/vhost-user-blk/vub-internal.h"
+
+static void accept_conn(void *opaque)
+{
+	struct vd_export *e = opaque;
+	int fd = accept4(e->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+
+	if (fd < 0)
+		return;
+	if (vub_conn_new(e, fd) < 0)
+		fprintf(stderr, "vdisk: vhost-user-blk export '%s': cannot serve a connection\n",
+			e->id);
+}
+
+static int listen_unix(const char *path, struct vd_error *err)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int fd;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return vd_error_set(err, -ENAMETOOLONG, "UNIX socket path '%s' is too long", path);
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return vd_error_setg_errno(err, -errno, "Failed to create a socket");
+	/* As QEMU: a stale socket file is replaced. */
+	unlink(path);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 16) < 0) {
+		int ret = -errno;
+		close(fd);
+		return vd_error_setg_errno(err, ret, "Failed to bind socket to %s", path);
+	}
+	return fd;
+}
+
+int vd_vhost_user_blk_export_new(const struct vd_vhost_user_blk_opts *o, struct vd_export **out,
+				 struct vd_error *err)
+{
+	struct vd_export *e;
+	uint32_t lbs = o->logical_block_size ? o->logical_block_size : 512;
+	int ret;
+
+	if (!o->node || !o->id)
+		return vd_error_set(err, -EINVAL, "An export needs an id and a node");
+	if (o->num_queues > 64)
+		return vd_error_set(err, -EINVAL, "num-queues must be between 1 and 64");
+	if (lbs < 512 || lbs > 65536 || (lbs & (lbs - 1)))
+		return vd_error_set(err, -EINVAL,
+				    "logical-block-size must be a power of two between 512 and "
+				    "65536");
+	if (o->writable && vd_node_is_read_only(o->node))
+		return vd_error_set(err, -EROFS, "Cannot export read-only node as writable");
+	if (!vd_loop_current())
+		return vd_error_set(err, -EINVAL, "No event loop");
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return vd_error_set(err, -ENOMEM, "Out of memory");
+	e->id = strdup(o->id);
+	e->serial = o->serial ? strdup(o->serial) : NULL;
+	if (!e->id || (o->serial && !e->serial)) {
+		ret = vd_error_set(err, -ENOMEM, "Out of memory");
+		goto fail;
+	}
+	e->loop = vd_loop_current();
+	e->writable = o->writable;
+	e->num_queues = o->num_queues ? o->num_queues : 1;
+	e->lbs = lbs;
+	if (o->path) {
+		e->listen_fd = listen_unix(o->path, err);
+		if (e->listen_fd < 0) {
+			ret = e->listen_fd;
+			goto fail;
+		}
+		e->path = strdup(o->path);
+		if (!e->path) {
+			close(e->listen_fd);
+			ret = vd_error_set(err, -ENOMEM, "Out of memory");
+			goto fail;
+		}
+	} else if (o->listen_fd >= 0) {
+		e->listen_fd = o->listen_fd;
+	} else {
+		ret = vd_error_set(err, -EINVAL, "An export needs a socket");
+		goto fail;
+	}
+	ret = vd_loop_set_fd_handler(e->loop, e->listen_fd, accept_conn, NULL, e);
+	if (ret < 0) {
+		vd_error_setg_errno(err, ret, "Cannot watch the socket");
+		goto fail_sock;
+	}
+	e->node = o->node;
+	vd_node_ref(e->node);
+	*out = e;
+	return 0;
+
+fail_sock:
+	close(e->listen_fd);
+	if (e->path)
+		unlink(e->path);
+fail:
+	free(e->path);
+	free(e->id);
+	free(e->serial);
+	free(e);
+	return ret;
+}
+
+void vd_export_free(struct vd_export *e)
+{
+	if (!e)
+		return;
+	vd_loop_set_fd_handler(e->loop, e->listen_fd, NULL, NULL, NULL);
+	close(e->listen_fd);
+	if (e->path)
+		unlink(e->path);
+	while (e->conns)
+		vub_conn_free(e->conns);
+	/* Data the guests wrote is on disk before the export goes. */
+	vd_node_flush(e->node);
+	vd_node_unref(e->node);
+	free(e->path);
+	free(e->id);
+	free(e->serial);
+	free(e);
+}
+
+const char *vd_export_id(const struct vd_export *e)
+{
+	return e->id;
+}
+
+struct vd_node *vd_export_node(const struct vd_export *e)
+{
+	return e->node;
+}
+
+int vd_export_connections(const struct vd_export *e)
+{
+	return e->nconns;
+}
+
+/* --- the set ----------------------------------------------------------------- */
+
+struct export_entry {
+	struct vd_export *e;
+	char *node_name;
+	struct export_entry *next;
+};
+
+struct vd_export_set {
+	struct vd_blk_registry *reg;
+	struct vd_qmp_server *qmp;
+	struct export_entry *list; /* in creation order */
+};
+
+int vd_export_set_new(struct vd_blk_registry *reg, struct vd_export_set **out)
+{
+	struct vd_export_set *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return -ENOMEM;
+	s->reg = reg;
+	*out = s;
+	return 0;
+}
+
+void vd_export_set_free(struct vd_export_set *s)
+{
+	if (!s)
+		return;
+	while (s->list) {
+		struct export_entry *x = s->list;
+		s->list = x->next;
+		vd_export_free(x->e);
+		free(x->node_name);
+		free(x);
+	}
+	free(s);
+}
+
+int vd_export_set_count(const struct vd_export_set *s)
+{
+	int n = 0;
+
+	for (struct export_entry *x = s->list; x; x = x->next)
+		n++;
+	return n;
+}
+
+static struct export_entry **find_entry(struct vd_export_set *s, const char *id)
+{
+	struct export_entry **pp;
+
+	for (pp = &s->list; *pp; pp = &(*pp)->next)
+		if (!strcmp(vd_export_id((*pp)->e), id))
+			return pp;
+	return NULL;
+}
+
+int vd_export_set_add(struct vd_export_set *s, struct vd_opts *opts, struct vd_error *err)
+{
+	static const char *const types[] = {"vhost-user-blk", NULL};
+	static const char *const addr_types[] = {"unix", "fd", NULL};
+	struct vd_vhost_user_blk_opts o = {.listen_fd = -1};
+	struct export_entry *x;
+	const char *node_name, *str;
+	uint64_t nq, lbs;
+	int type, addr_type, ret;
+	bool writable;
+
+	ret = vd_opts_get_enum(opts, "type", types, -1, &type, err);
+	if (ret < 0)
+		return ret;
+	if (type < 0)
+		return vd_error_set(err, -EINVAL, "Parameter 'type' is missing");
+	o.id = vd_opts_get(opts, "id");
+	if (!o.id)
+		return vd_error_set(err, -EINVAL, "Parameter 'id' is missing");
+	node_name = vd_opts_get(opts, "node-name");
+	if (!node_name)
+		return vd_error_set(err, -EINVAL, "Parameter 'node-name' is missing");
+	if (find_entry(s, o.id))
+		return vd_error_set(err, -EEXIST, "Block export id '%s' is already in use", o.id);
+	o.node = vd_blk_registry_find_node(s->reg, node_name);
+	if (!o.node)
+		return vd_error_set(err, -ENOENT, "Cannot find device=%s nor node_name=%s",
+				    node_name, node_name);
+	ret = vd_opts_get_bool(opts, "writable", false, &writable, err);
+	if (ret == 0)
+		ret = vd_opts_get_u64(opts, "num-queues", 1, &nq, err);
+	if (ret == 0)
+		ret = vd_opts_get_size(opts, "logical-block-size", 512, &lbs, err);
+	if (ret == 0)
+		ret = vd_opts_get_enum(opts, "addr.type", addr_types, -1, &addr_type, err);
+	if (ret < 0)
+		return ret;
+	/* Accepted for compatibility; one loop serves every export. */
+	vd_opts_get(opts, "iothread");
+	vd_opts_get(opts, "fixed-iothread");
+	o.serial = vd_opts_get(opts, "serial");
+	if (nq < 1 || nq > 64)
+		return vd_error_set(err, -EINVAL, "num-queues must be between 1 and 64");
+	if (lbs > 65536)
+		return vd_error_set(err, -EINVAL, "logical-block-size is too large");
+	o.num_queues = (uint16_t)nq;
+	o.logical_block_size = (uint32_t)lbs;
+	o.writable = writable;
+	if (addr_type == 0) {
+		o.path = vd_opts_get(opts, "addr.path");
+		if (!o.path)
+			return vd_error_set(err, -EINVAL, "Parameter 'addr.path' is missing");
+	} else if (addr_type == 1) {
+		char *end;
+		long fd;
+
+		str = vd_opts_get(opts, "addr.str");
+		if (!str)
+			return vd_error_set(err, -EINVAL, "Parameter 'addr.str' is missing");
+		fd = strtol(str, &end, 10);
+		if (*end || fd < 0 || fd > INT32_MAX)
+			return vd_error_set(err, -EINVAL, "'%s' is not a file descriptor", str);
+		o.listen_fd = (int)fd;
+	} else {
+		return vd_error_set(err, -EINVAL, "Parameter 'addr.type' is missing");
+	}
+	vd_opts_get_dict(opts, "addr");
+	ret = vd_opts_check_unused(opts, NULL, err);
+	if (ret < 0)
+		return ret;
+	x = calloc(1, sizeof(*x));
+	if (!x || !(x->node_name = strdup(node_name))) {
+		free(x);
+		return vd_error_set(err, -ENOMEM, "Out of memory");
+	}
+	ret = vd_vhost_user_blk_export_new(&o, &x->e, err);
+	if (ret < 0) {
+		free(x->node_name);
+		free(x);
+		return ret;
+	}
+	{
+		struct export_entry **pp = &s->list;
+		while (*pp)
+			pp = &(*pp)->next;
+		*pp = x;
+	}
+	return 0;
+}
+
+int vd_export_set_del(struct vd_export_set *s, const char *id, bool hard, struct vd_error *err)
+{
+	struct export_entry **pp = find_entry(s, id), *x;
+
+	if (!pp)
+		return vd_error_set(err, -ENOENT, "Export '%s' is not found", id);
+	x = *pp;
+	if (!hard && vd_export_connections(x->e) > 0)
+		return vd_error_set(err, -EBUSY, "export '%s' still in use", id);
+	*pp = x->next;
+	vd_export_free(x->e);
+	free(x->node_name);
+	free(x);
+	if (s->qmp)
+		vd_qmp_emit_event(s->qmp, "BLOCK_EXPORT_DELETED", json_pack("{s:s}", "id", id));
+	return 0;
+}
+
+/* --- QMP -------------------------------------------------------------------- */
+
+static json_t *qmp_export_add(json_t *args, void *opaque, struct vd_qmp_error *qerr)
+{
+	struct vd_export_set *s = opaque;
+	struct vd_error err = {0};
+	struct vd_opts *o = NULL;
+	char *text = json_dumps(args, JSON_COMPACT), *js;
+	int ret;
+
+	if (!text || asprintf(&js, "json:%s", text) < 0) {
+		free(text);
+		vd_qmp_error_set(qerr, VD_QMP_GENERIC_ERROR, "Out of memory");
+		return NULL;
+	}
+	free(text);
+	ret = vd_opts_parse(js, NULL, &o, &err);
+	free(js);
+	if (ret == 0)
+		ret = vd_export_set_add(s, o, &err);
+	vd_opts_free(o);
+	if (ret < 0)
+		vd_qmp_error_set(qerr, VD_QMP_GENERIC_ERROR, "%s", err.msg);
+	return NULL;
+}
+
+static json_t *qmp_export_del(json_t *args, void *opaque, struct vd_qmp_error *qerr)
+{
+	static const char *const modes[] = {"safe", "hard", NULL};
+	static const struct vd_qmp_arg spec[] = {
+		{"id", VD_QMP_ARG_STR}, {"mode", VD_QMP_ARG_ENUM, true, modes}, {NULL}};
+	struct vd_export_set *s = opaque;
+	struct vd_error err = {0};
+	const char *mode;
+	char *id;
+
+	if (vd_qmp_check_args(args, spec, qerr) < 0)
+		return NULL;
+	mode = json_string_value(json_object_get(args, "mode"));
+	id = strdup(json_string_value(json_object_get(args, "id")));
+	if (!id) {
+		vd_qmp_error_set(qerr, VD_QMP_GENERIC_ERROR, "Out of memory");
+		return NULL;
+	}
+	if (vd_export_set_del(s, id, mode && !strcmp(mode, "hard"), &err) < 0)
+		vd_qmp_error_set(qerr, VD_QMP_GENERIC_ERROR, "%s", err.msg);
+	free(id);
+	return NULL;
+}
+
+static json_t *qmp_query_exports(json_t *args, void *opaque, struct vd_qmp_error *qerr)
+{
+	static const struct vd_qmp_arg spec[] = {{NULL}};
+	struct vd_export_set *s = opaque;
+	json_t *list;
+
+	if (vd_qmp_check_args(args, spec, qerr) < 0)
+		return NULL;
+	list = json_array();
+	for (struct export_entry *x = s->list; x; x = x->next)
+		json_array_append_new(list, json_pack("{s:s,s:s,s:s,s:b}", "type", "vhost-user-blk",
+						      "id", vd_export_id(x->e), "node-name",
+						      x->node_name, "shutting-down", 0));
+	return list;
+}
+
+int vd_export_set_register_qmp(struct vd_export_set *s, struct vd_qmp_server *qmp)
+{
+	int ret;
+
+	s->qmp = qmp;
+	ret = vd_qmp_register(qmp, "block-export-add", qmp_export_add, s);
+	if (ret == 0)
+		ret = vd_qmp_register(qmp, "block-export-del", qmp_export_del, s);
+	if (ret == 0)
+		ret = vd_qmp_register(qmp, "query-block-exports", qmp_query_exports, s);
+	return ret;
+}

@@ -1,0 +1,927 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The back-end side of the vhost-user protocol (QEMU docs/interop/
+ * vhost-user.rst) for one connected front end, serving a virtio-blk device
+ * whose request handling lives in hw/virtio.
+ *
+ * Every message is validated before it is used: the header's size against
+ * the request's payload layout and a hard maximum, the number of file
+ * descriptors that came with it, ring indices against the queue count, ring
+ * sizes, memory regions (overflow, mmap), and ring addresses against the
+ * memory table.  Anything wrong ends this connection only; other front ends
+ * and exports keep running.
+ *
+ * Ring life cycle ("Ring states" in vhost-user.rst): a ring starts when
+ * SET_VRING_KICK gives its kick fd and stops at GET_VRING_BASE, which waits
+ * for the ring's in-flight requests before replying with the next avail
+ * index.  When VHOST_USER_F_PROTOCOL_FEATURES is negotiated rings start
+ * disabled until SET_VRING_ENABLE; otherwise they are enabled at once.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <vdisk/trace.h>
+#include <vdisk/virtio-blk.h>
+
+#include "export/vhost-user-blk/vub-internal.h"
+
+/* Front-end message types ("Front-end message types"). */
+enum {
+	VHOST_USER_GET_FEATURES = 1,
+	VHOST_USER_SET_FEATURES = 2,
+	VHOST_USER_SET_OWNER = 3,
+	VHOST_USER_RESET_OWNER = 4,
+	VHOST_USER_SET_MEM_TABLE = 5,
+	VHOST_USER_SET_LOG_BASE = 6,
+	VHOST_USER_SET_LOG_FD = 7,
+	VHOST_USER_SET_VRING_NUM = 8,
+	VHOST_USER_SET_VRING_ADDR = 9,
+	VHOST_USER_SET_VRING_BASE = 10,
+	VHOST_USER_GET_VRING_BASE = 11,
+	VHOST_USER_SET_VRING_KICK = 12,
+	VHOST_USER_SET_VRING_CALL = 13,
+	VHOST_USER_SET_VRING_ERR = 14,
+	VHOST_USER_GET_PROTOCOL_FEATURES = 15,
+	VHOST_USER_SET_PROTOCOL_FEATURES = 16,
+	VHOST_USER_GET_QUEUE_NUM = 17,
+	VHOST_USER_SET_VRING_ENABLE = 18,
+	VHOST_USER_GET_CONFIG = 24,
+	VHOST_USER_SET_CONFIG = 25,
+};
+
+#define VHOST_USER_F_PROTOCOL_FEATURES 30
+#define PROTO_F_MQ 0
+#define PROTO_F_REPLY_ACK 3
+#define PROTO_F_CONFIG 9
+#define OUR_PROTOCOL_FEATURES \
+	((1ULL << PROTO_F_MQ) | (1ULL << PROTO_F_REPLY_ACK) | (1ULL << PROTO_F_CONFIG))
+
+/* Header flags ("Message format"). */
+#define VHOST_USER_VERSION 0x1
+#define VHOST_USER_VERSION_MASK 0x3
+#define VHOST_USER_REPLY 0x4
+#define VHOST_USER_NEED_REPLY 0x8
+
+#define HDR_SIZE 12
+#define MAX_PAYLOAD 4096
+#define MAX_FDS 8
+#define MAX_REGIONS 8
+#define VRING_NOFD_MASK 0x100
+#define VRING_IDX_MASK 0xff
+#define MAX_CONFIG 256
+/* How long a front end may take to send the rest of a message. */
+#define MSG_TIMEOUT_MS 5000
+
+struct vub_region {
+	uint64_t gpa, size, uva;
+	uint8_t *host; /* mapping + mmap_offset */
+	void *map_base;
+	size_t map_size;
+};
+
+struct vub_vring {
+	int kick_fd, call_fd, err_fd;
+	bool started, enabled;
+	unsigned num;
+	uint32_t base;
+	bool addr_set;
+	uint64_t desc_uva, avail_uva, used_uva;
+};
+
+struct vub_conn {
+	struct vd_export *e;
+	struct vub_conn *next;
+	int fd;
+	uint64_t features, protocol_features;
+	bool features_acked; /* SET_FEATURES seen */
+	struct vub_region regions[MAX_REGIONS];
+	unsigned nregions;
+	struct vd_virtio_mem mem;
+	struct vd_virtio_blk *blk;
+	struct vub_vring *vrings;
+	bool dead; /* close at the end of the current message */
+};
+
+struct vub_msg {
+	uint32_t request, flags, size;
+	uint8_t payload[MAX_PAYLOAD];
+	int fds[MAX_FDS];
+	int nfds;
+};
+
+static void conn_trace(struct vub_conn *c, const char *fmt, ...) VD_PRINTF(2, 3);
+static void conn_trace(struct vub_conn *c, const char *fmt, ...)
+{
+	static int enabled = -1;
+	va_list ap;
+
+	if (enabled < 0)
+		enabled = getenv("VDISK_VHOST_USER_DEBUG") != NULL;
+	if (!enabled)
+		return;
+	fprintf(stderr, "vhost-user-blk[%s]: ", c->e->id);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+/* Connection errors are reported once, on stderr, as QEMU's daemon does. */
+static int conn_error(struct vub_conn *c, const char *why)
+{
+	fprintf(stderr, "vdisk: vhost-user-blk export '%s': %s; closing the connection\n", c->e->id,
+		why);
+	c->dead = true;
+	return -EPROTO;
+}
+
+/* --- guest memory --------------------------------------------------------- */
+
+/* Guest-physical addresses (descriptor buffers, indirect tables). */
+static void *gpa_map(void *opaque, uint64_t addr, uint64_t *len)
+{
+	struct vub_conn *c = opaque;
+
+	for (unsigned i = 0; i < c->nregions; i++) {
+		struct vub_region *r = &c->regions[i];
+
+		if (addr >= r->gpa && addr - r->gpa < r->size) {
+			uint64_t off = addr - r->gpa;
+			if (*len > r->size - off)
+				*len = r->size - off;
+			return r->host + off;
+		}
+	}
+	return NULL;
+}
+
+/* Front-end virtual addresses (SET_VRING_ADDR), whole range in one region. */
+static void *uva_map(struct vub_conn *c, uint64_t addr, uint64_t len)
+{
+	for (unsigned i = 0; i < c->nregions; i++) {
+		struct vub_region *r = &c->regions[i];
+
+		if (addr >= r->uva && addr - r->uva < r->size) {
+			uint64_t off = addr - r->uva;
+			if (len > r->size - off)
+				return NULL;
+			return r->host + off;
+		}
+	}
+	return NULL;
+}
+
+static void unmap_regions(struct vub_conn *c)
+{
+	for (unsigned i = 0; i < c->nregions; i++)
+		munmap(c->regions[i].map_base, c->regions[i].map_size);
+	c->nregions = 0;
+}
+
+/* --- rings ---------------------------------------------------------------- */
+
+static void close_fd(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}
+
+static bool ring_active(struct vub_conn *c, unsigned i)
+{
+	struct vub_vring *v = &c->vrings[i];
+	return v->started && v->enabled && vd_vq_ready(vd_virtio_blk_queue(c->blk, i));
+}
+
+/* Map the ring's three areas; -EFAULT if they are not in the table. */
+static int ring_map(struct vub_conn *c, unsigned i)
+{
+	struct vub_vring *v = &c->vrings[i];
+	struct vd_vq *vq = vd_virtio_blk_queue(c->blk, i);
+	void *d, *a, *u;
+
+	if (!v->addr_set || !v->num || !vq->num)
+		return 0;
+	d = uva_map(c, v->desc_uva, vd_vring_desc_size(v->num));
+	if (vq->packed) {
+		/* 2.8.10: the driver and device event suppression areas. */
+		a = uva_map(c, v->avail_uva, VD_VRING_PACKED_EVENT_SIZE);
+		u = uva_map(c, v->used_uva, VD_VRING_PACKED_EVENT_SIZE);
+	} else {
+		a = uva_map(c, v->avail_uva, vd_vring_avail_size(v->num));
+		u = uva_map(c, v->used_uva, vd_vring_used_size(v->num));
+	}
+	if (!d || !a || !u) {
+		vd_vq_set_rings(vq, NULL, NULL, NULL);
+		return -EFAULT;
+	}
+	/* 2.7 / 2.8.10: alignment of the ring areas. */
+	if (((uintptr_t)d & 15) || ((uintptr_t)a & (vq->packed ? 3 : 1)) || ((uintptr_t)u & 3)) {
+		vd_vq_set_rings(vq, NULL, NULL, NULL);
+		return -EFAULT;
+	}
+	/* Indices are not touched: SET_VRING_BASE set them, and a new memory
+	 * table in the middle of a run must not rewind the ring. */
+	vd_vq_set_rings(vq, d, a, u);
+	return 0;
+}
+
+static void ring_kick_handlers(struct vub_conn *c, unsigned i, bool on);
+
+static void conn_read(void *opaque);
+
+/*
+ * Wait for every request in flight on this connection.  Draining runs the
+ * loop, so first take our socket and every kick fd out of it: no message of
+ * ours is handled in the middle of this one and no new request starts.
+ * resume() puts them back (kicks only for started rings).
+ */
+static void quiesce(struct vub_conn *c)
+{
+	vd_loop_set_fd_handler(c->e->loop, c->fd, NULL, NULL, NULL);
+	for (unsigned i = 0; i < c->e->num_queues; i++)
+		ring_kick_handlers(c, i, false);
+	for (unsigned i = 0; i < c->e->num_queues; i++)
+		vd_virtio_blk_stop_queue(c->blk, i);
+}
+
+static void resume(struct vub_conn *c)
+{
+	if (c->dead)
+		return;
+	vd_loop_set_fd_handler(c->e->loop, c->fd, conn_read, NULL, c);
+	for (unsigned i = 0; i < c->e->num_queues; i++)
+		if (c->vrings[i].started)
+			ring_kick_handlers(c, i, true);
+}
+
+/* Stop a ring ("Ring states": GET_VRING_BASE): no more kicks, and its
+ * requests have completed when this returns. */
+static void ring_stop(struct vub_conn *c, unsigned i)
+{
+	c->vrings[i].started = false;
+	quiesce(c);
+	resume(c);
+}
+
+static void process_ring(struct vub_conn *c, unsigned i)
+{
+	if (ring_active(c, i))
+		vd_virtio_blk_handle_queue(c->blk, i);
+}
+
+struct vub_kick {
+	struct vub_conn *c;
+	unsigned idx;
+};
+
+static void kick_read(void *opaque)
+{
+	struct vub_kick *k = opaque;
+	struct vub_conn *c = k->c;
+	uint64_t v;
+
+	if (read(c->vrings[k->idx].kick_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		return;
+	process_ring(c, k->idx);
+}
+
+static struct vub_kick *kicks_of(struct vub_conn *c);
+
+static void ring_kick_handlers(struct vub_conn *c, unsigned i, bool on)
+{
+	struct vub_vring *v = &c->vrings[i];
+
+	if (v->kick_fd < 0)
+		return;
+	vd_loop_set_fd_handler(c->e->loop, v->kick_fd, on ? kick_read : NULL, NULL,
+			       on ? &kicks_of(c)[i] : NULL);
+}
+
+/* --- the device's hooks ---------------------------------------------------- */
+
+static void dev_notify(void *opaque, unsigned q)
+{
+	struct vub_conn *c = opaque;
+	uint64_t one = 1;
+
+	if (q < c->e->num_queues && c->vrings[q].call_fd >= 0 &&
+	    write(c->vrings[q].call_fd, &one, sizeof(one)) < 0) {
+		/* The front end went away: its socket tells us soon. */
+	}
+}
+
+static void dev_broken(void *opaque, const char *why)
+{
+	struct vub_conn *c = opaque;
+	uint64_t one = 1;
+
+	fprintf(stderr, "vdisk: vhost-user-blk export '%s': device needs reset: %s\n", c->e->id,
+		why);
+	for (unsigned i = 0; i < c->e->num_queues; i++)
+		if (c->vrings[i].err_fd >= 0 && write(c->vrings[i].err_fd, &one, sizeof(one)) < 0) {
+			/* nothing more we can do */
+		}
+}
+
+static const struct vd_virtio_blk_ops dev_ops = {.notify = dev_notify, .broken = dev_broken};
+
+/* --- messages ------------------------------------------------------------- */
+
+/* Read exactly @len bytes, waiting at most MSG_TIMEOUT_MS for each part. */
+static int read_full(int fd, void *buf, size_t len)
+{
+	uint8_t *p = buf;
+
+	while (len) {
+		ssize_t n = recv(fd, p, len, 0);
+
+		if (n > 0) {
+			p += n;
+			len -= (size_t)n;
+			continue;
+		}
+		if (n == 0)
+			return -ECONNRESET;
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			struct pollfd pfd = {.fd = fd, .events = POLLIN};
+			int r = poll(&pfd, 1, MSG_TIMEOUT_MS);
+			if (r == 0)
+				return -ETIMEDOUT;
+			if (r < 0 && errno != EINTR)
+				return -errno;
+			continue;
+		}
+		return -errno;
+	}
+	return 0;
+}
+
+static int write_full(int fd, const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+
+	while (len) {
+		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+
+		if (n > 0) {
+			p += n;
+			len -= (size_t)n;
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+			if (poll(&pfd, 1, MSG_TIMEOUT_MS) <= 0)
+				return -ETIMEDOUT;
+			continue;
+		}
+		return n < 0 ? -errno : -EIO;
+	}
+	return 0;
+}
+
+/* Read one message: the header with its fds (they arrive with its first
+ * byte), then the payload. 0, -ECONNRESET at EOF, or another -errno. */
+static int read_msg(struct vub_conn *c, struct vub_msg *m)
+{
+	uint8_t hdr[HDR_SIZE];
+	union {
+		char buf[CMSG_SPACE(MAX_FDS * sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = {.iov_base = hdr, .iov_len = sizeof(hdr)};
+	struct msghdr mh = {.msg_iov = &iov,
+			    .msg_iovlen = 1,
+			    .msg_control = u.buf,
+			    .msg_controllen = sizeof(u.buf)};
+	ssize_t n;
+	int ret;
+
+	m->nfds = 0;
+	do {
+		n = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC);
+	} while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return errno == EAGAIN ? -EAGAIN : -errno;
+	if (n == 0)
+		return -ECONNRESET;
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+			int cnt = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+			int *fds = (int *)CMSG_DATA(cm);
+
+			for (int i = 0; i < cnt; i++) {
+				if (m->nfds < MAX_FDS)
+					m->fds[m->nfds++] = fds[i];
+				else
+					close(fds[i]);
+			}
+		}
+	}
+	if (mh.msg_flags & MSG_CTRUNC)
+		return -EPROTO;
+	if (n < HDR_SIZE) {
+		ret = read_full(c->fd, hdr + n, HDR_SIZE - (size_t)n);
+		if (ret < 0)
+			return ret;
+	}
+	memcpy(&m->request, hdr, 4);
+	memcpy(&m->flags, hdr + 4, 4);
+	memcpy(&m->size, hdr + 8, 4);
+	if ((m->flags & VHOST_USER_VERSION_MASK) != VHOST_USER_VERSION)
+		return -EPROTO;
+	if (m->size > MAX_PAYLOAD)
+		return -EMSGSIZE;
+	if (m->size)
+		return read_full(c->fd, m->payload, m->size);
+	return 0;
+}
+
+static int send_reply(struct vub_conn *c, const struct vub_msg *req, const void *payload,
+		      uint32_t size)
+{
+	uint8_t buf[HDR_SIZE + MAX_CONFIG + 16];
+	uint32_t flags = VHOST_USER_VERSION | VHOST_USER_REPLY;
+
+	if (size > sizeof(buf) - HDR_SIZE)
+		return -EMSGSIZE;
+	memcpy(buf, &req->request, 4);
+	memcpy(buf + 4, &flags, 4);
+	memcpy(buf + 8, &size, 4);
+	if (size)
+		memcpy(buf + HDR_SIZE, payload, size);
+	return write_full(c->fd, buf, HDR_SIZE + size);
+}
+
+static int reply_u64(struct vub_conn *c, const struct vub_msg *m, uint64_t v)
+{
+	return send_reply(c, m, &v, sizeof(v));
+}
+
+static uint64_t pl_u64(const struct vub_msg *m, size_t off)
+{
+	uint64_t v;
+	memcpy(&v, m->payload + off, 8);
+	return v;
+}
+
+static uint32_t pl_u32(const struct vub_msg *m, size_t off)
+{
+	uint32_t v;
+	memcpy(&v, m->payload + off, 4);
+	return v;
+}
+
+/* A ring index from a vring-state or u64 payload. */
+static int ring_index(struct vub_conn *c, uint32_t idx)
+{
+	if (idx >= c->e->num_queues) {
+		conn_error(c, "ring index out of range");
+		return -1;
+	}
+	return (int)idx;
+}
+
+static int take_fd(struct vub_msg *m)
+{
+	int fd;
+
+	if (m->nfds != 1)
+		return -1;
+	fd = m->fds[0];
+	m->nfds = 0;
+	return fd;
+}
+
+static int handle_set_mem_table(struct vub_conn *c, struct vub_msg *m)
+{
+	struct vub_region nr[MAX_REGIONS];
+	uint32_t n;
+
+	if (m->size < 8)
+		return conn_error(c, "SET_MEM_TABLE too short");
+	n = pl_u32(m, 0);
+	if (n == 0 || n > MAX_REGIONS || m->size < 8 + 32 * n)
+		return conn_error(c, "SET_MEM_TABLE: bad region count");
+	if ((uint32_t)m->nfds != n)
+		return conn_error(c, "SET_MEM_TABLE: fd count does not match the regions");
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t gpa = pl_u64(m, 8 + 32 * i), size = pl_u64(m, 16 + 32 * i);
+		uint64_t uva = pl_u64(m, 24 + 32 * i), off = pl_u64(m, 32 + 32 * i);
+		void *p;
+
+		if (size == 0 || gpa + size < gpa || uva + size < uva || off + size < off ||
+		    off + size > (uint64_t)SIZE_MAX) {
+			while (i--)
+				munmap(nr[i].map_base, nr[i].map_size);
+			return conn_error(c, "SET_MEM_TABLE: bad region");
+		}
+		p = mmap(NULL, (size_t)(off + size), PROT_READ | PROT_WRITE,
+			 MAP_SHARED | MAP_NORESERVE, m->fds[i], 0);
+		if (p == MAP_FAILED) {
+			while (i--)
+				munmap(nr[i].map_base, nr[i].map_size);
+			return conn_error(c, "SET_MEM_TABLE: cannot map a region");
+		}
+		nr[i] = (struct vub_region){.gpa = gpa,
+					    .size = size,
+					    .uva = uva,
+					    .host = (uint8_t *)p + off,
+					    .map_base = p,
+					    .map_size = (size_t)(off + size)};
+	}
+	/* In-flight requests point into the old mappings: let them finish. */
+	quiesce(c);
+	resume(c);
+	unmap_regions(c);
+	memcpy(c->regions, nr, sizeof(nr[0]) * n);
+	c->nregions = n;
+	for (unsigned i = 0; i < c->e->num_queues; i++) {
+		if (ring_map(c, i) < 0)
+			return conn_error(c, "ring addresses not in the new memory table");
+	}
+	conn_trace(c, "memory table: %u regions", n);
+	return 0;
+}
+
+static int handle_vring_fd(struct vub_conn *c, struct vub_msg *m)
+{
+	uint64_t v;
+	int i, fd = -1;
+	struct vub_vring *vr;
+
+	if (m->size != 8)
+		return conn_error(c, "vring fd message: bad size");
+	v = pl_u64(m, 0);
+	if (v & ~(uint64_t)(VRING_IDX_MASK | VRING_NOFD_MASK))
+		return conn_error(c, "vring fd message: reserved bits set");
+	i = ring_index(c, v & VRING_IDX_MASK);
+	if (i < 0)
+		return -EPROTO;
+	if (!(v & VRING_NOFD_MASK)) {
+		fd = take_fd(m);
+		if (fd < 0)
+			return conn_error(c, "vring fd message without exactly one fd");
+	} else if (m->nfds) {
+		return conn_error(c, "vring fd message: fd with the no-fd flag");
+	}
+	/* Never block on a descriptor the front end gave us (a pipe, say):
+	 * one front end must not stall the loop every export shares. */
+	if (fd >= 0 && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0) {
+		close(fd);
+		return conn_error(c, "cannot use the vring fd");
+	}
+	vr = &c->vrings[i];
+	switch (m->request) {
+	case VHOST_USER_SET_VRING_KICK:
+		if (vr->kick_fd >= 0) {
+			ring_kick_handlers(c, (unsigned)i, false);
+			close_fd(&vr->kick_fd);
+		}
+		vr->kick_fd = fd;
+		/* The ring starts here (libvhost-user's reading of "Ring
+		 * states"); polling mode (no fd) is not supported. */
+		if (fd < 0)
+			return conn_error(c, "polling rings are not supported");
+		vr->started = true;
+		if (ring_map(c, (unsigned)i) < 0)
+			return conn_error(c, "ring addresses outside guest memory");
+		ring_kick_handlers(c, (unsigned)i, true);
+		process_ring(c, (unsigned)i);
+		break;
+	case VHOST_USER_SET_VRING_CALL:
+		close_fd(&vr->call_fd);
+		vr->call_fd = fd;
+		break;
+	default:
+		close_fd(&vr->err_fd);
+		vr->err_fd = fd;
+		break;
+	}
+	return 0;
+}
+
+static void apply_features(struct vub_conn *c)
+{
+	vd_virtio_blk_set_features(c->blk, c->features & ~(1ULL << VHOST_USER_F_PROTOCOL_FEATURES));
+}
+
+/* Returns 1 if a reply was sent, 0 if not, -errno (connection dead). */
+static int handle_msg(struct vub_conn *c, struct vub_msg *m)
+{
+	uint64_t feats;
+	int i;
+
+	conn_trace(c, "request %u flags 0x%x size %u fds %d", m->request, m->flags, m->size,
+		   m->nfds);
+	/* Only these carry fds. */
+	if (m->nfds && m->request != VHOST_USER_SET_MEM_TABLE &&
+	    m->request != VHOST_USER_SET_VRING_KICK && m->request != VHOST_USER_SET_VRING_CALL &&
+	    m->request != VHOST_USER_SET_VRING_ERR)
+		return conn_error(c, "unexpected file descriptors");
+
+	switch (m->request) {
+	case VHOST_USER_GET_FEATURES:
+		feats = vd_virtio_blk_features(c->blk) | (1ULL << VHOST_USER_F_PROTOCOL_FEATURES);
+		return reply_u64(c, m, feats) < 0 ? -EIO : 1;
+	case VHOST_USER_SET_FEATURES:
+		if (m->size != 8)
+			return conn_error(c, "SET_FEATURES: bad size");
+		c->features = pl_u64(m, 0);
+		c->features_acked = true;
+		/* Without PROTOCOL_FEATURES rings are enabled at once. */
+		if (!(c->features & (1ULL << VHOST_USER_F_PROTOCOL_FEATURES)))
+			for (unsigned q = 0; q < c->e->num_queues; q++)
+				c->vrings[q].enabled = true;
+		/* The ring layout may change (RING_PACKED): map the rings
+		 * again with the sizes of the new layout, with nothing in
+		 * flight. */
+		quiesce(c);
+		apply_features(c);
+		for (unsigned q = 0; q < c->e->num_queues; q++)
+			if (ring_map(c, q) < 0)
+				return conn_error(c, "rings outside guest memory");
+		resume(c);
+		return 0;
+	case VHOST_USER_GET_PROTOCOL_FEATURES:
+		return reply_u64(c, m, OUR_PROTOCOL_FEATURES) < 0 ? -EIO : 1;
+	case VHOST_USER_SET_PROTOCOL_FEATURES:
+		if (m->size != 8)
+			return conn_error(c, "SET_PROTOCOL_FEATURES: bad size");
+		c->protocol_features = pl_u64(m, 0) & OUR_PROTOCOL_FEATURES;
+		return 0;
+	case VHOST_USER_SET_OWNER:
+		return 0;
+	case VHOST_USER_RESET_OWNER:
+		/* Deprecated; treat as a device reset. */
+		for (unsigned q = 0; q < c->e->num_queues; q++)
+			c->vrings[q].started = false;
+		quiesce(c);
+		resume(c);
+		vd_virtio_blk_reset(c->blk);
+		return 0;
+	case VHOST_USER_GET_QUEUE_NUM:
+		return reply_u64(c, m, c->e->num_queues) < 0 ? -EIO : 1;
+	case VHOST_USER_SET_MEM_TABLE:
+		return handle_set_mem_table(c, m);
+	case VHOST_USER_SET_VRING_NUM:
+	case VHOST_USER_SET_VRING_BASE:
+	case VHOST_USER_SET_VRING_ENABLE: {
+		uint32_t num;
+
+		if (m->size != 8)
+			return conn_error(c, "vring state: bad size");
+		i = ring_index(c, pl_u32(m, 0));
+		if (i < 0)
+			return -EPROTO;
+		num = pl_u32(m, 4);
+		if (m->request == VHOST_USER_SET_VRING_NUM) {
+			struct vd_vq *vq = vd_virtio_blk_queue(c->blk, (unsigned)i);
+
+			if (num == 0 || num > VD_VQ_MAX_SIZE || (num & (num - 1)))
+				return conn_error(c, "SET_VRING_NUM: bad size");
+			/* A new queue: forget the old one (also a NEEDS_RESET
+			 * it caused: the front end is setting the device up
+			 * again). */
+			ring_stop(c, (unsigned)i);
+			vd_virtio_blk_reset_queue(c->blk, (unsigned)i);
+			vd_vq_init(vq, num, &c->mem);
+			apply_features(c);
+			c->vrings[i].num = num;
+			if (ring_map(c, (unsigned)i) < 0)
+				return conn_error(c, "ring addresses outside guest memory");
+		} else if (m->request == VHOST_USER_SET_VRING_BASE) {
+			struct vd_vq *vq = vd_virtio_blk_queue(c->blk, (unsigned)i);
+
+			if (num > 0xffff && !vq->packed)
+				return conn_error(c, "SET_VRING_BASE: index out of range");
+			c->vrings[i].base = num;
+			vd_vq_set_base(vq, num);
+		} else {
+			c->vrings[i].enabled = num != 0;
+			process_ring(c, (unsigned)i);
+		}
+		return 0;
+	}
+	case VHOST_USER_SET_VRING_ADDR: {
+		struct vub_vring *v;
+
+		if (m->size != 40)
+			return conn_error(c, "SET_VRING_ADDR: bad size");
+		i = ring_index(c, pl_u32(m, 0));
+		if (i < 0)
+			return -EPROTO;
+		v = &c->vrings[i];
+		v->desc_uva = pl_u64(m, 8);
+		v->used_uva = pl_u64(m, 16);
+		v->avail_uva = pl_u64(m, 24);
+		v->addr_set = true;
+		if (ring_map(c, (unsigned)i) < 0)
+			return conn_error(c, "SET_VRING_ADDR: rings outside guest memory");
+		return 0;
+	}
+	case VHOST_USER_GET_VRING_BASE: {
+		struct vd_vq *vq;
+		uint32_t st[2];
+
+		if (m->size != 8)
+			return conn_error(c, "GET_VRING_BASE: bad size");
+		i = ring_index(c, pl_u32(m, 0));
+		if (i < 0)
+			return -EPROTO;
+		/* Stop the ring and wait for its requests, then tell where
+		 * to resume. */
+		ring_stop(c, (unsigned)i);
+		close_fd(&c->vrings[i].kick_fd);
+		vq = vd_virtio_blk_queue(c->blk, (unsigned)i);
+		st[0] = (uint32_t)i;
+		/* Packed rings: wrap counters and the used side too. */
+		st[1] = vq->num ? vd_vq_get_base(vq) : c->vrings[i].base;
+		c->vrings[i].base = st[1];
+		return send_reply(c, m, st, sizeof(st)) < 0 ? -EIO : 1;
+	}
+	case VHOST_USER_SET_VRING_KICK:
+	case VHOST_USER_SET_VRING_CALL:
+	case VHOST_USER_SET_VRING_ERR:
+		return handle_vring_fd(c, m);
+	case VHOST_USER_GET_CONFIG:
+	case VHOST_USER_SET_CONFIG: {
+		uint32_t off, size;
+		uint8_t out[12 + MAX_CONFIG];
+
+		if (m->size < 12)
+			return conn_error(c, "config message too short");
+		off = pl_u32(m, 0);
+		size = pl_u32(m, 4);
+		if (size > MAX_CONFIG || m->size != 12 + size)
+			return conn_error(c, "config message: bad size");
+		if (m->request == VHOST_USER_SET_CONFIG) {
+			if (vd_virtio_blk_set_config(c->blk, off, m->payload + 12, size) < 0)
+				return conn_error(c, "SET_CONFIG outside the config space");
+			return 0;
+		}
+		memcpy(out, m->payload, 12);
+		if (vd_virtio_blk_get_config(c->blk, off, out + 12, size) < 0)
+			return send_reply(c, m, NULL, 0) < 0 ? -EIO : 1; /* failure */
+		return send_reply(c, m, out, 12 + size) < 0 ? -EIO : 1;
+	}
+	default: {
+		char why[64];
+
+		snprintf(why, sizeof(why), "unsupported request %u", m->request);
+		return conn_error(c, why);
+	}
+	}
+}
+
+static void conn_close(struct vub_conn *c);
+
+static void conn_read(void *opaque)
+{
+	struct vub_conn *c = opaque;
+	struct vub_msg *m = malloc(sizeof(*m));
+	int ret;
+
+	if (!m)
+		return; /* try again on the next readiness */
+	ret = read_msg(c, m);
+	if (ret == -EAGAIN) {
+		free(m);
+		return;
+	}
+	if (ret < 0) {
+		if (ret != -ECONNRESET)
+			conn_error(c, ret == -EMSGSIZE ? "message too large"
+				      : ret == -EPROTO ? "bad message header"
+						       : "cannot read a message");
+		else
+			conn_trace(c, "front end disconnected");
+		c->dead = true;
+	} else {
+		ret = handle_msg(c, m);
+		/* REPLY_ACK: acknowledge a message that got no other reply. */
+		if (ret == 0 && !c->dead && (m->flags & VHOST_USER_NEED_REPLY) &&
+		    (c->protocol_features & (1ULL << PROTO_F_REPLY_ACK)))
+			if (reply_u64(c, m, 0) < 0)
+				c->dead = true;
+		if (ret < 0)
+			c->dead = true;
+	}
+	for (int i = 0; i < m->nfds; i++)
+		close(m->fds[i]);
+	free(m);
+	if (c->dead)
+		conn_close(c);
+}
+
+/* --- connection lifetime ---------------------------------------------------- */
+
+struct vub_conn_mem {
+	struct vub_conn conn;
+	struct vub_kick kicks[];
+};
+
+static struct vub_kick *kicks_of(struct vub_conn *c)
+{
+	return ((struct vub_conn_mem *)c)->kicks;
+}
+
+int vub_conn_new(struct vd_export *e, int fd)
+{
+	struct vub_conn_mem *cm;
+	struct vub_conn *c;
+	struct vd_virtio_blk_conf conf = {.node = e->node,
+					  .num_queues = e->num_queues,
+					  .queue_size = VD_VQ_MAX_SIZE,
+					  .read_only = !e->writable,
+					  .logical_block_size = e->lbs,
+					  .serial = e->serial};
+	int ret;
+
+	cm = calloc(1, sizeof(*cm) + e->num_queues * sizeof(struct vub_kick));
+	if (!cm) {
+		close(fd);
+		return -ENOMEM;
+	}
+	c = &cm->conn;
+	c->e = e;
+	c->fd = fd;
+	c->mem.map = gpa_map;
+	c->mem.opaque = c;
+	c->vrings = calloc(e->num_queues, sizeof(*c->vrings));
+	if (!c->vrings) {
+		ret = -ENOMEM;
+		goto fail;
+	}
+	for (unsigned i = 0; i < e->num_queues; i++) {
+		c->vrings[i].kick_fd = c->vrings[i].call_fd = c->vrings[i].err_fd = -1;
+		cm->kicks[i].c = c;
+		cm->kicks[i].idx = i;
+	}
+	ret = vd_virtio_blk_new(&conf, &dev_ops, c, &c->blk);
+	if (ret < 0)
+		goto fail;
+	ret = vd_loop_set_fd_handler(e->loop, fd, conn_read, NULL, c);
+	if (ret < 0)
+		goto fail_blk;
+	c->next = e->conns;
+	e->conns = c;
+	e->nconns++;
+	return 0;
+
+fail_blk:
+	vd_virtio_blk_free(c->blk);
+fail:
+	free(c->vrings);
+	free(cm);
+	close(fd);
+	return ret;
+}
+
+struct vub_conn *vub_conn_next(struct vub_conn *c)
+{
+	return c->next;
+}
+
+void vub_conn_free(struct vub_conn *c)
+{
+	struct vd_export *e = c->e;
+
+	c->dead = true;
+	quiesce(c);
+	/* Nothing is in flight now: the device and the mappings can go. */
+	vd_virtio_blk_free(c->blk);
+	for (unsigned i = 0; i < e->num_queues; i++) {
+		close_fd(&c->vrings[i].kick_fd);
+		close_fd(&c->vrings[i].call_fd);
+		close_fd(&c->vrings[i].err_fd);
+	}
+	unmap_regions(c);
+	for (struct vub_conn **pp = &e->conns; *pp; pp = &(*pp)->next) {
+		if (*pp == c) {
+			*pp = c->next;
+			e->nconns--;
+			break;
+		}
+	}
+	close(c->fd);
+	free(c->vrings);
+	free(c);
+}
+
+static void conn_close(struct vub_conn *c)
+{
+	vub_conn_free(c);
+}

@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: MIT */
+/* Private to export/vhost-user-blk: the export object and its connections. */
+#ifndef VDISK_VUB_INTERNAL_H
+#define VDISK_VUB_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <vdisk/export.h>
+#include <vdisk/loop.h>
+
+struct vub_conn;
+
+struct vd_export {
+	char *id;
+	struct vd_node *node;
+	struct vd_loop *loop;
+	char *path; /* socket file we created, removed at free */
+	int listen_fd;
+	bool writable;
+	uint16_t num_queues;
+	uint32_t lbs;
+	char *serial;
+	struct vub_conn *conns;
+	int nconns;
+};
+
+/* Serve a connected socket (takes ownership of @fd). 0 or -errno. */
+int vub_conn_new(struct vd_export *e, int fd);
+/* Drain and close one connection. */
+void vub_conn_free(struct vub_conn *c);
+/* The next connection in the export's list. */
+struct vub_conn *vub_conn_next(struct vub_conn *c);
+
+#endif

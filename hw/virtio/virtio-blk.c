@@ -1,0 +1,559 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * virtio-blk request handling (virtio 1.2 section 5.2), shared by every
+ * transport.
+ *
+ * A request (5.2.6) is a chain: a 16-byte device-readable header {le32 type,
+ * le32 reserved, le64 sector}, the data (readable for OUT, writable for IN
+ * and GET_ID, readable {le64 sector, le32 num_sectors, le32 flags} segments
+ * for DISCARD and WRITE_ZEROES), and a final device-writable status byte.  The
+ * layout of the chain is free (VIRTIO_F_ANY_LAYOUT is implied by VERSION_1):
+ * the header and the data may share a descriptor, so parsing works on the
+ * byte streams, not on descriptor boundaries.
+ *
+ * Status values follow QEMU 7.2's hw/block/virtio-blk.c where the spec leaves
+ * a choice: a range outside the disk or unaligned to the logical block is
+ * IOERR; DISCARD/WRITE_ZEROES with more than one segment, unknown flags, or
+ * UNMAP on a discard are UNSUPP; more sectors than the advertised maximum is
+ * IOERR.  A missing header or status byte is a driver bug that makes the
+ * device NEEDS_RESET (QEMU's virtio_error).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <vdisk/block_driver.h>
+#include <vdisk/virtio-blk.h>
+
+#define SECTOR_BITS 9
+#define MAX_QUEUES 64
+
+struct vblk_queue {
+	struct vd_vq vq;
+	unsigned inflight;
+};
+
+struct vd_virtio_blk {
+	struct vd_node *node;
+	const struct vd_virtio_blk_ops *ops;
+	void *opaque;
+	uint16_t num_queues, queue_size;
+	uint32_t lbs;
+	bool read_only;
+	char serial[VIRTIO_BLK_ID_BYTES + 1];
+	uint64_t features; /* negotiated */
+	bool broken;
+	struct iovec *scratch; /* VD_VQ_MAX_IOV entries for vd_vq_pop */
+	struct vblk_queue *queues;
+};
+
+struct vblk_req {
+	struct vd_virtio_blk *b;
+	unsigned q;
+	uint16_t head, ndescs;
+	uint32_t used_len;
+	uint8_t *status;
+	struct vd_qiov qiov;
+	struct iovec iov[];
+};
+
+static inline uint32_t ld32(const void *p)
+{
+	uint32_t v;
+	memcpy(&v, p, 4);
+	return le32toh(v);
+}
+
+static inline uint64_t ld64(const void *p)
+{
+	uint64_t v;
+	memcpy(&v, p, 8);
+	return le64toh(v);
+}
+
+static inline void st16(void *p, uint16_t v)
+{
+	v = htole16(v);
+	memcpy(p, &v, 2);
+}
+
+static inline void st32(void *p, uint32_t v)
+{
+	v = htole32(v);
+	memcpy(p, &v, 4);
+}
+
+static inline void st64(void *p, uint64_t v)
+{
+	v = htole64(v);
+	memcpy(p, &v, 8);
+}
+
+int vd_virtio_blk_new(const struct vd_virtio_blk_conf *conf, const struct vd_virtio_blk_ops *ops,
+		      void *opaque, struct vd_virtio_blk **out)
+{
+	struct vd_virtio_blk *b;
+	uint32_t lbs = conf->logical_block_size ? conf->logical_block_size : 512;
+
+	if (!conf->node || conf->num_queues < 1 || conf->num_queues > MAX_QUEUES)
+		return -EINVAL;
+	if (lbs < 512 || lbs > 65536 || (lbs & (lbs - 1)))
+		return -EINVAL;
+	b = calloc(1, sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	b->queues = calloc(conf->num_queues, sizeof(*b->queues));
+	b->scratch = calloc(VD_VQ_MAX_IOV, sizeof(*b->scratch));
+	if (!b->queues || !b->scratch) {
+		free(b->queues);
+		free(b->scratch);
+		free(b);
+		return -ENOMEM;
+	}
+	b->node = conf->node;
+	vd_node_ref(b->node);
+	b->ops = ops;
+	b->opaque = opaque;
+	b->num_queues = conf->num_queues;
+	b->queue_size = conf->queue_size ? conf->queue_size : 256;
+	b->lbs = lbs;
+	b->read_only = conf->read_only || vd_node_is_read_only(conf->node);
+	if (conf->serial) {
+		strncpy(b->serial, conf->serial, VIRTIO_BLK_ID_BYTES);
+		b->serial[VIRTIO_BLK_ID_BYTES] = '\0';
+	}
+	*out = b;
+	return 0;
+}
+
+void vd_virtio_blk_free(struct vd_virtio_blk *b)
+{
+	if (!b)
+		return;
+	for (unsigned q = 0; q < b->num_queues; q++)
+		vd_virtio_blk_stop_queue(b, q);
+	vd_node_unref(b->node);
+	free(b->scratch);
+	free(b->queues);
+	free(b);
+}
+
+uint64_t vd_virtio_blk_features(const struct vd_virtio_blk *b)
+{
+	uint64_t f = (1ULL << VIRTIO_F_VERSION_1) | (1ULL << VIRTIO_F_INDIRECT_DESC) |
+		     (1ULL << VIRTIO_F_EVENT_IDX) | (1ULL << VIRTIO_F_RING_PACKED) |
+		     (1ULL << VIRTIO_BLK_F_SEG_MAX) | (1ULL << VIRTIO_BLK_F_BLK_SIZE) |
+		     (1ULL << VIRTIO_BLK_F_TOPOLOGY) | (1ULL << VIRTIO_BLK_F_FLUSH) |
+		     (1ULL << VIRTIO_BLK_F_CONFIG_WCE);
+
+	if (b->num_queues > 1)
+		f |= 1ULL << VIRTIO_BLK_F_MQ;
+	if (b->read_only)
+		f |= 1ULL << VIRTIO_BLK_F_RO;
+	else
+		f |= (1ULL << VIRTIO_BLK_F_DISCARD) | (1ULL << VIRTIO_BLK_F_WRITE_ZEROES);
+	return f;
+}
+
+void vd_virtio_blk_set_features(struct vd_virtio_blk *b, uint64_t features)
+{
+	b->features = features & vd_virtio_blk_features(b);
+	for (unsigned q = 0; q < b->num_queues; q++)
+		vd_vq_set_features(&b->queues[q].vq, b->features);
+}
+
+uint16_t vd_virtio_blk_num_queues(const struct vd_virtio_blk *b)
+{
+	return b->num_queues;
+}
+
+struct vd_vq *vd_virtio_blk_queue(struct vd_virtio_blk *b, unsigned q)
+{
+	return q < b->num_queues ? &b->queues[q].vq : NULL;
+}
+
+struct vd_node *vd_virtio_blk_node(const struct vd_virtio_blk *b)
+{
+	return b->node;
+}
+
+bool vd_virtio_blk_needs_reset(const struct vd_virtio_blk *b)
+{
+	return b->broken;
+}
+
+static bool has_feature(const struct vd_virtio_blk *b, int bit)
+{
+	return b->features & (1ULL << bit);
+}
+
+static uint32_t sectors_cap(uint64_t bytes)
+{
+	uint64_t s;
+
+	if (bytes == 0 || bytes > (uint64_t)VD_REQUEST_MAX_BYTES)
+		bytes = VD_REQUEST_MAX_BYTES;
+	s = bytes >> SECTOR_BITS;
+	return s > UINT32_MAX ? UINT32_MAX : (uint32_t)s;
+}
+
+static uint32_t max_discard_sectors(const struct vd_virtio_blk *b)
+{
+	return sectors_cap(vd_node_limits(b->node)->max_discard);
+}
+
+static uint32_t max_write_zeroes_sectors(const struct vd_virtio_blk *b)
+{
+	return sectors_cap(vd_node_limits(b->node)->max_write_zeroes);
+}
+
+/* Section 5.2.4, struct virtio_blk_config. */
+static void fill_config(struct vd_virtio_blk *b, uint8_t *c)
+{
+	const struct vd_limits *l = vd_node_limits(b->node);
+	int64_t size = vd_node_size(b->node);
+	uint32_t align = l->request_alignment > b->lbs ? l->request_alignment : b->lbs;
+	uint32_t dalign = l->discard_alignment ? l->discard_alignment : align;
+	uint32_t seg_max = b->queue_size > 2 ? b->queue_size - 2u : 1u;
+
+	memset(c, 0, 256);
+	st64(c + 0, size > 0 ? (uint64_t)size >> SECTOR_BITS : 0); /* capacity */
+	st32(c + 8, 0); /* size_max: not offered */
+	st32(c + 12, seg_max); /* seg_max */
+	st32(c + 20, b->lbs); /* blk_size */
+	c[24] = 0; /* physical_block_exp */
+	c[25] = 0; /* alignment_offset */
+	st16(c + 26, (uint16_t)(align / b->lbs)); /* min_io_size */
+	st32(c + 28, 0); /* opt_io_size */
+	c[32] = vd_node_write_cache(b->node) ? 1 : 0; /* writeback */
+	st16(c + 34, b->num_queues);
+	st32(c + 36, max_discard_sectors(b));
+	st32(c + 40, 1); /* max_discard_seg */
+	st32(c + 44, dalign >> SECTOR_BITS ? dalign >> SECTOR_BITS : 1);
+	st32(c + 48, max_write_zeroes_sectors(b));
+	st32(c + 52, 1); /* max_write_zeroes_seg */
+	c[56] = 1; /* write_zeroes_may_unmap */
+}
+
+int vd_virtio_blk_get_config(struct vd_virtio_blk *b, uint32_t offset, void *buf, uint32_t len)
+{
+	uint8_t c[256];
+
+	if (offset > sizeof(c) || len > sizeof(c) - offset)
+		return -EINVAL;
+	fill_config(b, c);
+	memcpy(buf, c + offset, len);
+	return 0;
+}
+
+int vd_virtio_blk_set_config(struct vd_virtio_blk *b, uint32_t offset, const void *buf,
+			     uint32_t len)
+{
+	const uint8_t *p = buf;
+
+	if (offset > 256 || len > 256 - offset)
+		return -EINVAL;
+	/* Only writeback is driver-writable (5.2.5, with CONFIG_WCE). */
+	if (offset <= VD_VIRTIO_BLK_CONFIG_WCE_OFFSET &&
+	    offset + len > VD_VIRTIO_BLK_CONFIG_WCE_OFFSET)
+		vd_node_set_write_cache(b->node, p[VD_VIRTIO_BLK_CONFIG_WCE_OFFSET - offset] != 0);
+	return 0;
+}
+
+static void set_broken(struct vd_virtio_blk *b, struct vd_vq *vq, const char *why)
+{
+	vd_vq_set_broken(vq, why);
+	if (!b->broken) {
+		b->broken = true;
+		if (b->ops && b->ops->broken)
+			b->ops->broken(b->opaque, why);
+	}
+}
+
+static void req_complete(struct vblk_req *r, uint8_t status)
+{
+	struct vd_virtio_blk *b = r->b;
+	struct vblk_queue *qs = &b->queues[r->q];
+
+	*r->status = status;
+	vd_vq_push(&qs->vq, r->head, r->ndescs, r->used_len);
+	qs->inflight--;
+	if (vd_vq_should_notify(&qs->vq) && b->ops && b->ops->notify)
+		b->ops->notify(b->opaque, r->q);
+	free(r);
+}
+
+static void req_cb(void *opaque, int ret)
+{
+	req_complete(opaque, ret < 0 ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK);
+}
+
+/* QEMU's virtio_blk_sect_range_ok. */
+static bool sect_range_ok(struct vd_virtio_blk *b, uint64_t sector, uint64_t bytes)
+{
+	uint64_t nb = bytes >> SECTOR_BITS;
+	int64_t size = vd_node_size(b->node);
+	uint64_t total = size > 0 ? (uint64_t)size >> SECTOR_BITS : 0;
+
+	if (bytes > (uint64_t)VD_REQUEST_MAX_BYTES)
+		return false;
+	if (sector & ((b->lbs >> SECTOR_BITS) - 1))
+		return false;
+	if (bytes % b->lbs)
+		return false;
+	return sector <= total && nb <= total - sector;
+}
+
+/* Drop the first @skip bytes of the iovec array, in place.  Returns the new
+ * count. */
+static int iov_skip(struct iovec *iov, int n, size_t skip)
+{
+	int i = 0;
+
+	while (i < n && skip >= iov[i].iov_len)
+		skip -= iov[i++].iov_len;
+	if (i < n) {
+		iov[i].iov_base = (uint8_t *)iov[i].iov_base + skip;
+		iov[i].iov_len -= skip;
+	}
+	memmove(iov, iov + i, (size_t)(n - i) * sizeof(*iov));
+	return n - i;
+}
+
+/* Drop the last byte (the status) of the iovec array.  Returns the new
+ * count. */
+static int iov_drop_last_byte(struct iovec *iov, int n)
+{
+	if (n == 0)
+		return 0;
+	iov[n - 1].iov_len--;
+	return iov[n - 1].iov_len ? n : n - 1;
+}
+
+/* DISCARD and WRITE_ZEROES with one segment (5.2.6.2); QEMU's order of
+ * checks and statuses. */
+static void handle_dwz(struct vblk_req *r, const struct vd_vq_elem *e, bool wz)
+{
+	struct vd_virtio_blk *b = r->b;
+	uint8_t seg[16];
+	uint64_t sector;
+	uint32_t num, flags, max;
+
+	if (!has_feature(b, wz ? VIRTIO_BLK_F_WRITE_ZEROES : VIRTIO_BLK_F_DISCARD)) {
+		req_complete(r, VIRTIO_BLK_S_UNSUPP);
+		return;
+	}
+	if (r->qiov.size > sizeof(seg)) { /* more than one segment */
+		req_complete(r, VIRTIO_BLK_S_UNSUPP);
+		return;
+	}
+	vd_qiov_to_buf(&r->qiov, 0, seg, sizeof(seg));
+	sector = ld64(seg);
+	num = ld32(seg + 8);
+	flags = ld32(seg + 12);
+	max = wz ? max_write_zeroes_sectors(b) : max_discard_sectors(b);
+	if (num > max || !sect_range_ok(b, sector, (uint64_t)num << SECTOR_BITS)) {
+		req_complete(r, VIRTIO_BLK_S_IOERR);
+		return;
+	}
+	if ((flags & ~VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP) ||
+	    (!wz && (flags & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP))) {
+		req_complete(r, VIRTIO_BLK_S_UNSUPP);
+		return;
+	}
+	if (b->read_only) {
+		req_complete(r, VIRTIO_BLK_S_IOERR);
+		return;
+	}
+	if (num == 0) {
+		req_complete(r, VIRTIO_BLK_S_OK);
+		return;
+	}
+	if (wz)
+		vd_aio_pwrite_zeroes(
+			b->node, (int64_t)(sector << SECTOR_BITS), (int64_t)num << SECTOR_BITS,
+			flags & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP ? VD_REQ_MAY_UNMAP : 0, req_cb,
+			r);
+	else
+		vd_aio_pdiscard(b->node, (int64_t)(sector << SECTOR_BITS),
+				(int64_t)num << SECTOR_BITS, req_cb, r);
+	(void)e;
+}
+
+static void handle_request(struct vd_virtio_blk *b, unsigned q, const struct vd_vq_elem *e,
+			   struct iovec *iov)
+{
+	struct vblk_queue *qs = &b->queues[q];
+	unsigned n = e->out_num + e->in_num;
+	struct vblk_req *r;
+	struct iovec *last;
+	uint8_t hdr[16];
+	uint32_t type;
+	uint64_t sector;
+	int niov;
+
+	/* 5.2.6.1: the header and the status byte must be there. */
+	if (e->out_len < sizeof(hdr)) {
+		set_broken(b, &qs->vq, "virtio-blk missing header");
+		return;
+	}
+	if (e->in_len < 1) {
+		set_broken(b, &qs->vq, "virtio-blk missing status byte");
+		return;
+	}
+	r = malloc(sizeof(*r) + n * sizeof(struct iovec));
+	if (!r) {
+		/* No memory for bookkeeping: fail this request in place. */
+		last = &iov[n - 1];
+		((uint8_t *)last->iov_base)[last->iov_len - 1] = VIRTIO_BLK_S_IOERR;
+		vd_vq_push(&qs->vq, e->head, e->ndescs,
+			   (uint32_t)(e->in_len > UINT32_MAX ? UINT32_MAX : e->in_len));
+		if (vd_vq_should_notify(&qs->vq) && b->ops && b->ops->notify)
+			b->ops->notify(b->opaque, q);
+		return;
+	}
+	memcpy(r->iov, iov, n * sizeof(struct iovec));
+	r->b = b;
+	r->q = q;
+	r->head = e->head;
+	r->ndescs = e->ndescs;
+	r->used_len = e->in_len > UINT32_MAX ? UINT32_MAX : (uint32_t)e->in_len;
+	last = &r->iov[n - 1];
+	r->status = (uint8_t *)last->iov_base + last->iov_len - 1;
+	qs->inflight++;
+
+	vd_iov_to_buf(r->iov, (int)e->out_num, 0, hdr, sizeof(hdr));
+	type = ld32(hdr) & ~VIRTIO_BLK_T_BARRIER;
+	sector = ld64(hdr + 8);
+
+	switch (type) {
+	case VIRTIO_BLK_T_IN:
+	case VIRTIO_BLK_T_GET_ID:
+		/* Data: the writable buffers without the status byte. */
+		niov = iov_drop_last_byte(r->iov + e->out_num, (int)e->in_num);
+		vd_qiov_init_external(&r->qiov, r->iov + e->out_num, niov);
+		if (type == VIRTIO_BLK_T_GET_ID) {
+			size_t len = strlen(b->serial) + 1;
+
+			if (len > VIRTIO_BLK_ID_BYTES)
+				len = VIRTIO_BLK_ID_BYTES;
+			vd_qiov_from_buf(&r->qiov, 0, b->serial, len);
+			req_complete(r, VIRTIO_BLK_S_OK);
+			return;
+		}
+		if (!sect_range_ok(b, sector, r->qiov.size)) {
+			req_complete(r, VIRTIO_BLK_S_IOERR);
+			return;
+		}
+		if (r->qiov.size == 0) {
+			req_complete(r, VIRTIO_BLK_S_OK);
+			return;
+		}
+		vd_aio_preadv(b->node, (int64_t)(sector << SECTOR_BITS), &r->qiov, 0, req_cb, r);
+		return;
+	case VIRTIO_BLK_T_OUT:
+	case VIRTIO_BLK_T_DISCARD:
+	case VIRTIO_BLK_T_WRITE_ZEROES:
+		/* Data: the readable buffers after the header. */
+		niov = iov_skip(r->iov, (int)e->out_num, sizeof(hdr));
+		vd_qiov_init_external(&r->qiov, r->iov, niov);
+		if (type != VIRTIO_BLK_T_OUT) {
+			handle_dwz(r, e, type == VIRTIO_BLK_T_WRITE_ZEROES);
+			return;
+		}
+		if (!sect_range_ok(b, sector, r->qiov.size) || b->read_only) {
+			req_complete(r, VIRTIO_BLK_S_IOERR);
+			return;
+		}
+		if (r->qiov.size == 0) {
+			req_complete(r, VIRTIO_BLK_S_OK);
+			return;
+		}
+		vd_aio_pwritev(b->node, (int64_t)(sector << SECTOR_BITS), &r->qiov, 0, req_cb, r);
+		return;
+	case VIRTIO_BLK_T_FLUSH:
+		vd_qiov_init_external(&r->qiov, NULL, 0);
+		vd_aio_flush(b->node, req_cb, r);
+		return;
+	default:
+		req_complete(r, VIRTIO_BLK_S_UNSUPP);
+		return;
+	}
+}
+
+void vd_virtio_blk_handle_queue(struct vd_virtio_blk *b, unsigned q)
+{
+	struct vd_vq *vq;
+	struct vd_vq_elem e;
+	int ret;
+
+	if (q >= b->num_queues || b->broken)
+		return;
+	vq = &b->queues[q].vq;
+	if (!vd_vq_ready(vq))
+		return;
+	/* Suppress kicks while we drain the ring, then re-check after
+	 * re-enabling them to close the race (2.7.10). */
+	for (;;) {
+		vd_vq_set_notification(vq, false);
+		while ((ret = vd_vq_pop(vq, &e, b->scratch, VD_VQ_MAX_IOV)) == 1) {
+			handle_request(b, q, &e, b->scratch);
+			if (b->broken)
+				return;
+		}
+		if (ret < 0) {
+			set_broken(b, vq, vq->error ? vq->error : "virtqueue error");
+			return;
+		}
+		vd_vq_set_notification(vq, true);
+		if (!vd_vq_has_work(vq))
+			break;
+	}
+}
+
+unsigned vd_virtio_blk_inflight(const struct vd_virtio_blk *b, unsigned q)
+{
+	unsigned n = 0;
+
+	if (q != ~0u)
+		return q < b->num_queues ? b->queues[q].inflight : 0;
+	for (unsigned i = 0; i < b->num_queues; i++)
+		n += b->queues[i].inflight;
+	return n;
+}
+
+void vd_virtio_blk_stop_queue(struct vd_virtio_blk *b, unsigned q)
+{
+	struct vd_loop *loop = vd_node_loop(b->node);
+
+	if (q >= b->num_queues)
+		return;
+	/* Block-layer requests cannot be revoked once submitted: wait for
+	 * them, so their completions write guest memory before we return and
+	 * never after. */
+	while (b->queues[q].inflight)
+		vd_loop_run_once(loop, true);
+}
+
+void vd_virtio_blk_reset_queue(struct vd_virtio_blk *b, unsigned q)
+{
+	if (q >= b->num_queues)
+		return;
+	vd_virtio_blk_stop_queue(b, q);
+	memset(&b->queues[q].vq, 0, sizeof(b->queues[q].vq));
+	/* NEEDS_RESET stays while another queue is still broken. */
+	b->broken = false;
+	for (unsigned i = 0; i < b->num_queues; i++)
+		if (b->queues[i].vq.broken)
+			b->broken = true;
+}
+
+void vd_virtio_blk_reset(struct vd_virtio_blk *b)
+{
+	for (unsigned q = 0; q < b->num_queues; q++) {
+		vd_virtio_blk_stop_queue(b, q);
+		memset(&b->queues[q].vq, 0, sizeof(b->queues[q].vq));
+	}
+	b->features = 0;
+	b->broken = false;
+}

@@ -1,0 +1,82 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Block exports: serving a block node to clients outside the process, as
+ * qemu-storage-daemon's --export does.  One type so far: vhost-user-blk
+ * (QEMU's docs/interop/vhost-user.rst, back-end side), on a unix socket.
+ *
+ * An export listens on its socket; each front end that connects gets its own
+ * virtio-blk device (hw/virtio) over the export's node.  A front end that
+ * sends garbage or disconnects ends only its own connection.  Freeing an
+ * export waits for the requests in flight, closes every connection, flushes
+ * the node and removes the socket file.
+ *
+ * A struct vd_export_set is the daemon's list of exports, created from
+ * option trees with qemu-storage-daemon's keys (--export and QMP
+ * block-export-add), with the QMP commands block-export-add,
+ * block-export-del and query-block-exports.
+ *
+ * Everything runs on one loop thread (the one current at creation).
+ */
+#ifndef VDISK_EXPORT_H
+#define VDISK_EXPORT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <vdisk/block.h>
+#include <vdisk/error.h>
+#include <vdisk/opts.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct vd_export;
+struct vd_export_set;
+struct vd_blk_registry;
+struct vd_qmp_server;
+
+struct vd_vhost_user_blk_opts {
+	const char *id;
+	struct vd_node *node; /* a reference is taken */
+	const char *path; /* unix socket to listen on; or */
+	int listen_fd; /* a listening socket (addr.type=fd), -1 for none */
+	bool writable;
+	uint16_t num_queues; /* 0: 1 */
+	uint32_t logical_block_size; /* 0: 512 */
+	const char *serial; /* GET_ID; NULL: none */
+};
+
+int vd_vhost_user_blk_export_new(const struct vd_vhost_user_blk_opts *o, struct vd_export **out,
+				 struct vd_error *err);
+void vd_export_free(struct vd_export *e);
+const char *vd_export_id(const struct vd_export *e);
+struct vd_node *vd_export_node(const struct vd_export *e);
+/* Connected front ends. */
+int vd_export_connections(const struct vd_export *e);
+
+/* --- the daemon's exports -------------------------------------------------- */
+
+int vd_export_set_new(struct vd_blk_registry *reg, struct vd_export_set **out);
+/* Free every export (see vd_export_free), then the set. */
+void vd_export_set_free(struct vd_export_set *s);
+/*
+ * Create an export from qemu-storage-daemon's keys: type=vhost-user-blk,
+ * id, node-name, addr.type=unix + addr.path (or addr.type=fd + addr.str),
+ * writable, num-queues, logical-block-size, serial.  @opts is read
+ * (getters mark keys used) and unknown keys are errors.  -EEXIST for a
+ * duplicate id.
+ */
+int vd_export_set_add(struct vd_export_set *s, struct vd_opts *opts, struct vd_error *err);
+/* Remove: with @hard false ("safe"), -EBUSY while front ends are connected. */
+int vd_export_set_del(struct vd_export_set *s, const char *id, bool hard, struct vd_error *err);
+int vd_export_set_count(const struct vd_export_set *s);
+/* block-export-add, block-export-del, query-block-exports; the event
+ * BLOCK_EXPORT_DELETED. */
+int vd_export_set_register_qmp(struct vd_export_set *s, struct vd_qmp_server *qmp);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
