@@ -292,12 +292,6 @@ static int parse_header(struct qcow2_state *s, const uint8_t *h, uint64_t file_s
 	if ((s->incompat & QCOW2_INCOMPAT_CORRUPT) && rw)
 		return vd_error_set(err, -EACCES,
 				    "qcow2: Image is corrupt; cannot be opened read/write");
-	if ((s->incompat & QCOW2_INCOMPAT_DIRTY) && rw)
-		return vd_error_set(err, -ENOTSUP,
-				    "qcow2: Image is dirty (lazy refcounts were in use when it "
-				    "was last closed); its refcounts must be rebuilt, which this "
-				    "driver cannot do yet: run 'qemu-img check -r all' or open it "
-				    "read-only");
 	if (s->crypt_method)
 		return vd_error_set(err, -ENOTSUP, "qcow2 encryption is not supported");
 
@@ -727,6 +721,19 @@ static int qcow2_open(struct vd_node *n, struct vd_opts *opts, int flags, struct
 		s->autoclear = 0;
 	}
 
+	if (rw && (s->incompat & QCOW2_INCOMPAT_DIRTY)) {
+		/* Lazy refcounts were in use when the image was last closed: the
+		 * refcounts may be stale, rebuild them as QEMU does on a
+		 * read-write open (qcow2.txt "incompatible_features" bit 0). */
+		struct vd_check_result res;
+		ret = qcow2_check_locked(s, &res, VD_CHECK_FIX_LEAKS | VD_CHECK_FIX_ERRORS);
+		if (ret < 0 || res.check_errors || res.corruptions) {
+			ret = vd_error_setg_errno(err, ret < 0 ? ret : -EIO,
+						  "Could not repair dirty image");
+			goto fail;
+		}
+	}
+
 	ret = open_backing(n, opts, flags, err);
 	if (ret < 0)
 		goto fail;
@@ -907,4 +914,10 @@ const struct vd_block_driver vd_driver_qcow2 = {
 	.co_block_status = qcow2_co_block_status,
 	.get_info = qcow2_get_info,
 	.refresh_limits = qcow2_refresh_limits,
+	.co_truncate = qcow2_co_truncate,
+	.co_check = qcow2_co_check,
+	.snapshot_list = qcow2_snapshot_list,
+	.snapshot_create = qcow2_snapshot_create,
+	.snapshot_goto = qcow2_snapshot_goto,
+	.snapshot_delete = qcow2_snapshot_delete,
 };

@@ -16,6 +16,9 @@
  *   io.c        read and write request paths, COW, in-flight allocations,
  *               block_status, compressed cluster (de)compression
  *   create.c    image creation
+ *   check.c     qemu-img check: refcount rebuild in memory, compare, repair
+ *   snapshot.c  internal snapshot table: list, create, apply, delete
+ *   resize.c    truncate: L1 growth, shrink
  *
  * Locking: everything in struct qcow2_state that is metadata (L1, refcount
  * table, caches, free_cluster_index, the allocation list) is protected by
@@ -48,7 +51,7 @@
  * qcow2_update_refcount; entries that are not COPIED (refcount > 1) are
  * already handled by the write path (a new cluster or L2 table is allocated
  * and the old one's refcount dropped).  A dirty image (lazy refcounts) is
- * refused read-write in qcow2_open until a rebuild exists.
+ * repaired by qcow2_check_locked (check.c) on a read-write open.
  */
 #ifndef VDISK_QCOW2_H
 #define VDISK_QCOW2_H
@@ -340,6 +343,44 @@ int vd_coroutine_fn qcow2_wait_and_zero(struct qcow2_state *s, uint64_t offset, 
 int qcow2_decompress(int type, uint8_t *dst, size_t dst_len, const uint8_t *src, size_t src_len);
 /* Returns the compressed length, -ENOSPC if it would not fit in @dst_len. */
 long qcow2_compress(int type, uint8_t *dst, size_t dst_len, const uint8_t *src, size_t src_len);
+
+/* snapshot.c: the snapshot table (qcow2.txt "Snapshots"). */
+#define QCOW2_MAX_SNAPSHOTS 65536
+#define QCOW2_MAX_SNAPSHOTS_BYTES (64ull << 20)
+#define QCOW2_MAX_SNAPSHOT_EXTRA 1024
+struct qcow2_snapshot {
+	uint64_t l1_offset;
+	uint32_t l1_size;
+	char *id, *name; /* NUL-terminated copies */
+	uint32_t date_sec, date_nsec;
+	uint64_t vm_clock;
+	uint64_t vm_state_size; /* the large one when present */
+	uint64_t disk_size; /* the image size when absent */
+	uint64_t icount; /* UINT64_MAX when absent */
+	uint32_t extra_size;
+	uint8_t *extra; /* raw extra data, kept for rewriting */
+};
+/* Read and validate the table: returns nb_snapshots and a malloc'd array
+ * (*table_bytes: its size on disk), or -errno. */
+int vd_coroutine_fn qcow2_read_snapshots(struct qcow2_state *s, struct qcow2_snapshot **out,
+					 uint64_t *table_bytes, struct vd_error *err);
+void qcow2_free_snapshots(struct qcow2_snapshot *sn, uint32_t n);
+int vd_coroutine_fn qcow2_snapshot_list(struct vd_node *n, struct vd_snapshot_info **out);
+int vd_coroutine_fn qcow2_snapshot_create(struct vd_node *n, const struct vd_snapshot_info *info,
+					  struct vd_error *err);
+int vd_coroutine_fn qcow2_snapshot_goto(struct vd_node *n, const char *id_or_name,
+					struct vd_error *err);
+int vd_coroutine_fn qcow2_snapshot_delete(struct vd_node *n, const char *id_or_name,
+					  struct vd_error *err);
+
+/* resize.c */
+int vd_coroutine_fn qcow2_co_truncate(struct vd_node *n, int64_t size, bool exact,
+				      enum vd_prealloc prealloc, struct vd_error *err);
+
+/* check.c: qemu-img check (counting rules of QEMU's qcow2-refcount.c). */
+int vd_coroutine_fn qcow2_co_check(struct vd_node *n, struct vd_check_result *res, int fix);
+/* With s->lock held: check and repair everything (dirty image on open). */
+int vd_coroutine_fn qcow2_check_locked(struct qcow2_state *s, struct vd_check_result *res, int fix);
 
 /* create.c */
 int qcow2_create(const char *filename, struct vd_opts *opts, struct vd_error *err);
