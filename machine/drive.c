@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <vdisk/ide.h>
 #include <vdisk/opts.h>
 
 #include "machine/machine-internal.h"
@@ -252,6 +253,22 @@ int vd_machine_add_drive(struct vd_machine *m, const char *optstr, struct vd_dri
 			vd_error_setg_errno(err, ret, "Could not insert the medium of '%s'", d->id);
 			goto fail;
 		}
+	}
+	if (d->iface == VD_IF_IDE) {
+		struct vd_ide_drive_conf conf = {
+			.blk = d->blk,
+			.cdrom = d->media == VD_MEDIA_CDROM,
+			.serial = d->serial,
+			.model = d->model,
+		};
+
+		ret = vd_ide_attach(m->ide, d->bus, d->unit, &conf);
+		if (ret < 0) {
+			vd_error_setg_errno(err, ret, "Could not attach drive '%s' to IDE %d:%d",
+					    d->id, d->bus, d->unit);
+			goto fail;
+		}
+		d->device = m->ide;
 	}
 	nd = realloc(m->drives, (m->nr_drives + 1) * sizeof(*nd));
 	if (!nd) {

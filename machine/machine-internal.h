@@ -22,6 +22,7 @@ struct vd_machine {
 	struct vd_mem_region *ram_low, *ram_high;
 	struct vd_pci_bus *pci;
 	struct vd_pci_device *host_bridge, *piix3;
+	struct vd_piix_ide *ide; /* PIIX3 IDE at 01.1 (hw/ide) */
 	struct vd_irq_pins pins;
 	struct vd_fw_cfg *fw_cfg;
 
@@ -52,6 +53,11 @@ struct vd_machine {
 	int nr_drives;
 
 	struct vd_qtest_chardev *qtest_chr;
+
+	/* ISA debug devices (hw/debug-exit.h), NULL unless asked for */
+	struct vd_debug_exit *debug_exit;
+	struct vd_debugcon *debugcon;
+	int guest_exit_status; /* -1 until the guest writes isa-debug-exit */
 
 	struct vd_blk_registry *blk_reg;
 	struct vd_qmp_server *qmp;

@@ -12,8 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <vdisk/ide.h>
 #include <vdisk/trace.h>
 
+#include "hw/debug-exit.h"
 #include "machine/machine-internal.h"
 
 #define PIIX_PIRQC 0x60 /* PIRQA..D route control, 0x60-0x63 */
@@ -261,6 +263,7 @@ int vd_machine_new(const struct vd_machine_opts *opts, struct vd_machine **out,
 	if (!m)
 		return vd_error_set(err, -ENOMEM, "Out of memory");
 	m->ram.fd = -1;
+	m->guest_exit_status = -1;
 	m->loop = opts && opts->loop ? opts->loop : vd_loop_current();
 	m->qtest_clock = opts && opts->qtest_clock;
 	m->running = !(opts && opts->start_paused);
@@ -304,6 +307,16 @@ int vd_machine_new(const struct vd_machine_opts *opts, struct vd_machine **out,
 	ret = pc_init_chipset(m, err);
 	if (ret < 0)
 		goto fail;
+	/* PIIX3 IDE at 01.1 on ISA IRQ 14 and 15: always there, as in QEMU's pc. */
+	{
+		struct vd_irq *ide_irqs[2] = {&m->pins.in[14], &m->pins.in[15]};
+
+		ret = vd_piix3_ide_new(m->pci, VD_PCI_DEVFN(1, 1), m->io, ide_irqs, &m->ide);
+		if (ret < 0) {
+			vd_error_setg_errno(err, ret, "Could not create the PIIX3 IDE function");
+			goto fail;
+		}
+	}
 	m->fw_cfg = vd_fw_cfg_new(m->io, 0x510);
 	if (!m->fw_cfg || vd_fw_cfg_add_i64(m->fw_cfg, FW_CFG_RAM_SIZE, ram_size) < 0) {
 		ret = vd_error_set(err, -ENOMEM, "Could not create fw_cfg");
@@ -340,10 +353,14 @@ void vd_machine_free(struct vd_machine *m)
 		return;
 	machine_qtest_chardev_close(m);
 	machine_qmp_close(m);
+	/* The IDE drives hold references on the drives' backends. */
+	vd_piix3_ide_free(m->ide);
 	machine_drives_free(m);
 	vd_blk_registry_free(m->blk_reg);
 	machine_clock_fini(m);
 	vd_fw_cfg_free(m->fw_cfg);
+	vd_debug_exit_free(m->debug_exit);
+	vd_debugcon_free(m->debugcon);
 	vd_pci_bus_free(m->pci);
 	if (m->io) {
 		unmap_unref(m->io, m->conf_idx);
@@ -459,6 +476,10 @@ void vd_machine_cont(struct vd_machine *m)
 	if (m->blk_reg)
 		vd_blk_registry_iostatus_reset(m->blk_reg);
 	machine_set_running(m, true, "running");
+	/* Requests the "stop" error policy kept are retried (QEMU's
+	 * ide_restart_cb). */
+	if (m->ide)
+		vd_piix3_ide_restart(m->ide);
 }
 
 void vd_machine_set_state_notifier(struct vd_machine *m, void (*fn)(void *opaque, bool running),
@@ -478,4 +499,45 @@ void vd_machine_set_quit_handler(struct vd_machine *m, void (*fn)(void *opaque),
 {
 	m->quit_fn = fn;
 	m->quit_opaque = opaque;
+}
+
+/* ---- ISA debug devices ---- */
+
+static void machine_debug_exit(void *opaque, uint64_t value)
+{
+	struct vd_machine *m = opaque;
+
+	/* The first request wins, as QEMU's exit() would. */
+	if (m->guest_exit_status < 0) {
+		m->guest_exit_status = (int)(((value << 1) | 1) & 0xff);
+		vd_machine_request_quit(m);
+	}
+}
+
+int vd_machine_add_debug_exit(struct vd_machine *m, uint32_t iobase, uint32_t iosize,
+			      struct vd_error *err)
+{
+	if (m->debug_exit)
+		return vd_error_set(err, -EBUSY, "isa-debug-exit is already present");
+	m->debug_exit = vd_debug_exit_new(m->io, iobase, iosize, machine_debug_exit, m);
+	if (!m->debug_exit)
+		return vd_error_set(err, -EINVAL, "Could not map isa-debug-exit at 0x%x+0x%x",
+				    iobase, iosize);
+	return 0;
+}
+
+int vd_machine_add_debugcon(struct vd_machine *m, uint32_t iobase, int fd, struct vd_error *err)
+{
+	if (m->debugcon)
+		return vd_error_set(err, -EBUSY, "the debug console is already present");
+	m->debugcon = vd_debugcon_new(m->io, iobase, fd);
+	if (!m->debugcon)
+		return vd_error_set(err, -EINVAL, "Could not map the debug console at 0x%x",
+				    iobase);
+	return 0;
+}
+
+int vd_machine_guest_exit_status(struct vd_machine *m)
+{
+	return m->guest_exit_status;
 }

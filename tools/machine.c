@@ -5,22 +5,28 @@
  *
  *   vdisk machine [-m SIZE] [-drive OPTS]... [--qtest stdio|unix:PATH[,server]]
  *                 [--qmp unix:PATH[,server[,wait=off]]] [--trace PATTERN]
+ *   vdisk machine --accel kvm --payload FILE [-drive OPTS]... [-debugcon CHR]
  *
- * Options take one or two dashes.  -machine pc, -accel qtest|tcg, -display
+ * Options take one or two dashes.  -machine pc, -accel qtest, -display
  * none, -nodefaults and -bios are accepted for compatibility with QEMU test
- * command lines and change nothing; -S starts the machine paused
- * ("prelaunch") until QMP cont.  This file only parses the command line; the
- * board is machine/.
+ * command lines and change nothing (under --accel kvm, -bios names the
+ * payload); -S starts the machine paused ("prelaunch") until QMP cont.
+ * -device isa-debug-exit and -debugcon are QEMU's; a guest's write to
+ * isa-debug-exit ends vdisk with QEMU's status (v << 1) | 1.  This file only
+ * parses the command line; the board is machine/.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <vdisk/machine.h>
 #include <vdisk/trace.h>
 
+#include "machine/kvm.h"
 #include "tools/tools.h"
 
 static void machine_usage(FILE *f)
@@ -40,6 +46,14 @@ static void machine_usage(FILE *f)
 		"clock_step/clock_set)\n"
 		"  --qmp CHR      serve QMP (QEMU -qmp syntax; may be repeated)\n"
 		"  -S             start paused (run state prelaunch) until QMP cont\n"
+		"  --accel A      qtest (default: devices driven by --qtest) or kvm "
+		"(experimental)\n"
+		"  --payload F    with --accel kvm: a BIOS-style image (64 KiB multiple) run from "
+		"the\n"
+		"                 reset vector; isa-debug-exit at 0xf4 and -debugcon stderr are "
+		"added\n"
+		"  -device isa-debug-exit[,iobase=N,iosize=N]   QEMU's exit device\n"
+		"  -debugcon CHR  port 0xe9 console: file:PATH, stdio, stderr or none\n"
 		"  --trace PAT    enable trace points matching PAT (comma-separated globs)\n");
 }
 
@@ -67,9 +81,68 @@ static void on_quit(void *opaque)
 	vd_loop_stop(opaque);
 }
 
+static void on_quit_kvm(void *opaque)
+{
+	vd_kvm_request_stop(opaque);
+}
+
+/* -device isa-debug-exit[,iobase=N][,iosize=N] (QEMU's defaults 0x501, 2). */
+static int parse_debug_exit(const char *val, uint32_t *iobase, uint32_t *iosize)
+{
+	const char *p = val + strlen("isa-debug-exit");
+
+	*iobase = 0x501;
+	*iosize = 0x02;
+	while (*p == ',') {
+		uint32_t *dst;
+		char *end;
+		unsigned long v;
+
+		p++;
+		if (!strncmp(p, "iobase=", 7))
+			dst = iobase, p += 7;
+		else if (!strncmp(p, "iosize=", 7))
+			dst = iosize, p += 7;
+		else
+			return -EINVAL;
+		errno = 0;
+		v = strtoul(p, &end, 0);
+		if (end == p || errno || v > 0x10000 || (*end && *end != ','))
+			return -EINVAL;
+		*dst = (uint32_t)v;
+		p = end;
+	}
+	return *p ? -EINVAL : 0;
+}
+
+/* QEMU's -debugcon chardevs that make sense here; *fd -1 for none. */
+static int open_debugcon(const char *spec, int *fd, bool *owned)
+{
+	*owned = false;
+	if (!strcmp(spec, "none")) {
+		*fd = -1;
+	} else if (!strcmp(spec, "stdio")) {
+		*fd = 1;
+	} else if (!strcmp(spec, "stderr")) {
+		*fd = 2;
+	} else if (!strncmp(spec, "file:", 5)) {
+		*fd = open(spec + 5, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (*fd < 0)
+			return -errno;
+		*owned = true;
+	} else {
+		return -EINVAL;
+	}
+	return 0;
+}
+
 int cmd_machine(int argc, char **argv)
 {
-	const char *qtest = NULL;
+	const char *qtest = NULL, *payload = NULL, *bios = NULL, *debugcon = NULL;
+	bool kvm = false, debug_exit = false, debugcon_owned = false;
+	uint32_t exit_iobase = 0xf4, exit_iosize = 0x04;
+	int debugcon_fd = -1;
+	struct vd_kvm *kvm_fe = NULL;
 	const char **drives = NULL, **qmps = NULL;
 	int nr_drives = 0, nr_qmps = 0, status = 1;
 	struct vd_machine_opts mo = {0};
@@ -114,9 +187,9 @@ int cmd_machine(int argc, char **argv)
 			mo.start_paused = true;
 			continue;
 		}
-		static const char *const with_arg[] = {"m",	 "drive",   "qtest", "qmp",
-						       "trace",	 "machine", "accel", "display",
-						       "device", "bios",    "M",     NULL};
+		static const char *const with_arg[] = {
+			"m",	   "drive",  "qtest", "qmp", "trace",	"machine",  "accel",
+			"display", "device", "bios",  "M",   "payload", "debugcon", NULL};
 		bool known = false;
 
 		for (int k = 0; with_arg[k]; k++)
@@ -158,23 +231,75 @@ int cmd_machine(int argc, char **argv)
 				goto out;
 			}
 		} else if (!strcmp(opt, "accel")) {
-			if (strcmp(val, "qtest") && strcmp(val, "tcg")) {
-				tool_error(
-					"machine: accelerator '%s' is not supported (qtest only; "
-					"KVM is not yet supported)",
-					val);
+			if (!strcmp(val, "tcg")) {
+				tool_error("machine: -accel tcg: not supported: vdisk has no CPU "
+					   "emulator; use --qtest or --accel kvm");
 				goto out;
 			}
+			if (strcmp(val, "qtest") && strcmp(val, "kvm")) {
+				tool_error("machine: accelerator '%s' is not supported (qtest or "
+					   "kvm)",
+					   val);
+				goto out;
+			}
+			kvm = !strcmp(val, "kvm");
+		} else if (!strcmp(opt, "payload")) {
+			payload = val;
+		} else if (!strcmp(opt, "debugcon")) {
+			debugcon = val;
 		} else if (!strcmp(opt, "display")) {
 			if (strcmp(val, "none")) {
 				tool_error("machine: there is no display (-display none only)");
 				goto out;
 			}
+		} else if (!strcmp(opt, "device") && !strncmp(val, "isa-debug-exit", 14) &&
+			   (val[14] == '\0' || val[14] == ',')) {
+			if (debug_exit || parse_debug_exit(val, &exit_iobase, &exit_iosize) < 0) {
+				tool_error("machine: -device %s: expected "
+					   "isa-debug-exit[,iobase=N][,iosize=N], once",
+					   val);
+				goto out;
+			}
+			debug_exit = true;
 		} else if (!strcmp(opt, "device")) {
 			tool_error("machine: -device %s: device models are not yet supported", val);
 			goto out;
 		} else if (!strcmp(opt, "bios")) {
-			/* No CPU runs: firmware is never executed. */
+			/* Under qtest no CPU runs: firmware is never executed. */
+			bios = val;
+		}
+	}
+	if (kvm && !payload)
+		payload = bios;
+	if (kvm && !payload) {
+		tool_error("machine: --accel kvm needs --payload FILE");
+		goto out;
+	}
+	if (payload && !kvm) {
+		tool_error("machine: --payload runs under --accel kvm only (vdisk has no CPU "
+			   "emulator)");
+		goto out;
+	}
+	if (kvm && qtest) {
+		tool_error("machine: --qtest and --accel kvm exclude each other");
+		goto out;
+	}
+	/* A payload reports through isa-debug-exit at 0xf4 and prints on
+	 * port 0xe9, as under qemu-system-x86_64 -device isa-debug-exit,
+	 * iobase=0xf4,iosize=0x04 -debugcon CHR. */
+	if (payload) {
+		debug_exit = true;
+		if (!debugcon)
+			debugcon = "stderr";
+	}
+	if (debugcon) {
+		int r = open_debugcon(debugcon, &debugcon_fd, &debugcon_owned);
+
+		if (r < 0) {
+			tool_error("machine: -debugcon %s: %s", debugcon,
+				   r == -EINVAL ? "expected file:PATH, stdio, stderr or none"
+						: strerror(-r));
+			goto out;
 		}
 	}
 	signal(SIGPIPE, SIG_IGN);
@@ -192,13 +317,32 @@ int cmd_machine(int argc, char **argv)
 			tool_error("-drive %s: %s", drives[i], err.msg);
 			goto out_machine;
 		}
-		if (d->iface == VD_IF_IDE || d->iface == VD_IF_VIRTIO)
+		if (d->iface == VD_IF_VIRTIO)
 			fprintf(stderr,
-				"vdisk: warning: -drive %s: if=%s devices are not yet supported; "
+				"vdisk: warning: -drive %s: if=virtio devices are not yet "
+				"supported; "
 				"drive '%s' is opened but not attached to a controller\n",
-				drives[i], d->iface == VD_IF_IDE ? "ide" : "virtio", d->id);
+				drives[i], d->id);
 	}
-	vd_machine_set_quit_handler(m, on_quit, loop);
+	if (debug_exit && vd_machine_add_debug_exit(m, exit_iobase, exit_iosize, &err) < 0) {
+		tool_error("-device isa-debug-exit: %s", err.msg);
+		goto out_machine;
+	}
+	if (debugcon_fd >= 0 && vd_machine_add_debugcon(m, 0xe9, debugcon_fd, &err) < 0) {
+		tool_error("-debugcon %s: %s", debugcon, err.msg);
+		goto out_machine;
+	}
+	if (kvm) {
+		struct vd_kvm_opts ko = {.payload = payload};
+
+		if (vd_kvm_new(m, &ko, &kvm_fe, &err) < 0) {
+			tool_error("--accel kvm: %s", err.msg);
+			goto out_machine;
+		}
+		vd_machine_set_quit_handler(m, on_quit_kvm, kvm_fe);
+	} else {
+		vd_machine_set_quit_handler(m, on_quit, loop);
+	}
 	if (qtest && vd_qtest_chardev_open(m, qtest, &err) < 0) {
 		tool_error("%s", err.msg);
 		goto out_machine;
@@ -209,18 +353,27 @@ int cmd_machine(int argc, char **argv)
 			goto out_machine;
 		}
 	}
-	if (!qtest && !nr_qmps) {
-		tool_error("machine: nothing to serve: give --qtest or --qmp (KVM is not yet "
-			   "supported)");
+	if (kvm) {
+		if (vd_kvm_run(kvm_fe, &err) < 0) {
+			tool_error("--accel kvm: %s", err.msg);
+			goto out_machine;
+		}
+	} else if (!qtest && !nr_qmps) {
+		tool_error("machine: nothing to serve: give --qtest, --qmp or --accel kvm");
 		goto out_machine;
+	} else {
+		vd_loop_run(loop);
 	}
-	vd_loop_run(loop);
-	status = 0;
+	/* The guest asked to end through isa-debug-exit: QEMU's status. */
+	status = vd_machine_guest_exit_status(m) >= 0 ? vd_machine_guest_exit_status(m) : 0;
 out_machine:
+	vd_kvm_free(kvm_fe);
 	vd_machine_free(m);
 out_loop:
 	tool_loop_fini(loop);
 out:
+	if (debugcon_owned)
+		close(debugcon_fd);
 	free(drives);
 	free(qmps);
 	return status;

@@ -66,6 +66,20 @@ struct vd_loop *vd_machine_loop(struct vd_machine *m);
 int vd_pc_add_pci_device(struct vd_machine *m, int devfn, const struct vd_pci_device_info *info,
 			 struct vd_pci_device **out, struct vd_error *err);
 
+/*
+ * ISA debug devices, as QEMU's (hw/debug-exit.h), for test payloads:
+ * isa-debug-exit at @iobase/@iosize (QEMU's -device isa-debug-exit): a guest
+ * write of v records exit status ((v << 1) | 1) & 0xff (what QEMU's exit()
+ * leaves of it) and requests quit; and a debug console (-debugcon) at
+ * @iobase writing to @fd, which stays the caller's.  0 or -errno with @err
+ * set; each device at most once.
+ */
+int vd_machine_add_debug_exit(struct vd_machine *m, uint32_t iobase, uint32_t iosize,
+			      struct vd_error *err);
+int vd_machine_add_debugcon(struct vd_machine *m, uint32_t iobase, int fd, struct vd_error *err);
+/* The status the guest asked for through isa-debug-exit, or -1. */
+int vd_machine_guest_exit_status(struct vd_machine *m);
+
 /* ---- drives (-drive) ---- */
 
 enum vd_drive_if {

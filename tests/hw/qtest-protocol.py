@@ -83,7 +83,8 @@ with QTest.vdisk(VDISK, "-m", "256M") as qt:
     expect(qt, "outl 0xcf8 0x0", "OK")
     expect(qt, "inl 0xcfc", "OK 0xffffffff")  # enable bit clear
     devs = qt.pci_enumerate()
-    check(sorted(devs) == [0x00, 0x08], "bus 0 has 00.0 and 01.0: %s" % sorted(devs))
+    check(sorted(devs) == [0x00, 0x08, 0x09],
+          "bus 0 has 00.0, 01.0 and the IDE at 01.1: %s" % sorted(devs))
     check(devs[8]["header_type"] == 0x80, "PIIX3 is multi-function")
     check(qt.pci_cfg_readl(0x08, 0x60) == 0x80808080, "PIRQ routing disabled at reset")
     qt.pci_cfg_writeb(0x08, 0x61, 0x0B)
