@@ -25,6 +25,8 @@
 #include <vdisk/block_driver.h>
 #include <vdisk/virtio-blk.h>
 
+#include "hw/virtio/le.h"
+
 #define SECTOR_BITS 9
 #define MAX_QUEUES 64
 
@@ -56,38 +58,6 @@ struct vblk_req {
 	struct vd_qiov qiov;
 	struct iovec iov[];
 };
-
-static inline uint32_t ld32(const void *p)
-{
-	uint32_t v;
-	memcpy(&v, p, 4);
-	return le32toh(v);
-}
-
-static inline uint64_t ld64(const void *p)
-{
-	uint64_t v;
-	memcpy(&v, p, 8);
-	return le64toh(v);
-}
-
-static inline void st16(void *p, uint16_t v)
-{
-	v = htole16(v);
-	memcpy(p, &v, 2);
-}
-
-static inline void st32(void *p, uint32_t v)
-{
-	v = htole32(v);
-	memcpy(p, &v, 4);
-}
-
-static inline void st64(void *p, uint64_t v)
-{
-	v = htole64(v);
-	memcpy(p, &v, 8);
-}
 
 int vd_virtio_blk_new(const struct vd_virtio_blk_conf *conf, const struct vd_virtio_blk_ops *ops,
 		      void *opaque, struct vd_virtio_blk **out)

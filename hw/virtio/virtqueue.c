@@ -14,38 +14,7 @@
 
 #include <vdisk/virtio.h>
 
-static inline uint16_t ld16(const void *p)
-{
-	uint16_t v;
-	memcpy(&v, p, 2);
-	return le16toh(v);
-}
-
-static inline uint32_t ld32(const void *p)
-{
-	uint32_t v;
-	memcpy(&v, p, 4);
-	return le32toh(v);
-}
-
-static inline uint64_t ld64(const void *p)
-{
-	uint64_t v;
-	memcpy(&v, p, 8);
-	return le64toh(v);
-}
-
-static inline void st16(void *p, uint16_t v)
-{
-	v = htole16(v);
-	memcpy(p, &v, 2);
-}
-
-static inline void st32(void *p, uint32_t v)
-{
-	v = htole32(v);
-	memcpy(p, &v, 4);
-}
+#include "hw/virtio/le.h"
 
 /* avail.idx and used.idx are shared with a concurrently running driver. */
 static inline uint16_t load_idx(const uint8_t *p)
