@@ -10,6 +10,7 @@
 # is installed, fails it if vdisk is not built, makes $VDISK an absolute path,
 # and moves into a fresh scratch directory $T that is removed at exit.
 
+SRCDIR=${SRCDIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 BUILD=${BUILD:-build}
 VDISK=${VDISK:-$BUILD/vdisk}
 
