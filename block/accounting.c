@@ -34,6 +34,8 @@ void vd_acct_done(struct vd_node *n, enum vd_acct_type type, int64_t bytes, int 
 
 void vd_acct_invalid(struct vd_node *n, enum vd_acct_type type)
 {
+	if (!n) /* a request on no node at all: nothing to count it on */
+		return;
 	n->stats.op[type].invalid_ops++;
 	n->stats.last_access_ns = vd_clock_ns();
 }

@@ -12,6 +12,7 @@ const struct vd_block_driver *vd_driver_at(size_t i);
 /* accounting.c */
 void vd_acct_done(struct vd_node *n, enum vd_acct_type type, int64_t bytes, int ret,
 		  int64_t start_ns);
+/* Count a request refused by validation; @n may be NULL (then nothing). */
 void vd_acct_invalid(struct vd_node *n, enum vd_acct_type type);
 
 /* io.c */

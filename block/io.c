@@ -380,8 +380,7 @@ int vd_coroutine_fn vd_co_preadv(struct vd_node *n, int64_t offset, int64_t byte
 	int ret = check_request(n, offset, bytes, qiov, false);
 
 	if (ret < 0) {
-		if (n)
-			vd_acct_invalid(n, VD_ACCT_READ);
+		vd_acct_invalid(n, VD_ACCT_READ);
 		return ret;
 	}
 	if (bytes == 0)
@@ -415,8 +414,7 @@ int vd_coroutine_fn vd_co_pwritev(struct vd_node *n, int64_t offset, int64_t byt
 	int ret = check_request(n, offset, bytes, qiov, true);
 
 	if (ret < 0) {
-		if (n)
-			vd_acct_invalid(n, VD_ACCT_WRITE);
+		vd_acct_invalid(n, VD_ACCT_WRITE);
 		return ret;
 	}
 	if (bytes == 0)
@@ -499,8 +497,7 @@ int vd_coroutine_fn vd_co_pdiscard(struct vd_node *n, int64_t offset, int64_t by
 	int64_t align, start, end, maxd;
 
 	if (ret < 0) {
-		if (n)
-			vd_acct_invalid(n, VD_ACCT_DISCARD);
+		vd_acct_invalid(n, VD_ACCT_DISCARD);
 		return ret;
 	}
 	if (bytes == 0)
@@ -609,8 +606,7 @@ int vd_coroutine_fn vd_co_pwrite_zeroes(struct vd_node *n, int64_t offset, int64
 	int64_t align, start, end;
 
 	if (ret < 0) {
-		if (n)
-			vd_acct_invalid(n, VD_ACCT_WRITE_ZEROES);
+		vd_acct_invalid(n, VD_ACCT_WRITE_ZEROES);
 		return ret;
 	}
 	if (bytes == 0)
