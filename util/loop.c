@@ -652,6 +652,12 @@ static bool loop_iterate(struct vd_loop *loop, bool blocking, bool wait_always)
 		timeout = loop_timeout_ms(loop);
 
 	int n = epoll_wait(loop->epfd, events, LOOP_MAX_EVENTS, timeout);
+	/* A signal, or io_uring's task work (completions of requests punted
+	 * to its workers are run with a signal-like notification), interrupts
+	 * the wait: that is not "nothing can happen", so let the caller
+	 * iterate again. */
+	if (n < 0 && errno == EINTR)
+		ran = true;
 	for (int i = 0; i < n; i++) {
 		struct fd_handler *h = events[i].data.ptr;
 		uint32_t ev = events[i].events;
