@@ -308,8 +308,14 @@ struct vd_co *vd_co_create(vd_co_fn *fn, void *opaque)
 	return co;
 }
 
+static void co_cancel_wake(struct co_thread *t, struct vd_co *co);
+
 static void co_release(struct co_thread *t, struct vd_co *co)
 {
+	/* Woken while it ran, then returned: entering it again later would
+	 * run a finished (or recycled) coroutine. */
+	if (co->wake_scheduled)
+		co_cancel_wake(t, co);
 	if (co_will_pool(t)) {
 		co->pool_next = t->pool;
 		t->pool = co;
@@ -418,6 +424,24 @@ static struct co_loop_wakes *co_loop_wakes_get(struct vd_loop *loop)
 	return w;
 }
 
+/* Queue @co to be entered when control is back on the thread's own stack. */
+static void co_wake_on_thread(struct co_thread *t, struct vd_co *co)
+{
+	if (t->wake_tail)
+		t->wake_tail->wake_next = co;
+	else
+		t->wake_head = co;
+	t->wake_tail = co;
+}
+
+/*
+ * From inside a coroutine, a woken coroutine runs as soon as the running
+ * chain has yielded back to the thread's own stack, in the same loop
+ * iteration (QEMU's co_queue_wakeup).  Deferring it to the next iteration
+ * instead serialises every hand-over of a co-mutex behind a loop turn: a
+ * queue of 32 readers then submits one host request per iteration and loses
+ * all io_uring batching.
+ */
 void vd_co_wake(struct vd_co *co)
 {
 	struct co_thread *t = co_thread_get();
@@ -430,30 +454,66 @@ void vd_co_wake(struct vd_co *co)
 		return;
 	co->wake_scheduled = true;
 	co->wake_next = NULL;
+	co_wake_on_thread(t, co);
+}
 
+/* Enter @co from the loop's next iteration (a bottom half). */
+static void co_wake_from_loop(struct co_thread *t, struct vd_co *co)
+{
 	struct vd_loop *loop = vd_loop_current();
 	struct co_loop_wakes *w = loop ? co_loop_wakes_get(loop) : NULL;
-	if (w) {
-		if (w->tail)
-			w->tail->wake_next = co;
-		else
-			w->head = co;
-		w->tail = co;
-		vd_bh_schedule(w->bh);
+
+	if (co->wake_scheduled)
+		return;
+	co->wake_scheduled = true;
+	co->wake_next = NULL;
+	if (!w) {
+		/* No loop (or no memory for its wake list): run it when
+		 * control is back on the thread's own stack. */
+		co_wake_on_thread(t, co);
 		return;
 	}
-	/* No loop (or no memory for its wake list): run it when control is
-	 * back on the thread's own stack. */
-	if (t->wake_tail)
-		t->wake_tail->wake_next = co;
+	if (w->tail)
+		w->tail->wake_next = co;
 	else
-		t->wake_head = co;
-	t->wake_tail = co;
+		w->head = co;
+	w->tail = co;
+	vd_bh_schedule(w->bh);
+}
+
+/* Take @co off whichever wake list holds it. */
+static bool co_unlink(struct vd_co **head, struct vd_co **tail, struct vd_co *co)
+{
+	struct vd_co *prev = NULL;
+
+	for (struct vd_co *it = *head; it; prev = it, it = it->wake_next) {
+		if (it != co)
+			continue;
+		if (prev)
+			prev->wake_next = co->wake_next;
+		else
+			*head = co->wake_next;
+		if (*tail == co)
+			*tail = prev;
+		return true;
+	}
+	return false;
+}
+
+static void co_cancel_wake(struct co_thread *t, struct vd_co *co)
+{
+	struct vd_loop *loop = vd_loop_current();
+	struct co_loop_wakes *w = loop ? vd_loop_co_slot_get(loop) : NULL;
+
+	if (!co_unlink(&t->wake_head, &t->wake_tail, co) && w)
+		co_unlink(&w->head, &w->tail, co);
+	co->wake_next = NULL;
+	co->wake_scheduled = false;
 }
 
 void vd_co_yield_to_loop(void)
 {
-	vd_co_wake(vd_co_self());
+	co_wake_from_loop(co_thread_get(), vd_co_self());
 	vd_co_yield();
 }
 

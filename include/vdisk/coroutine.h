@@ -46,8 +46,10 @@ static inline bool vd_in_coroutine(void)
 
 /*
  * Wake a yielded coroutine from a completion: enters it at once when called
- * outside coroutine context, otherwise schedules the entry on the current
- * loop so the caller's coroutine is not nested into the woken one.
+ * outside coroutine context; from inside a coroutine, enters it as soon as
+ * the running coroutine (and whoever entered it) has yielded back to the
+ * thread's own stack, in the same loop iteration, so the caller's coroutine
+ * is never nested into the woken one.
  */
 void vd_co_wake(struct vd_co *co);
 

@@ -230,7 +230,7 @@ static void wake_waker(void *opaque)
 	log_step(2);
 }
 
-static void test_wake_defers(void)
+static void test_wake_same_iteration(void)
 {
 	struct vd_loop *loop;
 	REQUIRE(vd_loop_new(&loop) == 0);
@@ -242,9 +242,10 @@ static void test_wake_defers(void)
 	struct vd_co *waker = vd_co_create(wake_waker, &c);
 	REQUIRE(waker);
 	vd_co_enter(waker);
-	CHECK(!c.woken);
-	CHECK(vd_loop_run_once(loop, false));
+	/* Not nested into the waker, but run as soon as the waker was done, in
+	 * the same loop iteration: no loop turn was needed. */
 	CHECK(c.woken);
+	CHECK(!vd_loop_run_once(loop, false));
 	check_order((int[]){1, 2, 3}, 3);
 	vd_loop_set_current(NULL);
 	vd_loop_free(loop);
@@ -356,6 +357,93 @@ static void test_other_thread(void)
 	norder = 0;
 }
 
+/*
+ * Regression (the qcow2 read convoy): when a coroutine releases a co-mutex
+ * that others wait for, the whole queue gets through it in the same loop
+ * iteration.  Deferring each hand-over to the next iteration made 32 queued
+ * readers submit one host request per iteration and lose io_uring batching.
+ */
+struct convoy {
+	struct vd_co_mutex m;
+	int done;
+};
+
+static void convoy_holder(void *opaque)
+{
+	struct convoy *c = opaque;
+	vd_co_mutex_lock(&c->m);
+	vd_co_yield_to_loop(); /* the others queue up meanwhile */
+	vd_co_mutex_unlock(&c->m);
+	c->done++;
+}
+
+static void convoy_waiter(void *opaque)
+{
+	struct convoy *c = opaque;
+	vd_co_mutex_lock(&c->m);
+	vd_co_mutex_unlock(&c->m);
+	c->done++;
+}
+
+static void test_mutex_handover_same_iteration(void)
+{
+	struct vd_loop *loop;
+	struct convoy c = {.done = 0};
+
+	REQUIRE(vd_loop_new(&loop) == 0);
+	vd_loop_set_current(loop);
+	vd_co_mutex_init(&c.m);
+	vd_co_enter(vd_co_create(convoy_holder, &c));
+	for (int i = 0; i < 32; i++)
+		vd_co_enter(vd_co_create(convoy_waiter, &c));
+	CHECK_EQ(c.done, 0);
+	/* One iteration resumes the holder; all 32 waiters follow in it. */
+	CHECK(vd_loop_run_once(loop, false));
+	CHECK_EQ(c.done, 33);
+	vd_loop_set_current(NULL);
+	vd_loop_free(loop);
+}
+
+/*
+ * Regression test (co-wake-after-exit): a coroutine that wakes itself (a
+ * completion that fired before it yielded) and then returns must not be
+ * entered again from the wake list once it is finished and pooled.
+ */
+static int self_wake_runs;
+
+static void self_wake_entry(void *opaque)
+{
+	self_wake_runs++;
+	vd_co_wake(vd_co_self());
+}
+
+static void self_wake_outer(void *opaque)
+{
+	struct vd_co *inner = vd_co_create(self_wake_entry, NULL);
+	REQUIRE(inner);
+	vd_co_enter(inner);
+}
+
+static void test_wake_then_exit(void)
+{
+	struct vd_loop *loop;
+	REQUIRE(vd_loop_new(&loop) == 0);
+	vd_loop_set_current(loop);
+	self_wake_runs = 0;
+	/* Directly from the thread, and nested inside another coroutine. */
+	struct vd_co *co = vd_co_create(self_wake_entry, NULL);
+	REQUIRE(co);
+	vd_co_enter(co);
+	co = vd_co_create(self_wake_outer, NULL);
+	REQUIRE(co);
+	vd_co_enter(co);
+	while (vd_loop_run_once(loop, false)) {
+	}
+	CHECK_EQ(self_wake_runs, 2);
+	vd_loop_set_current(NULL);
+	vd_loop_free(loop);
+}
+
 int main(void)
 {
 	RUN(test_enter_yield);
@@ -364,8 +452,10 @@ int main(void)
 	RUN(test_many_live);
 	RUN(test_queue_fifo);
 	RUN(test_mutex);
-	RUN(test_wake_defers);
+	RUN(test_wake_same_iteration);
 	RUN(test_wake_without_loop);
+	RUN(test_mutex_handover_same_iteration);
+	RUN(test_wake_then_exit);
 	RUN(test_sleep);
 	RUN(test_run_sync_nested);
 	RUN(test_other_thread);
