@@ -24,7 +24,7 @@ SRCDIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$SRCDIR"
 BUILD=${BUILD:-build}
 VDISK=${VDISK:-$BUILD/vdisk}
-BENCH_DIR=${BENCH_DIR:-build/bench-data}
+BENCH_DIR=$(realpath -m "${BENCH_DIR:-build/bench-data}")
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then
 	RUNS=${RUNS:-1} COUNT=${COUNT:-200} READS=${READS:-2000}
