@@ -344,6 +344,110 @@ static int check_refblocks(struct check *c)
 }
 
 /* QEMU's calculate_refcounts. */
+/*
+ * Persistent dirty bitmaps (qcow2.txt "Bitmaps extension"): while the
+ * autoclear bit says the extension is consistent, its directory, every
+ * bitmap table and the data clusters the tables name are in use, as QEMU's
+ * qcow2_check_bitmaps_refcounts counts them.  We never write bitmaps; a
+ * read-write open clears the bit, after which they are leaks for both tools.
+ */
+#define BITMAP_DIR_MAX (64ull << 20)
+#define BITMAP_TABLE_MAX 0x8000000ull
+#define BITMAP_TE_OFFSET_MASK 0x00fffffffffffe00ull
+
+static int count_bitmaps(struct check *c)
+{
+	struct qcow2_state *s = c->s;
+	const struct qcow2_ext *e = s->unknown_exts;
+	uint8_t *dir = NULL;
+	uint64_t *table = NULL;
+	int ret = 0;
+
+	while (e && e->type != QCOW2_EXT_BITMAPS)
+		e = e->next;
+	if (!e || s->version < 3 || !(s->autoclear & QCOW2_AUTOCLEAR_BITMAPS))
+		return 0;
+	if (e->len < 24) {
+		fprintf(stderr, "ERROR bitmaps extension: length %u is too small\n", e->len);
+		c->res->corruptions++;
+		return 0;
+	}
+	uint32_t nb = qcow2_be32(e->data);
+	uint64_t dir_size = qcow2_be64(e->data + 8), dir_off = qcow2_be64(e->data + 16);
+	if (nb == 0)
+		return 0;
+	if (dir_size == 0 || dir_size > BITMAP_DIR_MAX || qcow2_offset_into_cluster(s, dir_off) ||
+	    dir_off >= c->file_len || dir_size > c->file_len - dir_off) {
+		fprintf(stderr,
+			"ERROR bitmap directory offset=%#" PRIx64 " size=%#" PRIx64
+			": out of range or unaligned\n",
+			dir_off, dir_size);
+		c->res->corruptions++;
+		return 0;
+	}
+	ret = inc_refcounts(c, dir_off, dir_size);
+	dir = malloc(dir_size);
+	if (!dir)
+		return -ENOMEM;
+	if (ret == 0 && pread_file(s, dir_off, dir, dir_size) < 0) {
+		fprintf(stderr, "ERROR: I/O error reading the bitmap directory\n");
+		c->res->check_errors++;
+		goto out;
+	}
+	uint64_t pos = 0;
+	for (uint32_t i = 0; ret == 0 && i < nb; i++) {
+		if (dir_size - pos < 24)
+			goto bad_dir;
+		const uint8_t *d = dir + pos;
+		uint64_t toff = qcow2_be64(d);
+		uint32_t tsize = qcow2_be32(d + 8);
+		uint16_t name_size = (uint16_t)(d[18] << 8 | d[19]);
+		uint32_t extra = qcow2_be32(d + 20);
+		uint64_t esize = (24ull + extra + name_size + 7) & ~7ull;
+
+		if (esize > dir_size - pos)
+			goto bad_dir;
+		pos += esize;
+		if (tsize == 0)
+			continue;
+		if (tsize > BITMAP_TABLE_MAX || qcow2_offset_into_cluster(s, toff) ||
+		    toff >= c->file_len || tsize * 8ull > c->file_len - toff) {
+			fprintf(stderr,
+				"ERROR bitmap %u table offset=%#" PRIx64 " entries=%u: out of "
+				"range or unaligned\n",
+				i, toff, tsize);
+			c->res->corruptions++;
+			continue;
+		}
+		ret = inc_refcounts(c, toff, tsize * 8ull);
+		free(table);
+		table = malloc(tsize * 8ull);
+		if (!table) {
+			ret = -ENOMEM;
+			break;
+		}
+		if (ret == 0 && pread_file(s, toff, table, tsize * 8ull) < 0) {
+			fprintf(stderr, "ERROR: I/O error reading bitmap table %u\n", i);
+			c->res->check_errors++;
+			continue;
+		}
+		for (uint32_t j = 0; ret == 0 && j < tsize; j++) {
+			uint64_t off =
+				qcow2_be64((const uint8_t *)&table[j]) & BITMAP_TE_OFFSET_MASK;
+			if (off)
+				ret = inc_refcounts(c, off, s->cluster_size);
+		}
+	}
+	goto out;
+bad_dir:
+	fprintf(stderr, "ERROR bitmap directory: entry runs past the directory\n");
+	c->res->corruptions++;
+out:
+	free(table);
+	free(dir);
+	return ret;
+}
+
 static int calculate_refcounts(struct check *c)
 {
 	struct qcow2_state *s = c->s;
@@ -378,6 +482,8 @@ static int calculate_refcounts(struct check *c)
 		ret = inc_refcounts(c, s->snapshots_offset, c->sn_bytes);
 	if (ret == 0)
 		ret = inc_refcounts(c, s->reftable_offset, s->reftable_size * 8);
+	if (ret == 0)
+		ret = count_bitmaps(c);
 	if (ret == 0)
 		ret = check_refblocks(c);
 	return ret;
