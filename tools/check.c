@@ -159,6 +159,7 @@ int cmd_check(int argc, char **argv)
 	}
 	a.filename = argv[optind];
 	a.writable = fix != 0;
+	a.check = fix != 0;
 
 	loop = tool_loop_init();
 	ret = 1;

@@ -105,6 +105,9 @@ int tool_open_image(const struct tool_open_args *a, struct vd_node **out, struct
 	if (a->no_backing) {
 		flags |= VD_OPEN_NO_BACKING;
 	}
+	if (a->check) {
+		flags |= VD_OPEN_CHECK;
+	}
 	if (a->image_opts) {
 		ret = vd_node_open_opts(opts, flags, out, err);
 	} else {

@@ -72,6 +72,7 @@ struct tool_open_args {
 	bool force_share; /* -U */
 	bool writable; /* read-write */
 	bool no_backing; /* do not open backing files (qemu-img info) */
+	bool check; /* opened to be repaired: VD_OPEN_CHECK */
 };
 
 /*

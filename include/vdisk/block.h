@@ -56,6 +56,10 @@ enum {
 	 * leads to opening a file that an image names. */
 	VD_OPEN_PROBE = 1 << 2,
 	VD_OPEN_FORCE_SHARE = 1 << 3, /* -U: take no image locks that exclude others */
+	/* Opened to be checked and repaired (vdisk check -r): a format may then
+	 * accept read-write what it otherwise refuses, such as a qcow2 image
+	 * with the corrupt bit set (QEMU's BDRV_O_CHECK). */
+	VD_OPEN_CHECK = 1 << 4,
 };
 
 /*

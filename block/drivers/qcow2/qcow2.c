@@ -211,7 +211,7 @@ static int validate_table(struct qcow2_state *s, uint64_t offset, uint64_t entri
 }
 
 static int parse_header(struct qcow2_state *s, const uint8_t *h, uint64_t file_size, bool rw,
-			struct vd_error *err)
+			bool repair, struct vd_error *err)
 {
 	uint64_t l1_needed, l2_coverage_bits;
 
@@ -289,7 +289,9 @@ static int parse_header(struct qcow2_state *s, const uint8_t *h, uint64_t file_s
 		return vd_error_set(err, -EINVAL,
 				    "Extended L2 entries are only supported with "
 				    "cluster sizes of at least 16384 bytes");
-	if ((s->incompat & QCOW2_INCOMPAT_CORRUPT) && rw)
+	/* Opened for repair, a corrupt image may be written: the check clears
+	 * the bit once nothing is left to fix. */
+	if ((s->incompat & QCOW2_INCOMPAT_CORRUPT) && rw && !repair)
 		return vd_error_set(err, -EACCES,
 				    "qcow2: Image is corrupt; cannot be opened read/write");
 	if (s->crypt_method)
@@ -637,7 +639,7 @@ static int qcow2_open(struct vd_node *n, struct vd_opts *opts, int flags, struct
 	if (ret < 0)
 		return vd_error_setg_errno(err, ret, "Could not read qcow2 header");
 	s->read_only = !rw;
-	ret = parse_header(s, first, (uint64_t)file_size, rw, err);
+	ret = parse_header(s, first, (uint64_t)file_size, rw, (flags & VD_OPEN_CHECK) != 0, err);
 	if (ret < 0)
 		goto fail;
 
