@@ -17,6 +17,7 @@
 # Allocating rows use a fresh image for every run of every tool.
 #
 # Environment: BUILD, BENCH_DIR (default build/bench-data), RUNS (default 5),
+# ROWS (space-separated subset of the rows, default all),
 # COUNT (requests per allocating run, default 12000), QUICK=1 (tiny smoke run).
 set -euo pipefail
 
@@ -100,7 +101,7 @@ echo "| row | qemu-img IOPS | vdisk IOPS | vdisk/qemu-img | note |"
 echo "|---|---:|---:|---:|---|"
 
 declare -A med
-for row in read-allocated alloc-empty alloc-overlay alloc-overlay-l2; do
+for row in ${ROWS:-read-allocated alloc-empty alloc-overlay alloc-overlay-l2}; do
 	log "$row: $RUNS runs"
 	q=() v=() r=()
 	for ((i = 0; i < RUNS; i++)); do
@@ -121,7 +122,7 @@ for row in read-allocated alloc-empty alloc-overlay alloc-overlay-l2; do
 		rm_=$(median "${r[@]}")
 		note="vdisk on raw: $rm_ IOPS; qcow2/raw $(ratio "$vm" "$rm_")"
 	elif [ "$row" = alloc-overlay-l2 ]; then
-		note="vdisk extended-L2 overlay / plain overlay: $(ratio "$vm" "${med[alloc-overlay]}")"
+		note="vdisk extended-L2 overlay / plain overlay: $(ratio "$vm" "${med[alloc-overlay]:--}")"
 	fi
 	echo "| $row | $qm | $vm | $(ratio "$vm" "$qm") | $note |"
 done
