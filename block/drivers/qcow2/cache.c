@@ -12,10 +12,15 @@
  */
 #include <assert.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "block/drivers/qcow2/qcow2.h"
+
+#include <vdisk/trace.h>
 
 int qcow2_cache_init(struct qcow2_cache *c, int n, uint32_t entry_size, enum vd_debug_event load,
 		     enum vd_debug_event update, int meta_type)
@@ -269,6 +274,7 @@ int qcow2_cache_get(struct qcow2_state *s, struct qcow2_cache *c, uint64_t offse
 	i = hash_find(c, offset);
 	if (i >= 0) {
 		c->entries[i].ref++;
+		c->entries[i].used = true;
 		lru_touch(c, i);
 		if (fresh)
 			memset(table_of(c, i), 0, c->entry_size);
@@ -290,6 +296,8 @@ int qcow2_cache_get(struct qcow2_state *s, struct qcow2_cache *c, uint64_t offse
 	} else {
 		struct vd_qiov q;
 		vd_debug_event(s->node->file, c->load_ev);
+		vd_trace(qcow2_cache_load, "%s offset %#" PRIx64,
+			 c->meta_type == QCOW2_META_L2 ? "l2" : "refblock", offset);
 		vd_qiov_init_buf(&q, table_of(c, victim), c->entry_size);
 		/* Hold the slot while the read yields. */
 		c->entries[victim].ref = 1;
@@ -306,6 +314,7 @@ int qcow2_cache_get(struct qcow2_state *s, struct qcow2_cache *c, uint64_t offse
 	hash_insert(c, victim);
 	c->entries[victim].ref = 1;
 	c->entries[victim].dirty = false;
+	c->entries[victim].used = true;
 	lru_touch(c, victim);
 	*table = table_of(c, victim);
 	return 0;
@@ -322,4 +331,28 @@ void qcow2_cache_put(struct qcow2_cache *c, void *table)
 void qcow2_cache_mark_dirty(struct qcow2_cache *c, void *table)
 {
 	c->entries[index_of(c, table)].dirty = true;
+}
+
+void qcow2_cache_clean_unused(struct qcow2_cache *c)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	int i = c->lru_head;
+
+	while (i >= 0) {
+		int next = c->lru_next[i];
+		struct qcow2_cache_entry *e = &c->entries[i];
+
+		if (e->offset && !e->ref && !e->dirty && !e->used) {
+			hash_remove(c, i);
+			lru_to_back(c, i); /* empty slots are the first victims */
+			/* Whole pages only: slots smaller than a page share them. */
+			uintptr_t a = (uintptr_t)table_of(c, i), end = a + c->entry_size;
+			uintptr_t pa = (a + page - 1) & ~((uintptr_t)page - 1);
+			uintptr_t pend = end & ~((uintptr_t)page - 1);
+			if (page > 0 && pend > pa)
+				madvise((void *)pa, pend - pa, MADV_DONTNEED);
+		}
+		e->used = false;
+		i = next;
+	}
 }

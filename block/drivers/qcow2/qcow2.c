@@ -14,6 +14,8 @@
 #include "block/drivers/drivers.h"
 #include "block/drivers/qcow2/qcow2.h"
 
+#include <vdisk/trace.h>
+
 uint64_t qcow2_be64(const void *p)
 {
 	const uint8_t *b = p;
@@ -590,8 +592,24 @@ static int setup_caches(struct qcow2_state *s, struct cache_opts *c, struct vd_e
 	return 0;
 }
 
+/* cache-clean-interval: a periodic pass over both caches.  Cache users
+ * hold s->lock; a pass that finds it taken waits for the next period. */
+static void clean_caches(void *opaque)
+{
+	struct qcow2_state *s = opaque;
+
+	if (!s->lock.locked) {
+		vd_trace(qcow2_cache_clean, "node %p", (void *)s->node);
+		qcow2_cache_clean_unused(&s->l2_cache);
+		qcow2_cache_clean_unused(&s->rb_cache);
+	}
+	vd_timer_mod(s->clean_timer, vd_clock_ns() + (int64_t)s->clean_interval_ns);
+}
+
 static void free_state(struct qcow2_state *s)
 {
+	if (s->clean_timer)
+		vd_timer_free(s->clean_timer);
 	qcow2_cache_destroy(&s->l2_cache);
 	qcow2_cache_destroy(&s->rb_cache);
 	free(s->l1);
@@ -705,6 +723,15 @@ static int qcow2_open(struct vd_node *n, struct vd_opts *opts, int flags, struct
 	ret = setup_caches(s, &copts, err);
 	if (ret < 0)
 		goto fail;
+	if (copts.clean_interval && vd_loop_current()) {
+		s->clean_interval_ns = copts.clean_interval * 1000000000ull;
+		s->clean_timer = vd_timer_new(vd_loop_current(), clean_caches, s);
+		if (!s->clean_timer) {
+			ret = vd_error_set(err, -ENOMEM, "Out of memory");
+			goto fail;
+		}
+		vd_timer_mod(s->clean_timer, vd_clock_ns() + (int64_t)s->clean_interval_ns);
+	}
 
 	s->read_only = !rw;
 	if (rw && s->version >= 3 && s->autoclear) {

@@ -120,6 +120,7 @@ struct qcow2_cache_entry {
 	uint64_t offset; /* host offset of the table, 0 = empty slot */
 	int ref;
 	bool dirty;
+	bool used; /* looked up since the last clean pass */
 };
 struct qcow2_cache {
 	struct qcow2_cache_entry *entries;
@@ -214,6 +215,9 @@ struct qcow2_state {
 
 	/* Caches (cache.c). */
 	struct qcow2_cache l2_cache, rb_cache;
+	/* cache-clean-interval: drop entries unused for that long (0: never). */
+	struct vd_timer *clean_timer;
+	uint64_t clean_interval_ns;
 	uint32_t l2_slice_size; /* bytes of an L2 cache entry */
 	uint64_t l2_slice_entries;
 
@@ -267,6 +271,9 @@ void qcow2_cache_destroy(struct qcow2_cache *c);
  * *table points into the cache until qcow2_cache_put. */
 int vd_coroutine_fn qcow2_cache_get(struct qcow2_state *s, struct qcow2_cache *c, uint64_t offset,
 				    bool fresh, void **table);
+/* Drop the clean entries nobody looked up since the previous call and give
+ * their memory back to the system (QEMU's qcow2_cache_clean_unused). */
+void qcow2_cache_clean_unused(struct qcow2_cache *c);
 void qcow2_cache_put(struct qcow2_cache *c, void *table);
 void qcow2_cache_mark_dirty(struct qcow2_cache *c, void *table);
 /* Write back dirty entries (after their dependencies); flush the file too. */
