@@ -217,8 +217,10 @@ out:
 int vd_machine_add_drive(struct vd_machine *m, const char *optstr, struct vd_drive **out,
 			 struct vd_error *err)
 {
+	struct machine_virtio_opts vo = {.devfn = -1};
 	struct vd_opts *o = NULL;
 	struct vd_drive *d, **nd;
+	char *addr = NULL;
 	int ret;
 
 	if (out)
@@ -233,8 +235,15 @@ int vd_machine_add_drive(struct vd_machine *m, const char *optstr, struct vd_dri
 	}
 	ret = drive_parse_device(m, o, d, err);
 	if (ret == 0)
+		ret = take_str(o, "addr", &addr, err);
+	if (ret == 0 && addr && d->iface != VD_IF_VIRTIO)
+		ret = vd_error_set(err, -EINVAL, "addr is only supported by if=virtio");
+	if (ret == 0 && addr && machine_parse_pci_addr(addr, &vo.devfn) < 0)
+		ret = vd_error_set(err, -EINVAL, "Invalid PCI address '%s' (SLOT[.FN])", addr);
+	if (ret == 0)
 		ret = drive_open_node(o, d, err);
 	vd_opts_free(o);
+	free(addr);
 	if (ret < 0)
 		goto fail;
 	if (d->node)
@@ -254,6 +263,13 @@ int vd_machine_add_drive(struct vd_machine *m, const char *optstr, struct vd_dri
 			goto fail;
 		}
 	}
+	/* Room in the list first: once a device holds the drive, it is kept. */
+	nd = realloc(m->drives, (m->nr_drives + 1) * sizeof(*nd));
+	if (!nd) {
+		ret = vd_error_set(err, -ENOMEM, "Out of memory");
+		goto fail;
+	}
+	m->drives = nd;
 	if (d->iface == VD_IF_IDE) {
 		struct vd_ide_drive_conf conf = {
 			.blk = d->blk,
@@ -269,13 +285,16 @@ int vd_machine_add_drive(struct vd_machine *m, const char *optstr, struct vd_dri
 			goto fail;
 		}
 		d->device = m->ide;
+	} else if (d->iface == VD_IF_VIRTIO) {
+		/* QEMU's if=virtio: a virtio-blk-pci on this drive. */
+		if (d->media == VD_MEDIA_CDROM) {
+			ret = vd_error_set(err, -EINVAL, "if=virtio does not take media=cdrom");
+			goto fail;
+		}
+		ret = machine_add_virtio_blk(m, d, &vo, err);
+		if (ret < 0)
+			goto fail;
 	}
-	nd = realloc(m->drives, (m->nr_drives + 1) * sizeof(*nd));
-	if (!nd) {
-		ret = vd_error_set(err, -ENOMEM, "Out of memory");
-		goto fail;
-	}
-	m->drives = nd;
 	m->drives[m->nr_drives++] = d;
 	if (out)
 		*out = d;

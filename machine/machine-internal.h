@@ -52,6 +52,11 @@ struct vd_machine {
 	struct vd_drive **drives;
 	int nr_drives;
 
+	/* virtio-blk-pci functions (-device virtio-blk-pci, -drive if=virtio) */
+	struct vd_virtio_pci **virtio;
+	int nr_virtio;
+	int nr_anon_devices; /* -device without id= (QEMU's peripheral-anon) */
+
 	struct vd_qtest_chardev *qtest_chr;
 
 	/* ISA debug devices (hw/debug-exit.h), NULL unless asked for */
@@ -68,6 +73,21 @@ void machine_clock_init(struct vd_machine *m);
 void machine_clock_fini(struct vd_machine *m);
 void machine_clock_state_changed(struct vd_machine *m, bool running);
 void machine_drives_free(struct vd_machine *m);
+void machine_virtio_free(struct vd_machine *m);
+
+/* A virtio-blk-pci function on a drive (pc.c). */
+struct machine_virtio_opts {
+	int devfn; /* -1: first free slot */
+	const char *id; /* -device id=, NULL if none */
+	const char *serial; /* NULL: the drive's serial= */
+	uint16_t num_queues, queue_size; /* 0: defaults */
+	uint32_t logical_block_size; /* 0: 512 */
+	bool no_packed; /* packed=off */
+	bool transitional; /* disable-legacy=off */
+};
+int machine_add_virtio_blk(struct vd_machine *m, struct vd_drive *d,
+			   const struct machine_virtio_opts *o, struct vd_error *err);
+int machine_parse_pci_addr(const char *s, int *devfn);
 void machine_qtest_chardev_close(struct vd_machine *m);
 void machine_set_running(struct vd_machine *m, bool running, const char *state);
 void machine_qmp_state_changed(struct vd_machine *m, bool running);

@@ -13,7 +13,9 @@
 #include <string.h>
 
 #include <vdisk/ide.h>
+#include <vdisk/opts.h>
 #include <vdisk/trace.h>
+#include <vdisk/virtio-pci.h>
 
 #include "hw/debug-exit.h"
 #include "machine/machine-internal.h"
@@ -353,7 +355,8 @@ void vd_machine_free(struct vd_machine *m)
 		return;
 	machine_qtest_chardev_close(m);
 	machine_qmp_close(m);
-	/* The IDE drives hold references on the drives' backends. */
+	/* The devices hold references on the drives' backends. */
+	machine_virtio_free(m);
 	vd_piix3_ide_free(m->ide);
 	machine_drives_free(m);
 	vd_blk_registry_free(m->blk_reg);
@@ -412,16 +415,25 @@ struct vd_loop *vd_machine_loop(struct vd_machine *m)
 	return m->loop;
 }
 
+/* Slots 0 and 1 are the chipset's (01.1 the PIIX3 IDE, for @device_id 0x7010). */
+static int pc_check_devfn(int devfn, uint16_t device_id, struct vd_error *err)
+{
+	if (devfn == VD_PCI_DEVFN(1, 1) && device_id != 0x7010)
+		return vd_error_set(err, -EBUSY, "PCI address 01.1 is reserved for the PIIX3 IDE");
+	if (devfn >= 0 && VD_PCI_SLOT(devfn) < 2 && devfn != VD_PCI_DEVFN(1, 1))
+		return vd_error_set(err, -EBUSY, "PCI address %02x.%x is taken by the chipset",
+				    VD_PCI_SLOT(devfn), VD_PCI_FUNC(devfn));
+	return 0;
+}
+
 int vd_pc_add_pci_device(struct vd_machine *m, int devfn, const struct vd_pci_device_info *info,
 			 struct vd_pci_device **out, struct vd_error *err)
 {
 	int ret;
 
-	if (devfn == VD_PCI_DEVFN(1, 1) && info->device_id != 0x7010)
-		return vd_error_set(err, -EBUSY, "PCI address 01.1 is reserved for the PIIX3 IDE");
-	if (devfn >= 0 && VD_PCI_SLOT(devfn) < 2 && devfn != VD_PCI_DEVFN(1, 1))
-		return vd_error_set(err, -EBUSY, "PCI address %02x.%x is taken by the chipset",
-				    VD_PCI_SLOT(devfn), VD_PCI_FUNC(devfn));
+	ret = pc_check_devfn(devfn, info->device_id, err);
+	if (ret < 0)
+		return ret;
 	ret = vd_pci_device_new(m->pci, devfn, info, out);
 	if (ret == -EBUSY)
 		return vd_error_set(err, ret, "PCI address %02x.%x is already in use",
@@ -430,6 +442,174 @@ int vd_pc_add_pci_device(struct vd_machine *m, int devfn, const struct vd_pci_de
 		return vd_error_setg_errno(err, ret, "Could not add PCI device '%s'",
 					   info->name ? info->name : "");
 	return 0;
+}
+
+/* ---- virtio-blk-pci ---- */
+
+void machine_virtio_free(struct vd_machine *m)
+{
+	for (int i = 0; i < m->nr_virtio; i++)
+		vd_virtio_pci_free(m->virtio[i]);
+	free(m->virtio);
+	m->virtio = NULL;
+	m->nr_virtio = 0;
+}
+
+/* QEMU's PCI addr property: "SLOT[.FN]" in hex. */
+int machine_parse_pci_addr(const char *s, int *devfn)
+{
+	char *end;
+	unsigned long slot, fn = 0;
+
+	slot = strtoul(s, &end, 16);
+	if (end == s || slot > 31)
+		return -EINVAL;
+	if (*end == '.') {
+		const char *f = end + 1;
+
+		fn = strtoul(f, &end, 16);
+		if (end == f || fn > 7)
+			return -EINVAL;
+	}
+	if (*end)
+		return -EINVAL;
+	*devfn = VD_PCI_DEVFN((int)slot, (int)fn);
+	return 0;
+}
+
+int machine_add_virtio_blk(struct vd_machine *m, struct vd_drive *d,
+			   const struct machine_virtio_opts *o, struct vd_error *err)
+{
+	struct vd_virtio_blk_pci_conf conf = {
+		.blk = d->blk,
+		.num_queues = o->num_queues,
+		.queue_size = o->queue_size,
+		.serial = o->serial ? o->serial : d->serial,
+		.logical_block_size = o->logical_block_size,
+		.no_packed = o->no_packed,
+		.transitional = o->transitional,
+		.read_only = d->read_only,
+	};
+	struct vd_virtio_pci *vp, **nv;
+	char qdev[96];
+	int ret;
+
+	if (d->device)
+		return vd_error_set(err, -EBUSY, "Drive '%s' is already in use by a device", d->id);
+	if (!d->node)
+		return vd_error_set(err, -EINVAL, "Drive '%s' has no medium", d->id);
+	ret = pc_check_devfn(o->devfn, 0, err);
+	if (ret < 0)
+		return ret;
+	if (o->devfn >= 0 && vd_pci_bus_find(m->pci, o->devfn))
+		return vd_error_set(err, -EBUSY, "PCI address %02x.%x is already in use",
+				    VD_PCI_SLOT(o->devfn), VD_PCI_FUNC(o->devfn));
+	/* What QEMU's query-block reports as the drive's qdev: the
+	 * virtio-blk child of the proxy, by QOM path. */
+	if (o->id)
+		snprintf(qdev, sizeof(qdev), "/machine/peripheral/%s/virtio-backend", o->id);
+	else
+		snprintf(qdev, sizeof(qdev), "/machine/peripheral-anon/device[%d]/virtio-backend",
+			 m->nr_anon_devices);
+	conf.qdev_id = qdev;
+	nv = realloc(m->virtio, (m->nr_virtio + 1) * sizeof(*nv));
+	if (!nv)
+		return vd_error_set(err, -ENOMEM, "Out of memory");
+	m->virtio = nv;
+	ret = vd_virtio_blk_pci_new(m->pci, o->devfn, m->mem, &conf, &vp, err);
+	if (ret < 0)
+		return ret;
+	if (!o->id)
+		m->nr_anon_devices++;
+	m->virtio[m->nr_virtio++] = vp;
+	d->device = vp;
+	return 0;
+}
+
+int vd_machine_add_device(struct vd_machine *m, const char *optstr, struct vd_error *err)
+{
+	struct machine_virtio_opts vo = {.devfn = -1};
+	struct vd_opts *o = NULL;
+	struct vd_drive *d = NULL;
+	const char *drv, *drive_id, *addr;
+	uint64_t nq = 0, qs = 0, lbs = 0;
+	bool legacy_off = true, packed = true;
+	int ret;
+
+	ret = vd_opts_parse(optstr, "driver", &o, err);
+	if (ret < 0)
+		return ret;
+	drv = vd_opts_get(o, "driver");
+	if (!drv || strcmp(drv, "virtio-blk-pci")) {
+		ret = vd_error_set(err, -ENOTSUP,
+				   "Device '%s' is not yet supported (virtio-blk-pci and "
+				   "isa-debug-exit are)",
+				   drv ? drv : "");
+		goto out;
+	}
+	drive_id = vd_opts_get(o, "drive");
+	if (!drive_id) {
+		ret = vd_error_set(err, -EINVAL, "virtio-blk-pci: drive property not set");
+		goto out;
+	}
+	for (int i = 0; i < m->nr_drives && !d; i++) {
+		if (!strcmp(m->drives[i]->id, drive_id))
+			d = m->drives[i];
+	}
+	if (!d) {
+		ret = vd_error_set(err, -ENOENT,
+				   "Property 'virtio-blk-device.drive' can't find value '%s'",
+				   drive_id);
+		goto out;
+	}
+	ret = vd_opts_get_u64(o, "num-queues", 1, &nq, err);
+	if (ret == 0)
+		ret = vd_opts_get_u64(o, "queue-size", 256, &qs, err);
+	if (ret == 0)
+		ret = vd_opts_get_size(o, "logical_block_size", 512, &lbs, err);
+	if (ret == 0)
+		ret = vd_opts_get_bool(o, "disable-legacy", true, &legacy_off, err);
+	if (ret == 0)
+		ret = vd_opts_get_bool(o, "packed", true, &packed, err);
+	if (ret < 0)
+		goto out;
+	if (nq < 1 || nq > 64) {
+		ret = vd_error_set(err, -EINVAL, "num-queues must be 1..64");
+		goto out;
+	}
+	if (qs < 2 || qs > 1024 || (qs & (qs - 1))) {
+		ret = vd_error_set(err, -EINVAL,
+				   "queue-size must be a power of two from 2 to 1024");
+		goto out;
+	}
+	addr = vd_opts_get(o, "addr");
+	if (addr && machine_parse_pci_addr(addr, &vo.devfn) < 0) {
+		ret = vd_error_set(err, -EINVAL, "Invalid PCI address '%s' (SLOT[.FN])", addr);
+		goto out;
+	}
+	vo.id = vd_opts_get(o, "id");
+	vo.serial = vd_opts_get(o, "serial");
+	vo.num_queues = (uint16_t)nq;
+	vo.queue_size = (uint16_t)qs;
+	if (lbs < 512 || lbs > 32768 || (lbs & (lbs - 1))) {
+		ret = vd_error_set(err, -EINVAL,
+				   "logical_block_size must be a power of two from 512 to 32768");
+		goto out;
+	}
+	vo.logical_block_size = (uint32_t)lbs;
+	vo.no_packed = !packed;
+	vo.transitional = !legacy_off;
+	/* QEMU accepts the bus name of the only PCI bus. */
+	if (vd_opts_has(o, "bus") && strcmp(vd_opts_get(o, "bus"), "pci.0")) {
+		ret = vd_error_set(err, -EINVAL, "Bus '%s' not found", vd_opts_get(o, "bus"));
+		goto out;
+	}
+	ret = vd_opts_check_unused(o, NULL, err);
+	if (ret == 0)
+		ret = machine_add_virtio_blk(m, d, &vo, err);
+out:
+	vd_opts_free(o);
+	return ret;
 }
 
 /* ---- run state ---- */

@@ -12,7 +12,9 @@
  * command lines and change nothing (under --accel kvm, -bios names the
  * payload); -S starts the machine paused ("prelaunch") until QMP cont.
  * -device isa-debug-exit and -debugcon are QEMU's; a guest's write to
- * isa-debug-exit ends vdisk with QEMU's status (v << 1) | 1.  This file only
+ * isa-debug-exit ends vdisk with QEMU's status (v << 1) | 1.  -device
+ * virtio-blk-pci (machine/pc.c) is added after all -drive options, so it
+ * may name any of them.  This file only
  * parses the command line; the board is machine/.
  */
 #include <errno.h>
@@ -53,6 +55,9 @@ static void machine_usage(FILE *f)
 		"                 reset vector; isa-debug-exit at 0xf4 and -debugcon stderr are "
 		"added\n"
 		"  -device isa-debug-exit[,iobase=N,iosize=N]   QEMU's exit device\n"
+		"  -device virtio-blk-pci,drive=ID[,num-queues=N,queue-size=N,addr=S[.F],\n"
+		"          id=X,serial=S,disable-legacy=on|off]   virtio block device on a\n"
+		"                 -drive if=none,id=ID (if=virtio adds one by itself)\n"
 		"  -debugcon CHR  port 0xe9 console: file:PATH, stdio, stderr or none\n"
 		"  --trace PAT    enable trace points matching PAT (comma-separated globs)\n");
 }
@@ -143,8 +148,8 @@ int cmd_machine(int argc, char **argv)
 	uint32_t exit_iobase = 0xf4, exit_iosize = 0x04;
 	int debugcon_fd = -1;
 	struct vd_kvm *kvm_fe = NULL;
-	const char **drives = NULL, **qmps = NULL;
-	int nr_drives = 0, nr_qmps = 0, status = 1;
+	const char **drives = NULL, **qmps = NULL, **devices = NULL;
+	int nr_drives = 0, nr_qmps = 0, nr_devices = 0, status = 1;
 	struct vd_machine_opts mo = {0};
 	struct vd_machine *m = NULL;
 	struct vd_error err = {0};
@@ -152,7 +157,8 @@ int cmd_machine(int argc, char **argv)
 
 	drives = calloc((size_t)argc, sizeof(*drives));
 	qmps = calloc((size_t)argc, sizeof(*qmps));
-	if (!drives || !qmps) {
+	devices = calloc((size_t)argc, sizeof(*devices));
+	if (!drives || !qmps || !devices) {
 		tool_error("Out of memory");
 		goto out;
 	}
@@ -262,8 +268,8 @@ int cmd_machine(int argc, char **argv)
 			}
 			debug_exit = true;
 		} else if (!strcmp(opt, "device")) {
-			tool_error("machine: -device %s: device models are not yet supported", val);
-			goto out;
+			/* Device models: after the drives they name. */
+			devices[nr_devices++] = val;
 		} else if (!strcmp(opt, "bios")) {
 			/* Under qtest no CPU runs: firmware is never executed. */
 			bios = val;
@@ -311,18 +317,16 @@ int cmd_machine(int argc, char **argv)
 		goto out_loop;
 	}
 	for (int i = 0; i < nr_drives; i++) {
-		struct vd_drive *d;
-
-		if (vd_machine_add_drive(m, drives[i], &d, &err) < 0) {
+		if (vd_machine_add_drive(m, drives[i], NULL, &err) < 0) {
 			tool_error("-drive %s: %s", drives[i], err.msg);
 			goto out_machine;
 		}
-		if (d->iface == VD_IF_VIRTIO)
-			fprintf(stderr,
-				"vdisk: warning: -drive %s: if=virtio devices are not yet "
-				"supported; "
-				"drive '%s' is opened but not attached to a controller\n",
-				drives[i], d->id);
+	}
+	for (int i = 0; i < nr_devices; i++) {
+		if (vd_machine_add_device(m, devices[i], &err) < 0) {
+			tool_error("-device %s: %s", devices[i], err.msg);
+			goto out_machine;
+		}
 	}
 	if (debug_exit && vd_machine_add_debug_exit(m, exit_iobase, exit_iosize, &err) < 0) {
 		tool_error("-device isa-debug-exit: %s", err.msg);
@@ -376,5 +380,6 @@ out:
 		close(debugcon_fd);
 	free(drives);
 	free(qmps);
+	free(devices);
 	return status;
 }

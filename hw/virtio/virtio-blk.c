@@ -147,6 +147,12 @@ struct vd_node *vd_virtio_blk_node(const struct vd_virtio_blk *b)
 	return b->node;
 }
 
+void vd_virtio_blk_resized(struct vd_virtio_blk *b)
+{
+	if (b->ops && b->ops->config_changed)
+		b->ops->config_changed(b->opaque);
+}
+
 bool vd_virtio_blk_needs_reset(const struct vd_virtio_blk *b)
 {
 	return b->broken;
@@ -460,6 +466,12 @@ void vd_virtio_blk_handle_queue(struct vd_virtio_blk *b, unsigned q)
 	if (q >= b->num_queues || b->broken)
 		return;
 	vq = &b->queues[q].vq;
+	/* The transport may have broken the queue while setting it up (a
+	 * ring base out of range): that too is NEEDS_RESET. */
+	if (vq->broken) {
+		set_broken(b, vq, vq->error ? vq->error : "virtqueue error");
+		return;
+	}
 	if (!vd_vq_ready(vq))
 		return;
 	/* Suppress kicks while we drain the ring, then re-check after

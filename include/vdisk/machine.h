@@ -123,6 +123,15 @@ int vd_machine_add_drive(struct vd_machine *m, const char *optstr, struct vd_dri
 			 struct vd_error *err);
 int vd_machine_drive_count(struct vd_machine *m);
 struct vd_drive *vd_machine_drive(struct vd_machine *m, int i);
+/*
+ * -device (QEMU syntax): virtio-blk-pci,drive=ID[,id=X][,num-queues=N]
+ * [,queue-size=N][,addr=SLOT[.FN]][,serial=S][,logical_block_size=N]
+ * [,packed=on|off][,disable-legacy=on|off] on a drive
+ * added before (usually -drive if=none,id=ID).  The device is modern only
+ * (virtio 1.x, 1af4:1042) unless disable-legacy=off asks for the transitional
+ * device with the legacy I/O BAR.  0 or -errno with @err set.
+ */
+int vd_machine_add_device(struct vd_machine *m, const char *optstr, struct vd_error *err);
 /* The machine's backends (one per drive), for the monitor and devices. */
 struct vd_blk_registry *vd_machine_blk_registry(struct vd_machine *m);
 

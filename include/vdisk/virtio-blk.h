@@ -74,6 +74,9 @@ struct vd_virtio_blk_ops {
 	void (*notify)(void *opaque, unsigned q);
 	/* The device became NEEDS_RESET (a queue broke). */
 	void (*broken)(void *opaque, const char *why);
+	/* The configuration changed (vd_virtio_blk_resized): the transport
+	 * sends a configuration change notification (section 2.5.1). */
+	void (*config_changed)(void *opaque);
 };
 
 int vd_virtio_blk_new(const struct vd_virtio_blk_conf *conf, const struct vd_virtio_blk_ops *ops,
@@ -110,6 +113,9 @@ void vd_virtio_blk_reset(struct vd_virtio_blk *b);
 /* NEEDS_RESET: a queue broke; the transport reports it in its status. */
 bool vd_virtio_blk_needs_reset(const struct vd_virtio_blk *b);
 struct vd_node *vd_virtio_blk_node(const struct vd_virtio_blk *b);
+/* The medium changed size (block_resize): capacity is read from the node
+ * on every configuration read; this tells the transport to notify. */
+void vd_virtio_blk_resized(struct vd_virtio_blk *b);
 
 #ifdef __cplusplus
 }
