@@ -283,8 +283,15 @@ int qcow2_discard_clusters(struct qcow2_state *s, uint64_t offset, uint64_t byte
 		uint64_t i = 0, n;
 		void *slice;
 
-		ret = qcow2_get_l2_slice(s, offset, !full && backing && s->version >= 3, &slice,
-					 &i);
+		/* An L2 table shared with a snapshot (no COPIED flag) is copied
+		 * before it changes, or the snapshot would lose the clusters;
+		 * a missing one is made only to write zero flags over a backing
+		 * file. */
+		uint64_t l1i = offset >> (s->cluster_bits + s->l2_bits);
+		bool shared = l1i < s->l1_size && (s->l1[l1i] & QCOW2_L1E_OFFSET_MASK) &&
+			      !(s->l1[l1i] & QCOW2_OFLAG_COPIED);
+		ret = qcow2_get_l2_slice(s, offset, shared || (!full && backing && s->version >= 3),
+					 &slice, &i);
 		if (ret < 0)
 			break;
 		/* (i is only set when there is a slice: count from the offset.) */
