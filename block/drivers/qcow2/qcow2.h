@@ -381,6 +381,11 @@ int vd_coroutine_fn qcow2_snapshot_delete(struct vd_node *n, const char *id_or_n
 					  struct vd_error *err);
 
 /* resize.c */
+/* Resize with s->lock held (resize.c; also used to apply a snapshot of
+ * another size).  0 or -errno with the reason in @err. */
+int qcow2_truncate_locked(struct qcow2_state *s, uint64_t new_size, struct vd_error *err);
+/* Grow the active L1 table to at least @entries entries (s->lock held). */
+int qcow2_grow_l1(struct qcow2_state *s, uint64_t entries);
 int vd_coroutine_fn qcow2_co_truncate(struct vd_node *n, int64_t size, bool exact,
 				      enum vd_prealloc prealloc, struct vd_error *err);
 

@@ -4,8 +4,10 @@
  * big enough (a new table, exactly the size needed, switched in the header
  * with one write); shrinking discards the clusters past the new end, frees
  * the L2 tables past it, frees refcount blocks that describe nothing any
- * more and truncates the file after the last used cluster.  Images with
- * internal snapshots are refused, as QEMU does.  Only preallocation=off.
+ * more and truncates the file after the last used cluster.  Version 3
+ * images with internal snapshots are resized too (each snapshot keeps its
+ * own L1 table and disk size), version 2 ones refused, as QEMU 7.2 does.
+ * Only preallocation=off.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -212,12 +214,71 @@ static int truncate_tail(struct qcow2_state *s)
 	return 0;
 }
 
+int qcow2_truncate_locked(struct qcow2_state *s, uint64_t new_size, struct vd_error *err)
+{
+	uint64_t l1_needed = size_to_l1(s, new_size);
+	uint8_t be[8];
+	int ret;
+
+	if (l1_needed * 8 > QCOW2_MAX_L1_BYTES)
+		return vd_error_set(err, -EFBIG, "Image size too large");
+	/* Version 3 snapshot table entries record their own disk size, so
+	 * QEMU resizes such images; version 2 ones cannot say it. */
+	if (s->nb_snapshots && s->version < 3)
+		return vd_error_set(err, -ENOTSUP, "Can't resize a v2 image which has snapshots");
+	ret = qcow2_mark_dirty(s);
+	if (ret < 0)
+		return vd_error_setg_errno(err, ret, "Could not update the image");
+	if (new_size < s->size) {
+		uint64_t from = qcow2_round_up_cluster(s, new_size);
+		if (from < s->size) {
+			/* No request reaches past the new end: the caller drained.
+			 * L2 tables shared with snapshots are copied before they
+			 * change, as for any discard. */
+			ret = qcow2_discard_clusters(s, from, s->size - from, true);
+			if (ret < 0)
+				return vd_error_setg_errno(err, ret,
+							   "Failed to discard cropped clusters");
+		}
+		ret = shrink_l1(s, l1_needed);
+		if (ret < 0)
+			return vd_error_setg_errno(err, ret,
+						   "Failed to reduce the number of L2 tables");
+		ret = shrink_reftable(s);
+		if (ret < 0)
+			return vd_error_setg_errno(err, ret, "Failed to discard unused refblocks");
+		ret = truncate_tail(s);
+	} else {
+		ret = grow_l1(s, l1_needed);
+		if (ret < 0)
+			return vd_error_setg_errno(err, ret, "Failed to grow the L1 table");
+	}
+	if (ret == 0)
+		ret = qcow2_cache_flush(s, &s->l2_cache);
+	if (ret == 0)
+		ret = qcow2_cache_flush(s, &s->rb_cache);
+	/* qcow2.txt "Header": size (24). */
+	qcow2_put_be64(be, new_size);
+	if (ret == 0)
+		ret = write_at(s, 24, be, 8);
+	if (ret == 0)
+		ret = vd_co_flush(s->node->file);
+	if (ret < 0)
+		return vd_error_setg_errno(err, ret, "Failed to update the image size");
+	s->size = new_size;
+	s->node->size = (int64_t)new_size;
+	return 0;
+}
+
+int qcow2_grow_l1(struct qcow2_state *s, uint64_t entries)
+{
+	return grow_l1(s, entries);
+}
+
 int qcow2_co_truncate(struct vd_node *n, int64_t size, bool exact, enum vd_prealloc prealloc,
 		      struct vd_error *err)
 {
 	struct qcow2_state *s = n->opaque;
-	uint64_t new_size = (uint64_t)size, l1_needed;
-	uint8_t be[8];
 	int ret;
 
 	(void)exact;
@@ -230,65 +291,8 @@ int qcow2_co_truncate(struct vd_node *n, int64_t size, bool exact, enum vd_preal
 	if (prealloc != VD_PREALLOC_OFF)
 		return vd_error_set(err, -ENOTSUP, "Unsupported preallocation mode '%s'",
 				    vd_prealloc_names[prealloc]);
-	l1_needed = size_to_l1(s, new_size);
-	if (l1_needed * 8 > QCOW2_MAX_L1_BYTES)
-		return vd_error_set(err, -EFBIG, "Image size too large");
-
 	vd_co_mutex_lock(&s->lock);
-	if (s->nb_snapshots) {
-		ret = vd_error_set(err, -ENOTSUP, "Can't resize an image which has snapshots");
-		goto out;
-	}
-	ret = qcow2_mark_dirty(s);
-	if (ret < 0) {
-		vd_error_setg_errno(err, ret, "Could not update the image");
-		goto out;
-	}
-	if (new_size < s->size) {
-		uint64_t from = qcow2_round_up_cluster(s, new_size);
-		if (from < s->size) {
-			/* No request reaches past the new end: the caller drained. */
-			ret = qcow2_discard_clusters(s, from, s->size - from, true);
-			if (ret < 0) {
-				vd_error_setg_errno(err, ret, "Failed to discard cropped clusters");
-				goto out;
-			}
-		}
-		ret = shrink_l1(s, l1_needed);
-		if (ret < 0) {
-			vd_error_setg_errno(err, ret, "Failed to reduce the number of L2 tables");
-			goto out;
-		}
-		ret = shrink_reftable(s);
-		if (ret < 0) {
-			vd_error_setg_errno(err, ret, "Failed to discard unused refblocks");
-			goto out;
-		}
-		ret = truncate_tail(s);
-	} else {
-		ret = grow_l1(s, l1_needed);
-		if (ret < 0) {
-			vd_error_setg_errno(err, ret, "Failed to grow the L1 table");
-			goto out;
-		}
-	}
-	if (ret == 0)
-		ret = qcow2_cache_flush(s, &s->l2_cache);
-	if (ret == 0)
-		ret = qcow2_cache_flush(s, &s->rb_cache);
-	/* qcow2.txt "Header": size (24). */
-	qcow2_put_be64(be, new_size);
-	if (ret == 0)
-		ret = write_at(s, 24, be, 8);
-	if (ret == 0)
-		ret = vd_co_flush(s->node->file);
-	if (ret < 0) {
-		vd_error_setg_errno(err, ret, "Failed to update the image size");
-		goto out;
-	}
-	s->size = new_size;
-	n->size = size;
-out:
+	ret = qcow2_truncate_locked(s, (uint64_t)size, err);
 	vd_co_mutex_unlock(&s->lock);
 	return ret;
 }

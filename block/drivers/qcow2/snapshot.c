@@ -530,12 +530,24 @@ int qcow2_snapshot_goto(struct vd_node *n, const char *id_or_name, struct vd_err
 		ret = vd_error_set(err, -EFBIG, "Snapshot L1 table offset invalid");
 		goto out;
 	}
-	if (sn[idx].l1_size > s->l1_size || sn[idx].disk_size != s->size) {
-		ret = vd_error_set(err, -ENOTSUP,
-				   "Snapshot '%s' has a different disk size; applying it is "
-				   "not supported yet",
-				   id_or_name);
-		goto out;
+	/* A snapshot of another disk size: the image takes the snapshot's
+	 * size first (QEMU 7.2's qcow2_snapshot_goto), and the active L1 is
+	 * made large enough for the snapshot's. */
+	if (sn[idx].disk_size != s->size) {
+		if (sn[idx].disk_size % 512 || sn[idx].disk_size > (uint64_t)VD_MAX_LENGTH) {
+			ret = vd_error_set(err, -EINVAL,
+					   "Snapshot '%s' has an invalid disk size %" PRIu64,
+					   id_or_name, sn[idx].disk_size);
+			goto out;
+		}
+		ret = qcow2_truncate_locked(s, sn[idx].disk_size, err);
+		if (ret < 0)
+			goto out;
+	}
+	if (sn[idx].l1_size > s->l1_size) {
+		ret = qcow2_grow_l1(s, sn[idx].l1_size);
+		if (ret < 0)
+			goto fail_msg;
 	}
 	ret = qcow2_mark_dirty(s);
 	if (ret < 0)
