@@ -53,7 +53,7 @@ VDISK := $(BUILD)/vdisk
 
 .PHONY: all lib tools tests benches run check check-unit check-interop check-fault \
 	check-format check-fuzz check-crash check-guest check-guest-qsd \
-	bench-vhost-user check-asan format install clean deps bench fuzz
+	bench-vhost-user bench-ide check-asan format install clean deps bench fuzz
 
 # Keep intermediate objects of tests and benchmarks (incremental builds).
 .SECONDARY:
@@ -138,8 +138,13 @@ format:
 bench: all benches
 	@bench/raw.sh
 
+# The IDE device against QEMU 7.2 over qtest, and the in-process DMA cost
+# (build/bench/ide-dma, built with the other benches).
+bench-ide: all benches
+	@BUILD=$(BUILD) bench/ide.sh
+
 bench-vhost-user: all benches
-	@BUILD=$(BUILD) bench/vhost-user-blk.sh
+	@BUILD=$(BUILD) bench/vhost-user.sh
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig \

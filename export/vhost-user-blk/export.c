@@ -123,6 +123,18 @@ fail:
 	return ret;
 }
 
+/* block_resize on the exported node: every front end learns the new
+ * capacity (QEMU's vu_blk_exp_resize). */
+static void export_resized(void *opaque)
+{
+	struct vd_export *e = opaque;
+
+	for (struct vub_conn *c = e->conns; c; c = vub_conn_next(c))
+		vub_conn_config_changed(c);
+}
+
+static const struct vd_blk_dev_ops export_blk_ops = {.resize = export_resized};
+
 void vd_export_free(struct vd_export *e)
 {
 	if (!e)
@@ -133,6 +145,10 @@ void vd_export_free(struct vd_export *e)
 		unlink(e->path);
 	while (e->conns)
 		vub_conn_free(e->conns);
+	if (e->blk) {
+		vd_blk_detach_dev(e->blk);
+		vd_blk_unref(e->blk);
+	}
 	/* Data the guests wrote is on disk before the export goes. */
 	vd_node_flush(e->node);
 	vd_node_unref(e->node);
@@ -295,6 +311,32 @@ int vd_export_set_add(struct vd_export_set *s, struct vd_opts *opts, struct vd_e
 		free(x->node_name);
 		free(x);
 		return ret;
+	}
+	/* An anonymous backend with the export as its device, so that
+	 * block_resize reaches export_resized().  (QEMU's export backends have
+	 * resize callbacks without a device; here the device makes the backend
+	 * show up in query-block, under this qdev id.) */
+	{
+		char *qdev = NULL;
+
+		if (asprintf(&qdev, "/objects/export/%s", o.id) < 0)
+			qdev = NULL;
+		if (!qdev || vd_blk_new(s->reg, NULL, &x->e->blk) < 0) {
+			free(qdev);
+			vd_export_free(x->e);
+			free(x->node_name);
+			free(x);
+			return vd_error_set(err, -ENOMEM, "Out of memory");
+		}
+		if (vd_blk_insert_node(x->e->blk, o.node) < 0 ||
+		    vd_blk_attach_dev(x->e->blk, qdev, &export_blk_ops, x->e) < 0) {
+			free(qdev);
+			vd_export_free(x->e);
+			free(x->node_name);
+			free(x);
+			return vd_error_set(err, -EBUSY, "Cannot attach the export to its node");
+		}
+		free(qdev);
 	}
 	{
 		struct export_entry **pp = &s->list;

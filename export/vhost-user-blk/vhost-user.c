@@ -16,6 +16,17 @@
  * for the ring's in-flight requests before replying with the next avail
  * index.  When VHOST_USER_F_PROTOCOL_FEATURES is negotiated rings start
  * disabled until SET_VRING_ENABLE; otherwise they are enabled at once.
+ *
+ * Reconnection ("Inflight I/O tracking", INFLIGHT_SHMFD): GET_INFLIGHT_FD
+ * hands the front end a memfd region, SET_INFLIGHT_FD gives it (back) to
+ * this connection; split rings record the heads they take and complete
+ * there (hw/virtio/virtqueue.c), and when a ring starts, heads a previous
+ * back end left in flight are processed again.  A front end that goes away
+ * with requests in flight does not lose them either: the connection drains
+ * them before it unmaps the guest's memory.
+ *
+ * The back-end channel (BACKEND_REQ, SET_BACKEND_REQ_FD) carries
+ * BACKEND_CONFIG_CHANGE_MSG when the exported node is resized.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -26,6 +37,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <vdisk/trace.h>
@@ -53,16 +65,26 @@ enum {
 	VHOST_USER_SET_PROTOCOL_FEATURES = 16,
 	VHOST_USER_GET_QUEUE_NUM = 17,
 	VHOST_USER_SET_VRING_ENABLE = 18,
+	VHOST_USER_SET_BACKEND_REQ_FD = 21,
 	VHOST_USER_GET_CONFIG = 24,
 	VHOST_USER_SET_CONFIG = 25,
+	VHOST_USER_GET_INFLIGHT_FD = 31,
+	VHOST_USER_SET_INFLIGHT_FD = 32,
 };
+
+/* Back-end message types ("Back-end message types"), on the channel that
+ * SET_BACKEND_REQ_FD gives. */
+#define VHOST_USER_BACKEND_CONFIG_CHANGE_MSG 2
 
 #define VHOST_USER_F_PROTOCOL_FEATURES 30
 #define PROTO_F_MQ 0
 #define PROTO_F_REPLY_ACK 3
+#define PROTO_F_BACKEND_REQ 5
 #define PROTO_F_CONFIG 9
-#define OUR_PROTOCOL_FEATURES \
-	((1ULL << PROTO_F_MQ) | (1ULL << PROTO_F_REPLY_ACK) | (1ULL << PROTO_F_CONFIG))
+#define PROTO_F_INFLIGHT_SHMFD 12
+#define OUR_PROTOCOL_FEATURES                                                                 \
+	((1ULL << PROTO_F_MQ) | (1ULL << PROTO_F_REPLY_ACK) | (1ULL << PROTO_F_BACKEND_REQ) | \
+	 (1ULL << PROTO_F_CONFIG) | (1ULL << PROTO_F_INFLIGHT_SHMFD))
 
 /* Header flags ("Message format"). */
 #define VHOST_USER_VERSION 0x1
@@ -77,6 +99,9 @@ enum {
 #define VRING_NOFD_MASK 0x100
 #define VRING_IDX_MASK 0xff
 #define MAX_CONFIG 256
+/* struct VhostUserInflight: le64 mmap_size, le64 mmap_offset, le16
+ * num_queues, le16 queue_size, padded to 24 bytes. */
+#define INFLIGHT_MSG_SIZE 24
 /* How long a front end may take to send the rest of a message. */
 #define MSG_TIMEOUT_MS 5000
 
@@ -94,6 +119,7 @@ struct vub_vring {
 	uint32_t base;
 	bool addr_set;
 	uint64_t desc_uva, avail_uva, used_uva;
+	uint16_t *resubmit; /* inflight recovery, num entries */
 };
 
 struct vub_conn {
@@ -107,6 +133,12 @@ struct vub_conn {
 	struct vd_virtio_mem mem;
 	struct vd_virtio_blk *blk;
 	struct vub_vring *vrings;
+	int backend_fd; /* SET_BACKEND_REQ_FD channel, or -1 */
+	/* Inflight tracking region (GET/SET_INFLIGHT_FD). */
+	void *inflight_map;
+	size_t inflight_map_size;
+	uint8_t *inflight; /* mapping + mmap_offset */
+	uint16_t inflight_queues, inflight_queue_size;
 	bool dead; /* close at the end of the current message */
 };
 
@@ -465,6 +497,51 @@ static int send_reply(struct vub_conn *c, const struct vub_msg *req, const void 
 	return write_full(c->fd, buf, HDR_SIZE + size);
 }
 
+/* A reply that carries one file descriptor (GET_INFLIGHT_FD). */
+static int send_reply_fd(struct vub_conn *c, const struct vub_msg *req, const void *payload,
+			 uint32_t size, int fd)
+{
+	uint8_t buf[HDR_SIZE + INFLIGHT_MSG_SIZE];
+	uint32_t flags = VHOST_USER_VERSION | VHOST_USER_REPLY;
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = {.iov_base = buf, .iov_len = HDR_SIZE + size};
+	struct msghdr mh = {.msg_iov = &iov,
+			    .msg_iovlen = 1,
+			    .msg_control = u.buf,
+			    .msg_controllen = sizeof(u.buf)};
+	struct cmsghdr *cm;
+	ssize_t n;
+
+	if (size > sizeof(buf) - HDR_SIZE)
+		return -EMSGSIZE;
+	memcpy(buf, &req->request, 4);
+	memcpy(buf + 4, &flags, 4);
+	memcpy(buf + 8, &size, 4);
+	memcpy(buf + HDR_SIZE, payload, size);
+	memset(&u, 0, sizeof(u));
+	cm = CMSG_FIRSTHDR(&mh);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+	do {
+		n = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+	} while (n < 0 && errno == EINTR);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+		struct pollfd pfd = {.fd = c->fd, .events = POLLOUT};
+		if (poll(&pfd, 1, MSG_TIMEOUT_MS) <= 0)
+			return -ETIMEDOUT;
+		n = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+	}
+	if (n < 0)
+		return -errno;
+	/* The fd went with the first byte; the rest is plain data. */
+	return write_full(c->fd, buf + n, HDR_SIZE + size - (size_t)n);
+}
+
 static int reply_u64(struct vub_conn *c, const struct vub_msg *m, uint64_t v)
 {
 	return send_reply(c, m, &v, sizeof(v));
@@ -520,6 +597,7 @@ static int handle_set_mem_table(struct vub_conn *c, struct vub_msg *m)
 	for (uint32_t i = 0; i < n; i++) {
 		uint64_t gpa = pl_u64(m, 8 + 32 * i), size = pl_u64(m, 16 + 32 * i);
 		uint64_t uva = pl_u64(m, 24 + 32 * i), off = pl_u64(m, 32 + 32 * i);
+		struct stat st;
 		void *p;
 
 		if (size == 0 || gpa + size < gpa || uva + size < uva || off + size < off ||
@@ -527,6 +605,14 @@ static int handle_set_mem_table(struct vub_conn *c, struct vub_msg *m)
 			while (i--)
 				munmap(nr[i].map_base, nr[i].map_size);
 			return conn_error(c, "SET_MEM_TABLE: bad region");
+		}
+		/* A region past the end of its file would fault (SIGBUS) on
+		 * the first access to the missing part. */
+		if (fstat(m->fds[i], &st) == 0 && S_ISREG(st.st_mode) &&
+		    off + size > (uint64_t)st.st_size) {
+			while (i--)
+				munmap(nr[i].map_base, nr[i].map_size);
+			return conn_error(c, "SET_MEM_TABLE: region past the end of its file");
 		}
 		p = mmap(NULL, (size_t)(off + size), PROT_READ | PROT_WRITE,
 			 MAP_SHARED | MAP_NORESERVE, m->fds[i], 0);
@@ -554,6 +640,156 @@ static int handle_set_mem_table(struct vub_conn *c, struct vub_msg *m)
 	}
 	conn_trace(c, "memory table: %u regions", n);
 	return 0;
+}
+
+/* --- inflight tracking ("Inflight I/O tracking") ------------------------------ */
+
+static size_t inflight_queue_bytes(const struct vub_conn *c)
+{
+	return vd_vq_inflight_size(c->inflight_queue_size);
+}
+
+/* Forget the region: no queue may point into it afterwards. */
+static void inflight_unmap(struct vub_conn *c)
+{
+	for (unsigned i = 0; i < c->e->num_queues; i++) {
+		struct vd_vq *vq = vd_virtio_blk_queue(c->blk, i);
+
+		vq->inflight = NULL;
+		vq->resubmit = NULL;
+		vq->resubmit_num = vq->resubmit_pos = 0;
+	}
+	if (c->inflight_map)
+		munmap(c->inflight_map, c->inflight_map_size);
+	c->inflight_map = NULL;
+	c->inflight = NULL;
+	c->inflight_map_size = 0;
+}
+
+/* A ring starts: track it in the region and take up what a previous back
+ * end left in flight.  Split rings only; packed rings run untracked. */
+static int ring_inflight(struct vub_conn *c, unsigned i)
+{
+	struct vub_vring *v = &c->vrings[i];
+	struct vd_vq *vq = vd_virtio_blk_queue(c->blk, i);
+	uint16_t *rs;
+	int n;
+
+	if (!c->inflight || i >= c->inflight_queues || vq->packed || !vd_vq_ready(vq))
+		return 0;
+	if (vq->num > c->inflight_queue_size)
+		return conn_error(c, "ring larger than the inflight region's queues");
+	rs = realloc(v->resubmit, vq->num * sizeof(*rs));
+	if (!rs)
+		return conn_error(c, "out of memory");
+	v->resubmit = rs;
+	n = vd_vq_set_inflight(vq, c->inflight + i * inflight_queue_bytes(c),
+			       inflight_queue_bytes(c), rs);
+	if (n < 0)
+		return conn_error(c, "unusable inflight region");
+	if (n > 0)
+		conn_trace(c, "ring %u: resubmitting %d in-flight requests", i, n);
+	return 0;
+}
+
+static int inflight_msg(struct vub_conn *c, const struct vub_msg *m, uint64_t *size,
+			uint64_t *offset, uint16_t *nq, uint16_t *qs)
+{
+	if (m->size != INFLIGHT_MSG_SIZE)
+		return conn_error(c, "inflight message: bad size");
+	*size = pl_u64(m, 0);
+	*offset = pl_u64(m, 8);
+	memcpy(nq, m->payload + 16, 2);
+	memcpy(qs, m->payload + 18, 2);
+	if (*nq == 0 || *nq > c->e->num_queues || *qs == 0 || *qs > VD_VQ_MAX_SIZE)
+		return conn_error(c, "inflight message: bad queue count or size");
+	return 0;
+}
+
+static int send_reply_fd(struct vub_conn *c, const struct vub_msg *req, const void *payload,
+			 uint32_t size, int fd);
+
+static int handle_get_inflight(struct vub_conn *c, struct vub_msg *m)
+{
+	uint64_t size, offset;
+	uint16_t nq, qs;
+	uint8_t out[INFLIGHT_MSG_SIZE] = {0};
+	void *p;
+	int fd, ret;
+
+	if (inflight_msg(c, m, &size, &offset, &nq, &qs) < 0)
+		return -EPROTO;
+	size = nq * vd_vq_inflight_size(qs);
+	fd = memfd_create("vdisk-inflight", MFD_CLOEXEC);
+	if (fd < 0)
+		return conn_error(c, "cannot create the inflight region");
+	if (ftruncate(fd, (off_t)size) < 0 ||
+	    (p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) == MAP_FAILED) {
+		close(fd);
+		return conn_error(c, "cannot create the inflight region");
+	}
+	/* The region is zero: version 0, nothing in flight. */
+	quiesce(c);
+	inflight_unmap(c);
+	c->inflight_map = c->inflight = p;
+	c->inflight_map_size = size;
+	c->inflight_queues = nq;
+	c->inflight_queue_size = qs;
+	for (unsigned i = 0; i < c->e->num_queues; i++)
+		if (c->vrings[i].started && ring_inflight(c, i) < 0)
+			break;
+	resume(c);
+	memcpy(out, &size, 8);
+	memcpy(out + 16, &nq, 2);
+	memcpy(out + 18, &qs, 2);
+	ret = send_reply_fd(c, m, out, sizeof(out), fd);
+	close(fd);
+	return ret < 0 ? -EIO : 1;
+}
+
+static int handle_set_inflight(struct vub_conn *c, struct vub_msg *m)
+{
+	uint64_t size, offset;
+	uint16_t nq, qs;
+	void *p;
+	int fd;
+
+	if (inflight_msg(c, m, &size, &offset, &nq, &qs) < 0)
+		return -EPROTO;
+	fd = take_fd(m);
+	if (fd < 0)
+		return conn_error(c, "SET_INFLIGHT_FD without exactly one fd");
+	if (size < nq * vd_vq_inflight_size(qs) || offset + size < offset ||
+	    offset + size > (uint64_t)SIZE_MAX || offset % (uint64_t)sysconf(_SC_PAGESIZE)) {
+		close(fd);
+		return conn_error(c, "SET_INFLIGHT_FD: bad region");
+	}
+	{
+		struct stat st;
+
+		if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+		    offset + size > (uint64_t)st.st_size) {
+			close(fd);
+			return conn_error(c, "SET_INFLIGHT_FD: region past the end of its file");
+		}
+	}
+	p = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)offset);
+	close(fd);
+	if (p == MAP_FAILED)
+		return conn_error(c, "SET_INFLIGHT_FD: cannot map the region");
+	quiesce(c);
+	inflight_unmap(c);
+	c->inflight_map = c->inflight = p;
+	c->inflight_map_size = (size_t)size;
+	c->inflight_queues = nq;
+	c->inflight_queue_size = qs;
+	for (unsigned i = 0; i < c->e->num_queues; i++)
+		if (c->vrings[i].started && ring_inflight(c, i) < 0)
+			break;
+	resume(c);
+	for (unsigned i = 0; i < c->e->num_queues; i++)
+		process_ring(c, i);
+	return c->dead ? -EPROTO : 0;
 }
 
 static int handle_vring_fd(struct vub_conn *c, struct vub_msg *m)
@@ -598,6 +834,8 @@ static int handle_vring_fd(struct vub_conn *c, struct vub_msg *m)
 		vr->started = true;
 		if (ring_map(c, (unsigned)i) < 0)
 			return conn_error(c, "ring addresses outside guest memory");
+		if (ring_inflight(c, (unsigned)i) < 0)
+			return -EPROTO;
 		ring_kick_handlers(c, (unsigned)i, true);
 		process_ring(c, (unsigned)i);
 		break;
@@ -629,7 +867,8 @@ static int handle_msg(struct vub_conn *c, struct vub_msg *m)
 	/* Only these carry fds. */
 	if (m->nfds && m->request != VHOST_USER_SET_MEM_TABLE &&
 	    m->request != VHOST_USER_SET_VRING_KICK && m->request != VHOST_USER_SET_VRING_CALL &&
-	    m->request != VHOST_USER_SET_VRING_ERR)
+	    m->request != VHOST_USER_SET_VRING_ERR && m->request != VHOST_USER_SET_BACKEND_REQ_FD &&
+	    m->request != VHOST_USER_SET_INFLIGHT_FD)
 		return conn_error(c, "unexpected file descriptors");
 
 	switch (m->request) {
@@ -756,6 +995,22 @@ static int handle_msg(struct vub_conn *c, struct vub_msg *m)
 	case VHOST_USER_SET_VRING_CALL:
 	case VHOST_USER_SET_VRING_ERR:
 		return handle_vring_fd(c, m);
+	case VHOST_USER_SET_BACKEND_REQ_FD: {
+		int fd;
+
+		if (m->size != 0 && m->size != 8)
+			return conn_error(c, "SET_BACKEND_REQ_FD: bad size");
+		fd = take_fd(m);
+		if (fd < 0)
+			return conn_error(c, "SET_BACKEND_REQ_FD without exactly one fd");
+		close_fd(&c->backend_fd);
+		c->backend_fd = fd;
+		return 0;
+	}
+	case VHOST_USER_GET_INFLIGHT_FD:
+		return handle_get_inflight(c, m);
+	case VHOST_USER_SET_INFLIGHT_FD:
+		return handle_set_inflight(c, m);
 	case VHOST_USER_GET_CONFIG:
 	case VHOST_USER_SET_CONFIG: {
 		uint32_t off, size;
@@ -858,6 +1113,7 @@ int vub_conn_new(struct vd_export *e, int fd)
 	c = &cm->conn;
 	c->e = e;
 	c->fd = fd;
+	c->backend_fd = -1;
 	c->mem.map = gpa_map;
 	c->mem.opaque = c;
 	c->vrings = calloc(e->num_queues, sizeof(*c->vrings));
@@ -902,12 +1158,17 @@ void vub_conn_free(struct vub_conn *c)
 	c->dead = true;
 	quiesce(c);
 	/* Nothing is in flight now: the device and the mappings can go. */
-	vd_virtio_blk_free(c->blk);
 	for (unsigned i = 0; i < e->num_queues; i++) {
 		close_fd(&c->vrings[i].kick_fd);
 		close_fd(&c->vrings[i].call_fd);
 		close_fd(&c->vrings[i].err_fd);
 	}
+	/* The region stays with the front end (and the next back end). */
+	inflight_unmap(c);
+	close_fd(&c->backend_fd);
+	vd_virtio_blk_free(c->blk);
+	for (unsigned i = 0; i < e->num_queues; i++)
+		free(c->vrings[i].resubmit);
 	unmap_regions(c);
 	for (struct vub_conn **pp = &e->conns; *pp; pp = &(*pp)->next) {
 		if (*pp == c) {
@@ -919,6 +1180,26 @@ void vub_conn_free(struct vub_conn *c)
 	close(c->fd);
 	free(c->vrings);
 	free(c);
+}
+
+/*
+ * The device's configuration changed (block_resize): tell the front end on
+ * the back-end channel; it reads the new config with GET_CONFIG.  Without
+ * NEED_REPLY: waiting here for the front end, which may be waiting for our
+ * GET_CONFIG reply, would deadlock, and a full socket drops the message.
+ */
+void vub_conn_config_changed(struct vub_conn *c)
+{
+	uint32_t hdr[3] = {VHOST_USER_BACKEND_CONFIG_CHANGE_MSG, VHOST_USER_VERSION, 0};
+
+	if (c->backend_fd < 0 || !(c->protocol_features & (1ULL << PROTO_F_BACKEND_REQ)) ||
+	    !(c->protocol_features & (1ULL << PROTO_F_CONFIG)))
+		return;
+	if (send(c->backend_fd, hdr, sizeof(hdr), MSG_NOSIGNAL | MSG_DONTWAIT) !=
+	    (ssize_t)sizeof(hdr))
+		conn_trace(c, "config change message not sent");
+	else
+		conn_trace(c, "config change sent");
 }
 
 static void conn_close(struct vub_conn *c)

@@ -10,6 +10,7 @@
 #include <vdisk/loop.h>
 
 struct vub_conn;
+struct vd_blk;
 
 struct vd_export {
 	char *id;
@@ -23,12 +24,19 @@ struct vd_export {
 	char *serial;
 	struct vub_conn *conns;
 	int nconns;
+	/* An anonymous backend on the node, so that block_resize reaches us
+	 * (QEMU's export BlockBackend with its resize callback); NULL when the
+	 * export is not in a set. */
+	struct vd_blk *blk;
 };
 
 /* Serve a connected socket (takes ownership of @fd). 0 or -errno. */
 int vub_conn_new(struct vd_export *e, int fd);
 /* Drain and close one connection. */
 void vub_conn_free(struct vub_conn *c);
+/* The config space changed (resize): send CONFIG_CHANGE_MSG if the front
+ * end gave a back-end channel. */
+void vub_conn_config_changed(struct vub_conn *c);
 /* The next connection in the export's list. */
 struct vub_conn *vub_conn_next(struct vub_conn *c);
 

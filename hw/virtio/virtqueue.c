@@ -16,6 +16,13 @@
 
 #include "hw/virtio/le.h"
 
+/* Inflight region of one queue (vhost-user.rst "Inflight I/O tracking"):
+ * le64 features, le16 version, le16 desc_num, le16 last_batch_head, le16
+ * used_idx (offsets 0, 8, 10, 12, 14 of the header; the pointer kept in
+ * vq->inflight is the header + 8), then 16-byte descriptor states. */
+#define INFLIGHT_HDR 8
+#define INFLIGHT_VERSION 1
+
 /* avail.idx and used.idx are shared with a concurrently running driver. */
 static inline uint16_t load_idx(const uint8_t *p)
 {
@@ -127,6 +134,7 @@ static int fail(struct vd_vq *vq, const char *why)
 
 static int map_buffer(struct vd_vq *vq, uint64_t addr, uint32_t len, struct iovec *iov,
 		      unsigned *niov, unsigned max_iov);
+static void inflight_set(struct vd_vq *vq, uint16_t head);
 static int split_pop(struct vd_vq *vq, struct vd_vq_elem *elem, struct iovec *iov,
 		     unsigned max_iov);
 static void packed_push(struct vd_vq *vq, uint16_t id, uint16_t ndescs, uint32_t len);
@@ -150,6 +158,8 @@ bool vd_vq_has_work(struct vd_vq *vq)
 		return false;
 	if (vq->packed)
 		return packed_desc_avail(vq, vq->last_avail_idx, vq->avail_wrap);
+	if (vq->resubmit_pos < vq->resubmit_num)
+		return true;
 	return load_idx(vq->avail + 2) != vq->last_avail_idx;
 }
 
@@ -339,22 +349,29 @@ static int split_pop(struct vd_vq *vq, struct vd_vq_elem *elem, struct iovec *io
 	const uint8_t *table;
 	unsigned max, i, steps = 0, niov = 0;
 	uint16_t avail_idx, head;
-	bool in_indirect = false, seen_write = false;
+	bool in_indirect = false, seen_write = false, resubmitted = false;
 	uint64_t out_len = 0, in_len = 0;
 
 	if (vq->broken)
 		return -EIO;
 	if (!vd_vq_ready(vq))
 		return 0;
-	avail_idx = load_idx(vq->avail + 2);
-	if (avail_idx == vq->last_avail_idx)
-		return 0;
-	/* 2.7.6: the driver never has more than num entries outstanding. */
-	if ((uint16_t)(avail_idx - vq->last_avail_idx) > vq->num)
-		return fail(vq, "avail index moved too far");
 	if (vq->inuse >= vq->num)
 		return fail(vq, "virtqueue size exceeded");
-	head = ld16(vq->avail + 4 + 2 * (vq->last_avail_idx % vq->num));
+	if (vq->resubmit_pos < vq->resubmit_num) {
+		/* A request a previous back end took and did not finish. */
+		head = vq->resubmit[vq->resubmit_pos];
+		resubmitted = true;
+	} else {
+		avail_idx = load_idx(vq->avail + 2);
+		if (avail_idx == vq->last_avail_idx)
+			return 0;
+		/* 2.7.6: the driver never has more than num entries
+		 * outstanding. */
+		if ((uint16_t)(avail_idx - vq->last_avail_idx) > vq->num)
+			return fail(vq, "avail index moved too far");
+		head = ld16(vq->avail + 4 + 2 * (vq->last_avail_idx % vq->num));
+	}
 	if (head >= vq->num)
 		return fail(vq, "head index out of range");
 
@@ -428,7 +445,13 @@ static int split_pop(struct vd_vq *vq, struct vd_vq_elem *elem, struct iovec *io
 	elem->in_num = niov - elem->out_num;
 	elem->out_len = out_len;
 	elem->in_len = in_len;
-	vq->last_avail_idx++;
+	if (resubmitted) {
+		vq->resubmit_pos++;
+	} else {
+		vq->last_avail_idx++;
+		if (vq->inflight)
+			inflight_set(vq, head);
+	}
 	vq->inuse++;
 	/* 2.7.10: with event index, ask for a kick when the driver adds past
 	 * what we have taken. */
@@ -448,11 +471,20 @@ void vd_vq_push(struct vd_vq *vq, uint16_t head, uint16_t ndescs, uint32_t len)
 		return;
 	}
 	e = vq->used + 4 + 8 * (size_t)(vq->used_idx % vq->num);
+	/* Inflight tracking: name the batch before used.idx moves, so that a
+	 * back end dying in between can be told apart on restart. */
+	if (vq->inflight && head < vq->num)
+		st16(vq->inflight + 4, head);
 	st32(e, head);
 	st32(e + 4, len);
 	vq->used_idx++;
 	/* 2.7.8: the entry is visible before the index that covers it. */
 	store_idx(vq->used + 2, vq->used_idx);
+	if (vq->inflight && head < vq->num) {
+		__atomic_store_n(vq->inflight + INFLIGHT_HDR + 16 * (size_t)head, 0,
+				 __ATOMIC_RELEASE);
+		store_idx(vq->inflight + 6, vq->used_idx);
+	}
 	if (vq->inuse)
 		vq->inuse--;
 }
@@ -499,4 +531,91 @@ void vd_vq_set_notification(struct vd_vq *vq, bool enable)
 	}
 	/* The flag is visible before we look at avail.idx again. */
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+
+/* --- inflight tracking ---------------------------------------------------- */
+
+size_t vd_vq_inflight_size(unsigned num)
+{
+	return (16 + 16 * (size_t)num + 63) & ~(size_t)63;
+}
+
+static void inflight_set(struct vd_vq *vq, uint16_t head)
+{
+	uint8_t *d = vq->inflight + INFLIGHT_HDR + 16 * (size_t)head;
+
+	st64(d + 8, vq->inflight_counter++);
+	__atomic_store_n(d, 1, __ATOMIC_RELEASE);
+}
+
+int vd_vq_set_inflight(struct vd_vq *vq, void *region, size_t size, uint16_t *resubmit)
+{
+	uint8_t *r = region, *h;
+	uint16_t used_idx;
+	uint64_t max_counter = 0;
+	unsigned n = 0;
+
+	vq->inflight = NULL;
+	vq->resubmit = NULL;
+	vq->resubmit_num = vq->resubmit_pos = 0;
+	if (!r || !resubmit || vq->packed || !vq->num || !vq->used ||
+	    size < vd_vq_inflight_size(vq->num))
+		return -EINVAL;
+	/* vq->inflight points at version, so that offsets 0/2/4/6 are
+	 * version, desc_num, last_batch_head, used_idx. */
+	h = r + 8;
+	used_idx = load_idx(vq->used + 2);
+	if (ld16(h) != INFLIGHT_VERSION || ld16(h + 2) != vq->num) {
+		/* A fresh region (version 0) or one for another ring size:
+		 * nothing to recover. */
+		memset(h + INFLIGHT_HDR, 0, 16 * (size_t)vq->num);
+		st16(h + 2, (uint16_t)vq->num);
+		st16(h + 4, 0);
+		st16(h + 6, used_idx);
+		st16(h, INFLIGHT_VERSION);
+		vq->inflight = h;
+		vq->inflight_counter = 0;
+		vq->resubmit = resubmit;
+		return 0;
+	} else {
+		/* The previous back end published used.idx but died before
+		 * clearing its last batch: that head is done. */
+		if (ld16(h + 6) != used_idx) {
+			uint16_t last = ld16(h + 4);
+
+			if (last < vq->num)
+				h[INFLIGHT_HDR + 16 * (size_t)last] = 0;
+			st16(h + 6, used_idx);
+		}
+		for (unsigned i = 0; i < vq->num; i++) {
+			uint8_t *d = h + INFLIGHT_HDR + 16 * (size_t)i;
+			uint64_t counter = ld64(d + 8);
+			unsigned j;
+
+			if (d[0] != 1) {
+				d[0] = 0;
+				continue;
+			}
+			if (counter >= max_counter)
+				max_counter = counter + 1;
+			/* Oldest first: insertion by counter. */
+			for (j = n; j > 0 && ld64(h + INFLIGHT_HDR + 16 * (size_t)resubmit[j - 1] +
+						  8) > counter;
+			     j--)
+				resubmit[j] = resubmit[j - 1];
+			resubmit[j] = (uint16_t)i;
+			n++;
+		}
+	}
+	vq->inflight = h;
+	vq->inflight_counter = max_counter;
+	vq->resubmit = resubmit;
+	vq->resubmit_num = n;
+	/* Every request taken was either completed (used.idx) or is still
+	 * in flight (libvhost-user's vu_check_queue_inflights). */
+	vq->used_idx = used_idx;
+	vq->last_avail_idx = (uint16_t)(used_idx + n);
+	vq->inuse = 0;
+	vq->signalled_used_valid = false;
+	return (int)n;
 }

@@ -112,6 +112,12 @@ struct vd_vq {
 	bool notification; /* kicks wanted (vd_vq_set_notification) */
 	unsigned inuse; /* popped and not yet pushed */
 	const char *error; /* why it broke (static string) */
+	/* vhost-user inflight tracking (split rings only): see
+	 * vd_vq_set_inflight().  NULL: off. */
+	uint8_t *inflight;
+	uint64_t inflight_counter;
+	uint16_t *resubmit; /* heads to take again, oldest first */
+	unsigned resubmit_num, resubmit_pos;
 };
 
 /* One request popped from the ring: out (device-readable) buffers first,
@@ -158,6 +164,28 @@ void vd_vq_set_notification(struct vd_vq *vq, bool enable);
 bool vd_vq_has_work(struct vd_vq *vq);
 /* Mark broken (a device-level protocol violation). */
 void vd_vq_set_broken(struct vd_vq *vq, const char *why);
+
+/*
+ * Inflight I/O tracking (QEMU docs/interop/vhost-user.rst, "Inflight I/O
+ * tracking", split virtqueues): a shared region per queue, a 16-byte header
+ * {le64 features, le16 version, le16 desc_num, le16 last_batch_head, le16
+ * used_idx} then desc_num 16-byte entries {u8 inflight, u8 pad[5], le16
+ * next, le64 counter}.  It survives a back end that dies: a new one finds
+ * the heads it must process again.  Size of one queue's region: */
+size_t vd_vq_inflight_size(unsigned num);
+/*
+ * Start tracking queue @vq (rings set, split layout, @num entries at most
+ * the region's desc_num) in @region, and recover what a previous back end
+ * left: the last batch of used entries is reconciled with used.idx, every
+ * head still marked in flight is queued for resubmission (vd_vq_pop returns
+ * them first, oldest first) and the next avail index becomes used.idx plus
+ * their count, as libvhost-user does.  @resubmit is caller-owned storage of
+ * @vq->num entries.  A region of version 0 (new) or for another ring size
+ * is initialised instead, and the indices stay as SET_VRING_BASE put them.
+ * Returns the number of heads queued, or -EINVAL (no rings, region too
+ * small, packed ring: tracking stays off).
+ */
+int vd_vq_set_inflight(struct vd_vq *vq, void *region, size_t size, uint16_t *resubmit);
 
 #ifdef __cplusplus
 }

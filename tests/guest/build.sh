@@ -5,7 +5,7 @@
 # Debian's packaged kernel (the versioned linux-image package that
 # linux-image-amd64 depends on, unpacked with dpkg -x, never installed) and
 # a busybox-static initramfs whose /init (tests/guest/init.sh) loads the
-# virtio modules and runs the test named on the kernel command line.
+# virtio and ext4 modules and runs the guest side of the test.
 #
 #   tests/guest/build.sh            prints the cache folder on success
 #
@@ -16,7 +16,11 @@ set -euo pipefail
 
 SRC=$(cd "$(dirname "$0")" && pwd)
 CACHE=${VDISK_GUEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vdisk-guest}
-MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk"
+# The virtio modules, then ext4 (mounts ext2) with its dependencies; crc32c
+# is requested through the crypto API, which cannot load modules here.
+MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk
+crc16 mbcache jbd2 crc32c_generic ext4"
+MODULES=$(echo $MODULES)
 
 skip() {
 	echo "SKIP: $*"
@@ -39,7 +43,9 @@ file -L "$BUSYBOX" 2>/dev/null | grep -q 'statically linked' ||
 	ldd "$BUSYBOX" 2>&1 | grep -q 'not a dynamic' || skip "$BUSYBOX is not static (install busybox-static)"
 
 mkdir -p "$CACHE/deb"
-if [ ! -f "$CACHE/vmlinuz" ] || [ ! -d "$CACHE/modules" ]; then
+# Unpack again when the module list changed (the package stays cached).
+if [ ! -f "$CACHE/vmlinuz" ] || [ ! -d "$CACHE/modules" ] ||
+	[ "$(cat "$CACHE/order" 2>/dev/null)" != "$MODULES" ]; then
 	pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/ { print $2; exit }')
 	[ -n "$pkg" ] || skip "cannot resolve linux-image-amd64 (run apt-get update)"
 	if ! ls "$CACHE/deb/${pkg}_"*.deb >/dev/null 2>&1; then

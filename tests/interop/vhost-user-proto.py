@@ -240,6 +240,11 @@ bad = [
     lambda c: c.s.sendall(struct.pack("<III", 1, 1, 1 << 30)),  # huge size
     lambda c: c.send(GET_CONFIG, struct.pack("<III", 0, 4096, 0)),  # config size
     lambda c: c.send(200),  # unknown request
+    # Regression (fuzz-vhost-user crash-mem-table-past-eof): a region
+    # larger than its memfd was mapped, and the first access past the end
+    # of the file raised SIGBUS in the daemon.
+    lambda c: c.send(SET_MEM_TABLE, struct.pack("<II", 1, 0) +
+                     struct.pack("<QQQQ", GPA_BASE, 2 * MEM, UVA_BASE, 0), fds=[d.fd]),
 ]
 for i, b in enumerate(bad):
     c = Conn()
