@@ -432,7 +432,12 @@ int vd_loop_oneshot(struct vd_loop *loop, vd_loop_fn *cb, void *opaque)
 }
 
 /* Run the scheduled BHs; true if any ran. */
-static bool loop_run_bhs(struct vd_loop *loop)
+/*
+ * Run the bottom halves scheduled now.  A bottom half that schedules itself
+ * again waits for the next iteration (bh_later); @end_of_iteration hands
+ * those over.
+ */
+static bool loop_run_bhs(struct vd_loop *loop, bool end_of_iteration)
 {
 	bool ran = false;
 	bool outer_phase = loop->in_bh_phase;
@@ -455,6 +460,8 @@ static bool loop_run_bhs(struct vd_loop *loop)
 		loop->in_bh_phase = true;
 	}
 	loop->in_bh_phase = outer_phase;
+	if (!end_of_iteration)
+		return ran;
 	/* Hand the rescheduled ones to the next iteration. */
 	while ((bh = loop->bh_later.head)) {
 		bh_list_remove(bh);
@@ -644,7 +651,7 @@ static bool loop_iterate(struct vd_loop *loop, bool blocking, bool wait_always)
 	int timeout = 0;
 
 	loop->dispatch_depth++;
-	ran = loop_run_bhs(loop);
+	ran = loop_run_bhs(loop, false);
 
 	/* Bottom halves that ran may have completed what the caller waits for:
 	 * only sleep when this iteration has made no progress yet. */
@@ -679,6 +686,14 @@ static bool loop_iterate(struct vd_loop *loop, bool blocking, bool wait_always)
 		ran = true;
 
 	if (loop_run_timers(loop))
+		ran = true;
+
+	/* What fd handlers and timers scheduled runs before we return, as in
+	 * QEMU's aio_poll: a completion that queues the next request gets it
+	 * submitted in this iteration, instead of in a next one that first
+	 * polls again for nothing (one epoll_wait more per request at
+	 * depth 1). */
+	if (loop_run_bhs(loop, true))
 		ran = true;
 
 	if (--loop->dispatch_depth == 0) {
