@@ -23,12 +23,16 @@ struct vd_qtest_chardev {
 	bool is_socket;
 	bool watching; /* in_fd is registered with the loop */
 	char *path; /* listening socket to unlink */
+	/* While a received chunk is executed, its replies are collected here
+	 * and written at once after it: a pipelining client then costs one
+	 * write per chunk instead of one per command. */
+	bool batching;
+	char *out;
+	size_t out_len, out_cap;
 };
 
-static void chr_send(void *opaque, const char *buf, size_t len)
+static void chr_write(struct vd_qtest_chardev *c, const char *buf, size_t len)
 {
-	struct vd_qtest_chardev *c = opaque;
-
 	while (len > 0 && c->out_fd >= 0) {
 		ssize_t n = c->is_socket ? send(c->out_fd, buf, len, MSG_NOSIGNAL)
 					 : write(c->out_fd, buf, len);
@@ -40,6 +44,54 @@ static void chr_send(void *opaque, const char *buf, size_t len)
 		buf += n;
 		len -= (size_t)n;
 	}
+}
+
+static void chr_flush(struct vd_qtest_chardev *c)
+{
+	chr_write(c, c->out, c->out_len);
+	c->out_len = 0;
+}
+
+static void chr_send(void *opaque, const char *buf, size_t len)
+{
+	struct vd_qtest_chardev *c = opaque;
+
+	/* Large replies (read, b64read of megabytes) go out directly. */
+	if (c->batching && len >= 65536)
+		chr_flush(c);
+	if (c->batching && len < 65536) {
+		if (c->out_len + len > c->out_cap) {
+			size_t cap = c->out_cap ? c->out_cap : 65536;
+			char *nb;
+
+			while (cap < c->out_len + len)
+				cap *= 2;
+			nb = realloc(c->out, cap);
+			if (!nb) {
+				/* Keep the order: what is queued goes first. */
+				chr_flush(c);
+				chr_write(c, buf, len);
+				return;
+			}
+			c->out = nb;
+			c->out_cap = cap;
+		}
+		memcpy(c->out + c->out_len, buf, len);
+		c->out_len += len;
+		if (c->out_len >= (1u << 20))
+			chr_flush(c);
+		return;
+	}
+	chr_write(c, buf, len);
+}
+
+/* Execute a received chunk; its replies leave in one write. */
+static void chr_feed(struct vd_qtest_chardev *c, const char *buf, size_t len)
+{
+	c->batching = true;
+	vd_qtest_feed(c->q, buf, len);
+	c->batching = false;
+	chr_flush(c);
 }
 
 static void chr_eof(struct vd_qtest_chardev *c)
@@ -63,7 +115,7 @@ static void chr_read(void *opaque)
 		chr_eof(c);
 		return;
 	}
-	vd_qtest_feed(c->q, buf, (size_t)n);
+	chr_feed(c, buf, (size_t)n);
 }
 
 /* stdin is a regular file (epoll refuses those): read it all in one go. */
@@ -78,7 +130,7 @@ static void chr_read_file(void *opaque)
 			continue;
 		if (n < 0)
 			break;
-		vd_qtest_feed(c->q, buf, (size_t)n);
+		chr_feed(c, buf, (size_t)n);
 	}
 	vd_machine_request_quit(c->m);
 }
@@ -127,6 +179,7 @@ void machine_qtest_chardev_close(struct vd_machine *m)
 	if (c->is_socket && c->in_fd >= 0)
 		close(c->in_fd);
 	vd_qtest_free(c->q);
+	free(c->out);
 	free(c);
 	m->qtest_chr = NULL;
 }

@@ -81,6 +81,8 @@ void bmdma_rw(struct ide_bmdma *bm, struct ide_state *s, uint64_t pos, void *buf
 	uint8_t *p = buf;
 	uint64_t off = 0;
 
+	vd_trace(ide_bmdma_rw, "bus=%d pos=%llu bytes=%llu %s guest memory", bm->bus->index,
+		 (unsigned long long)pos, (unsigned long long)len, to_memory ? "to" : "from");
 	for (uint32_t i = 0; i < s->dma_nsg && len > 0; i++) {
 		uint64_t l = s->sg[i].len;
 

@@ -931,6 +931,18 @@ static const struct {
 	[0xf8] = {cmd_read_native_max, CMD_HD | CMD_DSC},
 };
 
+/*
+ * BSY or DRQ, or a failed request kept by the "stop" error policy for a
+ * retry after "cont".  The PIO paths clear BSY when they keep one (as
+ * QEMU's ide_sector_read_cb does), and QEMU relies on the paused guest not
+ * touching the drive; a qtest guest does, and a second request would then
+ * replace the kept one (leaking it) and complete the same command twice.
+ */
+static bool ide_drive_busy(const struct ide_state *s)
+{
+	return (s->status & (IDE_ST_BSY | IDE_ST_DRQ)) || s->retry;
+}
+
 static void ide_exec_cmd(struct ide_bus *bus, uint8_t val)
 {
 	struct ide_state *s = ide_bus_active(bus);
@@ -941,8 +953,10 @@ static void ide_exec_cmd(struct ide_bus *bus, uint8_t val)
 	/* A command to a missing device 1 is ignored (APT 5.2.9). */
 	if (bus->unit == 1 && s->kind == IDE_NONE)
 		return;
-	/* Only DEVICE RESET, and only to a packet device, while BSY/DRQ. */
-	if (s->status & (IDE_ST_BSY | IDE_ST_DRQ)) {
+	/* Only DEVICE RESET, and only to a packet device, while BSY/DRQ, or
+	 * while the drive holds a failed request for a retry (see
+	 * ide_drive_busy). */
+	if (ide_drive_busy(s)) {
 		if (val != 0x08 || s->kind != IDE_CD)
 			return;
 	}
@@ -1028,8 +1042,10 @@ static void ide_ioport_write(void *opaque, uint32_t port, uint32_t val)
 	uint32_t reg = port & 7;
 
 	val &= 0xff;
-	/* Writes to the command block are ignored while BSY or DRQ (APT 5.2). */
-	if (reg != 7 && (s->status & (IDE_ST_BSY | IDE_ST_DRQ)))
+	/* Writes to the command block are ignored while BSY or DRQ (APT 5.2),
+	 * and while a request waits for its retry (it still reads the task
+	 * file when it completes). */
+	if (reg != 7 && ide_drive_busy(s))
 		return;
 	if (reg == 0)
 		return;

@@ -1062,77 +1062,160 @@ static void test_error_policy(void)
 	fx_fini(f);
 }
 
-/* Reproducers for the classic IDE/ATAPI bugs (perf-anchors 6.3). */
-static void test_regressions(void)
+/*
+ * Reproducers for the classic IDE/ATAPI bugs (perf-anchors 6.3), one named
+ * test each (tests/fuzz/corpus/ide/cve-* drive the same paths through the
+ * fuzz target), and for the bug found with tests/fuzz/fuzz-ide.c.
+ */
+
+/* CVE-2015-5154: START STOP UNIT ends without a data phase; QEMU left DRQ
+ * set, so data-port writes that followed ran past io_buffer.  They must be
+ * ignored, and must not re-run the command. */
+static void test_cve_2015_5154_start_stop_unit(void)
+{
+	struct fx f_, *f = &f_;
+	const uint8_t ssu[12] = {0x1b, 0, 0, 0, 0x01};
+	int raises;
+
+	REQUIRE(fx_init(f, NULL, true));
+	outb(P1 + R_DEV, 0);
+	outb(P1 + R_LBAM, 0);
+	outb(P1 + R_LBAH, 0);
+	outb(P1 + R_CMD, 0xa0);
+	for (int i = 0; i < 6; i++)
+		outw(P1, ssu[2 * i] | ssu[2 * i + 1] << 8);
+	CHECK_EQ(inb(0x376) & 0x88, 0); /* no BSY, no DRQ */
+	CHECK_EQ(inb(P1 + R_CMD), 0x50); /* and the status read lowers IRQ 15 */
+	CHECK_EQ(f->irq_level[1], 0);
+	raises = f->irq_raises[1];
+	for (int i = 0; i < 100000; i++)
+		outw(P1, 0x1b1b);
+	for (int i = 0; i < 1000; i++)
+		outl(P1, 0x1b1b1b1b);
+	CHECK_EQ(inb(P1 + R_CMD), 0x50);
+	CHECK_EQ(f->irq_raises[1], raises); /* the packet never ran again */
+	fx_fini(f);
+}
+
+/* CVE-2020-29443: READ(12) and READ CD with a huge LBA or length are
+ * range-checked before any I/O (ILLEGAL REQUEST, LBA out of range). */
+static void test_cve_2020_29443_atapi_range(void)
 {
 	struct fx f_, *f = &f_;
 	static struct atapi_result r;
-	uint8_t st;
+	const uint8_t rd12[12] = {0xa8, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+	const uint8_t rd12b[12] = {0xa8, 0, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff};
+	const uint8_t rdcd[12] = {0xbe, 0, 0xff, 0xff, 0xff, 0xf0, 0xff, 0xff, 0xff, 0x10};
+	const uint8_t rd10[12] = {0x28, 0, 0, 0, 0x07, 0xff, 0, 0, 2}; /* last block + 1 */
+	const uint8_t inq[12] = {0x12, 0, 0, 0, 36};
 
 	REQUIRE(fx_init(f, NULL, true));
-	/* CVE-2015-5154: data-port writes after a packet command that ends
-	 * without a data phase (START STOP UNIT) must not run past the
-	 * buffer or re-run the command. */
-	{
-		const uint8_t ssu[12] = {0x1b, 0, 0, 0, 0x01};
-
-		outb(P1 + R_DEV, 0);
-		outb(P1 + R_LBAM, 0);
-		outb(P1 + R_LBAH, 0);
-		outb(P1 + R_CMD, 0xa0);
-		for (int i = 0; i < 6; i++)
-			outw(P1, ssu[2 * i] | ssu[2 * i + 1] << 8);
-		for (int i = 0; i < 100000; i++)
-			outw(P1, 0x1b1b);
-		for (int i = 0; i < 1000; i++)
-			outl(P1, 0x1b1b1b1b);
-		CHECK_EQ(inb(P1 + R_CMD), 0x50);
-	}
-	/* CVE-2020-29443: READ(12) and READ CD with huge LBA/length are
-	 * range-checked before any I/O. */
-	{
-		const uint8_t rd12[12] = {0xa8, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
-		const uint8_t rd12b[12] = {0xa8, 0, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff};
-		const uint8_t rdcd[12] = {0xbe, 0, 0xff, 0xff, 0xff, 0xf0, 0xff, 0xff, 0xff, 0x10};
-
-		atapi_cmd(f, rd12, 0xfffe, &r);
-		CHECK_EQ(r.sense_key, 5);
-		CHECK_EQ(r.len, 0);
-		atapi_cmd(f, rd12b, 0xfffe, &r);
-		CHECK_EQ(r.sense_key, 5);
-		atapi_cmd(f, rdcd, 0xfffe, &r);
-		CHECK_EQ(r.sense_key, 5);
-	}
-	/* An odd byte count limit of 1: still progresses (no zero-size
+	atapi_cmd(f, rd12, 0xfffe, &r);
+	CHECK_EQ(r.sense_key, 5);
+	CHECK_EQ(r.len, 0);
+	atapi_cmd(f, rd12b, 0xfffe, &r);
+	CHECK_EQ(r.sense_key, 5);
+	atapi_cmd(f, rdcd, 0xfffe, &r);
+	CHECK_EQ(r.sense_key, 5);
+	atapi_cmd(f, rd10, 0xfffe, &r);
+	CHECK_EQ(r.sense_key, 5);
+	CHECK_EQ(r.len, 0);
+	/* An odd byte count limit of 1 still progresses (no zero-size
 	 * bursts, no hang). */
-	{
-		const uint8_t inq[12] = {0x12, 0, 0, 0, 36};
+	atapi_cmd(f, inq, 1, &r);
+	CHECK_EQ(r.status, 0x50);
+	CHECK_EQ(r.len, 36);
+	fx_fini(f);
+}
 
-		atapi_cmd(f, inq, 1, &r);
-		CHECK_EQ(r.status, 0x50);
-		CHECK_EQ(r.len, 36);
-	}
-	/* CVE-2014-9718: a PRD table shorter than one sector ends the
-	 * command (BM status 0) instead of looping. */
+/* CVE-2014-9718: a PRD table shorter than the transfer made QEMU loop
+ * forever; it must end the command (BM status 0, no IRQ).  And a table
+ * without EOT stops after one page of entries, entries outside RAM move
+ * nothing. */
+static void test_cve_2014_9718_short_prdt(void)
+{
+	struct fx f_, *f = &f_;
+	uint8_t st;
+
+	REQUIRE(fx_init(f, NULL, false));
 	put_prd(f, 0, BUF_ADDR, 0x80000000u | 256);
 	st = dma_request(f, 0xc8, 0, 2, false);
 	CHECK_EQ(st, 0x00);
 	CHECK_EQ(inb(P0 + R_CMD) & 0x88, 0);
-	/* A PRD table without EOT stops after one page of entries; entries
-	 * point outside RAM: ignored, no crash. */
 	for (int i = 0; i < 600; i++)
 		put_prd(f, i, 0xfffff000u, 0x200);
 	st = dma_request(f, 0xc8, 0, 1, false);
 	CHECK_EQ(st, 0x05);
 	outb(BM_BASE, 0);
-	inb(P0 + R_CMD);
-	/* SMART (CVE-2014-2894 lived there) is not implemented: aborted. */
-	outb(P0 + R_DEV, 0);
-	outb(P0 + R_LBAM, 0x4f);
-	outb(P0 + R_LBAH, 0xc2);
-	outb(P0 + R_ERROR, 0xd4);
-	outb(P0 + R_CMD, 0xb0);
-	CHECK_EQ(inb(P0 + R_CMD), 0x41);
+	CHECK_EQ(inb(P0 + R_CMD) & 0x89, 0);
+	fx_fini(f);
+}
+
+/* CVE-2014-2894 was an off-by-one in QEMU's SMART log counter.  SMART
+ * (B0h) is not implemented here: every subcommand is aborted cleanly. */
+static void test_cve_2014_2894_smart_absent(void)
+{
+	struct fx f_, *f = &f_;
+	static const uint8_t subcmds[] = {0xd0, 0xd1, 0xd4, 0xd5, 0xd8, 0xd9, 0xda, 0xdb};
+
+	REQUIRE(fx_init(f, NULL, false));
+	for (size_t i = 0; i < sizeof(subcmds); i++) {
+		outb(P0 + R_DEV, 0);
+		outb(P0 + R_LBAM, 0x4f);
+		outb(P0 + R_LBAH, 0xc2);
+		outb(P0 + R_ERROR, subcmds[i]);
+		outb(P0 + R_NSECT, 0xff);
+		outb(P0 + R_CMD, 0xb0);
+		CHECK_EQ(inb(P0 + R_CMD), 0x41);
+		CHECK_EQ(inb(P0 + R_ERROR), 0x04);
+		CHECK_EQ(inw(P0), 0); /* no data phase */
+	}
+	fx_fini(f);
+}
+
+/*
+ * Found while writing fuzz-ide (reviewing the retry path it drives), and
+ * reproduced through it under LeakSanitizer with the input kept as
+ * corpus/ide/crash-retry-held-request: rerror=stop keeps a failed PIO read
+ * for a retry and clears BSY (as QEMU); a second command while the machine
+ * is stopped replaced the kept request (leaked) and, after cont, both
+ * completed the same command.  A drive holding a request is busy: the
+ * command and task-file writes are ignored, and cont completes the first
+ * read.
+ */
+static void test_fuzz_retry_held_request(void)
+{
+	struct fx f_, *f = &f_;
+	uint8_t st;
+
+	REQUIRE(fx_init(f,
+			"inject-error.0.event=read,inject-error.0.errno=5,"
+			"inject-error.0.once=on,inject-error.0.sector=8",
+			false));
+	vd_blk_set_on_error(f->hd, VD_BLK_ON_ERROR_STOP, VD_BLK_ON_ERROR_STOP);
+	lba28(f, P0, 8, 1);
+	outb(P0 + R_CMD, 0x20);
+	for (int i = 0; i < 1000 && !f->stops; i++)
+		vd_loop_run_once(loop, true);
+	CHECK_EQ(f->stops, 1);
+	/* A second READ SECTORS, and a task-file write, while stopped. */
+	lba28(f, P0, 20, 1);
+	CHECK_EQ(inb(P0 + R_LBAL), 8);
+	outb(P0 + R_CMD, 0x20);
+	for (int i = 0; i < 100; i++)
+		vd_loop_run_once(loop, false);
+	CHECK_EQ(f->stops, 1);
+	/* cont: the kept read completes, one sector of data, then idle. */
+	vd_piix3_ide_restart(f->ide);
+	st = wait_ready(f, CTL0);
+	CHECK_EQ(st, 0x58);
+	for (int i = 0; i < 256; i++)
+		inw(P0);
+	CHECK_EQ(inb(P0 + R_CMD), 0x50);
+	CHECK_EQ(inb(P0 + R_LBAL), 9); /* the next sector of the first read */
+	for (int i = 0; i < 100; i++)
+		vd_loop_run_once(loop, false);
+	CHECK_EQ(inb(P0 + R_CMD), 0x50);
 	fx_fini(f);
 }
 
@@ -1180,7 +1263,11 @@ int main(void)
 	RUN(test_media_change);
 	RUN(test_reset_during_dma);
 	RUN(test_error_policy);
-	RUN(test_regressions);
+	RUN(test_cve_2015_5154_start_stop_unit);
+	RUN(test_cve_2020_29443_atapi_range);
+	RUN(test_cve_2014_9718_short_prdt);
+	RUN(test_cve_2014_2894_smart_absent);
+	RUN(test_fuzz_retry_held_request);
 	RUN(test_port_fuzz);
 	vd_loop_free(loop);
 	return test_finish();
