@@ -521,6 +521,7 @@ int machine_add_virtio_blk(struct vd_machine *m, struct vd_drive *d,
 		return ret;
 	if (!o->id)
 		m->nr_anon_devices++;
+	vd_virtio_pci_set_running(vp, m->running); /* -S: kicks wait for cont */
 	m->virtio[m->nr_virtio++] = vp;
 	d->device = vp;
 	return 0;
@@ -644,6 +645,10 @@ void machine_set_running(struct vd_machine *m, bool running, const char *state)
 	machine_qmp_state_changed(m, running);
 	if (m->state_fn)
 		m->state_fn(m->state_opaque, running);
+	/* virtio-blk: defer kicks while stopped; on cont retry what the
+	 * error policy kept and handle the deferred kicks. */
+	for (int i = 0; i < m->nr_virtio && m->running == running; i++)
+		vd_virtio_pci_set_running(m->virtio[i], running);
 }
 
 void vd_machine_stop(struct vd_machine *m)

@@ -32,8 +32,11 @@
 
 struct vblk_queue {
 	struct vd_vq vq;
-	unsigned inflight;
+	unsigned inflight; /* in the block layer, orphans included */
+	unsigned generation; /* bumped by a reset: older requests are orphans */
 };
+
+struct vblk_req;
 
 struct vd_virtio_blk {
 	struct vd_node *node;
@@ -47,6 +50,7 @@ struct vd_virtio_blk {
 	bool broken;
 	struct iovec *scratch; /* VD_VQ_MAX_IOV entries for vd_vq_pop */
 	struct vblk_queue *queues;
+	struct vblk_req *kept, **kept_tail; /* io_error said retry, oldest first */
 };
 
 struct vblk_req {
@@ -55,9 +59,35 @@ struct vblk_req {
 	uint16_t head, ndescs;
 	uint32_t used_len;
 	uint8_t *status;
+	/* What was submitted, to submit it again after a retry. */
+	uint32_t type;
+	int64_t offset, bytes;
+	int flags;
+	unsigned generation;
+	struct vblk_req *next; /* on b->kept */
 	struct vd_qiov qiov;
 	struct iovec iov[];
 };
+
+/* Forget the requests of queue @q (all with ~0u) kept for a retry: they
+ * are not in the block layer, and complete nowhere (QEMU's virtio_blk_reset
+ * detaches them). */
+static void drop_kept(struct vd_virtio_blk *b, unsigned q)
+{
+	struct vblk_req **p = &b->kept;
+
+	while (*p) {
+		struct vblk_req *r = *p;
+
+		if (q == ~0u || r->q == q) {
+			*p = r->next;
+			free(r);
+		} else {
+			p = &r->next;
+		}
+	}
+	b->kept_tail = p;
+}
 
 int vd_virtio_blk_new(const struct vd_virtio_blk_conf *conf, const struct vd_virtio_blk_ops *ops,
 		      void *opaque, struct vd_virtio_blk **out)
@@ -81,6 +111,7 @@ int vd_virtio_blk_new(const struct vd_virtio_blk_conf *conf, const struct vd_vir
 		return -ENOMEM;
 	}
 	b->node = conf->node;
+	b->kept_tail = &b->kept;
 	vd_node_ref(b->node);
 	b->ops = ops;
 	b->opaque = opaque;
@@ -100,8 +131,10 @@ void vd_virtio_blk_free(struct vd_virtio_blk *b)
 {
 	if (!b)
 		return;
-	for (unsigned q = 0; q < b->num_queues; q++)
+	for (unsigned q = 0; q < b->num_queues; q++) {
 		vd_virtio_blk_stop_queue(b, q);
+		drop_kept(b, q);
+	}
 	vd_node_unref(b->node);
 	free(b->scratch);
 	free(b->queues);
@@ -261,7 +294,58 @@ static void req_complete(struct vblk_req *r, uint8_t status)
 
 static void req_cb(void *opaque, int ret)
 {
-	req_complete(opaque, ret < 0 ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK);
+	struct vblk_req *r = opaque;
+	struct vd_virtio_blk *b = r->b;
+	struct vblk_queue *qs = &b->queues[r->q];
+
+	if (r->generation != qs->generation) {
+		/* Orphaned by a reset: the rings are gone, write nothing. */
+		qs->inflight--;
+		free(r);
+		return;
+	}
+	if (ret < 0 && b->ops && b->ops->io_error) {
+		/* QEMU's virtio_blk_handle_rw_error: only IN is a read. */
+		switch (b->ops->io_error(b->opaque, r->type == VIRTIO_BLK_T_IN, ret)) {
+		case VD_VIRTIO_BLK_ERROR_RETRY:
+			qs->inflight--;
+			r->next = NULL;
+			*b->kept_tail = r;
+			b->kept_tail = &r->next;
+			return;
+		case VD_VIRTIO_BLK_ERROR_IGNORE:
+			ret = 0;
+			break;
+		case VD_VIRTIO_BLK_ERROR_REPORT:
+		default:
+			break;
+		}
+	}
+	req_complete(r, ret < 0 ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK);
+}
+
+/* Hand the request to the block layer (again, after a retry). */
+static void req_submit(struct vblk_req *r)
+{
+	struct vd_node *n = r->b->node;
+
+	switch (r->type) {
+	case VIRTIO_BLK_T_IN:
+		vd_aio_preadv(n, r->offset, &r->qiov, 0, req_cb, r);
+		break;
+	case VIRTIO_BLK_T_OUT:
+		vd_aio_pwritev(n, r->offset, &r->qiov, 0, req_cb, r);
+		break;
+	case VIRTIO_BLK_T_FLUSH:
+		vd_aio_flush(n, req_cb, r);
+		break;
+	case VIRTIO_BLK_T_DISCARD:
+		vd_aio_pdiscard(n, r->offset, r->bytes, req_cb, r);
+		break;
+	case VIRTIO_BLK_T_WRITE_ZEROES:
+		vd_aio_pwrite_zeroes(n, r->offset, r->bytes, r->flags, req_cb, r);
+		break;
+	}
 }
 
 /* QEMU's virtio_blk_sect_range_ok. */
@@ -345,14 +429,11 @@ static void handle_dwz(struct vblk_req *r, const struct vd_vq_elem *e, bool wz)
 		req_complete(r, VIRTIO_BLK_S_OK);
 		return;
 	}
-	if (wz)
-		vd_aio_pwrite_zeroes(
-			b->node, (int64_t)(sector << SECTOR_BITS), (int64_t)num << SECTOR_BITS,
-			flags & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP ? VD_REQ_MAY_UNMAP : 0, req_cb,
-			r);
-	else
-		vd_aio_pdiscard(b->node, (int64_t)(sector << SECTOR_BITS),
-				(int64_t)num << SECTOR_BITS, req_cb, r);
+	r->type = wz ? VIRTIO_BLK_T_WRITE_ZEROES : VIRTIO_BLK_T_DISCARD;
+	r->offset = (int64_t)(sector << SECTOR_BITS);
+	r->bytes = (int64_t)num << SECTOR_BITS;
+	r->flags = wz && (flags & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP) ? VD_REQ_MAY_UNMAP : 0;
+	req_submit(r);
 	(void)e;
 }
 
@@ -396,11 +477,14 @@ static void handle_request(struct vd_virtio_blk *b, unsigned q, const struct vd_
 	r->used_len = e->in_len > UINT32_MAX ? UINT32_MAX : (uint32_t)e->in_len;
 	last = &r->iov[n - 1];
 	r->status = (uint8_t *)last->iov_base + last->iov_len - 1;
+	r->generation = qs->generation;
 	qs->inflight++;
 
 	vd_iov_to_buf(r->iov, (int)e->out_num, 0, hdr, sizeof(hdr));
 	type = ld32(hdr) & ~VIRTIO_BLK_T_BARRIER;
 	sector = ld64(hdr + 8);
+	r->type = type;
+	r->offset = (int64_t)(sector << SECTOR_BITS);
 
 	switch (type) {
 	case VIRTIO_BLK_T_IN:
@@ -425,7 +509,7 @@ static void handle_request(struct vd_virtio_blk *b, unsigned q, const struct vd_
 			req_complete(r, VIRTIO_BLK_S_OK);
 			return;
 		}
-		vd_aio_preadv(b->node, (int64_t)(sector << SECTOR_BITS), &r->qiov, 0, req_cb, r);
+		req_submit(r);
 		return;
 	case VIRTIO_BLK_T_OUT:
 	case VIRTIO_BLK_T_DISCARD:
@@ -445,11 +529,11 @@ static void handle_request(struct vd_virtio_blk *b, unsigned q, const struct vd_
 			req_complete(r, VIRTIO_BLK_S_OK);
 			return;
 		}
-		vd_aio_pwritev(b->node, (int64_t)(sector << SECTOR_BITS), &r->qiov, 0, req_cb, r);
+		req_submit(r);
 		return;
 	case VIRTIO_BLK_T_FLUSH:
 		vd_qiov_init_external(&r->qiov, NULL, 0);
-		vd_aio_flush(b->node, req_cb, r);
+		req_submit(r);
 		return;
 	default:
 		req_complete(r, VIRTIO_BLK_S_UNSUPP);
@@ -522,6 +606,7 @@ void vd_virtio_blk_reset_queue(struct vd_virtio_blk *b, unsigned q)
 	if (q >= b->num_queues)
 		return;
 	vd_virtio_blk_stop_queue(b, q);
+	drop_kept(b, q);
 	memset(&b->queues[q].vq, 0, sizeof(b->queues[q].vq));
 	/* NEEDS_RESET stays while another queue is still broken. */
 	b->broken = false;
@@ -532,10 +617,56 @@ void vd_virtio_blk_reset_queue(struct vd_virtio_blk *b, unsigned q)
 
 void vd_virtio_blk_reset(struct vd_virtio_blk *b)
 {
-	for (unsigned q = 0; q < b->num_queues; q++) {
+	for (unsigned q = 0; q < b->num_queues; q++)
 		vd_virtio_blk_stop_queue(b, q);
+	vd_virtio_blk_reset_nowait(b);
+}
+
+void vd_virtio_blk_reset_queue_nowait(struct vd_virtio_blk *b, unsigned q)
+{
+	if (q >= b->num_queues)
+		return;
+	b->queues[q].generation++;
+	drop_kept(b, q);
+	memset(&b->queues[q].vq, 0, sizeof(b->queues[q].vq));
+	b->broken = false;
+	for (unsigned i = 0; i < b->num_queues; i++)
+		if (b->queues[i].vq.broken)
+			b->broken = true;
+}
+
+void vd_virtio_blk_reset_nowait(struct vd_virtio_blk *b)
+{
+	for (unsigned q = 0; q < b->num_queues; q++) {
+		b->queues[q].generation++;
 		memset(&b->queues[q].vq, 0, sizeof(b->queues[q].vq));
 	}
+	drop_kept(b, ~0u);
 	b->features = 0;
 	b->broken = false;
+}
+
+void vd_virtio_blk_restart(struct vd_virtio_blk *b)
+{
+	struct vblk_req *r = b->kept;
+
+	/* Detach the list first: a retry that fails again is kept anew. */
+	b->kept = NULL;
+	b->kept_tail = &b->kept;
+	while (r) {
+		struct vblk_req *next = r->next;
+
+		b->queues[r->q].inflight++;
+		req_submit(r);
+		r = next;
+	}
+}
+
+unsigned vd_virtio_blk_kept(const struct vd_virtio_blk *b)
+{
+	unsigned n = 0;
+
+	for (const struct vblk_req *r = b->kept; r; r = r->next)
+		n++;
+	return n;
 }

@@ -114,6 +114,7 @@ struct vpci_queue {
 	uint16_t size; /* queue_size as the driver set it */
 	uint16_t vector;
 	bool enabled;
+	bool resetting; /* queue_reset reads 1 until orphans are gone */
 	uint64_t desc, driver, device;
 };
 
@@ -134,8 +135,17 @@ struct vd_virtio_pci {
 	uint8_t status;
 	uint8_t generation;
 	uint8_t isr;
+	/* A reset waits for orphaned requests: device_status reads
+	 * status_before_reset (never 0) until they are gone. */
+	bool resetting;
+	uint8_t status_before_reset;
+	/* The VM is stopped: kicks wait in deferred_kicks until it runs. */
+	bool stopped;
+	uint64_t deferred_kicks;
 	struct vpci_queue *queues;
 };
+
+static bool bus_master(struct vd_virtio_pci *vp);
 
 /* ---- interrupts ---- */
 
@@ -200,10 +210,34 @@ static void blk_config_changed(void *opaque)
 	notify_config(opaque);
 }
 
+/* The drive's rerror/werror (QEMU's virtio_blk_handle_rw_error): stop
+ * keeps the request and stops the VM; "cont" retries it. */
+static enum vd_virtio_blk_error_action blk_io_error(void *opaque, bool is_read, int error)
+{
+	struct vd_virtio_pci *vp = opaque;
+	enum vd_blk_error_action a = vd_blk_get_error_action(vp->backend, is_read, error);
+
+	vd_trace(virtio_pci_io_error, "read=%d error=%d action=%s", is_read, error,
+		 vd_blk_action_names[a]);
+	/* With "stop" this stops the machine (vd_virtio_pci_set_running
+	 * only marks the device stopped); virtio-blk keeps the request. */
+	vd_blk_report_error(vp->backend, a, is_read, error);
+	switch (a) {
+	case VD_BLK_ACTION_STOP:
+		return VD_VIRTIO_BLK_ERROR_RETRY;
+	case VD_BLK_ACTION_IGNORE:
+		return VD_VIRTIO_BLK_ERROR_IGNORE;
+	case VD_BLK_ACTION_REPORT:
+	default:
+		return VD_VIRTIO_BLK_ERROR_REPORT;
+	}
+}
+
 static const struct vd_virtio_blk_ops blk_ops = {
 	.notify = blk_notify,
 	.broken = blk_broken,
 	.config_changed = blk_config_changed,
+	.io_error = blk_io_error,
 };
 
 static void backend_resize(void *opaque)
@@ -271,15 +305,12 @@ static void queue_enable(struct vd_virtio_pci *vp, unsigned q)
 
 /* ---- reset ---- */
 
-void vd_virtio_pci_reset(struct vd_virtio_pci *vp)
+/* The transport's half of a reset. */
+static void reset_registers(struct vd_virtio_pci *vp)
 {
-	vd_trace(virtio_pci_reset, "status=0x%x inflight=%u", vp->status,
-		 vd_virtio_blk_inflight(vp->blk, ~0u));
-	/* In-flight requests complete into guest memory before this returns,
-	 * never after (virtio-blk drains them). */
-	vd_virtio_blk_reset(vp->blk);
 	for (unsigned q = 0; q < vp->num_queues; q++)
 		queue_forget(vp, q);
+	vp->deferred_kicks = 0;
 	vp->status = 0;
 	vp->guest_features[0] = vp->guest_features[1] = 0;
 	vp->dfselect = vp->gfselect = 0;
@@ -287,6 +318,72 @@ void vd_virtio_pci_reset(struct vd_virtio_pci *vp)
 	vp->config_vector = VIRTIO_MSI_NO_VECTOR;
 	vp->isr = 0;
 	vd_pci_set_irq(vp->pci, 0);
+}
+
+void vd_virtio_pci_reset(struct vd_virtio_pci *vp)
+{
+	vd_trace(virtio_pci_reset, "status=0x%x inflight=%u", vp->status,
+		 vd_virtio_blk_inflight(vp->blk, ~0u));
+	/* In-flight requests complete into guest memory before this returns,
+	 * never after (virtio-blk drains them, running the loop). */
+	vd_virtio_blk_reset(vp->blk);
+	vp->resetting = false;
+	reset_registers(vp);
+}
+
+/*
+ * A driver's write of 0 to device_status, from an MMIO handler: nothing
+ * here may run the loop (it would dispatch QMP or qtest input in the middle
+ * of the write).  In-flight requests are orphaned: they write neither status
+ * byte nor used ring, and device_status reads non-zero until the block layer
+ * has finished them, so that nothing reaches guest memory once the driver
+ * reads 0 (4.1.4.3.2: "After writing 0 to device_status, the driver MUST
+ * wait for a read of device_status to return 0 before reinitializing the
+ * device").
+ */
+static void driver_reset(struct vd_virtio_pci *vp)
+{
+	uint8_t before = vp->resetting ? vp->status_before_reset : vp->status;
+
+	vd_trace(virtio_pci_reset, "status=0x%x inflight=%u", vp->status,
+		 vd_virtio_blk_inflight(vp->blk, ~0u));
+	vd_virtio_blk_reset_nowait(vp->blk);
+	reset_registers(vp);
+	if (vd_virtio_blk_inflight(vp->blk, ~0u)) {
+		vp->resetting = true;
+		vp->status_before_reset = before ? before : VIRTIO_STATUS_ACKNOWLEDGE;
+	}
+}
+
+static uint8_t read_status(struct vd_virtio_pci *vp)
+{
+	if (vp->resetting && vd_virtio_blk_inflight(vp->blk, ~0u) == 0)
+		vp->resetting = false;
+	return vp->resetting ? vp->status_before_reset : vp->status;
+}
+
+/* The machine stopped or continues (QMP stop / cont, an I/O error with
+ * the stop policy).  While stopped no kick is processed: it is remembered
+ * and handled on cont, as QEMU stops ioeventfd handling while the VM does
+ * not run.  On cont, the requests the error policy kept are reissued first
+ * (QEMU's virtio_blk_dma_restart_cb). */
+void vd_virtio_pci_set_running(struct vd_virtio_pci *vp, bool running)
+{
+	uint64_t kicks;
+
+	vd_trace(virtio_pci_run_state, "running=%d kept=%u deferred=0x%llx", running,
+		 vd_virtio_blk_kept(vp->blk), (unsigned long long)vp->deferred_kicks);
+	vp->stopped = !running;
+	if (!running)
+		return;
+	if (!bus_master(vp))
+		return; /* kept and deferred until bus mastering is back */
+	vd_virtio_blk_restart(vp->blk);
+	kicks = vp->deferred_kicks;
+	vp->deferred_kicks = 0;
+	for (unsigned q = 0; q < vp->num_queues && !vp->stopped; q++)
+		if ((kicks & (1ULL << q)) && vp->queues[q].enabled)
+			vd_virtio_blk_handle_queue(vp->blk, q);
 }
 
 /* ---- common configuration ---- */
@@ -315,7 +412,7 @@ static uint64_t common_read(void *opaque, uint64_t addr, unsigned size)
 	case COMMON_NUMQ:
 		return vp->num_queues;
 	case COMMON_STATUS:
-		return vp->status;
+		return read_status(vp);
 	case COMMON_CFGGENERATION:
 		return vp->generation;
 	case COMMON_Q_SELECT:
@@ -342,8 +439,11 @@ static uint64_t common_read(void *opaque, uint64_t addr, unsigned size)
 	case COMMON_Q_USEDHI:
 		return s ? (uint32_t)(s->device >> 32) : 0;
 	case COMMON_Q_RESET:
-		/* The reset is done when the write returns (see below). */
-		return 0;
+		/* 1 while requests orphaned by the reset are still in the
+		 * block layer (see below). */
+		if (s && s->resetting && !vd_virtio_blk_inflight(vp->blk, vp->queue_sel))
+			s->resetting = false;
+		return s ? s->resetting : 0;
 	default:
 		return 0;
 	}
@@ -370,9 +470,10 @@ static void write_status(struct vd_virtio_pci *vp, uint8_t val)
 {
 	vd_trace(virtio_pci_status, "old=0x%x new=0x%x", vp->status, val);
 	if (val == 0) {
-		vd_virtio_pci_reset(vp);
+		driver_reset(vp);
 		return;
 	}
+	vp->resetting = false; /* the driver did not wait: its business */
 	/* 2.1.2: NEEDS_RESET is the device's to set. */
 	val = (uint8_t)((val & ~VIRTIO_STATUS_NEEDS_RESET) |
 			(vp->status & VIRTIO_STATUS_NEEDS_RESET));
@@ -456,13 +557,16 @@ static void common_write(void *opaque, uint64_t addr, uint64_t val, unsigned siz
 			set_hi(&s->device, val);
 		break;
 	case COMMON_Q_RESET:
-		/* 4.1.4.3.2 with VIRTIO_F_RING_RESET: drain and forget the
-		 * queue.  The driver polls queue_reset until it reads 0 (the
-		 * polarity of virtio-spec issue 139, which Linux and QEMU 7.2
-		 * follow); ours is done before the write returns. */
+		/* 4.1.4.3.2 with VIRTIO_F_RING_RESET: forget the queue.
+		 * The driver polls queue_reset until it reads 0 (the polarity
+		 * of virtio-spec issue 139, which Linux and QEMU 7.2 follow).
+		 * Requests in flight are orphaned, and queue_reset reads 1
+		 * until the block layer has finished them. */
 		if (val == 1 && s && (vp->guest_features[1] & (1u << (VIRTIO_F_RING_RESET - 32)))) {
-			vd_virtio_blk_reset_queue(vp->blk, vp->queue_sel);
+			vd_virtio_blk_reset_queue_nowait(vp->blk, vp->queue_sel);
 			queue_forget(vp, vp->queue_sel);
+			vp->deferred_kicks &= ~(1ULL << vp->queue_sel);
+			s->resetting = vd_virtio_blk_inflight(vp->blk, vp->queue_sel) != 0;
 			if (!vd_virtio_blk_needs_reset(vp->blk))
 				vp->status &= (uint8_t)~VIRTIO_STATUS_NEEDS_RESET;
 		}
@@ -547,9 +651,14 @@ static void notify_write(void *opaque, uint64_t addr, uint64_t val, unsigned siz
 	struct vd_virtio_pci *vp = opaque;
 	uint64_t q = addr / NOTIFY_MULT;
 
-	vd_trace(virtio_pci_kick, "queue=%llu", (unsigned long long)q);
-	if (q < vp->num_queues && vp->queues[q].enabled && bus_master(vp))
-		vd_virtio_blk_handle_queue(vp->blk, (unsigned)q);
+	vd_trace(virtio_pci_kick, "queue=%llu stopped=%d", (unsigned long long)q, vp->stopped);
+	if (q >= vp->num_queues || !vp->queues[q].enabled || !bus_master(vp))
+		return;
+	if (vp->stopped) {
+		vp->deferred_kicks |= 1ULL << q;
+		return;
+	}
+	vd_virtio_blk_handle_queue(vp->blk, (unsigned)q);
 }
 
 static const struct vd_mem_ops notify_ops = {
@@ -597,7 +706,7 @@ static uint64_t legacy_read(void *opaque, uint64_t addr, unsigned size)
 	case LEGACY_QUEUE_SEL:
 		return vp->queue_sel;
 	case LEGACY_STATUS:
-		return vp->status;
+		return read_status(vp);
 	case LEGACY_ISR:
 		return isr_read(vp, 0, size);
 	case LEGACY_CONFIG_VECTOR:

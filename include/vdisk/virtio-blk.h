@@ -8,7 +8,10 @@
  * asynchronously with iovecs that point straight into guest memory.  In-flight
  * requests are counted per queue: vd_virtio_blk_stop_queue() and
  * vd_virtio_blk_reset() wait for them (driving the node's loop), so nothing is
- * written to guest memory after they return.
+ * written to guest memory after they return; the _nowait resets orphan them
+ * instead, for transports that must not run the loop (an MMIO handler).
+ * A failed request follows the transport's io_error hook: reported,
+ * ignored, or kept until vd_virtio_blk_restart().
  *
  * Everything runs on the node's loop thread.
  */
@@ -68,6 +71,14 @@ struct vd_virtio_blk_conf {
 
 struct vd_virtio_blk;
 
+/* What to do with a request the block layer failed (QEMU's
+ * BlockErrorAction, virtio_blk_handle_rw_error). */
+enum vd_virtio_blk_error_action {
+	VD_VIRTIO_BLK_ERROR_REPORT, /* complete it with VIRTIO_BLK_S_IOERR */
+	VD_VIRTIO_BLK_ERROR_IGNORE, /* complete it with VIRTIO_BLK_S_OK */
+	VD_VIRTIO_BLK_ERROR_RETRY, /* keep it; vd_virtio_blk_restart() reissues it */
+};
+
 /* The transport's hooks (all may be NULL). */
 struct vd_virtio_blk_ops {
 	/* Used entries were added to queue @q and the driver wants to hear. */
@@ -77,6 +88,12 @@ struct vd_virtio_blk_ops {
 	/* The configuration changed (vd_virtio_blk_resized): the transport
 	 * sends a configuration change notification (section 2.5.1). */
 	void (*config_changed)(void *opaque);
+	/* A block-layer request failed with @error (-errno): the drive's error
+	 * policy (rerror= for IN, werror= for OUT, FLUSH, DISCARD and
+	 * WRITE_ZEROES).  The transport also reports it (BLOCK_IO_ERROR, a VM
+	 * stop) and may stop the VM from here.  NULL: always report, as the
+	 * vhost-user export does. */
+	enum vd_virtio_blk_error_action (*io_error)(void *opaque, bool is_read, int error);
 };
 
 int vd_virtio_blk_new(const struct vd_virtio_blk_conf *conf, const struct vd_virtio_blk_ops *ops,
@@ -101,7 +118,8 @@ int vd_virtio_blk_set_config(struct vd_virtio_blk *b, uint32_t offset, const voi
 /* The queue was kicked: process every available request. */
 void vd_virtio_blk_handle_queue(struct vd_virtio_blk *b, unsigned q);
 /* Wait for queue @q's in-flight requests; afterwards nothing touches its
- * guest memory. */
+ * guest memory (requests kept for a retry stay kept, untouched, until
+ * vd_virtio_blk_restart() or a reset). */
 void vd_virtio_blk_stop_queue(struct vd_virtio_blk *b, unsigned q);
 /* Requests in flight on queue @q (all queues with q = ~0u). */
 unsigned vd_virtio_blk_inflight(const struct vd_virtio_blk *b, unsigned q);
@@ -110,6 +128,21 @@ unsigned vd_virtio_blk_inflight(const struct vd_virtio_blk *b, unsigned q);
 void vd_virtio_blk_reset_queue(struct vd_virtio_blk *b, unsigned q);
 /* Device reset (status 0): drain everything, forget rings and features. */
 void vd_virtio_blk_reset(struct vd_virtio_blk *b);
+/*
+ * The same two resets without waiting (and so without running the loop):
+ * requests in flight are orphaned, their completions write neither the
+ * status byte nor the used ring and send no notification; kept requests
+ * are dropped.  A read the block layer is still doing may fill its data
+ * buffers until vd_virtio_blk_inflight() drops to 0: a transport reports
+ * the reset complete only then (virtio 1.2 section 4.1.4.3.2: the driver
+ * waits for device_status, or queue_reset, to read 0).
+ */
+void vd_virtio_blk_reset_nowait(struct vd_virtio_blk *b);
+void vd_virtio_blk_reset_queue_nowait(struct vd_virtio_blk *b, unsigned q);
+/* Reissue the requests that io_error kept (QMP "cont"). */
+void vd_virtio_blk_restart(struct vd_virtio_blk *b);
+/* Requests kept for a retry (all queues). */
+unsigned vd_virtio_blk_kept(const struct vd_virtio_blk *b);
 /* NEEDS_RESET: a queue broke; the transport reports it in its status. */
 bool vd_virtio_blk_needs_reset(const struct vd_virtio_blk *b);
 struct vd_node *vd_virtio_blk_node(const struct vd_virtio_blk *b);

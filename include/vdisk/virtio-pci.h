@@ -16,6 +16,11 @@
  *   capabilities 0x40 common, 0x50 ISR, 0x60 device, 0x70 notify
  *   (notify_off_multiplier 4), 0x84 PCI configuration access, 0x98 MSI-X.
  *
+ * Errors: a failed request follows the drive's rerror=/werror= (report,
+ * ignore, stop, enospc) as QEMU's virtio_blk_handle_rw_error; with stop the
+ * request is kept, the machine stops with BLOCK_IO_ERROR, and QMP cont
+ * (vd_virtio_pci_set_running) retries it.
+ *
  * Interrupts: with MSI-X enabled, the vector the driver chose for a queue
  * (or for configuration changes); otherwise INTx, level = ISR bit 0, as QEMU's
  * virtio_pci_notify.
@@ -81,8 +86,15 @@ int vd_virtio_blk_pci_new(struct vd_pci_bus *bus, int devfn, struct vd_address_s
 			  struct vd_error *err);
 /* Drains in-flight requests, takes the function off the bus, frees. */
 void vd_virtio_pci_free(struct vd_virtio_pci *vp);
-/* Device reset (as a write of 0 to device_status). */
+/* Device reset that waits for in-flight requests (running the loop); the
+ * legacy interface's write of 0 does this too.  A modern driver's write of 0
+ * to device_status does not wait: it orphans them, and device_status reads
+ * non-zero until they are gone (virtio 1.2 section 4.1.4.3.2). */
 void vd_virtio_pci_reset(struct vd_virtio_pci *vp);
+/* The VM stopped (@running false: kicks are deferred) or continues
+ * (requests the drive's rerror/werror "stop" policy kept are reissued, then
+ * the deferred kicks are handled). */
+void vd_virtio_pci_set_running(struct vd_virtio_pci *vp, bool running);
 /* The device configuration changed (capacity): generation, ISR bit 1 and
  * the configuration interrupt, when DRIVER_OK is set. */
 void vd_virtio_pci_config_changed(struct vd_virtio_pci *vp);

@@ -3,8 +3,10 @@
 tests/qtest/virtio-blk-test.c (basic with 3- and 2-descriptor layouts,
 indirect, config, resize with the config interrupt, idx, a nonexistent
 queue, the invalid discard/write-zeroes requests, MSI-X and INTx) plus
-multiqueue, NEEDS_RESET, queue reset, bus mastering and the transitional
-device's legacy interface, played by a small virtio-pci driver over the
+multiqueue, NEEDS_RESET, queue reset, bus mastering, the drive's
+rerror=/werror= policies (blkdebug errors; stop with QMP cont retrying),
+kicks while the machine is stopped, and the transitional device's legacy
+interface, played by a small virtio-pci driver over the
 qtest protocol against `vdisk machine` and QEMU 7.2's `-device
 virtio-blk-pci,disable-legacy=on` (and `=off`) with the same images.
 
@@ -80,6 +82,27 @@ MASKS = {
         "(1), QEMU its min_io_size property (default 0)",
     ),
 }
+
+
+class EventQMP(QMP):
+    """tests/lib/qmp.py's client, keeping whole events (with their data)."""
+
+    def cmd(self, name, **args):
+        import json
+        msg = {"execute": name}
+        if args:
+            msg["arguments"] = args
+        self.f.write(json.dumps(msg) + "\n")
+        self.f.flush()
+        while True:
+            line = self.f.readline()
+            if not line:
+                raise EOFError("QMP connection closed")
+            r = json.loads(line)
+            if "event" in r:
+                self.events.append(r)
+                continue
+            return r
 
 
 class Failure(Exception):
@@ -840,9 +863,9 @@ def case_needs_reset(g):
 
 
 def case_reset_inflight(g):
-    """Device reset with requests queued: after status reads 0, nothing in
-    guest memory changes any more (the requests were drained or never
-    started)."""
+    """Device reset with requests queued: once status reads 0 (the driver
+    waits for that, 4.1.4.3.2), nothing in guest memory changes any more
+    (the requests were drained, orphaned or never started)."""
     g.init(WANT)
     vq = g.vqs[0]
     reqs = [Req(g, T_OUT, 64 * i, bytes([i]) * 65536) for i in range(8)]
@@ -850,7 +873,7 @@ def case_reset_inflight(g):
         vq.add(r.bufs())
     vq.kick()
     g.set_status(0)
-    check(g.status() == 0, "status after reset")
+    check(g.poll(lambda: g.status() == 0), "status after reset")
     snap = (vq.used_idx(), [r.status() for r in reqs])
     time.sleep(0.2)
     after = (vq.used_idx(), [r.status() for r in reqs])
@@ -879,6 +902,35 @@ def case_queue_reset(g):
     r = submit(g, vq, rd)
     check(rd.result() == sector_data(5), "read after queue reset")
     g.note("read", r)
+
+
+def case_queue_reset_inflight(g):
+    """A queue reset with requests queued: once queue_reset reads 0, nothing
+    in guest memory changes any more, and the queue works again.  vdisk
+    only: QEMU 7.2's virtio-blk has no queue_reset handler and lets the
+    requests complete into the old ring."""
+    acked = g.init(WANT | (1 << F_RING_RESET))
+    check(acked & (1 << F_RING_RESET), "RING_RESET not offered")
+    vq = g.vqs[0]
+    reqs = [Req(g, T_OUT, 64 * i, bytes([i]) * 65536) for i in range(8)]
+    for r in reqs:
+        vq.add(r.bufs())
+    g.cw16(Q_SELECT, 0)
+    vq.kick()
+    g.cw16(Q_RESET, 1)
+    check(g.poll(lambda: g.cr16(Q_RESET) == 0), "queue_reset stays 1")
+    snap = (vq.used_idx(), [r.status() for r in reqs])
+    time.sleep(0.2)
+    after = (vq.used_idx(), [r.status() for r in reqs])
+    check(snap == after, "guest memory written after queue reset: %r -> %r" % (snap, after))
+    done = sum(1 for s in after[1] if s == S_OK)
+    check(after[0] == done, "used.idx %d but %d statuses" % (after[0], done))
+    vq = VQ(g, 0, vector=vq.vector)
+    g.vqs[0] = vq
+    rd = Req(g, T_IN, 64, in_len=512)
+    submit(g, vq, rd)
+    check(rd.status() == S_OK, "read after queue reset")
+    g.note("queue_reset_quiet", True)
 
 
 def case_busmaster_off(g):
@@ -991,6 +1043,158 @@ def case_if_virtio(g):
     basic_rw(g, 3)
 
 
+# ---- the drive's rerror/werror (QEMU's virtio_blk_handle_rw_error) ----
+
+ERR_SECTOR = 40
+
+
+def qmp_events(qmp):
+    """Events so far, with the fields both machines report alike."""
+    qmp.cmd("query-status")
+    out = []
+    for e in qmp.take_events():
+        d = e.get("data", {}) if isinstance(e, dict) else {}
+        name = e["event"] if isinstance(e, dict) else e
+        out.append((name,) + tuple(d.get(k) for k in ("device", "operation", "action",
+                                                       "nospace")
+                                   if name == "BLOCK_IO_ERROR"))
+    return out
+
+
+def run_state(g):
+    return g.qmp.cmd("query-status")["return"]["status"]
+
+
+def io_status(g):
+    blk = [b for b in g.qmp.cmd("query-block")["return"] if b["device"] == "drv0"]
+    return blk[0].get("io-status") if blk else None
+
+
+def stop_and_retry(g, req, head):
+    """The policy says stop: the machine stops with BLOCK_IO_ERROR, the
+    request stays unanswered, cont retries it to completion."""
+    vq = g.vqs[0]
+    check(g.poll(lambda: run_state(g) != "running"), "the machine did not stop")
+    g.note("stopped", (run_state(g), qmp_events(g.qmp), io_status(g)))
+    time.sleep(0.1)
+    g.note("kept", (req.status(), vq.used_idx()))
+    check(req.status() == 0xFF and vq.used_idx() == 0, "request completed while stopped")
+    r = g.qmp.cmd("cont")
+    check("return" in r, "cont: %r" % r)
+    how = g.wait_interrupt(vq)
+    e = vq.pop_used()
+    check(e is not None and e[0] == head, "no used element after cont")
+    g.note("retried", (req.status(), how, run_state(g), qmp_events(g.qmp), io_status(g)))
+    check(req.status() == S_OK, "retry status %d" % req.status())
+
+
+def case_werror_stop(g):
+    """werror=stop: a failed write stops the machine; cont retries it (the
+    one-shot error is gone) and the data is on the disk."""
+    g.init(WANT)
+    vq = g.vqs[0]
+    w = Req(g, T_OUT, ERR_SECTOR, sector_data(11))
+    stop_and_retry(g, w, submit(g, vq, w, wait=False))
+    rd = Req(g, T_IN, ERR_SECTOR, in_len=512)
+    submit(g, vq, rd)
+    check(rd.result() == sector_data(11), "data after the retry")
+    g.note("read_back", digest(rd.result()))
+
+
+def case_werror_enospc(g):
+    """The default werror=enospc: ENOSPC stops (io-status nospace)."""
+    g.init(WANT)
+    w = Req(g, T_OUT, ERR_SECTOR, sector_data(12))
+    stop_and_retry(g, w, submit(g, g.vqs[0], w, wait=False))
+
+
+def case_werror_enospc_eio(g):
+    """The default werror=enospc: EIO is reported, the machine runs on."""
+    g.init(WANT)
+    r = submit(g, g.vqs[0], Req(g, T_OUT, ERR_SECTOR, sector_data(13)))
+    check(r["status"] == S_IOERR, "status %d" % r["status"])
+    g.note("write", (r, run_state(g), qmp_events(g.qmp)))
+
+
+def case_rerror_stop(g):
+    """rerror=stop: a failed read stops; cont reads the data."""
+    g.init(WANT)
+    rd = Req(g, T_IN, ERR_SECTOR, in_len=512)
+    stop_and_retry(g, rd, submit(g, g.vqs[0], rd, wait=False))
+    g.note("data", digest(rd.result()))
+
+
+def case_rerror_report(g):
+    """The default rerror=report: IOERR, BLOCK_IO_ERROR, still running."""
+    g.init(WANT)
+    r = submit(g, g.vqs[0], Req(g, T_IN, ERR_SECTOR, in_len=512))
+    check(r["status"] == S_IOERR, "status %d" % r["status"])
+    g.note("read", (r, run_state(g), qmp_events(g.qmp), io_status(g)))
+
+
+def case_rerror_ignore(g):
+    """rerror=ignore: the failed read completes with OK."""
+    g.init(WANT)
+    r = submit(g, g.vqs[0], Req(g, T_IN, ERR_SECTOR, in_len=512))
+    check(r["status"] == S_OK, "status %d" % r["status"])
+    g.note("read", (r, run_state(g), qmp_events(g.qmp)))
+
+
+def case_reset_kept(g):
+    """A request kept by werror=stop, then a device reset while stopped:
+    cont writes nothing for it; the device works after a new init."""
+    g.init(WANT)
+    vq = g.vqs[0]
+    w = Req(g, T_OUT, ERR_SECTOR, sector_data(14))
+    submit(g, vq, w, wait=False)
+    check(g.poll(lambda: run_state(g) != "running"), "the machine did not stop")
+    g.set_status(0)
+    check(g.poll(lambda: g.status() == 0), "status after reset")
+    g.qmp.cmd("cont")
+    time.sleep(0.2)
+    g.note("after_cont", (w.status(), vq.used_idx(), run_state(g)))
+    check(w.status() == 0xFF and vq.used_idx() == 0, "kept request written after reset")
+    g.next_alloc = 0x400000
+    g.init(WANT)
+    r = submit(g, g.vqs[0], Req(g, T_OUT, 0, sector_data(15)))
+    g.note("works_again", r)
+
+
+def case_kick_stopped(g):
+    """QMP stop, then a kick: nothing is processed (no used entry, no status
+    byte) until cont, as QEMU stops ioeventfd handling while the VM does not
+    run; cont processes the deferred kick.  vdisk only: QEMU 7.2 under
+    -accel qtest has no ioeventfd (kvm_has_many_ioeventfds() is false
+    without KVM) and handles the notify write at once even while stopped."""
+    g.init(WANT)
+    vq = g.vqs[0]
+    submit(g, vq, Req(g, T_OUT, 0, sector_data(16)))
+    g.qmp.cmd("stop")
+    rd = Req(g, T_IN, 0, in_len=512)
+    head = submit(g, vq, rd, wait=False)
+    time.sleep(0.2)
+    check(rd.status() == 0xFF and not vq.has_used(), "kick processed while stopped")
+    g.qmp.cmd("cont")
+    g.wait_interrupt(vq)
+    e = vq.pop_used()
+    check(e is not None and e[0] == head and rd.result() == sector_data(16),
+          "deferred kick not processed on cont")
+    g.note("after_cont", (rd.status(), e))
+
+
+# Cases whose drive fails requests at ERR_SECTOR (blkdebug, QEMU's config
+# file syntax): (event, errno, rerror, werror); None: the default.
+ERR_DRIVES = {
+    "werror_stop": ("write_aio", 5, None, "stop"),
+    "werror_enospc": ("write_aio", 28, None, None),
+    "werror_enospc_eio": ("write_aio", 5, None, None),
+    "rerror_stop": ("read_aio", 5, "stop", None),
+    "rerror_report": ("read_aio", 5, None, None),
+    "rerror_ignore": ("read_aio", 5, "ignore", None),
+    "reset_kept": ("write_aio", 5, None, "stop"),
+}
+
+
 # name: (function, msix, extra -device properties, qmp, vdisk only)
 CASES = {
     "config": (case_config, False, "", False, False),
@@ -1012,6 +1216,7 @@ CASES = {
     "needs_reset_intx": (case_needs_reset, False, "", False, False),
     "reset_inflight": (case_reset_inflight, False, "", False, True),
     "queue_reset": (case_queue_reset, True, "", False, False),
+    "queue_reset_inflight": (case_queue_reset_inflight, True, "", False, True),
     "busmaster_off": (case_busmaster_off, False, "", False, False),
     "legacy_config": (case_legacy_config, False, ",disable-legacy=off", False, False),
     "legacy_basic": (case_legacy_basic, False, ",disable-legacy=off", False, False),
@@ -1021,10 +1226,34 @@ CASES = {
     "garbage": (case_garbage, False, "", False, True),
     "packed": (case_packed, True, "", False, False),
     "packed_intx": (case_packed, False, "", False, False),
+    "werror_stop": (case_werror_stop, False, "", True, False),
+    "werror_enospc": (case_werror_enospc, False, "", True, False),
+    "werror_enospc_eio": (case_werror_enospc_eio, False, "", True, False),
+    "rerror_stop": (case_rerror_stop, True, "", True, False),
+    "rerror_report": (case_rerror_report, False, "", True, False),
+    "rerror_ignore": (case_rerror_ignore, False, "", True, False),
+    "reset_kept": (case_reset_kept, False, "", True, False),
+    "kick_stopped": (case_kick_stopped, False, "", True, True),
 }
 
 
-def machine_args(kind, img, extra, qmp_sock):
+def err_drive(name, img):
+    """-drive options for the ERR_DRIVES cases: blkdebug over the image."""
+    ev, errno, rerror, werror = ERR_DRIVES[name]
+    conf = os.path.join(TMP, "blkdebug-%s.conf" % name)
+    with open(conf, "w") as f:
+        f.write('[inject-error]\nevent = "%s"\nerrno = "%d"\nonce = "on"\nsector = "%d"\n'
+                % (ev, errno, ERR_SECTOR))
+    d = ("if=none,id=drv0,format=raw,cache=writeback,file.driver=blkdebug,"
+         "file.config=%s,file.image.filename=%s" % (conf, img))
+    if rerror:
+        d += ",rerror=" + rerror
+    if werror:
+        d += ",werror=" + werror
+    return d
+
+
+def machine_args(kind, img, extra, qmp_sock, name=None):
     # packed=on: QEMU 7.2 offers RING_PACKED only when asked; vdisk always.
     legacy = "disable-legacy=off" if "disable-legacy=off" in extra else "disable-legacy=on"
     extra = extra.replace(",disable-legacy=off", "")
@@ -1035,9 +1264,10 @@ def machine_args(kind, img, extra, qmp_sock):
     if extra == "if=virtio":
         return ["-m", "128M", "-drive", "if=virtio,file=%s,format=raw,addr=04.0,serial=%s"
                 % (img, SERIAL)]
-    a = ["-m", "128M" if kind == "vdisk" else "128",
-         "-drive", "if=none,id=drv0,file=%s,format=raw,cache=writeback" % img,
-         "-device", dev]
+    drive = "if=none,id=drv0,file=%s,format=raw,cache=writeback" % img
+    if name in ERR_DRIVES:
+        drive = err_drive(name, img)
+    a = ["-m", "128M" if kind == "vdisk" else "128", "-drive", drive, "-device", dev]
     if qmp_sock:
         a += ["--qmp" if kind == "vdisk" else "-qmp", "unix:%s,server=on,wait=off" % qmp_sock]
     return a
@@ -1051,7 +1281,7 @@ def run_case(kind, name, img, bios):
     sock = os.path.join(TMP, "qmp-%s.sock" % kind) if want_qmp else None
     if sock and os.path.exists(sock):
         os.unlink(sock)
-    args = machine_args(kind, img, extra, sock)
+    args = machine_args(kind, img, extra, sock, name)
     if kind == "qemu":
         qt = QTest.qemu(QEMU, bios, *args, stderr=open(os.devnull, "w"))
     else:
@@ -1059,7 +1289,7 @@ def run_case(kind, name, img, bios):
     qmp = None
     try:
         if sock:
-            qmp = QMP(sock)
+            qmp = EventQMP(sock)
             qmp.cmd("qmp_capabilities")
         legacy = None
         if "disable-legacy=off" in extra:

@@ -3,8 +3,9 @@
 #
 # virtio-blk-pci over the qtest protocol: the virtio-blk-test cases (QEMU
 # tests/qtest/virtio-blk-test.c) plus multiqueue, NEEDS_RESET, queue reset,
-# reset with requests in flight and the transitional device's legacy
-# interface, driven against `vdisk machine` and QEMU 7.2's virtio-blk-pci
+# reset with requests in flight, the drive's rerror=/werror= (blkdebug
+# errors: report, ignore, stop and enospc with QMP cont retrying), kicks
+# while stopped, and the transitional device's legacy interface, driven against `vdisk machine` and QEMU 7.2's virtio-blk-pci
 # (disable-legacy=on, and off for the legacy cases) with the same images;
 # observations must match (virtio-qtest.py lists each masked field and
 # why).  Without QEMU the cases still run against vdisk alone with
