@@ -4,7 +4,9 @@
 # Crash consistency: a `vdisk io` workload is killed with SIGKILL at a random
 # point, CRASH_ITERATIONS times (default 50; `make check-crash` runs more) per
 # format in CRASH_FORMATS (default "qcow2 raw", each skipped if vdisk lacks
-# it; raw, which has no metadata, gets a fifth of the kills).  After each kill:
+# it; raw, which has no metadata, gets a fifth of the kills).  Only a kill of
+# a running workload counts (one that already ended is retried, at most as
+# many times again; one that failed on its own fails the test).  After each kill:
 #  - `qemu-img check` reports at most leaked clusters (exit 0 or 3), for
 #    formats that have checks;
 #  - every write that completed before the last completed flush reads back
@@ -97,7 +99,13 @@ for fmt in $FORMATS; do
 	# raw has no metadata to corrupt: a few kills check the harness there.
 	n=$ITER
 	[ "$fmt" = raw ] && n=$(((ITER + 4) / 5))
-	for i in $(seq 1 "$n"); do
+	# Only a SIGKILL of a running workload counts: one that ended before
+	# its kill is not a kill, one that failed on its own fails the test.
+	killed=0
+	i=0
+	while [ $killed -lt "$n" ]; do
+		i=$((i + 1))
+		[ $i -le $((2 * n)) ] || fail "$fmt: only $killed of $i workloads were still running at the kill"
 		rm -f img
 		qemu-img create -q -f "$fmt" img 32M
 		delay=$(python3 -c "import random; r=random.Random($SEED*1000+$i); print('%.3f' % r.uniform(0.005, 0.25))")
@@ -105,7 +113,16 @@ for fmt in $FORMATS; do
 		pid=$!
 		sleep "$delay"
 		kill -9 "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
+		st=0
+		wait "$pid" 2>/dev/null || st=$?
+		case $st in
+		137) killed=$((killed + 1)) ;;
+		0) echo "iteration $i: the workload ended before the kill (delay $delay s)" ;;
+		*)
+			cat err
+			fail "$fmt iteration $i: vdisk io exited $st on its own"
+			;;
+		esac
 		if [ "$fmt" != raw ]; then
 			rc=0
 			qemu-img check -q img >check.out 2>&1 || rc=$?
@@ -123,7 +140,7 @@ for fmt in $FORMATS; do
 	done
 	echo "format $fmt: writes completed at each kill:$kills"
 	kills=
-	echo "format $fmt: $n kills, no corruption, flushed data intact"
+	echo "format $fmt: $killed kills, no corruption, flushed data intact"
 done
 [ $tested = 1 ] || skip "none of the formats $FORMATS is built"
 echo PASS

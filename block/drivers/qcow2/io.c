@@ -497,8 +497,29 @@ int qcow2_co_pwritev(struct vd_node *n, int64_t offset, int64_t bytes, struct vd
 	size_t qoff = 0;
 	int ret = 0;
 
-	if (flags & VD_REQ_COMPRESSED)
-		return write_compressed(s, (uint64_t)offset, (uint64_t)bytes, qiov);
+	if (flags & VD_REQ_COMPRESSED) {
+		/* As QEMU's qcow2_co_pwritev_compressed_part: any number of
+		 * whole clusters (the last may end at the end of the disk),
+		 * each compressed on its own. */
+		if (qcow2_offset_into_cluster(s, (uint64_t)offset) ||
+		    (qcow2_offset_into_cluster(s, (uint64_t)bytes) &&
+		     (uint64_t)(offset + bytes) != s->size))
+			return -EINVAL;
+		while (bytes > 0 && ret == 0) {
+			uint64_t chunk = min_u64((uint64_t)bytes, s->cluster_size);
+			struct vd_qiov sub;
+
+			vd_qiov_init(&sub, qiov->niov);
+			ret = vd_qiov_concat_slice(&sub, qiov, qoff, chunk);
+			if (ret == 0)
+				ret = write_compressed(s, (uint64_t)offset, chunk, &sub);
+			vd_qiov_destroy(&sub);
+			offset += (int64_t)chunk;
+			bytes -= (int64_t)chunk;
+			qoff += chunk;
+		}
+		return ret;
+	}
 	vd_co_mutex_lock(&s->lock);
 	ret = qcow2_mark_dirty(s);
 	while (bytes > 0 && ret == 0) {

@@ -402,6 +402,12 @@ int qcow2_update_refcount(struct qcow2_state *s, uint64_t offset, uint64_t len, 
 			uint64_t off = idx << s->cluster_bits;
 			if (idx < s->free_cluster_index)
 				s->free_cluster_index = idx;
+			/* The cluster that compressed writes were filling is free
+			 * and may come back as anything: stop appending to it.
+			 * (QEMU 7.2's qcow2_alloc_bytes() lacks this and puts
+			 * compressed bytes into a data cluster then.) */
+			if (s->free_byte_offset && s->free_byte_offset >> s->cluster_bits == idx)
+				s->free_byte_offset = 0;
 			qcow2_cache_discard(&s->l2_cache, off, s->cluster_size);
 			qcow2_cache_discard(&s->rb_cache, off, s->cluster_size);
 		}
