@@ -53,16 +53,7 @@
 #include <vdisk/memory.h>
 #include <vdisk/opts.h>
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define FUZZ_ASSERT(cond)                                                                   \
-	do {                                                                                \
-		if (!(cond)) {                                                              \
-			fprintf(stderr, "%s:%d: assertion %s failed\n", __FILE__, __LINE__, \
-				#cond);                                                     \
-			abort();                                                            \
-		}                                                                           \
-	} while (0)
+#include "tests/fuzz/fuzz.h"
 
 #define RAM_SIZE (2u << 20)
 #define TRAP_SIZE (16u << 20)

@@ -16,17 +16,7 @@
 
 #include <vdisk/opts.h>
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* Interpreting a crash as a finding needs a crash, not a quiet exit. */
-#define FUZZ_ASSERT(cond)                                                                   \
-	do {                                                                                \
-		if (!(cond)) {                                                              \
-			fprintf(stderr, "%s:%d: assertion %s failed\n", __FILE__, __LINE__, \
-				#cond);                                                     \
-			abort();                                                            \
-		}                                                                           \
-	} while (0)
+#include "tests/fuzz/fuzz.h"
 
 /* Walk @o, reading every entry through the getters; depth-first. */
 static void exercise(struct vd_opts *o, int depth)

@@ -38,16 +38,7 @@
 #include <vdisk/virtio-blk.h>
 #include <vdisk/virtio.h>
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define FUZZ_ASSERT(cond)                                                                   \
-	do {                                                                                \
-		if (!(cond)) {                                                              \
-			fprintf(stderr, "%s:%d: assertion %s failed\n", __FILE__, __LINE__, \
-				#cond);                                                     \
-			abort();                                                            \
-		}                                                                           \
-	} while (0)
+#include "tests/fuzz/fuzz.h"
 
 #define REGION_SIZE 0x8000
 #define GPA0 0x1000
