@@ -164,7 +164,7 @@ static int drive_parse_device(struct vd_machine *m, struct vd_opts *o, struct vd
 
 static int drive_open_node(struct vd_opts *o, struct vd_drive *d, struct vd_error *err)
 {
-	char *format = NULL, *cache = NULL, *file = NULL;
+	char *format = NULL, *cache = NULL, *file = NULL, *aio = NULL;
 	bool ro = false;
 	int flags, ret;
 
@@ -185,8 +185,34 @@ static int drive_open_node(struct vd_opts *o, struct vd_drive *d, struct vd_erro
 		if (ret < 0)
 			goto out;
 	}
+	/* QEMU's -drive aio=threads|native|io_uring: the protocol node's
+	 * engine ("native" is Linux AIO there; io_uring serves it here). */
+	ret = take_str(o, "aio", &aio, err);
+	if (ret < 0)
+		goto out;
+	if (aio) {
+		const char *engine = !strcmp(aio, "native") ? "io_uring" : aio;
+		if (strcmp(engine, "threads") && strcmp(engine, "io_uring")) {
+			ret = vd_error_set(err, -EINVAL,
+					   "Parameter 'aio' does not accept value '%s' (expected "
+					   "threads, native or io_uring)",
+					   aio);
+			goto out;
+		}
+		char *copy = strdup(engine);
+		free(aio);
+		aio = copy;
+		if (!aio) {
+			ret = vd_error_set(err, -ENOMEM, "Out of memory");
+			goto out;
+		}
+	}
 	flags = ro ? 0 : VD_OPEN_RDWR;
 	if (vd_opts_get_dict(o, "file")) {
+		if (aio && vd_opts_set(o, "file.aio", aio) < 0) {
+			ret = vd_error_set(err, -ENOMEM, "Out of memory");
+			goto out;
+		}
 		/* file.driver=...: a full tree. */
 		if (format && vd_opts_set(o, "driver", format) < 0) {
 			ret = vd_error_set(err, -ENOMEM, "Out of memory");
@@ -206,11 +232,16 @@ static int drive_open_node(struct vd_opts *o, struct vd_drive *d, struct vd_erro
 		ret = vd_error_set(err, -EINVAL, "A -drive needs file=");
 		goto out;
 	}
+	if (aio && vd_opts_set(o, "file.aio", aio) < 0) {
+		ret = vd_error_set(err, -ENOMEM, "Out of memory");
+		goto out;
+	}
 	ret = vd_node_open(file, format, o, flags | (format ? 0 : VD_OPEN_PROBE), &d->node, err);
 out:
 	free(format);
 	free(cache);
 	free(file);
+	free(aio);
 	return ret;
 }
 
