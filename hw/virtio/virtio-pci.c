@@ -896,9 +896,9 @@ static void vp_config_write(struct vd_pci_device *d, uint32_t addr, uint32_t val
 	vd_pci_default_config_write(d, addr, val, len);
 	/* Bus mastering turned off: finish what is in flight and drop
 	 * DRIVER_OK, as QEMU's virtio_write_config; nothing reaches guest
-	 * memory until the driver sets both again. */
-	if (addr <= VD_PCI_COMMAND && addr + len > VD_PCI_COMMAND && !bus_master(vp) &&
-	    (vp->status & VIRTIO_STATUS_DRIVER_OK)) {
+	 * memory until the driver sets both again.  Also before DRIVER_OK:
+	 * a queue kicked once it was enabled has requests in flight too. */
+	if (addr <= VD_PCI_COMMAND && addr + len > VD_PCI_COMMAND && !bus_master(vp)) {
 		for (unsigned q = 0; q < vp->num_queues; q++)
 			vd_virtio_blk_stop_queue(vp->blk, q);
 		vp->status &= (uint8_t)~VIRTIO_STATUS_DRIVER_OK;
