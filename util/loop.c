@@ -431,11 +431,10 @@ int vd_loop_oneshot(struct vd_loop *loop, vd_loop_fn *cb, void *opaque)
 	return 0;
 }
 
-/* Run the scheduled BHs; true if any ran. */
 /*
- * Run the bottom halves scheduled now.  A bottom half that schedules itself
- * again waits for the next iteration (bh_later); @end_of_iteration hands
- * those over.
+ * Run the bottom halves scheduled now; true if any ran.  A bottom half that
+ * schedules itself again waits for the next iteration (bh_later);
+ * @end_of_iteration hands those over.
  */
 static bool loop_run_bhs(struct vd_loop *loop, bool end_of_iteration)
 {
