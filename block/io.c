@@ -773,6 +773,23 @@ int vd_coroutine_fn vd_co_truncate(struct vd_node *n, int64_t size, bool exact,
 		vd_node_round_size(n);
 	}
 	track_end(n, &req);
+
+	/* Grown over a backing file longer than the old size: the new range
+	 * must read as zeroes, not as what the backing file has there (QEMU's
+	 * bdrv_co_truncate with BDRV_REQ_ZERO_WRITE).  Done after the resize,
+	 * so a crash in between can still show backing data there. */
+	if (ret == 0 && size > old && n->backing) {
+		int64_t blen = vd_node_size(n->backing);
+		int64_t end = blen < n->size ? blen : n->size;
+		if (blen > old && end > old) {
+			ret = vd_co_pwrite_zeroes(n, old, end - old, 0);
+			if (ret < 0)
+				vd_error_setg_errno(
+					err, ret,
+					"Could not zero the grown range over the backing "
+					"file");
+		}
+	}
 	return ret;
 }
 

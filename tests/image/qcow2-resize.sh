@@ -86,4 +86,24 @@ for compat in 1.1 0.10; do
 		fi
 	done
 done
+# Grown over a longer backing file: the new range reads as zeroes, not as
+# the backing file's data (QEMU 5.1+: zero flags on v3); v2 has no zero flag
+# and is refused by both, its size unchanged.
+qemu-img create -q -f raw bk.raw 128M
+qemu-io -f raw -c 'write -P 7 60M 8M' -c 'write -P 8 100M 1M' bk.raw >/dev/null
+rm -f q.qcow2 v.qcow2
+qemu-img create -q -f qcow2 -b bk.raw -F raw q.qcow2 64M
+cp q.qcow2 v.qcow2
+qemu-img resize -q q.qcow2 128M
+"$VDISK" resize -q -f qcow2 v.qcow2 128M || fail "grow over backing"
+qemu-io -c 'read -P 0 64M 4M' -c 'read -P 0 100M 1M' -c 'read -P 7 60M 4M' v.qcow2 >out ||
+	fail "grow over backing: $(cat out)"
+grep -q "verification failed" out && fail "backing data in the grown range"
+qemu-img compare -q q.qcow2 v.qcow2 || fail "grow over backing: differs from qemu-img's"
+qemu-img check -q v.qcow2 || fail "grow over backing: check"
+rm -f v.qcow2
+qemu-img create -q -f qcow2 -o compat=0.10 -b bk.raw -F raw v.qcow2 64M
+"$VDISK" resize -q -f qcow2 v.qcow2 128M >out 2>&1 && fail "v2 grown over a longer backing file"
+grep -q "Failed to zero out new clusters" out || fail "v2 refusal: $(cat out)"
+qemu-img info v.qcow2 | grep -q '(67108864 bytes)' || fail "v2 size changed by the refusal"
 echo PASS

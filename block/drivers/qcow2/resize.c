@@ -291,6 +291,12 @@ int qcow2_co_truncate(struct vd_node *n, int64_t size, bool exact, enum vd_preal
 	if (prealloc != VD_PREALLOC_OFF)
 		return vd_error_set(err, -ENOTSUP, "Unsupported preallocation mode '%s'",
 				    vd_prealloc_names[prealloc]);
+	/* Growing over a longer backing file zeroes the new range afterwards
+	 * (vd_co_truncate); version 2 has no zero flag, and QEMU 7.2 refuses
+	 * rather than write the zeroes, leaving the size as it was. */
+	if (s->version < 3 && n->backing && (uint64_t)size > s->size &&
+	    vd_node_size(n->backing) > (int64_t)s->size)
+		return vd_error_setg_errno(err, -ENOTSUP, "Failed to zero out new clusters");
 	vd_co_mutex_lock(&s->lock);
 	ret = qcow2_truncate_locked(s, (uint64_t)size, err);
 	vd_co_mutex_unlock(&s->lock);
