@@ -6,6 +6,7 @@
  * query-block-exports, event BLOCK_EXPORT_DELETED).
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,10 +42,22 @@ static int listen_unix(const char *path, struct vd_error *err)
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return vd_error_setg_errno(err, -errno, "Failed to create a socket");
-	/* As QEMU: a stale socket file is replaced. */
-	unlink(path);
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 16) < 0) {
+	/* The socket appears under its name only once it listens: bound under
+	 * a temporary name, then renamed over the path (a stale socket file is
+	 * replaced, as QEMU does).  A front end that connects as soon as the
+	 * file exists is never refused. */
+	int n = snprintf(sa.sun_path, sizeof(sa.sun_path), "%s.%ld.tmp", path, (long)getpid());
+	bool tmp = n > 0 && (size_t)n < sizeof(sa.sun_path);
+	if (!tmp)
+		strcpy(sa.sun_path, path);
+	unlink(sa.sun_path);
+	if (!tmp)
+		unlink(path);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 16) < 0 ||
+	    (tmp && rename(sa.sun_path, path) < 0)) {
 		int ret = -errno;
+		if (tmp)
+			unlink(sa.sun_path);
 		close(fd);
 		return vd_error_setg_errno(err, ret, "Failed to bind socket to %s", path);
 	}
