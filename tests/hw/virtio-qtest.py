@@ -87,22 +87,8 @@ MASKS = {
 class EventQMP(QMP):
     """tests/lib/qmp.py's client, keeping whole events (with their data)."""
 
-    def cmd(self, name, **args):
-        import json
-        msg = {"execute": name}
-        if args:
-            msg["arguments"] = args
-        self.f.write(json.dumps(msg) + "\n")
-        self.f.flush()
-        while True:
-            line = self.f.readline()
-            if not line:
-                raise EOFError("QMP connection closed")
-            r = json.loads(line)
-            if "event" in r:
-                self.events.append(r)
-                continue
-            return r
+    def __init__(self, path):
+        super().__init__(path, whole_events=True)
 
 
 class Failure(Exception):

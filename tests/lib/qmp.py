@@ -5,6 +5,8 @@ read the greeting, run commands, collect events.
     qmp = QMP("/tmp/q.sock")
     qmp.cmd("qmp_capabilities")
     print(qmp.cmd("query-block")["return"])
+
+Events are kept by name, or whole (with their data) with whole_events=True.
 """
 
 import json
@@ -13,7 +15,8 @@ import time
 
 
 class QMP:
-    def __init__(self, path):
+    def __init__(self, path, whole_events=False):
+        self.whole_events = whole_events
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -42,7 +45,7 @@ class QMP:
                 raise EOFError("QMP connection closed")
             r = json.loads(line)
             if "event" in r:
-                self.events.append(r["event"])
+                self.events.append(r if self.whole_events else r["event"])
                 continue
             return r
 
