@@ -132,6 +132,26 @@ static int fail(struct vd_vq *vq, const char *why)
 	return -EIO;
 }
 
+/*
+ * An indirect descriptor (2.7.5.3.1, 2.8.19): only with the feature, never
+ * together with NEXT, a whole table of 16-byte descriptors in guest memory.
+ * Maps it into *@table; the number of entries, or -EIO (queue broken).
+ */
+static int map_indirect(struct vd_vq *vq, uint64_t addr, uint32_t len, uint16_t flags,
+			const uint8_t **table)
+{
+	if (!vq->indirect)
+		return fail(vq, "indirect descriptor not negotiated");
+	if (flags & VRING_DESC_F_NEXT)
+		return fail(vq, "indirect descriptor with NEXT");
+	if (len == 0 || len % 16 || len / 16 > VD_VQ_MAX_SIZE)
+		return fail(vq, "bad indirect table size");
+	*table = vd_virtio_mem_map_all(vq->mem, addr, len);
+	if (!*table)
+		return fail(vq, "indirect table outside guest memory");
+	return (int)(len / 16);
+}
+
 static int map_buffer(struct vd_vq *vq, uint64_t addr, uint32_t len, struct iovec *iov,
 		      unsigned *niov, unsigned max_iov);
 static void inflight_set(struct vd_vq *vq, uint16_t head);
@@ -195,16 +215,10 @@ static int packed_pop(struct vd_vq *vq, struct vd_vq_elem *elem, struct iovec *i
 		if (++count > vq->num)
 			return fail(vq, "descriptor chain longer than the ring");
 		if (flags & VRING_DESC_F_INDIRECT) {
-			if (!vq->indirect)
-				return fail(vq, "indirect descriptor not negotiated");
-			if (flags & VRING_DESC_F_NEXT)
-				return fail(vq, "indirect descriptor with NEXT");
-			if (len == 0 || len % 16 || len / 16 > VD_VQ_MAX_SIZE)
-				return fail(vq, "bad indirect table size");
-			table = vd_virtio_mem_map_all(vq->mem, addr, len);
-			if (!table)
-				return fail(vq, "indirect table outside guest memory");
-			tn = len / 16;
+			int n = map_indirect(vq, addr, len, flags, &table);
+			if (n < 0)
+				return n;
+			tn = (unsigned)n;
 		}
 		for (unsigned t = 0; t < tn; t++) {
 			const uint8_t *td = table ? table + 16 * (size_t)t : d;
@@ -396,22 +410,15 @@ static int split_pop(struct vd_vq *vq, struct vd_vq_elem *elem, struct iovec *io
 		next = ld16(d + 14);
 
 		if (flags & VRING_DESC_F_INDIRECT) {
-			/* 2.7.5.3.1: only with the feature, never nested,
-			 * never together with NEXT; a whole table of
-			 * 16-byte descriptors. */
-			if (!vq->indirect)
-				return fail(vq, "indirect descriptor not negotiated");
+			/* 2.7.5.3.1: never nested (map_indirect checks the
+			 * rest). */
 			if (in_indirect)
 				return fail(vq, "nested indirect table");
-			if (flags & VRING_DESC_F_NEXT)
-				return fail(vq, "indirect descriptor with NEXT");
-			if (len == 0 || len % 16 || len / 16 > VD_VQ_MAX_SIZE)
-				return fail(vq, "bad indirect table size");
-			table = vd_virtio_mem_map_all(vq->mem, addr, len);
-			if (!table)
-				return fail(vq, "indirect table outside guest memory");
+			int n = map_indirect(vq, addr, len, flags, &table);
+			if (n < 0)
+				return n;
 			in_indirect = true;
-			max = len / 16;
+			max = (unsigned)n;
 			steps = 0;
 			i = 0;
 			continue;
