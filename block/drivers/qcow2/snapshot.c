@@ -507,6 +507,28 @@ out:
 	return ret;
 }
 
+/*
+ * Load the snapshot table and find @id_or_name in it, with a valid L1 table:
+ * its index, or -errno with @not_found (QEMU words it per command) or the
+ * reason in @err.  *@count is what qcow2_free_snapshots() takes afterwards.
+ */
+static int load_and_find(struct qcow2_state *s, const char *id_or_name, const char *not_found,
+			 struct qcow2_snapshot **sn, uint64_t *bytes, int *count,
+			 struct vd_error *err)
+{
+	int idx;
+
+	*count = load(s, sn, bytes, err);
+	if (*count < 0)
+		return *count;
+	idx = find_snapshot(*sn, *count, id_or_name);
+	if (idx < 0)
+		return vd_error_set(err, -ENOENT, "%s", not_found);
+	if (validate_l1(s, &(*sn)[idx]) < 0)
+		return vd_error_set(err, -EFBIG, "Snapshot L1 table offset invalid");
+	return idx;
+}
+
 int qcow2_snapshot_goto(struct vd_node *n, const char *id_or_name, struct vd_error *err)
 {
 	struct qcow2_state *s = n->opaque;
@@ -516,18 +538,9 @@ int qcow2_snapshot_goto(struct vd_node *n, const char *id_or_name, struct vd_err
 	int count, idx, ret;
 
 	vd_co_mutex_lock(&s->lock);
-	count = load(s, &sn, &bytes, err);
-	if (count < 0) {
-		ret = count;
-		goto out;
-	}
-	idx = find_snapshot(sn, count, id_or_name);
+	idx = load_and_find(s, id_or_name, "Can't find snapshot", &sn, &bytes, &count, err);
 	if (idx < 0) {
-		ret = vd_error_set(err, -ENOENT, "Can't find snapshot");
-		goto out;
-	}
-	if (validate_l1(s, &sn[idx]) < 0) {
-		ret = vd_error_set(err, -EFBIG, "Snapshot L1 table offset invalid");
+		ret = idx;
 		goto out;
 	}
 	/* A snapshot of another disk size: the image takes the snapshot's
@@ -623,18 +636,9 @@ int qcow2_snapshot_delete(struct vd_node *n, const char *id_or_name, struct vd_e
 	int count, idx, ret;
 
 	vd_co_mutex_lock(&s->lock);
-	count = load(s, &sn, &bytes, err);
-	if (count < 0) {
-		ret = count;
-		goto out;
-	}
-	idx = find_snapshot(sn, count, id_or_name);
+	idx = load_and_find(s, id_or_name, "Can't find the snapshot", &sn, &bytes, &count, err);
 	if (idx < 0) {
-		ret = vd_error_set(err, -ENOENT, "Can't find the snapshot");
-		goto out;
-	}
-	if (validate_l1(s, &sn[idx]) < 0) {
-		ret = vd_error_set(err, -EFBIG, "Snapshot L1 table offset invalid");
+		ret = idx;
 		goto out;
 	}
 	victim = sn[idx];
