@@ -141,29 +141,6 @@ struct fuzz {
 	long pio_words;
 };
 
-static void trap_write(void *opaque, uint64_t addr, uint64_t val, unsigned size)
-{
-	fprintf(stderr, "device wrote 0x%llx bytes at RAM end + 0x%llx\n", (unsigned long long)size,
-		(unsigned long long)addr);
-	abort();
-}
-
-static uint64_t trap_read(void *opaque, uint64_t addr, unsigned size)
-{
-	fprintf(stderr, "device read at RAM end + 0x%llx\n", (unsigned long long)addr);
-	abort();
-}
-
-static const struct vd_mem_ops trap_ops = {
-	.read = trap_read,
-	.write = trap_write,
-	.valid_min = 1,
-	.valid_max = 8,
-	.impl_min = 1,
-	.impl_max = 8,
-	.unaligned = true,
-};
-
 static void outp(struct fuzz *f, uint32_t port, uint32_t v, unsigned size)
 {
 	vd_address_space_write(f->io, port, &v, size);
@@ -396,7 +373,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static struct vd_loop *loop;
 	struct vd_machine_opts mo = {.ram_size = RAM_SIZE, .qtest_clock = true};
 	struct vd_error err = {0};
-	struct vd_mem_region *trap;
 	struct in in = {data, size, 0};
 	struct fuzz f = {0};
 
@@ -421,10 +397,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			f.cd = d->blk;
 	}
 	FUZZ_ASSERT(f.ide && f.cd);
-	trap = vd_mem_region_new_io("dma-trap", TRAP_SIZE, &trap_ops, NULL);
-	FUZZ_ASSERT(trap);
-	FUZZ_ASSERT(vd_address_space_map(vd_machine_memory(f.m), RAM_SIZE, trap, 0) == 0);
-	vd_mem_region_unref(trap);
+	fuzz_map_trap(vd_machine_memory(f.m), RAM_SIZE, TRAP_SIZE);
 
 	/* What the BIOS would do: BAR4, I/O decode and bus mastering. */
 	outp(&f, 0xcf8, 0x80000000u | IDE_DEVFN << 8 | 0x20, 4);

@@ -166,29 +166,6 @@ struct fuzz {
 	bool packed[NDEV];
 };
 
-static void trap_write(void *opaque, uint64_t addr, uint64_t val, unsigned size)
-{
-	fprintf(stderr, "device wrote %u bytes at RAM end + 0x%llx\n", size,
-		(unsigned long long)addr);
-	abort();
-}
-
-static uint64_t trap_read(void *opaque, uint64_t addr, unsigned size)
-{
-	fprintf(stderr, "device read at RAM end + 0x%llx\n", (unsigned long long)addr);
-	abort();
-}
-
-static const struct vd_mem_ops trap_ops = {
-	.read = trap_read,
-	.write = trap_write,
-	.valid_min = 1,
-	.valid_max = 8,
-	.impl_min = 1,
-	.impl_max = 8,
-	.unaligned = true,
-};
-
 static void outp(struct fuzz *f, uint32_t port, uint32_t v, unsigned size)
 {
 	vd_address_space_write(f->io, port, &v, size);
@@ -565,7 +542,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static struct vd_loop *loop;
 	struct vd_machine_opts mo = {.ram_size = RAM_SIZE, .qtest_clock = true};
 	struct vd_error err = {0};
-	struct vd_mem_region *trap;
 	struct in in = {data, size, 0};
 	struct fuzz f = {0};
 
@@ -590,10 +566,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		f.vp[i] = d->device;
 		FUZZ_ASSERT(f.vp[i]);
 	}
-	trap = vd_mem_region_new_io("dma-trap", TRAP_SIZE, &trap_ops, NULL);
-	FUZZ_ASSERT(trap);
-	FUZZ_ASSERT(vd_address_space_map(f.mem, RAM_SIZE, trap, 0) == 0);
-	vd_mem_region_unref(trap);
+	fuzz_map_trap(f.mem, RAM_SIZE, TRAP_SIZE);
 	for (int d = 0; d < NDEV; d++)
 		program_bars(&f, d);
 
