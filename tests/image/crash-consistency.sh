@@ -101,6 +101,18 @@ for fmt in $FORMATS; do
 	[ "$fmt" = raw ] && n=$(((ITER + 4) / 5))
 	# Only a SIGKILL of a running workload counts: one that ended before
 	# its kill is not a kill, one that failed on its own fails the test.
+	# Kill points are drawn within the time a whole run takes on this
+	# machine (timed once, uninterrupted), so that a fast machine does not
+	# see its workloads end before the kill.
+	rm -f img
+	qemu-img create -q -f "$fmt" img 32M
+	t0=$EPOCHREALTIME
+	"$VDISK" io -f "$fmt" img <workload >log 2>err || {
+		cat err
+		fail "$fmt: the uninterrupted workload failed"
+	}
+	full=$(python3 -c "print('%.3f' % max(0.02, 0.8 * ($EPOCHREALTIME - $t0)))")
+	echo "$fmt: a whole run takes about $(python3 -c "print('%.3f' % ($full / 0.8))") s; kills within the first $full s"
 	killed=0
 	i=0
 	while [ $killed -lt "$n" ]; do
@@ -108,7 +120,7 @@ for fmt in $FORMATS; do
 		[ $i -le $((2 * n)) ] || fail "$fmt: only $killed of $i workloads were still running at the kill"
 		rm -f img
 		qemu-img create -q -f "$fmt" img 32M
-		delay=$(python3 -c "import random; r=random.Random($SEED*1000+$i); print('%.3f' % r.uniform(0.005, 0.25))")
+		delay=$(python3 -c "import random; r=random.Random($SEED*1000+$i); print('%.3f' % r.uniform(0.005, $full))")
 		"$VDISK" io -f "$fmt" img <workload >log 2>err &
 		pid=$!
 		sleep "$delay"
