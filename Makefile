@@ -100,7 +100,7 @@ run: deps
 
 # The fast suites; the summary line is the runner's last line.
 check: deps
-	@$(MAKE) --no-print-directory all tests
+	@$(MAKE) --no-print-directory all tests benches
 	@BUILD=$(BUILD) tests/run.sh format unit interop image hw fault fuzz-corpus
 
 check-unit: tests
@@ -127,7 +127,7 @@ check-fuzz: $(STATIC_LIB)
 
 # Unit suites and a reduced interop set under ASan + UBSan, in their own tree.
 check-asan: deps
-	@$(MAKE) --no-print-directory BUILD=build-asan SANITIZE=1 all tests
+	@$(MAKE) --no-print-directory BUILD=build-asan SANITIZE=1 all tests benches
 	@BUILD=build-asan VDISK_QUICK=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 tests/run.sh unit interop image hw fault \
 		fuzz-corpus

@@ -13,6 +13,8 @@
 #
 # VDISK and CLIENT override the binaries (copy them away from a tree that
 # others rebuild).  FORMATS, MODES, DEPTHS, QUEUES narrow the matrix.
+# IOTHREAD=1 serves the export from an I/O thread in both daemons
+# (--object iothread,id=io0 and iothread=io0 on the export).
 set -eu
 SRCDIR=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${BUILD:-build}
@@ -25,6 +27,7 @@ FORMATS=${FORMATS:-raw qcow2}
 MODES=${MODES:-randread randwrite}
 DEPTHS=${DEPTHS:-1 32}
 QUEUES=${QUEUES:-1 2}
+IOTHREAD=${IOTHREAD:-0}
 SIZE=$((1 << 30))
 for t in qemu-storage-daemon qemu-img; do
 	command -v $t >/dev/null || { echo "SKIP: $t not installed"; exit 77; }
@@ -47,6 +50,10 @@ run() {
 		top=q
 	fi
 	local ex="type=vhost-user-blk,id=e,node-name=$top,addr.type=unix,addr.path=$T/s.sock,writable=on,num-queues=$nq"
+	if [ "$IOTHREAD" = 1 ]; then
+		bd+=(--object iothread,id=io0)
+		ex+=",iothread=io0"
+	fi
 	rm -f "$T/s.sock"
 	if [ "$server" = vdisk ]; then
 		"$VDISK" serve "${bd[@]}" --export "$ex" &
@@ -65,6 +72,7 @@ run() {
 
 median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
+[ "$IOTHREAD" = 1 ] && echo "exports served from an I/O thread (iothread=io0)"
 printf "%-6s %-9s %5s %6s %10s %10s %6s\n" format mode depth queues vdisk qsd ratio
 for fmt in $FORMATS; do
 	for mode in $MODES; do

@@ -518,6 +518,122 @@ struct vd_loop *vd_node_loop(const struct vd_node *n)
 	return n->loop;
 }
 
+bool vd_node_contains(const struct vd_node *n, const struct vd_node *child)
+{
+	if (!n)
+		return false;
+	return n == child || vd_node_contains(n->file, child) ||
+	       vd_node_contains(n->backing, child);
+}
+
+/* --- moving between loops ------------------------------------------------ */
+
+static void drain_tree(struct vd_node *n)
+{
+	if (!n)
+		return;
+	vd_node_drain(n);
+	drain_tree(n->file);
+	drain_tree(n->backing);
+}
+
+static void detach_tree(struct vd_node *n)
+{
+	if (!n)
+		return;
+	detach_tree(n->file);
+	detach_tree(n->backing);
+	if (n->drv->detach_loop)
+		n->drv->detach_loop(n);
+}
+
+static void set_tree_loop(struct vd_node *n, struct vd_loop *loop)
+{
+	if (!n)
+		return;
+	n->loop = loop;
+	set_tree_loop(n->file, loop);
+	set_tree_loop(n->backing, loop);
+}
+
+/* Children first; what was attached is detached again on failure. */
+static int attach_tree(struct vd_node *n, struct vd_error *err)
+{
+	int ret;
+
+	if (!n)
+		return 0;
+	ret = attach_tree(n->file, err);
+	if (ret < 0)
+		return ret;
+	ret = attach_tree(n->backing, err);
+	if (ret < 0) {
+		detach_tree(n->file);
+		return ret;
+	}
+	if (n->drv->attach_loop) {
+		ret = n->drv->attach_loop(n, err);
+		if (ret < 0) {
+			detach_tree(n->file);
+			detach_tree(n->backing);
+			return ret;
+		}
+	}
+	return 0;
+}
+
+struct move_call {
+	struct vd_node *n;
+	struct vd_error *err;
+	int ret;
+};
+
+static void leave_loop_fn(void *opaque)
+{
+	struct move_call *m = opaque;
+
+	drain_tree(m->n);
+	detach_tree(m->n);
+}
+
+static void enter_loop_fn(void *opaque)
+{
+	struct move_call *m = opaque;
+
+	m->ret = attach_tree(m->n, m->err);
+}
+
+int vd_node_set_loop(struct vd_node *n, struct vd_loop *loop, struct vd_error *err)
+{
+	struct vd_loop *old = n->loop;
+	struct move_call m = {n, err, 0};
+	int ret;
+
+	if (!loop)
+		return vd_error_set(err, -EINVAL, "No event loop to move node '%s' to",
+				    vd_node_name(n));
+	if (loop == old)
+		return 0;
+	ret = vd_loop_call_wait(old, leave_loop_fn, &m);
+	if (ret < 0)
+		return vd_error_setg_errno(err, ret, "Cannot move node '%s' to another thread",
+					   vd_node_name(n));
+	set_tree_loop(n, loop);
+	ret = vd_loop_call_wait(loop, enter_loop_fn, &m);
+	if (ret == 0)
+		ret = m.ret;
+	if (ret == 0)
+		return 0;
+	if (!vd_error_is_set(err))
+		vd_error_setg_errno(err, ret, "Cannot move node '%s' to another thread",
+				    vd_node_name(n));
+	/* Back where it was; what the node held there can be taken again. */
+	set_tree_loop(n, old);
+	m.err = NULL;
+	vd_loop_call_wait(old, enter_loop_fn, &m);
+	return ret;
+}
+
 const struct vd_limits *vd_node_limits(const struct vd_node *n)
 {
 	return &n->limits;

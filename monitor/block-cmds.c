@@ -288,6 +288,43 @@ static void collect_nodes(struct vd_node *n, struct vd_node ***list, size_t *len
 
 /* --- commands ------------------------------------------------------------ */
 
+/*
+ * A node on an I/O thread is read there: its statistics and its driver's state
+ * change on that thread.  The main thread waits meanwhile, so the registry may
+ * be walked from there too.  NULL if the call could not be made.
+ */
+struct on_node {
+	struct vd_blk *blk;
+	struct vd_node *n;
+	bool blk_level;
+	json_t *out;
+};
+
+static void block_info_fn(void *opaque)
+{
+	struct on_node *k = opaque;
+
+	k->out = block_info(k->blk);
+}
+
+static void node_stats_fn(void *opaque)
+{
+	struct on_node *k = opaque;
+
+	k->out = node_stats(k->n, k->blk_level, 0);
+}
+
+static json_t *on_node_loop(struct vd_node *n, vd_loop_fn *fn, struct on_node *k)
+{
+	if (!n || !vd_node_loop(n)) {
+		fn(k);
+		return k->out;
+	}
+	if (vd_loop_call_wait(vd_node_loop(n), fn, k) < 0)
+		return NULL;
+	return k->out;
+}
+
 static json_t *cmd_query_block(json_t *args, void *opaque, struct vd_qmp_error *err)
 {
 	static const struct vd_qmp_arg spec[] = {{NULL}};
@@ -301,7 +338,9 @@ static json_t *cmd_query_block(json_t *args, void *opaque, struct vd_qmp_error *
 		/* Anonymous backends of exports are not devices. */
 		if (!*vd_blk_name(blk) && !vd_blk_has_dev(blk))
 			continue;
-		json_array_append_new(list, block_info(blk));
+		struct on_node k = {.blk = blk};
+
+		json_array_append_new(list, on_node_loop(vd_blk_root(blk), block_info_fn, &k));
 	}
 	return list;
 }
@@ -328,8 +367,11 @@ static json_t *cmd_query_blockstats(json_t *args, void *opaque, struct vd_qmp_er
 		for (struct vd_blk *blk = vd_blk_next(b->reg, NULL); blk;
 		     blk = vd_blk_next(b->reg, blk))
 			collect_nodes(vd_blk_root(blk), &nodes, &len, &cap, 0);
-		for (size_t i = 0; i < len; i++)
-			json_array_append_new(list, node_stats(nodes[i], false, 0));
+		for (size_t i = 0; i < len; i++) {
+			struct on_node k = {.n = nodes[i]};
+
+			json_array_append_new(list, on_node_loop(nodes[i], node_stats_fn, &k));
+		}
 		free(nodes);
 		return list;
 	}
@@ -338,7 +380,11 @@ static json_t *cmd_query_blockstats(json_t *args, void *opaque, struct vd_qmp_er
 
 		if (!*vd_blk_name(blk) && !vd_blk_has_dev(blk))
 			continue;
-		s = node_stats(vd_blk_root(blk), true, 0);
+		struct on_node k = {.n = vd_blk_root(blk), .blk_level = true};
+
+		s = on_node_loop(vd_blk_root(blk), node_stats_fn, &k);
+		if (!s)
+			continue;
 		json_object_set_new(s, "device", qmp_string(vd_blk_name(blk)));
 		if (*vd_blk_qdev_id(blk))
 			json_object_set_new(s, "qdev", qmp_string(vd_blk_qdev_id(blk)));
@@ -346,6 +392,33 @@ static json_t *cmd_query_blockstats(json_t *args, void *opaque, struct vd_qmp_er
 		json_decref(s);
 	}
 	return list;
+}
+
+/* On the node's loop: in the QMP coroutine when that is the main loop (it
+ * yields while the driver works), on the I/O thread otherwise. */
+struct resize_call {
+	struct vd_qmp_block *b;
+	struct vd_node *n;
+	int64_t size;
+	struct vd_error *err;
+	int ret;
+};
+
+static void resize_fn(void *opaque)
+{
+	struct resize_call *k = opaque;
+
+	k->ret = vd_node_truncate(k->n, k->size, false, VD_PREALLOC_OFF, k->err);
+	if (k->ret < 0)
+		return;
+	/* The devices and exports on this node learn the new size (QEMU's
+	 * resize callback of the BlockBackend parents), on the node's loop
+	 * where they run. */
+	for (struct vd_blk *blk = vd_blk_next(k->b->reg, NULL); blk;
+	     blk = vd_blk_next(k->b->reg, blk)) {
+		if (vd_blk_root(blk) == k->n)
+			vd_blk_resized(blk);
+	}
 }
 
 static json_t *cmd_block_resize(json_t *args, void *opaque, struct vd_qmp_error *err)
@@ -396,24 +469,22 @@ static json_t *cmd_block_resize(json_t *args, void *opaque, struct vd_qmp_error 
 				 (long long)size, (long long)VD_MAX_LENGTH);
 		return NULL;
 	}
-	/* The handler runs in a coroutine: this yields while the driver works. */
-	vd_node_ref(n);
-	ret = vd_node_truncate(n, size, false, VD_PREALLOC_OFF, &verr);
+	{
+		struct resize_call k = {b, n, size, &verr, 0};
+
+		vd_node_ref(n);
+		ret = vd_loop_call_wait(vd_node_loop(n), resize_fn, &k);
+		if (ret == 0)
+			ret = k.ret;
+		vd_node_unref(n);
+	}
 	if (ret < 0) {
 		if (vd_error_is_set(&verr))
 			vd_qmp_error_set(err, VD_QMP_GENERIC_ERROR, "%s", verr.msg);
 		else
 			vd_qmp_error_set(err, VD_QMP_GENERIC_ERROR, "Could not resize: %s",
 					 strerror(-ret));
-	} else {
-		/* The devices on this node learn the new size (QEMU's resize
-		 * callback of the BlockBackend parents). */
-		for (blk = vd_blk_next(b->reg, NULL); blk; blk = vd_blk_next(b->reg, blk)) {
-			if (vd_blk_root(blk) == n)
-				vd_blk_resized(blk);
-		}
 	}
-	vd_node_unref(n);
 	return NULL;
 }
 

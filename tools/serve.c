@@ -10,11 +10,14 @@
  *   --export type=vhost-user-blk,id=e,node-name=d,addr.type=unix,
  *            addr.path=vhost.sock,writable=on,num-queues=2
  *   --chardev socket,path=qmp.sock,server=on,wait=off,id=c --monitor chardev=c
+ *   --object iothread,id=io0 (and iothread=io0 on an --export)
  *
  * As in QEMU, a --blockdev may name an earlier one as its file (or backing)
  * child by node-name.  The daemon runs until QMP "quit", SIGTERM or SIGINT;
  * then it finishes the requests in flight, flushes and closes the images and
- * exits 0.  This file only parses the command line; exports live in export/.
+ * exits 0.  This file parses the command line and keeps the I/O threads
+ * (--object iothread, QMP object-add/object-del/query-iothreads); exports live
+ * in export/, threads in util/iothread.c.
  */
 #include <errno.h>
 #include <signal.h>
@@ -27,6 +30,7 @@
 
 #include <vdisk/backend.h>
 #include <vdisk/export.h>
+#include <vdisk/iothread.h>
 #include <vdisk/qmp.h>
 
 #include "tools/tools.h"
@@ -41,8 +45,10 @@ static void serve_usage(FILE *f)
 		   "  --export OPTS     type=vhost-user-blk,id=ID,node-name=N,addr.type=unix,\n"
 		   "                    addr.path=SOCK[,writable=on][,num-queues=Q]\n"
 		   "                    [,logical-block-size=512][,serial=S]\n"
+		   "                    [,iothread=ID[,fixed-iothread=on]]\n"
 		   "                    (or addr.type=fd,addr.str=FD for a listening socket)\n"
-		   "  --object iothread,id=ID   accepted (one loop serves every export)\n"
+		   "  --object iothread,id=ID   an I/O thread; iothread=ID on an --export\n"
+		   "                    serves it there (fixed-iothread=on: or fail)\n"
 		   "  --chardev socket,id=ID,path=P,server=on,wait=off\n"
 		   "  --monitor [chardev=]ID    QMP on that chardev\n"
 		   "  --pidfile PATH    write the process id\n");
@@ -62,10 +68,144 @@ static void on_term(void *opaque)
 	vd_loop_stop(opaque);
 }
 
+struct iothread_obj {
+	struct vd_iothread *t;
+	uint64_t poll_max_ns, poll_grow, poll_shrink, aio_max_batch; /* reported only */
+};
+
 struct serve {
 	struct vd_loop *loop;
 	struct vd_qmp_server *qmp;
+	struct vd_export_set *exports;
+	struct iothread_obj *iothreads;
+	int n_iothreads;
 };
+
+static struct iothread_obj *find_iothread(struct serve *s, const char *id)
+{
+	for (int i = 0; i < s->n_iothreads; i++)
+		if (!strcmp(vd_iothread_id(s->iothreads[i].t), id))
+			return &s->iothreads[i];
+	return NULL;
+}
+
+static struct vd_loop *iothread_loop(void *opaque, const char *id)
+{
+	struct iothread_obj *o = find_iothread(opaque, id);
+
+	return o ? vd_iothread_loop(o->t) : NULL;
+}
+
+/* --object iothread,id=ID[,poll-max-ns=..] and QMP object-add: the poll and
+ * batch values are accepted and reported (our loops do not poll). */
+static int add_iothread(struct serve *s, struct vd_opts *o, struct vd_error *err)
+{
+	static const char *const keys[] = {"poll-max-ns", "poll-grow", "poll-shrink",
+					   "aio-max-batch"};
+	struct iothread_obj obj = {0}, *grown;
+	uint64_t *vals[] = {&obj.poll_max_ns, &obj.poll_grow, &obj.poll_shrink, &obj.aio_max_batch};
+	const char *type = vd_opts_get(o, "qom-type"), *id = vd_opts_get(o, "id");
+	int ret;
+
+	if (!type || strcmp(type, "iothread"))
+		return vd_error_set(err, -EINVAL, "Invalid object type '%s'", type ? type : "");
+	if (!id)
+		return vd_error_set(err, -EINVAL, "Parameter 'id' is missing");
+	if (find_iothread(s, id))
+		return vd_error_set(err, -EEXIST,
+				    "attempt to add duplicate property '%s' to object (type "
+				    "'container')",
+				    id);
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		ret = vd_opts_get_u64(o, keys[i], 0, vals[i], err);
+		if (ret < 0)
+			return ret;
+	}
+	ret = vd_opts_check_unused(o, NULL, err);
+	if (ret < 0)
+		return ret;
+	grown = realloc(s->iothreads, ((size_t)s->n_iothreads + 1) * sizeof(*grown));
+	if (!grown)
+		return vd_error_set(err, -ENOMEM, "Out of memory");
+	s->iothreads = grown;
+	ret = vd_iothread_new(id, &obj.t);
+	if (ret < 0)
+		return vd_error_setg_errno(err, ret, "Cannot start iothread '%s'", id);
+	s->iothreads[s->n_iothreads++] = obj;
+	return 0;
+}
+
+static json_t *qmp_object_add(json_t *args, void *opaque, struct vd_qmp_error *qerr)
+{
+	struct vd_error err = {0};
+	struct vd_opts *o = NULL;
+	char *text = json_dumps(args, JSON_COMPACT), *js = NULL;
+	int ret;
+
+	if (!text || asprintf(&js, "json:%s", text) < 0) {
+		free(text);
+		vd_qmp_error_set(qerr, VD_QMP_GENERIC_ERROR, "Out of memory");
+		return NULL;
+	}
+	free(text);
+	ret = vd_opts_parse(js, NULL, &o, &err);
+	free(js);
+	if (ret == 0)
+		ret = add_iothread(opaque, o, &err);
+	vd_opts_free(o);
+	if (ret < 0)
+		vd_qmp_error_set(qerr, VD_QMP_GENERIC_ERROR, "%s", err.msg);
+	return NULL;
+}
+
+static json_t *qmp_object_del(json_t *args, void *opaque, struct vd_qmp_error *qerr)
+{
+	static const struct vd_qmp_arg spec[] = {{"id", VD_QMP_ARG_STR}, {NULL}};
+	struct serve *s = opaque;
+	struct iothread_obj *o;
+	const char *id;
+
+	if (vd_qmp_check_args(args, spec, qerr) < 0)
+		return NULL;
+	id = json_string_value(json_object_get(args, "id"));
+	o = find_iothread(s, id);
+	if (!o) {
+		vd_qmp_error_set(qerr, VD_QMP_GENERIC_ERROR, "object '%s' not found", id);
+		return NULL;
+	}
+	if (vd_export_set_uses_loop(s->exports, vd_iothread_loop(o->t))) {
+		vd_qmp_error_set(qerr, VD_QMP_GENERIC_ERROR,
+				 "object '%s' is in use, can not be deleted", id);
+		return NULL;
+	}
+	vd_iothread_free(o->t);
+	s->n_iothreads--;
+	memmove(o, o + 1, (size_t)(s->iothreads + s->n_iothreads - o) * sizeof(*o));
+	return NULL;
+}
+
+static json_t *qmp_query_iothreads(json_t *args, void *opaque, struct vd_qmp_error *qerr)
+{
+	static const struct vd_qmp_arg spec[] = {{NULL}};
+	struct serve *s = opaque;
+	json_t *list;
+
+	if (vd_qmp_check_args(args, spec, qerr) < 0)
+		return NULL;
+	list = json_array();
+	for (int i = 0; i < s->n_iothreads; i++) {
+		struct iothread_obj *o = &s->iothreads[i];
+
+		json_array_append_new(list, json_pack("{s:s,s:i,s:I,s:I,s:I,s:I}", "id",
+						      vd_iothread_id(o->t), "thread-id",
+						      (int)vd_iothread_tid(o->t), "poll-max-ns",
+						      (json_int_t)o->poll_max_ns, "poll-grow",
+						      (json_int_t)o->poll_grow, "poll-shrink",
+						      (json_int_t)o->poll_shrink, "aio-max-batch",
+						      (json_int_t)o->aio_max_batch));
+	}
+	return list;
+}
 
 static void quit_bh(void *opaque)
 {
@@ -289,19 +429,26 @@ int cmd_serve(int argc, char **argv)
 		}
 		lists[k][counts[k]++] = (char *)val;
 	}
-	for (int i = 0; i < counts[2]; i++) {
-		if (strncmp(lists[2][i], "iothread,", 9) &&
-		    strncmp(lists[2][i], "qom-type=iothread", 17)) {
-			tool_error("--object %s: only iothread objects are supported", lists[2][i]);
-			goto out_args;
-		}
-	}
-
 	signal(SIGPIPE, SIG_IGN);
 	s.loop = tool_loop_init();
 	if (vd_blk_registry_new(&reg) < 0 || vd_export_set_new(reg, &exports) < 0) {
 		tool_error("Out of memory");
 		goto out;
+	}
+	s.exports = exports;
+	vd_export_set_iothreads(exports, iothread_loop, &s);
+	for (int i = 0; i < counts[2]; i++) {
+		struct vd_error err = {0};
+		struct vd_opts *o = NULL;
+		int ret = vd_opts_parse(lists[2][i], "qom-type", &o, &err);
+
+		if (ret == 0)
+			ret = add_iothread(&s, o, &err);
+		vd_opts_free(o);
+		if (ret < 0) {
+			tool_error("--object %s: %s", lists[2][i], err.msg);
+			goto out;
+		}
 	}
 	if (open_blockdevs(lists[0], counts[0], reg) < 0)
 		goto out;
@@ -344,6 +491,13 @@ int cmd_serve(int argc, char **argv)
 			if (ret == 0)
 				ret = vd_qmp_register(s.qmp, "quit", qmp_quit, &s);
 			if (ret == 0)
+				ret = vd_qmp_register(s.qmp, "object-add", qmp_object_add, &s);
+			if (ret == 0)
+				ret = vd_qmp_register(s.qmp, "object-del", qmp_object_del, &s);
+			if (ret == 0)
+				ret = vd_qmp_register(s.qmp, "query-iothreads", qmp_query_iothreads,
+						      &s);
+			if (ret == 0)
 				ret = vd_qmp_block_init(s.qmp, reg, &qblock);
 			if (ret == 0)
 				ret = vd_export_set_register_qmp(exports, s.qmp);
@@ -385,7 +539,8 @@ int cmd_serve(int argc, char **argv)
 	status = 0;
 out:
 	/* Finish what is in flight, flush, close: exports first (they hold
-	 * the nodes), then QMP, then the images. */
+	 * the nodes, and bring those on I/O threads back to this loop), then
+	 * QMP, then the images, then the threads. */
 	vd_export_set_free(exports);
 	if (qblock)
 		vd_qmp_block_free(qblock);
@@ -398,6 +553,9 @@ out:
 				status = 1;
 		vd_blk_registry_free(reg);
 	}
+	for (int i = 0; i < s.n_iothreads; i++)
+		vd_iothread_free(s.iothreads[i].t);
+	free(s.iothreads);
 	if (term_notifier.fd >= 0) {
 		vd_loop_set_fd_handler(s.loop, term_notifier.fd, NULL, NULL, NULL);
 		vd_notifier_cleanup(&term_notifier);

@@ -586,6 +586,48 @@ int vd_loop_call(struct vd_loop *loop, vd_loop_fn *cb, void *opaque)
 	return 0;
 }
 
+struct call_wait {
+	vd_loop_fn *cb;
+	void *opaque;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool done;
+};
+
+static void call_wait_run(void *opaque)
+{
+	struct call_wait *w = opaque;
+
+	w->cb(w->opaque);
+	pthread_mutex_lock(&w->lock);
+	w->done = true;
+	pthread_cond_signal(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+}
+
+int vd_loop_call_wait(struct vd_loop *loop, vd_loop_fn *cb, void *opaque)
+{
+	struct call_wait w = {.cb = cb, .opaque = opaque};
+	int ret;
+
+	if (loop == current_loop) {
+		cb(opaque);
+		return 0;
+	}
+	pthread_mutex_init(&w.lock, NULL);
+	pthread_cond_init(&w.cond, NULL);
+	ret = vd_loop_call(loop, call_wait_run, &w);
+	if (ret == 0) {
+		pthread_mutex_lock(&w.lock);
+		while (!w.done)
+			pthread_cond_wait(&w.cond, &w.lock);
+		pthread_mutex_unlock(&w.lock);
+	}
+	pthread_cond_destroy(&w.cond);
+	pthread_mutex_destroy(&w.lock);
+	return ret;
+}
+
 static void loop_run_calls(struct vd_loop *loop)
 {
 	if (!__atomic_load_n(&loop->calls_pending, __ATOMIC_ACQUIRE))

@@ -71,7 +71,8 @@ struct file_state {
 	int fd;
 	bool is_bdev;
 	bool use_lock;
-	struct vd_aio *aio;
+	struct vd_aio *aio; /* n->loop's engine of kind aio_kind */
+	enum vd_aio_kind aio_kind;
 	int page_cache_error; /* errno of a failed fdatasync: sticky, as QEMU */
 	uint64_t locked_perm; /* bits whose 100 + i byte we hold */
 	uint64_t locked_unshared; /* bits whose 200 + i byte we hold */
@@ -364,6 +365,7 @@ static int file_open(struct vd_node *n, struct vd_opts *opts, int flags, struct 
 	}
 	n->size = len;
 
+	s->aio_kind = kind;
 	ret = vd_aio_get(n->loop, kind, &s->aio);
 	if (ret < 0) {
 		vd_error_setg_errno(err, ret, "Could not set up the %s engine",
@@ -403,6 +405,25 @@ static void file_close(struct vd_node *n)
 	if (s->fd >= 0)
 		close(s->fd);
 	s->fd = -1;
+}
+
+/* The engines belong to a loop: a node that moves takes its new loop's. */
+static void file_detach_loop(struct vd_node *n)
+{
+	struct file_state *s = n->opaque;
+
+	s->aio = NULL;
+}
+
+static int file_attach_loop(struct vd_node *n, struct vd_error *err)
+{
+	struct file_state *s = n->opaque;
+	int ret = vd_aio_get(n->loop, s->aio_kind, &s->aio);
+
+	if (ret < 0)
+		return vd_error_setg_errno(err, ret, "Could not set up the %s engine",
+					   vd_aio_kind_name(s->aio_kind));
+	return 0;
 }
 
 /* --- requests -------------------------------------------------------------- */
@@ -814,6 +835,8 @@ const struct vd_block_driver vd_driver_file = {
 	.create_opts = file_create_opts,
 	.open = file_open,
 	.close = file_close,
+	.detach_loop = file_detach_loop,
+	.attach_loop = file_attach_loop,
 	.create = file_create,
 	.co_preadv = file_co_preadv,
 	.co_pwritev = file_co_pwritev,

@@ -188,15 +188,27 @@ int vd_export_connections(const struct vd_export *e)
 
 /* --- the set ----------------------------------------------------------------- */
 
+/*
+ * The set lives on the main loop (current at creation).  An export runs on its
+ * node's loop: the main loop, or an I/O thread's when iothread= moved the node
+ * there.  Everything that touches an export or its node runs on that loop
+ * through vd_loop_call_wait(), while the main thread waits; so the registry,
+ * which belongs to the main loop, may be changed there too.
+ */
 struct export_entry {
 	struct vd_export *e;
 	char *node_name;
+	struct vd_node *node;
+	struct vd_loop *loop; /* the export's */
 	struct export_entry *next;
 };
 
 struct vd_export_set {
 	struct vd_blk_registry *reg;
 	struct vd_qmp_server *qmp;
+	struct vd_loop *loop; /* main */
+	vd_export_iothread_fn *find_iothread;
+	void *iothread_opaque;
 	struct export_entry *list; /* in creation order */
 };
 
@@ -207,8 +219,25 @@ int vd_export_set_new(struct vd_blk_registry *reg, struct vd_export_set **out)
 	if (!s)
 		return -ENOMEM;
 	s->reg = reg;
+	s->loop = vd_loop_current();
 	*out = s;
 	return 0;
+}
+
+void vd_export_set_iothreads(struct vd_export_set *s, vd_export_iothread_fn *fn, void *opaque)
+{
+	s->find_iothread = fn;
+	s->iothread_opaque = opaque;
+}
+
+static void entry_free(struct vd_export_set *s, struct export_entry *x);
+
+bool vd_export_set_uses_loop(const struct vd_export_set *s, const struct vd_loop *loop)
+{
+	for (const struct export_entry *x = s->list; x; x = x->next)
+		if (x->loop == loop)
+			return true;
+	return false;
 }
 
 void vd_export_set_free(struct vd_export_set *s)
@@ -218,9 +247,7 @@ void vd_export_set_free(struct vd_export_set *s)
 	while (s->list) {
 		struct export_entry *x = s->list;
 		s->list = x->next;
-		vd_export_free(x->e);
-		free(x->node_name);
-		free(x);
+		entry_free(s, x);
 	}
 	free(s);
 }
@@ -244,16 +271,115 @@ static struct export_entry **find_entry(struct vd_export_set *s, const char *id)
 	return NULL;
 }
 
+/* Does another export, or a node of the graph outside @n's subtree, use a
+ * node of @n's subtree?  Then @n cannot change loops on its own. */
+static int node_shared(struct vd_export_set *s, struct vd_node *n, struct vd_error *err)
+{
+	for (struct export_entry *x = s->list; x; x = x->next)
+		if (vd_node_contains(x->node, n) || vd_node_contains(n, x->node))
+			return vd_error_set(err, -EBUSY,
+					    "Cannot change iothread of active block backend");
+	for (struct vd_node *p = vd_blk_registry_next_node(s->reg, NULL); p;
+	     p = vd_blk_registry_next_node(s->reg, p)) {
+		if (p == n || vd_node_contains(n, p))
+			continue;
+		for (struct vd_node *c = n; c; c = vd_node_file_child(c))
+			if (vd_node_contains(p, c))
+				return vd_error_set(err, -EBUSY,
+						    "Cannot change iothread: node '%s' is used by "
+						    "node '%s'",
+						    vd_node_name(c), vd_node_name(p));
+	}
+	return 0;
+}
+
+/* When the last export of a node on an I/O thread goes, the node comes back
+ * to the main loop (which closes it at the end). */
+static void node_home(struct vd_export_set *s, struct vd_node *n)
+{
+	struct vd_error err = {0};
+
+	if (!s->loop || vd_node_loop(n) == s->loop)
+		return;
+	for (struct export_entry *x = s->list; x; x = x->next)
+		if (vd_node_contains(x->node, n) || vd_node_contains(n, x->node))
+			return;
+	if (vd_node_set_loop(n, s->loop, &err) < 0)
+		fprintf(stderr, "vdisk: %s\n", err.msg);
+}
+
+struct export_call {
+	struct vd_export_set *s;
+	struct vd_vhost_user_blk_opts *o;
+	struct export_entry *x;
+	bool hard;
+	struct vd_error *err;
+	int ret;
+};
+
+static void entry_free_fn(void *opaque)
+{
+	struct export_call *k = opaque;
+
+	if (!k->hard && vd_export_connections(k->x->e) > 0) {
+		k->ret = vd_error_set(k->err, -EBUSY, "export '%s' still in use",
+				      vd_export_id(k->x->e));
+		return;
+	}
+	vd_export_free(k->x->e);
+	k->ret = 0;
+}
+
+static void entry_free(struct vd_export_set *s, struct export_entry *x)
+{
+	struct export_call k = {.s = s, .x = x, .hard = true};
+
+	vd_loop_call_wait(x->loop, entry_free_fn, &k);
+	node_home(s, x->node);
+	vd_node_unref(x->node);
+	free(x->node_name);
+	free(x);
+}
+
+/* On the export's loop: the export and an anonymous backend with the export
+ * as its device, so that block_resize reaches export_resized().  (QEMU's
+ * export backends have resize callbacks without a device; here the device
+ * makes the backend show up in query-block, under this qdev id.) */
+static void entry_create_fn(void *opaque)
+{
+	struct export_call *k = opaque;
+	struct export_entry *x = k->x;
+	char *qdev = NULL;
+
+	k->ret = vd_vhost_user_blk_export_new(k->o, &x->e, k->err);
+	if (k->ret < 0)
+		return;
+	if (asprintf(&qdev, "/objects/export/%s", k->o->id) < 0)
+		qdev = NULL;
+	if (!qdev || vd_blk_new(k->s->reg, NULL, &x->e->blk) < 0) {
+		k->ret = vd_error_set(k->err, -ENOMEM, "Out of memory");
+	} else if (vd_blk_insert_node(x->e->blk, k->o->node) < 0 ||
+		   vd_blk_attach_dev(x->e->blk, qdev, &export_blk_ops, x->e) < 0) {
+		k->ret = vd_error_set(k->err, -EBUSY, "Cannot attach the export to its node");
+	}
+	free(qdev);
+	if (k->ret < 0) {
+		vd_export_free(x->e);
+		x->e = NULL;
+	}
+}
+
 int vd_export_set_add(struct vd_export_set *s, struct vd_opts *opts, struct vd_error *err)
 {
 	static const char *const types[] = {"vhost-user-blk", NULL};
 	static const char *const addr_types[] = {"unix", "fd", NULL};
 	struct vd_vhost_user_blk_opts o = {.listen_fd = -1};
 	struct export_entry *x;
-	const char *node_name, *str;
+	const char *node_name, *str, *iothread;
+	struct vd_loop *loop;
 	uint64_t nq, lbs;
 	int type, addr_type, ret;
-	bool writable;
+	bool writable, fixed;
 
 	ret = vd_opts_get_enum(opts, "type", types, -1, &type, err);
 	if (ret < 0)
@@ -279,11 +405,11 @@ int vd_export_set_add(struct vd_export_set *s, struct vd_opts *opts, struct vd_e
 		ret = vd_opts_get_size(opts, "logical-block-size", 512, &lbs, err);
 	if (ret == 0)
 		ret = vd_opts_get_enum(opts, "addr.type", addr_types, -1, &addr_type, err);
+	if (ret == 0)
+		ret = vd_opts_get_bool(opts, "fixed-iothread", false, &fixed, err);
 	if (ret < 0)
 		return ret;
-	/* Accepted for compatibility; one loop serves every export. */
-	vd_opts_get(opts, "iothread");
-	vd_opts_get(opts, "fixed-iothread");
+	iothread = vd_opts_get(opts, "iothread");
 	o.serial = vd_opts_get(opts, "serial");
 	if (nq < 1 || nq > 64)
 		return vd_error_set(err, -EINVAL, "num-queues must be between 1 and 64");
@@ -314,43 +440,53 @@ int vd_export_set_add(struct vd_export_set *s, struct vd_opts *opts, struct vd_e
 	ret = vd_opts_check_unused(opts, NULL, err);
 	if (ret < 0)
 		return ret;
+
+	/* iothread=: move the node there, as QEMU's blk_exp_add does; when that
+	 * is impossible, the export stays on the node's loop unless
+	 * fixed-iothread=on. */
+	loop = vd_node_loop(o.node);
+	if (iothread) {
+		struct vd_loop *want =
+			s->find_iothread ? s->find_iothread(s->iothread_opaque, iothread) : NULL;
+		struct vd_error merr = {0};
+
+		if (!want)
+			return vd_error_set(err, -ENOENT, "iothread \"%s\" not found", iothread);
+		if (want != loop) {
+			ret = node_shared(s, o.node, &merr);
+			if (ret == 0)
+				ret = vd_node_set_loop(o.node, want, &merr);
+			if (ret == 0)
+				loop = want;
+			else if (fixed)
+				return vd_error_set(err, ret, "%s", merr.msg);
+		}
+	}
+
 	x = calloc(1, sizeof(*x));
 	if (!x || !(x->node_name = strdup(node_name))) {
 		free(x);
+		node_home(s, o.node);
 		return vd_error_set(err, -ENOMEM, "Out of memory");
 	}
-	ret = vd_vhost_user_blk_export_new(&o, &x->e, err);
+	x->node = o.node;
+	x->loop = loop;
+	{
+		struct export_call k = {.s = s, .o = &o, .x = x, .err = err};
+
+		ret = vd_loop_call_wait(loop, entry_create_fn, &k);
+		if (ret == 0)
+			ret = k.ret;
+		else
+			vd_error_set(err, ret, "Out of memory");
+	}
 	if (ret < 0) {
 		free(x->node_name);
 		free(x);
+		node_home(s, o.node);
 		return ret;
 	}
-	/* An anonymous backend with the export as its device, so that
-	 * block_resize reaches export_resized().  (QEMU's export backends have
-	 * resize callbacks without a device; here the device makes the backend
-	 * show up in query-block, under this qdev id.) */
-	{
-		char *qdev = NULL;
-
-		if (asprintf(&qdev, "/objects/export/%s", o.id) < 0)
-			qdev = NULL;
-		if (!qdev || vd_blk_new(s->reg, NULL, &x->e->blk) < 0) {
-			free(qdev);
-			vd_export_free(x->e);
-			free(x->node_name);
-			free(x);
-			return vd_error_set(err, -ENOMEM, "Out of memory");
-		}
-		if (vd_blk_insert_node(x->e->blk, o.node) < 0 ||
-		    vd_blk_attach_dev(x->e->blk, qdev, &export_blk_ops, x->e) < 0) {
-			free(qdev);
-			vd_export_free(x->e);
-			free(x->node_name);
-			free(x);
-			return vd_error_set(err, -EBUSY, "Cannot attach the export to its node");
-		}
-		free(qdev);
-	}
+	vd_node_ref(x->node);
 	{
 		struct export_entry **pp = &s->list;
 		while (*pp)
@@ -363,14 +499,21 @@ int vd_export_set_add(struct vd_export_set *s, struct vd_opts *opts, struct vd_e
 int vd_export_set_del(struct vd_export_set *s, const char *id, bool hard, struct vd_error *err)
 {
 	struct export_entry **pp = find_entry(s, id), *x;
+	struct export_call k = {.s = s, .hard = hard, .err = err};
+	int ret;
 
 	if (!pp)
 		return vd_error_set(err, -ENOENT, "Export '%s' is not found", id);
 	x = *pp;
-	if (!hard && vd_export_connections(x->e) > 0)
-		return vd_error_set(err, -EBUSY, "export '%s' still in use", id);
+	k.x = x;
+	ret = vd_loop_call_wait(x->loop, entry_free_fn, &k);
+	if (ret == 0)
+		ret = k.ret;
+	if (ret < 0)
+		return vd_error_is_set(err) ? ret : vd_error_set(err, ret, "Out of memory");
 	*pp = x->next;
-	vd_export_free(x->e);
+	node_home(s, x->node);
+	vd_node_unref(x->node);
 	free(x->node_name);
 	free(x);
 	if (s->qmp)

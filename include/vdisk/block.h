@@ -99,6 +99,19 @@ int vd_node_set_name(struct vd_node *n, const char *name);
 struct vd_node *vd_node_file_child(const struct vd_node *n);
 struct vd_node *vd_node_backing(const struct vd_node *n);
 struct vd_loop *vd_node_loop(const struct vd_node *n);
+/*
+ * Move @n with its children (file, backing) to @loop, QEMU's
+ * bdrv_try_change_aio_context: the nodes are drained, their drivers give up
+ * what they hold on the old loop (engines, timers) on the old loop's thread and
+ * take it again on the new loop's thread.  Call from the thread that controls
+ * the graph (the main loop's), with no user issuing requests on the nodes
+ * meanwhile; it blocks until done (vd_loop_call_wait() on the old and the new
+ * loop, a plain call for the caller's own).  On error the nodes stay where
+ * they were.  Returns 0 or -errno.
+ */
+int vd_node_set_loop(struct vd_node *n, struct vd_loop *loop, struct vd_error *err);
+/* Is @child @n itself or one of the nodes under it? */
+bool vd_node_contains(const struct vd_node *n, const struct vd_node *child);
 
 /* Limits a device reads to size its requests (see struct vd_limits). */
 struct vd_limits;

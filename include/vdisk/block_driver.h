@@ -192,6 +192,17 @@ struct vd_block_driver {
 	void (*debug_event)(struct vd_node *n, enum vd_debug_event ev);
 
 	/*
+	 * The node changes loops (vd_node_set_loop()), drained.  detach_loop
+	 * runs on the old loop's thread and drops what the driver holds there
+	 * (an engine, a timer); attach_loop runs on the new loop's thread, with
+	 * n->loop already the new loop, and takes it again.  Children are
+	 * detached before and attached before their parent.  NULL: the driver
+	 * keeps nothing per loop.
+	 */
+	void (*detach_loop)(struct vd_node *n);
+	int (*attach_loop)(struct vd_node *n, struct vd_error *err);
+
+	/*
 	 * Consistency check (qemu-img check): fill @res; with @fix
 	 * (VD_CHECK_FIX_*) repair what the flags allow.  Runs in a coroutine
 	 * with no other request in flight on the node.  Returns 0 when the

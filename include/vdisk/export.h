@@ -15,7 +15,10 @@
  * block-export-add), with the QMP commands block-export-add,
  * block-export-del and query-block-exports.
  *
- * Everything runs on one loop thread (the one current at creation).
+ * An export runs on its node's loop: the main loop, or an I/O thread's when
+ * the export names one (iothread=, vd_export_set_iothreads()) and the node
+ * can move there.  The set itself lives on the main loop, the one current at
+ * its creation, and reaches the exports with vd_loop_call_wait().
  */
 #ifndef VDISK_EXPORT_H
 #define VDISK_EXPORT_H
@@ -58,12 +61,18 @@ int vd_export_connections(const struct vd_export *e);
 /* --- the daemon's exports -------------------------------------------------- */
 
 int vd_export_set_new(struct vd_blk_registry *reg, struct vd_export_set **out);
+/* How the set finds an I/O thread's loop by its id (--object iothread,id=);
+ * NULL: no such thread. */
+typedef struct vd_loop *vd_export_iothread_fn(void *opaque, const char *id);
+void vd_export_set_iothreads(struct vd_export_set *s, vd_export_iothread_fn *fn, void *opaque);
+/* Does an export of the set run on @loop? */
+bool vd_export_set_uses_loop(const struct vd_export_set *s, const struct vd_loop *loop);
 /* Free every export (see vd_export_free), then the set. */
 void vd_export_set_free(struct vd_export_set *s);
 /*
  * Create an export from qemu-storage-daemon's keys: type=vhost-user-blk,
  * id, node-name, addr.type=unix + addr.path (or addr.type=fd + addr.str),
- * writable, num-queues, logical-block-size, serial.  @opts is read
+ * writable, num-queues, logical-block-size, serial, iothread, fixed-iothread.  @opts is read
  * (getters mark keys used) and unknown keys are errors.  -EEXIST for a
  * duplicate id.
  */

@@ -91,6 +91,15 @@ int64_t vd_clock_ns(void);
 int vd_loop_call(struct vd_loop *loop, vd_loop_fn *cb, void *opaque);
 
 /*
+ * Run @cb(@opaque) on @loop's thread and block the calling thread until it has
+ * returned: a plain call when @loop is the caller's current loop.  The calling
+ * thread runs nothing meanwhile, so @cb must not wait for it (the main thread
+ * waits for I/O threads, never the other way round).  Returns 0 or -ENOMEM
+ * (then @cb has not run).
+ */
+int vd_loop_call_wait(struct vd_loop *loop, vd_loop_fn *cb, void *opaque);
+
+/*
  * Per-loop slots for subsystems that keep one object per loop (the io_uring
  * engine, the thread pool).  @destroy runs from vd_loop_free().
  */

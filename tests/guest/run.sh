@@ -17,7 +17,8 @@
 # else was written).
 #
 # Scenarios: raw with 1 queue; raw with packed=on; qcow2 on a qcow2 backing
-# file with 2 queues and 2 vCPUs (when vdisk has the qcow2 driver).  --server qsd runs the same
+# file with 2 queues and 2 vCPUs, served from an I/O thread (when vdisk has
+# the qcow2 driver).  --server qsd runs the same
 # against qemu-storage-daemon, to prove the test itself.
 #
 # tests/guest/run.sh [--server S] --reconnect instead kills and restarts the
@@ -93,9 +94,9 @@ truncate -s $((PART_START + PART_SIZE)) pattern.raw
 HOST_MD5=$(head -c 1048576 pattern.raw | md5)
 GUEST_MD5=$(yes vdisk-guest-pattern | head -c 1048576 | md5)
 
-# run_scenario NAME FORMAT QUEUES SMP [DEVICE-OPTIONS]
+# run_scenario NAME FORMAT QUEUES SMP [DEVICE-OPTIONS] [IOTHREAD]
 run_scenario() {
-	local name=$1 fmt=$2 nq=$3 smp=$4 devopts=${5:-} img line start
+	local name=$1 fmt=$2 nq=$3 smp=$4 devopts=${5:-} iothread=${6:-} img line start
 	if [ "$fmt" = raw ]; then
 		img=$name.raw
 		cp pattern.raw "$img"
@@ -110,6 +111,11 @@ run_scenario() {
 			--blockdev "driver=qcow2,node-name=d,file=f")
 	fi
 	local export="type=vhost-user-blk,id=e,node-name=d,addr.type=unix,addr.path=$T/vub.sock,writable=on,num-queues=$nq"
+	if [ -n "$iothread" ]; then
+		# Served from an I/O thread, as qemu-storage-daemon users write it.
+		blockdevs+=(--object "iothread,id=$iothread")
+		export+=",iothread=$iothread,fixed-iothread=on"
+	fi
 	rm -f vub.sock
 	if [ "$SERVER" = vdisk ]; then
 		"$VDISK" serve "${blockdevs[@]}" --export "$export" 2>server.log &
@@ -291,7 +297,7 @@ run_scenario raw1q raw 1 1
 # Packed virtqueues (virtio 1.2 section 2.8); libvhost-user (qsd) has none.
 [ "$SERVER" = qsd ] || run_scenario raw-packed raw 1 1 ,packed=on
 if [ "$SERVER" = qsd ] || "$VDISK" --version | grep -q '^formats:.* qcow2'; then
-	run_scenario qcow2-backing-2q qcow2 2 2
+	run_scenario qcow2-backing-2q-iothread qcow2 2 2 "" io0
 else
 	echo "qcow2 scenario skipped: vdisk has no qcow2 driver"
 fi

@@ -15,6 +15,7 @@
 
 #include <vdisk/aio.h>
 #include <vdisk/block_driver.h>
+#include <vdisk/iothread.h>
 
 #include "tests/lib/test.h"
 
@@ -861,6 +862,89 @@ static void on_alarm(int sig)
 	_exit(1);
 }
 
+/* --- moving between loops ------------------------------------------------------ */
+
+struct loop_io {
+	struct vd_node *n;
+	uint8_t *w, *r;
+	bool on_node_loop;
+	int wret, rret;
+};
+
+static void loop_io_fn(void *opaque)
+{
+	struct loop_io *k = opaque;
+
+	k->on_node_loop = vd_node_loop(k->n) == vd_loop_current() &&
+			  vd_node_loop(k->n->file) == vd_loop_current();
+	k->wret = vd_node_pwrite(k->n, 65536, k->w, 65536, VD_REQ_FUA);
+	k->rret = vd_node_pread(k->n, 65536, k->r, 65536);
+}
+
+/* vd_node_set_loop(): a qcow2 node on a file child (each engine, with the
+ * cache-clean timer) moves to an I/O thread and serves requests there (its
+ * file driver submits to that loop's engine: the old loop's would never
+ * complete them there), then comes back and serves them here. */
+static void node_set_loop(const char *aio)
+{
+	const char *p = test_path("move.qcow2");
+	uint8_t *w = malloc(65536), *r = malloc(65536);
+	struct loop_io k = {.w = w, .r = r};
+	struct vd_loop *home = vd_loop_current();
+	struct vd_iothread *t;
+	struct vd_error err = {0};
+	char opts[96];
+	struct vd_node *n;
+
+	REQUIRE(w && r);
+	REQUIRE(create_img(p, "qcow2", "size=4M") == 0);
+	snprintf(opts, sizeof(opts), "file.aio=%s,cache-clean-interval=1", aio);
+	n = open_img(p, "qcow2", opts, VD_OPEN_RDWR);
+	REQUIRE(n);
+	REQUIRE(vd_iothread_new("mv", &t) == 0);
+	k.n = n;
+
+	CHECK_EQ(vd_node_set_loop(n, vd_iothread_loop(t), &err), 0);
+	CHECK(vd_node_loop(n) == vd_iothread_loop(t));
+	CHECK(vd_node_loop(n->file) == vd_iothread_loop(t));
+	fill(w, 65536, 7);
+	CHECK_EQ(vd_loop_call_wait(vd_iothread_loop(t), loop_io_fn, &k), 0);
+	CHECK(k.on_node_loop);
+	CHECK_EQ(k.wret, 0);
+	CHECK_EQ(k.rret, 0);
+	CHECK(memcmp(w, r, 65536) == 0);
+
+	CHECK_EQ(vd_node_set_loop(n, home, &err), 0);
+	CHECK(vd_node_loop(n) == home && vd_node_loop(n->file) == home);
+	memset(r, 0, 65536);
+	loop_io_fn(&k);
+	CHECK(k.on_node_loop);
+	CHECK_EQ(k.wret, 0);
+	CHECK_EQ(k.rret, 0);
+	CHECK(memcmp(w, r, 65536) == 0);
+	CHECK_EQ(vd_node_set_loop(n, NULL, &err), -EINVAL);
+	CHECK(vd_node_loop(n) == home);
+
+	vd_node_unref(n);
+	vd_iothread_free(t);
+	free(w);
+	free(r);
+}
+
+static void test_node_set_loop_threads(void)
+{
+	node_set_loop("threads");
+}
+
+static void test_node_set_loop_io_uring(void)
+{
+	if (!vd_aio_kind_available(VD_AIO_IO_URING)) {
+		test_skip("io_uring is not available here");
+		return;
+	}
+	node_set_loop("io_uring");
+}
+
 int main(void)
 {
 	struct vd_loop *loop;
@@ -890,6 +974,8 @@ int main(void)
 	RUN(test_blkdebug_request_rules);
 	RUN(test_blkdebug_events);
 	RUN(test_blkdebug_config_align);
+	RUN(test_node_set_loop_threads);
+	RUN(test_node_set_loop_io_uring);
 	vd_loop_set_current(NULL);
 	vd_loop_free(loop);
 	return test_finish();

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <unistd.h>
 
+#include <vdisk/iothread.h>
 #include <vdisk/loop.h>
 
 #include "tests/lib/test.h"
@@ -296,6 +297,55 @@ static void test_cross_thread_calls(void)
 	vd_loop_free(c.loop);
 }
 
+struct wait_ctx {
+	struct vd_loop *ran_on;
+	pthread_t thread;
+	int calls;
+};
+
+static void wait_cb(void *opaque)
+{
+	struct wait_ctx *w = opaque;
+
+	usleep(10000); /* the caller must really wait for this */
+	w->ran_on = vd_loop_current();
+	w->thread = pthread_self();
+	w->calls++;
+}
+
+/* vd_loop_call_wait(): on the target loop's thread, returning only after the
+ * callback did; a plain call on the caller's own loop.  An I/O thread names
+ * itself and stops cleanly. */
+static void test_call_wait_iothread(void)
+{
+	struct vd_iothread *t;
+	struct wait_ctx w = {0};
+	struct vd_loop *mine;
+	char name[16] = "";
+
+	REQUIRE(vd_iothread_new("t0", &t) == 0);
+	CHECK(vd_iothread_loop(t) != NULL);
+	CHECK(vd_iothread_tid(t) > 0 && vd_iothread_tid(t) != getpid());
+	CHECK_STR(vd_iothread_id(t), "t0");
+	CHECK_EQ(vd_loop_call_wait(vd_iothread_loop(t), wait_cb, &w), 0);
+	CHECK_EQ(w.calls, 1);
+	CHECK(w.ran_on == vd_iothread_loop(t));
+	CHECK(!pthread_equal(w.thread, pthread_self()));
+	CHECK_EQ(pthread_getname_np(w.thread, name, sizeof(name)), 0);
+	CHECK_STR(name, "IO t0");
+
+	REQUIRE(vd_loop_new(&mine) == 0);
+	vd_loop_set_current(mine);
+	w.calls = 0;
+	CHECK_EQ(vd_loop_call_wait(mine, wait_cb, &w), 0);
+	CHECK_EQ(w.calls, 1);
+	CHECK(pthread_equal(w.thread, pthread_self()));
+	CHECK(w.ran_on == mine);
+	vd_loop_set_current(NULL);
+	vd_loop_free(mine);
+	vd_iothread_free(t);
+}
+
 static void *stopper_thread(void *opaque)
 {
 	usleep(20000);
@@ -429,5 +479,6 @@ int main(void)
 	RUN(test_slots_and_current);
 	RUN(test_notifier);
 	RUN(test_interrupted_wait);
+	RUN(test_call_wait_iothread);
 	return test_finish();
 }

@@ -606,6 +606,30 @@ static void clean_caches(void *opaque)
 	vd_timer_mod(s->clean_timer, vd_clock_ns() + (int64_t)s->clean_interval_ns);
 }
 
+/* The cache-clean timer runs on the node's loop: it moves with the node. */
+static void qcow2_detach_loop(struct vd_node *n)
+{
+	struct qcow2_state *s = n->opaque;
+
+	if (s->clean_timer) {
+		vd_timer_free(s->clean_timer);
+		s->clean_timer = NULL;
+	}
+}
+
+static int qcow2_attach_loop(struct vd_node *n, struct vd_error *err)
+{
+	struct qcow2_state *s = n->opaque;
+
+	if (!s->clean_interval_ns)
+		return 0;
+	s->clean_timer = vd_timer_new(n->loop, clean_caches, s);
+	if (!s->clean_timer)
+		return vd_error_set(err, -ENOMEM, "Out of memory");
+	vd_timer_mod(s->clean_timer, vd_clock_ns() + (int64_t)s->clean_interval_ns);
+	return 0;
+}
+
 static void free_state(struct qcow2_state *s)
 {
 	if (s->clean_timer)
@@ -723,9 +747,9 @@ static int qcow2_open(struct vd_node *n, struct vd_opts *opts, int flags, struct
 	ret = setup_caches(s, &copts, err);
 	if (ret < 0)
 		goto fail;
-	if (copts.clean_interval && vd_loop_current()) {
+	if (copts.clean_interval && n->loop) {
 		s->clean_interval_ns = copts.clean_interval * 1000000000ull;
-		s->clean_timer = vd_timer_new(vd_loop_current(), clean_caches, s);
+		s->clean_timer = vd_timer_new(n->loop, clean_caches, s);
 		if (!s->clean_timer) {
 			ret = vd_error_set(err, -ENOMEM, "Out of memory");
 			goto fail;
@@ -934,6 +958,8 @@ const struct vd_block_driver vd_driver_qcow2 = {
 	.probe = qcow2_probe,
 	.open = qcow2_open,
 	.close = qcow2_close,
+	.detach_loop = qcow2_detach_loop,
+	.attach_loop = qcow2_attach_loop,
 	.create = qcow2_create,
 	.co_preadv = qcow2_co_preadv,
 	.co_pwritev = qcow2_co_pwritev,

@@ -1,0 +1,42 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * I/O threads: a thread that runs an event loop of its own, QEMU's
+ * "-object iothread".  Nodes and the devices or exports that use them move
+ * onto it (vd_node_set_loop()) so their requests are served there, in
+ * parallel with the main loop and with other I/O threads.
+ *
+ * The thread blocks the signals a program handles (SIGTERM, SIGINT, SIGHUP,
+ * SIGPIPE...): they go to the main thread.  Other threads reach the loop with
+ * vd_loop_call() and vd_loop_call_wait().
+ */
+#ifndef VDISK_IOTHREAD_H
+#define VDISK_IOTHREAD_H
+
+#include <sys/types.h>
+
+#include <vdisk/loop.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct vd_iothread;
+
+/* Start a thread named "IO @id" with a loop of its own; returns once the loop
+ * runs.  0 or -errno. */
+int vd_iothread_new(const char *id, struct vd_iothread **out);
+/* Stop the loop, join the thread, free the loop (on its own thread, so its
+ * engines are torn down where they ran).  Whatever used the loop must be
+ * gone. */
+void vd_iothread_free(struct vd_iothread *t);
+
+const char *vd_iothread_id(const struct vd_iothread *t);
+struct vd_loop *vd_iothread_loop(const struct vd_iothread *t);
+/* The kernel's thread id (query-iothreads' thread-id). */
+pid_t vd_iothread_tid(const struct vd_iothread *t);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

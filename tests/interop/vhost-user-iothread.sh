@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+#
+# vdisk serve with I/O threads, as qemu-storage-daemon takes them:
+# --object iothread,id=ID and iothread=ID on an --export.  Two exports on two
+# threads (raw, and qcow2 over a backing file) are driven at once; the
+# requests must be served by the named threads (their CPU time grows, the
+# main thread's does not), the data must be right, and QMP on the main
+# thread keeps working: query-iothreads, query-blockstats of nodes that live
+# on a thread, block_resize of such a node, block-export-del (the node comes
+# back) and block-export-add onto another thread, fixed-iothread, object-add
+# and object-del.  SIGTERM ends it with exit 0 and clean images.
+set -eu
+
+. "$(dirname "$0")/../lib/common.sh"
+vd_setup python3 qemu-img
+HERE=$SRCDIR/tests/interop
+SIZE=$((16 << 20))
+CLIENT=$BUILD/bench/vhost-user-blk
+[ -x "$CLIENT" ] || skip "$CLIENT not built (make benches)"
+
+pid=
+trap 'if [ -n "$pid" ]; then kill -KILL $pid 2>/dev/null; fi; rm -rf "$T"' EXIT
+
+qemu-img create -q -f raw a.raw $SIZE
+qemu-img create -q -f qcow2 base.qcow2 $SIZE
+qemu-io -c "write -P 0x5a 0 $SIZE" base.qcow2 >/dev/null
+qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 b.qcow2 $SIZE
+qemu-img create -q -f raw c.raw $SIZE
+
+wait_for() {
+	local i
+	for i in $(seq 100); do
+		[ -S "$1" ] && return 0
+		sleep 0.05
+	done
+	fail "socket $1 did not appear"
+}
+
+"$VDISK" serve --object iothread,id=io0 --object iothread,id=io1 \
+	--blockdev driver=file,node-name=fa,filename=a.raw \
+	--blockdev driver=raw,node-name=ra,file=fa \
+	--blockdev driver=file,node-name=fb,filename=b.qcow2 \
+	--blockdev driver=qcow2,node-name=qb,file=fb \
+	--blockdev driver=file,node-name=fc,filename=c.raw \
+	--export type=vhost-user-blk,id=ea,node-name=ra,addr.type=unix,addr.path=$T/a.sock,writable=on,num-queues=2,iothread=io0 \
+	--export type=vhost-user-blk,id=eb,node-name=qb,addr.type=unix,addr.path=$T/b.sock,writable=on,iothread=io1 \
+	--chardev socket,path=$T/qmp.sock,server=on,wait=off,id=c --monitor chardev=c \
+	2>serve.log &
+pid=$!
+wait_for a.sock
+wait_for b.sock
+wait_for qmp.sock
+
+python3 - "$T" "$SRCDIR" "$pid" "$CLIENT" $SIZE <<'PY' || { cat serve.log; fail "iothread test"; }
+import os, subprocess, sys
+T, SRC, PID, CLIENT, SIZE = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+sys.path.insert(0, SRC + "/tests/lib")
+from qmp import QMP
+
+def cpu_ns(tid):
+    with open("/proc/%d/task/%d/schedstat" % (PID, tid)) as f:
+        return int(f.read().split()[0])
+
+q = QMP(T + "/qmp.sock")
+q.cmd("qmp_capabilities")
+threads = q.cmd("query-iothreads")["return"]
+assert [t["id"] for t in threads] == ["io0", "io1"], threads
+tids = {t["id"]: t["thread-id"] for t in threads}
+for t in threads:
+    assert t["thread-id"] != PID, threads
+    assert os.path.isdir("/proc/%d/task/%d" % (PID, t["thread-id"])), threads
+    with open("/proc/%d/task/%d/comm" % (PID, t["thread-id"])) as f:
+        assert f.read().strip() == "IO " + t["id"], t
+
+# Both exports at once: each thread does its own export's work.
+before = {k: cpu_ns(v) for k, v in tids.items()}
+main_before = cpu_ns(PID)
+runs = [subprocess.Popen([CLIENT, T + "/a.sock", "-d", "16", "-q", "2", "-t", "1", "-w",
+                          "-s", str(SIZE)], stdout=subprocess.PIPE),
+        subprocess.Popen([CLIENT, T + "/b.sock", "-d", "16", "-t", "1", "-s", str(SIZE)],
+                         stdout=subprocess.PIPE)]
+for p in runs:
+    out = p.communicate()[0].decode()
+    assert p.returncode == 0 and "iops=" in out, out
+grew = {k: cpu_ns(v) - before[k] for k, v in tids.items()}
+main_grew = cpu_ns(PID) - main_before
+print("cpu ns: io0 %d io1 %d main %d" % (grew["io0"], grew["io1"], main_grew))
+assert grew["io0"] > 20 * 10**6 and grew["io1"] > 20 * 10**6, grew
+assert main_grew * 4 < min(grew.values()), (grew, main_grew)
+
+# The data path, checked against the file, on the thread.
+subprocess.run(["python3", SRC + "/tests/interop/vhost-user-proto.py", T + "/a.sock",
+                T + "/a.raw", str(SIZE)], check=True)
+
+# Statistics of nodes on the threads, read there.
+st = q.cmd("query-blockstats", **{"query-nodes": True})["return"]
+by = {s.get("node-name"): s["stats"] for s in st}
+assert by["ra"]["wr_operations"] > 1000 and by["qb"]["rd_operations"] > 1000, by
+assert by["fc"]["rd_operations"] == 0, by
+devs = q.cmd("query-blockstats")["return"]
+assert {d.get("qdev") for d in devs} >= {"/objects/export/ea", "/objects/export/eb"}, [(d.get("device"), d.get("qdev"), d.get("node-name")) for d in devs]
+blocks = q.cmd("query-block")["return"]
+assert any(b.get("inserted", {}).get("node-name") == "qb" for b in blocks), blocks
+
+# block_resize on a node that lives on io1.
+r = q.cmd("block_resize", **{"node-name": "qb", "size": 2 * SIZE})
+assert r == {"return": {}}, r
+
+# An unknown thread; a node shared with a running export cannot move with
+# fixed-iothread=on, and stays on its thread without it (QEMU's rule).
+r = q.cmd("block-export-add", type="vhost-user-blk", id="x", **{"node-name": "fc"},
+          addr={"type": "unix", "path": T + "/x.sock"}, iothread="nope")
+assert "error" in r and "nope" in r["error"]["desc"], r
+r = q.cmd("block-export-add", type="vhost-user-blk", id="ea2", **{"node-name": "fa"},
+          addr={"type": "unix", "path": T + "/a2.sock"}, iothread="io1",
+          **{"fixed-iothread": True})
+assert "error" in r and "iothread" in r["error"]["desc"], r
+r = q.cmd("block-export-add", type="vhost-user-blk", id="ea2", **{"node-name": "fa"},
+          addr={"type": "unix", "path": T + "/a2.sock"}, iothread="io1")
+assert r == {"return": {}}, r
+assert q.cmd("block-export-del", id="ea2") == {"return": {}}
+
+# object-add / object-del; a thread in use stays.
+assert q.cmd("object-add", **{"qom-type": "iothread", "id": "io2"}) == {"return": {}}
+assert "error" in q.cmd("object-add", **{"qom-type": "iothread", "id": "io2"})
+assert len(q.cmd("query-iothreads")["return"]) == 3
+r = q.cmd("object-del", id="io0")
+assert "error" in r and "in use" in r["error"]["desc"], r
+
+# A node that moved to a thread comes back when its export goes, and can
+# move to another one; the new export serves on io2.
+assert q.cmd("block-export-del", id="ea", mode="hard") == {"return": {}}
+r = q.cmd("block-export-add", type="vhost-user-blk", id="ea", **{"node-name": "ra"},
+          addr={"type": "unix", "path": T + "/a.sock"}, writable=True, iothread="io2",
+          **{"fixed-iothread": True})
+assert r == {"return": {}}, r
+tid2 = [t["thread-id"] for t in q.cmd("query-iothreads")["return"] if t["id"] == "io2"][0]
+b2 = cpu_ns(tid2)
+subprocess.run(["python3", SRC + "/tests/interop/vhost-user-proto.py", T + "/a.sock",
+                T + "/a.raw", str(SIZE)], check=True)
+assert cpu_ns(tid2) > b2, "io2 did not serve the re-added export"
+assert q.cmd("object-del", id="io0") == {"return": {}}
+assert [t["id"] for t in q.cmd("query-iothreads")["return"]] == ["io1", "io2"]
+print("qmp ok")
+PY
+
+kill -TERM $pid
+rc=0
+wait $pid || rc=$?
+pid=
+[ $rc = 0 ] || { cat serve.log; fail "vdisk serve exited $rc on SIGTERM"; }
+[ ! -e a.sock ] && [ ! -e b.sock ] || fail "socket files left behind"
+qemu-img check -q b.qcow2 || fail "qemu-img check b.qcow2"
+"$VDISK" check b.qcow2 >/dev/null || fail "vdisk check b.qcow2"
+[ "$(qemu-img info --output=json b.qcow2 | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])')" = $((2 * SIZE)) ] ||
+	fail "block_resize on the I/O thread did not reach the image"
+echo "ok"
