@@ -55,7 +55,8 @@ static void msg(uint32_t req, const void *p, uint32_t size, int fd)
 	memcpy(buf, &req, 4);
 	memcpy(buf + 4, &flags, 4);
 	memcpy(buf + 8, &size, 4);
-	memcpy(buf + 12, p, size);
+	if (size)
+		memcpy(buf + 12, p, size);
 	if (fd >= 0) {
 		struct cmsghdr *cm;
 		mh.msg_control = u.c;

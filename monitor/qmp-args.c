@@ -6,8 +6,10 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include <vdisk/opts.h>
 #include <vdisk/qmp.h>
 
 #include "monitor/qmp-internal.h"
@@ -148,4 +150,20 @@ int vd_qmp_check_args(const json_t *args, const struct vd_qmp_arg *spec, struct 
 						"Parameter '%s' is unexpected", key);
 	}
 	return 0;
+}
+
+int vd_qmp_args_to_opts(const json_t *args, struct vd_opts **out, struct vd_error *err)
+{
+	char *text = json_dumps(args, JSON_COMPACT), *js = NULL;
+	int ret;
+
+	*out = NULL;
+	if (!text || asprintf(&js, "json:%s", text) < 0) {
+		free(text);
+		return vd_error_set(err, -ENOMEM, "Out of memory");
+	}
+	free(text);
+	ret = vd_opts_parse(js, NULL, out, err);
+	free(js);
+	return ret;
 }

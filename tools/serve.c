@@ -138,18 +138,9 @@ static int add_iothread(struct serve *s, struct vd_opts *o, struct vd_error *err
 static json_t *qmp_object_add(json_t *args, void *opaque, struct vd_qmp_error *qerr)
 {
 	struct vd_error err = {0};
-	struct vd_opts *o = NULL;
-	char *text = json_dumps(args, JSON_COMPACT), *js = NULL;
-	int ret;
+	struct vd_opts *o;
+	int ret = vd_qmp_args_to_opts(args, &o, &err);
 
-	if (!text || asprintf(&js, "json:%s", text) < 0) {
-		free(text);
-		vd_qmp_error_set(qerr, VD_QMP_GENERIC_ERROR, "Out of memory");
-		return NULL;
-	}
-	free(text);
-	ret = vd_opts_parse(js, NULL, &o, &err);
-	free(js);
 	if (ret == 0)
 		ret = add_iothread(opaque, o, &err);
 	vd_opts_free(o);

@@ -179,6 +179,13 @@ struct vd_qmp_arg {
 	const char *const *values; /* VD_QMP_ARG_ENUM: NULL-terminated */
 };
 int vd_qmp_check_args(const json_t *args, const struct vd_qmp_arg *spec, struct vd_qmp_error *err);
+/*
+ * The arguments as an option tree with dotted keys, for commands whose
+ * arguments are a command-line option's (block-export-add, object-add):
+ * *out is NULL on error, which is in @err.  0 or -errno.
+ */
+struct vd_opts;
+int vd_qmp_args_to_opts(const json_t *args, struct vd_opts **out, struct vd_error *err);
 
 /*
  * The block commands (monitor/block-cmds.c) over a backend registry:

@@ -28,15 +28,6 @@ qemu-io -c "write -P 0x5a 0 $SIZE" base.qcow2 >/dev/null
 qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 b.qcow2 $SIZE
 qemu-img create -q -f raw c.raw $SIZE
 
-wait_for() {
-	local i
-	for i in $(seq 100); do
-		[ -S "$1" ] && return 0
-		sleep 0.05
-	done
-	fail "socket $1 did not appear"
-}
-
 "$VDISK" serve --object iothread,id=io0 --object iothread,id=io1 \
 	--blockdev driver=file,node-name=fa,filename=a.raw \
 	--blockdev driver=raw,node-name=ra,file=fa \
@@ -48,9 +39,9 @@ wait_for() {
 	--chardev socket,path=$T/qmp.sock,server=on,wait=off,id=c --monitor chardev=c \
 	2>serve.log &
 pid=$!
-wait_for a.sock
-wait_for b.sock
-wait_for qmp.sock
+wait_socket a.sock
+wait_socket b.sock
+wait_socket qmp.sock
 
 python3 - "$T" "$SRCDIR" "$pid" "$CLIENT" $SIZE <<'PY' || { cat serve.log; fail "iothread test"; }
 import os, subprocess, sys
@@ -82,7 +73,7 @@ runs = [subprocess.Popen([CLIENT, T + "/a.sock", "-d", "16", "-q", "2", "-t", "1
                          stdout=subprocess.PIPE)]
 for p in runs:
     out = p.communicate()[0].decode()
-    assert p.returncode == 0 and "iops=" in out, out
+    assert p.returncode == 0 and "iops=" in out, (p.returncode, out)
 grew = {k: cpu_ns(v) - before[k] for k, v in tids.items()}
 main_grew = cpu_ns(PID) - main_before
 print("cpu ns: io0 %d io1 %d main %d" % (grew["io0"], grew["io1"], main_grew))

@@ -21,22 +21,13 @@ trap 'if [ -n "$pid" ]; then kill -KILL $pid 2>/dev/null; fi; rm -rf "$T"' EXIT
 qemu-img create -q -f raw a.raw $SIZE
 qemu-img create -q -f raw b.raw $SIZE
 
-wait_for() {
-	local i
-	for i in $(seq 100); do
-		[ -S "$1" ] && return 0
-		sleep 0.05
-	done
-	fail "socket $1 did not appear"
-}
-
 # 1. The protocol, then SIGTERM.
 "$VDISK" serve --blockdev driver=file,node-name=f,filename=a.raw \
 	--blockdev driver=raw,node-name=d,file=f \
 	--export type=vhost-user-blk,id=e,node-name=d,addr.type=unix,addr.path=$T/a.sock,writable=on \
 	2>serve1.log &
 pid=$!
-wait_for a.sock
+wait_socket a.sock
 python3 "$HERE/vhost-user-proto.py" "$T/a.sock" a.raw $SIZE || { cat serve1.log; fail "protocol test"; }
 kill -TERM $pid
 rc=0
@@ -53,8 +44,8 @@ pid=
 	--object iothread,id=io0 \
 	--chardev socket,path=$T/qmp.sock,server=on,wait=off,id=c --monitor chardev=c 2>serve2.log &
 pid=$!
-wait_for a.sock
-wait_for qmp.sock
+wait_socket a.sock
+wait_socket qmp.sock
 python3 - "$T" "$SRCDIR" <<'PY' || { cat serve2.log; fail "QMP test"; }
 import subprocess, sys
 T, SRC = sys.argv[1], sys.argv[2]

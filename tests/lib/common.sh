@@ -41,3 +41,13 @@ vd_setup() {
 	trap "rm -rf '$T'" EXIT
 	cd "$T" || fail "cannot enter $T"
 }
+
+# wait_socket PATH: until a server listens there (5 s), else fail.
+wait_socket() {
+	local i
+	for i in $(seq 100); do
+		[ -S "$1" ] && return 0
+		sleep 0.05
+	done
+	fail "socket $1 did not appear"
+}
