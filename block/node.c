@@ -423,14 +423,17 @@ int vd_node_open_child(struct vd_node *parent, struct vd_opts *opts, const char 
 	return ret;
 }
 
+/* References are taken and dropped on more than one thread (an export's
+ * connections on its I/O thread, the export set on the main one): atomic.
+ * The last one must be dropped on the node's loop. */
 void vd_node_ref(struct vd_node *n)
 {
-	n->refcnt++;
+	__atomic_fetch_add(&n->refcnt, 1, __ATOMIC_RELAXED);
 }
 
 void vd_node_unref(struct vd_node *n)
 {
-	if (!n || --n->refcnt > 0)
+	if (!n || __atomic_sub_fetch(&n->refcnt, 1, __ATOMIC_ACQ_REL) > 0)
 		return;
 	vd_node_drain(n);
 	if (n->drv->close)

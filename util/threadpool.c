@@ -310,7 +310,11 @@ static void pool_destroy(void *obj)
 		sem_post(&pool->work);
 	pthread_mutex_unlock(&pool->lock);
 	for (int i = 0; i < POOL_MAX_THREADS; i++) {
-		if (pool->workers[i].state != WORKER_FREE)
+		/* Workers write their state under the lock as they exit. */
+		pthread_mutex_lock(&pool->lock);
+		bool started = pool->workers[i].state != WORKER_FREE;
+		pthread_mutex_unlock(&pool->lock);
+		if (started)
 			pthread_join(pool->workers[i].thread, NULL);
 	}
 	vd_loop_set_internal_fd_handler(pool->aio.loop, pool->notifier.fd, NULL, NULL, NULL);
