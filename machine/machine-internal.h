@@ -7,6 +7,12 @@
 
 #include "hw/fw_cfg.h"
 
+/* A device's part of a system reset (machine_add_reset). */
+struct machine_reset_handler {
+	vd_loop_fn *fn;
+	void *opaque;
+};
+
 struct vd_vtimer {
 	struct vd_machine *m;
 	vd_loop_fn *cb;
@@ -44,6 +50,15 @@ struct vd_machine {
 
 	bool running;
 	const char *run_state; /* QEMU RunState name */
+	/* Requests from completion and register-access context, handled in
+	 * bottom halves (QEMU's qemu_system_vmstop_request and
+	 * qemu_system_reset_request). */
+	struct vd_bh *vmstop_bh, *reset_bh;
+	/* What a system reset resets, in registration order; then the PCI
+	 * configuration of every function (vd_pci_bus_reset). */
+	struct machine_reset_handler *resets;
+	int nr_resets;
+	uint8_t piix3_power_on[256]; /* PIIX3 configuration after creation */
 	void (*state_fn)(void *opaque, bool running);
 	void *state_opaque;
 	void (*quit_fn)(void *opaque);
@@ -90,6 +105,13 @@ int machine_add_virtio_blk(struct vd_machine *m, struct vd_drive *d,
 int machine_parse_pci_addr(const char *s, int *devfn);
 void machine_qtest_chardev_close(struct vd_machine *m);
 void machine_set_running(struct vd_machine *m, bool running, const char *state);
+/* Reset @fn(@opaque) with the machine (0 or -ENOMEM). */
+int machine_add_reset(struct vd_machine *m, vd_loop_fn *fn, void *opaque);
+/* A system reset (the PIIX3 reset control register), done in a bottom half
+ * as QEMU's qemu_system_reset_request: the register access that asks for
+ * it returns first. */
+void machine_request_reset(struct vd_machine *m);
+void machine_qmp_reset_event(struct vd_machine *m);
 void machine_qmp_state_changed(struct vd_machine *m, bool running);
 void machine_qmp_close(struct vd_machine *m);
 

@@ -3,7 +3,11 @@
  * The machine's QMP commands and events, on the monitor library
  * (include/vdisk/qmp.h), with QEMU 7.2's shapes (qapi/run-state.json):
  *   query-status -> {"status": RunState, "singlestep": false, "running": B}
- *   stop, cont   -> {}; events STOP and RESUME (no data)
+ *   stop, cont   -> {}; events STOP and RESUME (no data); stop replies once
+ *                   the block requests in flight are complete (QEMU's
+ *                   do_vm_stop drains them)
+ *   event RESET {"guest": true, "reason": "guest-reset"} after a system
+ *                   reset the guest asked for (port 0xCF9)
  *   quit         -> {}; event SHUTDOWN {"guest": false, "reason": "host-qmp-quit"}
  * plus the block commands over the machine's backends (monitor/block-cmds.c).
  */
@@ -29,6 +33,7 @@ static json_t *qmp_stop(json_t *args, void *opaque, struct vd_qmp_error *err)
 {
 	if (vd_qmp_check_args(args, no_args, err) < 0)
 		return NULL;
+	/* In the command's coroutine: the drain yields, the loop goes on. */
 	vd_machine_stop(opaque);
 	return NULL;
 }
@@ -66,6 +71,13 @@ void machine_qmp_state_changed(struct vd_machine *m, bool running)
 {
 	if (m->qmp)
 		vd_qmp_emit_event(m->qmp, running ? "RESUME" : "STOP", NULL);
+}
+
+void machine_qmp_reset_event(struct vd_machine *m)
+{
+	if (m->qmp)
+		vd_qmp_emit_event(m->qmp, "RESET",
+				  json_pack("{s:b,s:s}", "guest", 1, "reason", "guest-reset"));
 }
 
 void machine_qmp_close(struct vd_machine *m)

@@ -26,6 +26,10 @@
 #define QEMU_SUBDEVICE 0x1100 /* PCI_SUBDEVICE_ID_QEMU */
 #define PC_LOWMEM_MAX UINT64_C(0xe0000000)
 
+static void reset_bh(void *opaque);
+static void vmstop_bh(void *opaque);
+static void ide_reset(void *opaque);
+
 /* ---- configuration mechanism #1 ---- */
 
 static uint64_t conf_idx_read(void *opaque, uint64_t addr, unsigned size)
@@ -97,8 +101,10 @@ static const struct vd_mem_ops conf_data_ops = {
 	.impl_max = 4,
 };
 
-/* PIIX3 reset control register (port 0xCF9): bits 1 and 2 (SRST, RCPU)
- * would reset; we record them and trace. */
+/* PIIX3 reset control register (port 0xCF9; 82371SB datasheet 4.1.17):
+ * writing RCPU (bit 2) resets the system, in a bottom half as QEMU's
+ * rcr_write (qemu_system_reset_request); SRST (bit 1), the kind of reset,
+ * is only kept. */
 static uint64_t rcr_read(void *opaque, uint64_t addr, unsigned size)
 {
 	struct vd_machine *m = opaque;
@@ -110,8 +116,11 @@ static void rcr_write(void *opaque, uint64_t addr, uint64_t val, unsigned size)
 {
 	struct vd_machine *m = opaque;
 
-	if (val & 4)
+	if (val & 4) {
 		vd_trace(pc_reset_request, "rcr=0x%x", (unsigned)val);
+		machine_request_reset(m);
+		return;
+	}
 	m->rcr = val & 0x02; /* QEMU keeps SRST only */
 }
 
@@ -172,6 +181,19 @@ static void piix3_config_write(struct vd_pci_device *d, uint32_t addr, uint32_t 
 	vd_pci_default_config_write(d, addr, val, len);
 	if (addr < PIIX_PIRQC + 4 && addr + len > PIIX_PIRQC)
 		piix3_update_pic(m);
+}
+
+/* The PIIX3's own reset (QEMU's piix_reset): its device-specific
+ * registers (PIRQ routing disabled, ...) as at power on, the reset control
+ * register cleared. */
+static void piix3_reset(void *opaque)
+{
+	struct vd_machine *m = opaque;
+	uint8_t *cfg = vd_pci_config(m->piix3);
+
+	memcpy(cfg + 0x40, m->piix3_power_on + 0x40, sizeof(m->piix3_power_on) - 0x40);
+	piix3_update_pic(m);
+	m->rcr = 0;
 }
 
 static const struct vd_pci_bus_ops pc_bus_ops = {
@@ -238,11 +260,27 @@ static int pc_init_chipset(struct vd_machine *m, struct vd_error *err)
 		ret = map_io(m, 0xcf9, 1, &rcr_ops, "piix3-reset-control", 1, &m->rcr_mr);
 	if (ret < 0)
 		return vd_error_setg_errno(err, ret, "Could not map the PCI host ports");
+	memcpy(m->piix3_power_on, vd_pci_config(m->piix3), sizeof(m->piix3_power_on));
+	ret = machine_add_reset(m, piix3_reset, m);
+	if (ret < 0)
+		return vd_error_setg_errno(err, ret, "Could not set up the PC chipset");
 	return 0;
 }
 
-/* A backend's error policy says stop (rerror/werror=stop, enospc). */
+/* A backend's error policy says stop (rerror/werror=stop, enospc).  We are
+ * in a request's completion (a device's, with its state half updated): the
+ * stop happens from a bottom half, as QEMU's qemu_system_vmstop_request. */
 static void machine_io_error_stop(void *opaque)
+{
+	struct vd_machine *m = opaque;
+
+	if (m->vmstop_bh)
+		vd_bh_schedule(m->vmstop_bh);
+	else
+		vmstop_bh(m);
+}
+
+static void vmstop_bh(void *opaque)
 {
 	machine_set_running(opaque, false, "io-error");
 }
@@ -271,6 +309,15 @@ int vd_machine_new(const struct vd_machine_opts *opts, struct vd_machine **out,
 	m->running = !(opts && opts->start_paused);
 	m->run_state = m->running ? "running" : "prelaunch";
 	vd_irq_pins_init(&m->pins);
+	/* Without a loop (a test's bare machine) the requests act at once. */
+	if (m->loop) {
+		m->vmstop_bh = vd_bh_new(m->loop, vmstop_bh, m);
+		m->reset_bh = vd_bh_new(m->loop, reset_bh, m);
+		if (!m->vmstop_bh || !m->reset_bh) {
+			ret = vd_error_set(err, -ENOMEM, "Out of memory");
+			goto fail;
+		}
+	}
 
 	ret = vd_guest_ram_alloc(&m->ram, ram_size);
 	if (ret < 0) {
@@ -314,6 +361,8 @@ int vd_machine_new(const struct vd_machine_opts *opts, struct vd_machine **out,
 		struct vd_irq *ide_irqs[2] = {&m->pins.in[14], &m->pins.in[15]};
 
 		ret = vd_piix3_ide_new(m->pci, VD_PCI_DEVFN(1, 1), m->io, ide_irqs, &m->ide);
+		if (ret == 0)
+			ret = machine_add_reset(m, ide_reset, m->ide);
 		if (ret < 0) {
 			vd_error_setg_errno(err, ret, "Could not create the PIIX3 IDE function");
 			goto fail;
@@ -353,6 +402,10 @@ void vd_machine_free(struct vd_machine *m)
 {
 	if (!m)
 		return;
+	if (m->vmstop_bh)
+		vd_bh_delete(m->vmstop_bh);
+	if (m->reset_bh)
+		vd_bh_delete(m->reset_bh);
 	machine_qtest_chardev_close(m);
 	machine_qmp_close(m);
 	/* The devices hold references on the drives' backends. */
@@ -377,6 +430,7 @@ void vd_machine_free(struct vd_machine *m)
 	vd_address_space_free(m->mem);
 	vd_address_space_free(m->io);
 	vd_guest_ram_free(&m->ram);
+	free(m->resets);
 	free(m);
 }
 
@@ -442,6 +496,59 @@ int vd_pc_add_pci_device(struct vd_machine *m, int devfn, const struct vd_pci_de
 		return vd_error_setg_errno(err, ret, "Could not add PCI device '%s'",
 					   info->name ? info->name : "");
 	return 0;
+}
+
+/* ---- system reset ---- */
+
+static void ide_reset(void *opaque)
+{
+	vd_piix3_ide_reset(opaque);
+}
+
+static void virtio_reset(void *opaque)
+{
+	vd_virtio_pci_reset(opaque);
+}
+
+int machine_add_reset(struct vd_machine *m, vd_loop_fn *fn, void *opaque)
+{
+	struct machine_reset_handler *r;
+
+	r = realloc(m->resets, (size_t)(m->nr_resets + 1) * sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	m->resets = r;
+	r[m->nr_resets++] = (struct machine_reset_handler){fn, opaque};
+	return 0;
+}
+
+void machine_request_reset(struct vd_machine *m)
+{
+	if (m->reset_bh)
+		vd_bh_schedule(m->reset_bh);
+	else
+		reset_bh(m);
+}
+
+/*
+ * QEMU's qemu_system_reset for a guest reset: every device model (the
+ * chipset, IDE, virtio-blk-pci: registers to power-on state, requests in
+ * flight dropped or orphaned without waiting), then the PCI configuration
+ * of every function (command register, BARs, MSI-X), then the RESET event.
+ * A machine that was not running is in "prelaunch" afterwards
+ * (main_loop_should_exit).
+ */
+static void reset_bh(void *opaque)
+{
+	struct vd_machine *m = opaque;
+
+	vd_trace(pc_system_reset, "handlers=%d running=%d", m->nr_resets, m->running);
+	for (int i = 0; i < m->nr_resets; i++)
+		m->resets[i].fn(m->resets[i].opaque);
+	vd_pci_bus_reset(m->pci);
+	if (!m->running)
+		m->run_state = "prelaunch";
+	machine_qmp_reset_event(m);
 }
 
 /* ---- virtio-blk-pci ---- */
@@ -521,6 +628,11 @@ int machine_add_virtio_blk(struct vd_machine *m, struct vd_drive *d,
 		return ret;
 	if (!o->id)
 		m->nr_anon_devices++;
+	ret = machine_add_reset(m, virtio_reset, vp);
+	if (ret < 0) {
+		vd_virtio_pci_free(vp);
+		return vd_error_set(err, ret, "Out of memory");
+	}
 	vd_virtio_pci_set_running(vp, m->running); /* -S: kicks wait for cont */
 	m->virtio[m->nr_virtio++] = vp;
 	d->device = vp;
@@ -651,9 +763,19 @@ void machine_set_running(struct vd_machine *m, bool running, const char *state)
 		vd_virtio_pci_set_running(m->virtio[i], running);
 }
 
+/* QEMU's do_vm_stop: the guest stops (STOP), then the block requests in
+ * flight complete (bdrv_drain_all), so that stop's reply comes after them.
+ * Devices process no kick while stopped, so the drain ends. */
 void vd_machine_stop(struct vd_machine *m)
 {
 	machine_set_running(m, false, "paused");
+	for (int i = 0; i < m->nr_virtio && !m->running; i++)
+		vd_virtio_pci_drain(m->virtio[i]);
+	for (int i = 0; i < m->nr_drives && !m->running; i++) {
+		struct vd_drive *d = m->drives[i];
+
+		vd_node_drain(d->blk ? vd_blk_root(d->blk) : d->node);
+	}
 }
 
 void vd_machine_cont(struct vd_machine *m)

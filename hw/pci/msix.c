@@ -228,6 +228,22 @@ fail:
 	return ret;
 }
 
+/* QEMU's msix_reset: MSI-X disabled and unmasked in the capability, every
+ * vector masked with a zero message, nothing pending (PCI 3.0 6.8.2.3,
+ * 6.8.2.9: the state after reset). */
+void pci_msix_reset(struct vd_pci_device *d)
+{
+	struct msix_state *m = d->msix;
+
+	if (!m)
+		return;
+	d->config[m->cap + MSIX_CONTROL + 1] &= (uint8_t) ~((MSIX_ENABLE | MSIX_MASKALL) >> 8);
+	memset(m->table, 0, (size_t)m->nr * MSIX_ENTRY_SIZE);
+	for (unsigned v = 0; v < m->nr; v++)
+		m->table[v * MSIX_ENTRY_SIZE + MSIX_VECTOR_CTRL] = 1;
+	memset(m->pba, 0, (m->nr + 63) / 64 * 8);
+}
+
 void pci_msix_free(struct vd_pci_device *d)
 {
 	struct msix_state *m = d->msix;

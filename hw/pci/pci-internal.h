@@ -46,5 +46,6 @@ struct vd_pci_bus {
 
 void pci_msix_config_written(struct vd_pci_device *d, uint32_t addr, unsigned len);
 void pci_msix_free(struct vd_pci_device *d);
+void pci_msix_reset(struct vd_pci_device *d);
 
 #endif

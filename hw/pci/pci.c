@@ -342,6 +342,44 @@ void vd_pci_default_config_write(struct vd_pci_device *d, uint32_t addr, uint32_
 		pci_msix_config_written(d, addr, len);
 }
 
+/*
+ * PCI 3.0 section 6.2 "after RST#" as QEMU 7.2's pci_do_device_reset: INTx
+ * deasserted, the writable and write-1-to-clear bits of command and status
+ * and the interrupt line cleared, cache line size 0, BARs back to their type
+ * bits (so unmapped), MSI-X reset.  Capabilities and the device-specific
+ * space keep their contents.  The config_write hook is not called: the
+ * device model resets its own state first.
+ */
+void vd_pci_device_reset(struct vd_pci_device *d)
+{
+	static const uint32_t cleared[] = {VD_PCI_COMMAND, VD_PCI_COMMAND + 1, VD_PCI_STATUS,
+					   VD_PCI_STATUS + 1, VD_PCI_INTERRUPT_LINE};
+
+	vd_pci_set_irq(d, 0);
+	for (size_t i = 0; i < sizeof(cleared) / sizeof(cleared[0]); i++)
+		d->config[cleared[i]] &= (uint8_t) ~(d->wmask[cleared[i]] | d->w1cmask[cleared[i]]);
+	d->config[VD_PCI_CACHE_LINE_SIZE] = 0;
+	for (int i = 0; i < 6; i++) {
+		struct pci_bar *b = &d->bars[i];
+
+		if (!b->size)
+			continue;
+		put_le32(d->config + VD_PCI_BASE_ADDRESS_0 + i * 4, b->type);
+		if (!(b->type & VD_PCI_BAR_IO) && (b->type & VD_PCI_BAR_MEM64))
+			put_le32(d->config + VD_PCI_BASE_ADDRESS_0 + (i + 1) * 4, 0);
+	}
+	update_mappings(d);
+	update_intx(d);
+	pci_msix_reset(d);
+}
+
+void vd_pci_bus_reset(struct vd_pci_bus *bus)
+{
+	for (int devfn = 0; devfn < 256; devfn++)
+		if (bus->devs[devfn])
+			vd_pci_device_reset(bus->devs[devfn]);
+}
+
 static bool config_access_ok(uint32_t addr, unsigned len)
 {
 	return (len == 1 || len == 2 || len == 4) && addr < VD_PCI_CONFIG_SIZE &&

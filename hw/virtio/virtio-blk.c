@@ -23,16 +23,22 @@
 #include <string.h>
 
 #include <vdisk/block_driver.h>
+#include <vdisk/coroutine.h>
 #include <vdisk/virtio-blk.h>
 
 #include "hw/virtio/le.h"
 
 #define SECTOR_BITS 9
 #define MAX_QUEUES 64
+/* Bounce buffers of the reads in flight, per device: past this, reads wait
+ * for earlier ones (one read alone may always go, whatever its size). */
+#define BOUNCE_BUDGET (64u << 20)
+#define BOUNCE_ALIGN 4096
 
 struct vblk_queue {
 	struct vd_vq vq;
 	unsigned inflight; /* in the block layer, orphans included */
+	unsigned waiting; /* reads waiting for bounce budget */
 	unsigned generation; /* bumped by a reset: older requests are orphans */
 };
 
@@ -51,6 +57,18 @@ struct vd_virtio_blk {
 	struct iovec *scratch; /* VD_VQ_MAX_IOV entries for vd_vq_pop */
 	struct vblk_queue *queues;
 	struct vblk_req *kept, **kept_tail; /* io_error said retry, oldest first */
+	/* conf->bounce_reads: reads land in bounce buffers, copied into guest
+	 * memory only when the request completes for the current generation
+	 * with DMA allowed. */
+	bool bounce_reads;
+	size_t bounce_bytes; /* allocated to requests now */
+	struct vblk_req *waiting, **waiting_tail; /* over the budget, in order */
+	bool starting; /* start_waiting() is running */
+	/* vd_virtio_blk_set_dma(false): completions are parked until DMA is
+	 * allowed again (or a reset drops them). */
+	bool dma_off;
+	struct vblk_req *parked, **parked_tail;
+	struct vd_co_queue drain_waiters; /* vd_virtio_blk_drain() in coroutines */
 };
 
 struct vblk_req {
@@ -64,29 +82,80 @@ struct vblk_req {
 	int64_t offset, bytes;
 	int flags;
 	unsigned generation;
-	struct vblk_req *next; /* on b->kept */
+	struct vblk_req *next; /* on b->kept, b->waiting or b->parked */
+	/* A bounced read: the guest's data buffers, and the bounce buffer the
+	 * block layer reads into (qiov points at it). */
+	struct iovec *data_iov;
+	int data_niov;
+	void *bounce;
+	size_t bounce_len;
+	bool data_valid; /* the read succeeded: copy the bounce buffer out */
+	uint8_t parked_status;
 	struct vd_qiov qiov;
 	struct iovec iov[];
 };
 
-/* Forget the requests of queue @q (all with ~0u) kept for a retry: they
- * are not in the block layer, and complete nowhere (QEMU's virtio_blk_reset
- * detaches them). */
-static void drop_kept(struct vd_virtio_blk *b, unsigned q)
+static void req_submit(struct vblk_req *r);
+static void start_waiting(struct vd_virtio_blk *b);
+
+static void bounce_release(struct vblk_req *r)
 {
-	struct vblk_req **p = &b->kept;
+	if (r->bounce) {
+		free(r->bounce);
+		r->bounce = NULL;
+		r->b->bounce_bytes -= r->bounce_len;
+	}
+}
+
+/* Unlink from a singly linked list with a tail pointer the requests of
+ * queue @q (all with ~0u); @fn gets each. */
+static void take_list(struct vblk_req **head, struct vblk_req ***tail, unsigned q,
+		      void (*fn)(struct vblk_req *r))
+{
+	struct vblk_req **p = head;
 
 	while (*p) {
 		struct vblk_req *r = *p;
 
 		if (q == ~0u || r->q == q) {
 			*p = r->next;
-			free(r);
+			fn(r);
 		} else {
 			p = &r->next;
 		}
 	}
-	b->kept_tail = p;
+	*tail = p;
+}
+
+static void drop_req(struct vblk_req *r)
+{
+	bounce_release(r);
+	free(r);
+}
+
+static void drop_waiting_req(struct vblk_req *r)
+{
+	r->b->queues[r->q].waiting--;
+	drop_req(r);
+}
+
+/* No request of the device is in the block layer any more: wake the
+ * coroutines in vd_virtio_blk_drain(). */
+static void maybe_wake_drain(struct vd_virtio_blk *b)
+{
+	if (!vd_co_queue_empty(&b->drain_waiters) && vd_virtio_blk_inflight(b, ~0u) == 0)
+		vd_co_queue_restart_all(&b->drain_waiters);
+}
+
+/* Forget the requests of queue @q (all with ~0u) that are not in the block
+ * layer: kept for a retry, waiting for bounce budget, or parked while DMA is
+ * off.  They complete nowhere (QEMU's virtio_blk_reset detaches the kept
+ * ones). */
+static void drop_kept(struct vd_virtio_blk *b, unsigned q)
+{
+	take_list(&b->kept, &b->kept_tail, q, drop_req);
+	take_list(&b->waiting, &b->waiting_tail, q, drop_waiting_req);
+	take_list(&b->parked, &b->parked_tail, q, drop_req);
 }
 
 int vd_virtio_blk_new(const struct vd_virtio_blk_conf *conf, const struct vd_virtio_blk_ops *ops,
@@ -112,6 +181,10 @@ int vd_virtio_blk_new(const struct vd_virtio_blk_conf *conf, const struct vd_vir
 	}
 	b->node = conf->node;
 	b->kept_tail = &b->kept;
+	b->waiting_tail = &b->waiting;
+	b->parked_tail = &b->parked;
+	b->bounce_reads = conf->bounce_reads;
+	vd_co_queue_init(&b->drain_waiters);
 	vd_node_ref(b->node);
 	b->ops = ops;
 	b->opaque = opaque;
@@ -131,6 +204,8 @@ void vd_virtio_blk_free(struct vd_virtio_blk *b)
 {
 	if (!b)
 		return;
+	/* Nothing waiting may start once the queues are stopped. */
+	take_list(&b->waiting, &b->waiting_tail, ~0u, drop_waiting_req);
 	for (unsigned q = 0; q < b->num_queues; q++) {
 		vd_virtio_blk_stop_queue(b, q);
 		drop_kept(b, q);
@@ -279,17 +354,40 @@ static void set_broken(struct vd_virtio_blk *b, struct vd_vq *vq, const char *wh
 	}
 }
 
-static void req_complete(struct vblk_req *r, uint8_t status)
+/* Write the request's results into guest memory: the data of a bounced
+ * read, the status byte, the used entry; notify. */
+static void req_push(struct vblk_req *r, uint8_t status)
 {
 	struct vd_virtio_blk *b = r->b;
 	struct vblk_queue *qs = &b->queues[r->q];
 
+	if (r->bounce && r->data_valid)
+		vd_iov_from_buf(r->data_iov, r->data_niov, 0, r->bounce, r->bounce_len);
+	bounce_release(r);
 	*r->status = status;
 	vd_vq_push(&qs->vq, r->head, r->ndescs, r->used_len);
-	qs->inflight--;
 	if (vd_vq_should_notify(&qs->vq) && b->ops && b->ops->notify)
 		b->ops->notify(b->opaque, r->q);
 	free(r);
+}
+
+/* The request is done (it was counted in flight); with DMA off its results
+ * wait on b->parked. */
+static void req_complete(struct vblk_req *r, uint8_t status)
+{
+	struct vd_virtio_blk *b = r->b;
+
+	b->queues[r->q].inflight--;
+	if (b->dma_off) {
+		r->parked_status = status;
+		r->next = NULL;
+		*b->parked_tail = r;
+		b->parked_tail = &r->next;
+	} else {
+		req_push(r, status);
+	}
+	start_waiting(b);
+	maybe_wake_drain(b);
 }
 
 static void req_cb(void *opaque, int ret)
@@ -299,19 +397,27 @@ static void req_cb(void *opaque, int ret)
 	struct vblk_queue *qs = &b->queues[r->q];
 
 	if (r->generation != qs->generation) {
-		/* Orphaned by a reset: the rings are gone, write nothing. */
+		/* Orphaned by a reset: the rings are gone, write nothing (a
+		 * bounced read's data stays in its bounce buffer). */
 		qs->inflight--;
-		free(r);
+		drop_req(r);
+		start_waiting(b);
+		maybe_wake_drain(b);
 		return;
 	}
 	if (ret < 0 && b->ops && b->ops->io_error) {
 		/* QEMU's virtio_blk_handle_rw_error: only IN is a read. */
 		switch (b->ops->io_error(b->opaque, r->type == VIRTIO_BLK_T_IN, ret)) {
 		case VD_VIRTIO_BLK_ERROR_RETRY:
+			/* The bounce buffer goes back to the budget until
+			 * the retry. */
 			qs->inflight--;
+			bounce_release(r);
 			r->next = NULL;
 			*b->kept_tail = r;
 			b->kept_tail = &r->next;
+			start_waiting(b);
+			maybe_wake_drain(b);
 			return;
 		case VD_VIRTIO_BLK_ERROR_IGNORE:
 			ret = 0;
@@ -321,7 +427,73 @@ static void req_cb(void *opaque, int ret)
 			break;
 		}
 	}
+	r->data_valid = ret >= 0;
 	req_complete(r, ret < 0 ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK);
+}
+
+/* A bounced read may take its buffer now: the budget has room, or nothing
+ * else holds any. */
+static bool bounce_fits(const struct vd_virtio_blk *b, size_t len)
+{
+	return b->bounce_bytes == 0 ||
+	       (b->bounce_bytes <= BOUNCE_BUDGET && len <= BOUNCE_BUDGET - b->bounce_bytes);
+}
+
+/* Hand a bounced read to the block layer with a fresh bounce buffer; it is
+ * counted in flight.  Without memory it fails (IOERR). */
+static void bounce_submit(struct vblk_req *r)
+{
+	struct vd_virtio_blk *b = r->b;
+
+	r->bounce = vd_memalign(BOUNCE_ALIGN, r->bounce_len);
+	if (!r->bounce) {
+		r->data_valid = false;
+		req_complete(r, VIRTIO_BLK_S_IOERR);
+		return;
+	}
+	b->bounce_bytes += r->bounce_len;
+	vd_qiov_init_buf(&r->qiov, r->bounce, r->bounce_len);
+	vd_aio_preadv(b->node, r->offset, &r->qiov, 0, req_cb, r);
+}
+
+/* Start the reads waiting for bounce budget that fit now, in order. */
+static void start_waiting(struct vd_virtio_blk *b)
+{
+	if (b->starting)
+		return; /* a completion inside bounce_submit: the loop below goes on */
+	b->starting = true;
+	while (b->waiting && bounce_fits(b, b->waiting->bounce_len)) {
+		struct vblk_req *r = b->waiting;
+
+		b->waiting = r->next;
+		if (!b->waiting)
+			b->waiting_tail = &b->waiting;
+		b->queues[r->q].waiting--;
+		b->queues[r->q].inflight++;
+		bounce_submit(r);
+	}
+	b->starting = false;
+}
+
+/* A read, through a bounce buffer when the device wants them; reads over
+ * the budget wait their turn (not counted in flight meanwhile). */
+static void read_submit(struct vblk_req *r)
+{
+	struct vd_virtio_blk *b = r->b;
+
+	if (!b->bounce_reads) {
+		vd_aio_preadv(b->node, r->offset, &r->qiov, 0, req_cb, r);
+		return;
+	}
+	if (b->waiting || !bounce_fits(b, r->bounce_len)) {
+		b->queues[r->q].inflight--;
+		b->queues[r->q].waiting++;
+		r->next = NULL;
+		*b->waiting_tail = r;
+		b->waiting_tail = &r->next;
+		return;
+	}
+	bounce_submit(r);
 }
 
 /* Hand the request to the block layer (again, after a retry). */
@@ -331,7 +503,7 @@ static void req_submit(struct vblk_req *r)
 
 	switch (r->type) {
 	case VIRTIO_BLK_T_IN:
-		vd_aio_preadv(n, r->offset, &r->qiov, 0, req_cb, r);
+		read_submit(r);
 		break;
 	case VIRTIO_BLK_T_OUT:
 		vd_aio_pwritev(n, r->offset, &r->qiov, 0, req_cb, r);
@@ -470,6 +642,8 @@ static void handle_request(struct vd_virtio_blk *b, unsigned q, const struct vd_
 		return;
 	}
 	memcpy(r->iov, iov, n * sizeof(struct iovec));
+	r->bounce = NULL;
+	r->data_valid = false;
 	r->b = b;
 	r->q = q;
 	r->head = e->head;
@@ -509,6 +683,10 @@ static void handle_request(struct vd_virtio_blk *b, unsigned q, const struct vd_
 			req_complete(r, VIRTIO_BLK_S_OK);
 			return;
 		}
+		/* For a bounce: the guest's buffers, and how much to read. */
+		r->data_iov = r->iov + e->out_num;
+		r->data_niov = niov;
+		r->bounce_len = r->qiov.size;
 		req_submit(r);
 		return;
 	case VIRTIO_BLK_T_OUT:
@@ -596,8 +774,9 @@ void vd_virtio_blk_stop_queue(struct vd_virtio_blk *b, unsigned q)
 		return;
 	/* Block-layer requests cannot be revoked once submitted: wait for
 	 * them, so their completions write guest memory before we return and
-	 * never after. */
-	while (b->queues[q].inflight)
+	 * never after.  Reads waiting for bounce budget start as others
+	 * finish. */
+	while (b->queues[q].inflight || b->queues[q].waiting)
 		vd_loop_run_once(loop, true);
 }
 
@@ -633,6 +812,7 @@ void vd_virtio_blk_reset_queue_nowait(struct vd_virtio_blk *b, unsigned q)
 	for (unsigned i = 0; i < b->num_queues; i++)
 		if (b->queues[i].vq.broken)
 			b->broken = true;
+	start_waiting(b);
 }
 
 void vd_virtio_blk_reset_nowait(struct vd_virtio_blk *b)
@@ -644,6 +824,44 @@ void vd_virtio_blk_reset_nowait(struct vd_virtio_blk *b)
 	drop_kept(b, ~0u);
 	b->features = 0;
 	b->broken = false;
+	b->dma_off = false;
+}
+
+void vd_virtio_blk_set_dma(struct vd_virtio_blk *b, bool enabled)
+{
+	b->dma_off = !enabled;
+	if (!enabled)
+		return;
+	/* In completion order; a notification may reach the transport,
+	 * which must not disable DMA from it. */
+	while (b->parked && !b->dma_off) {
+		struct vblk_req *r = b->parked;
+
+		b->parked = r->next;
+		if (!b->parked)
+			b->parked_tail = &b->parked;
+		req_push(r, r->parked_status);
+		start_waiting(b);
+	}
+}
+
+unsigned vd_virtio_blk_parked(const struct vd_virtio_blk *b)
+{
+	unsigned n = 0;
+
+	for (const struct vblk_req *r = b->parked; r; r = r->next)
+		n++;
+	return n;
+}
+
+void vd_virtio_blk_drain(struct vd_virtio_blk *b)
+{
+	while (vd_virtio_blk_inflight(b, ~0u)) {
+		if (vd_in_coroutine())
+			vd_co_queue_wait(&b->drain_waiters);
+		else
+			vd_loop_run_once(vd_node_loop(b->node), true);
+	}
 }
 
 void vd_virtio_blk_restart(struct vd_virtio_blk *b)

@@ -219,8 +219,8 @@ static enum vd_virtio_blk_error_action blk_io_error(void *opaque, bool is_read, 
 
 	vd_trace(virtio_pci_io_error, "read=%d error=%d action=%s", is_read, error,
 		 vd_blk_action_names[a]);
-	/* With "stop" this stops the machine (vd_virtio_pci_set_running
-	 * only marks the device stopped); virtio-blk keeps the request. */
+	/* With "stop" this asks the machine to stop (from a bottom half:
+	 * we are in a completion); virtio-blk keeps the request. */
 	vd_blk_report_error(vp->backend, a, is_read, error);
 	switch (a) {
 	case VD_BLK_ACTION_STOP:
@@ -320,28 +320,25 @@ static void reset_registers(struct vd_virtio_pci *vp)
 	vd_pci_set_irq(vp->pci, 0);
 }
 
-void vd_virtio_pci_reset(struct vd_virtio_pci *vp)
-{
-	vd_trace(virtio_pci_reset, "status=0x%x inflight=%u", vp->status,
-		 vd_virtio_blk_inflight(vp->blk, ~0u));
-	/* In-flight requests complete into guest memory before this returns,
-	 * never after (virtio-blk drains them, running the loop). */
-	vd_virtio_blk_reset(vp->blk);
-	vp->resetting = false;
-	reset_registers(vp);
-}
-
 /*
- * A driver's write of 0 to device_status, from an MMIO handler: nothing
- * here may run the loop (it would dispatch QMP or qtest input in the middle
- * of the write).  In-flight requests are orphaned: they write neither status
- * byte nor used ring, and device_status reads non-zero until the block layer
- * has finished them, so that nothing reaches guest memory once the driver
- * reads 0 (4.1.4.3.2: "After writing 0 to device_status, the driver MUST
- * wait for a read of device_status to return 0 before reinitializing the
- * device").
+ * Every reset (a driver's write of 0 to device_status, legacy or modern, a
+ * legacy queue PFN of 0, a system reset) comes from a register access or
+ * the machine's reset: nothing here may run the loop (it would dispatch QMP
+ * or qtest input in the middle of the access).  In-flight requests are
+ * orphaned: they write neither status byte nor used ring nor, their data
+ * being bounced (virtio-blk's bounce_reads), read data; kept and parked
+ * requests are dropped.  Nothing of theirs reaches guest memory after this
+ * returns.
+ *
+ * @wait_visible (the modern driver's write of 0): device_status also reads
+ * non-zero until the block layer has finished the orphans (4.1.4.3.2:
+ * "After writing 0 to device_status, the driver MUST wait for a read of
+ * device_status to return 0 before reinitializing the device").  A legacy
+ * driver does not wait, and Linux's reads the status back to OR in
+ * ACKNOWLEDGE: the legacy interface, like a system reset, reads 0 at once,
+ * as after QEMU's synchronous drain.
  */
-static void driver_reset(struct vd_virtio_pci *vp)
+static void device_reset(struct vd_virtio_pci *vp, bool wait_visible)
 {
 	uint8_t before = vp->resetting ? vp->status_before_reset : vp->status;
 
@@ -349,10 +346,21 @@ static void driver_reset(struct vd_virtio_pci *vp)
 		 vd_virtio_blk_inflight(vp->blk, ~0u));
 	vd_virtio_blk_reset_nowait(vp->blk);
 	reset_registers(vp);
-	if (vd_virtio_blk_inflight(vp->blk, ~0u)) {
+	vp->resetting = false;
+	if (wait_visible && vd_virtio_blk_inflight(vp->blk, ~0u)) {
 		vp->resetting = true;
 		vp->status_before_reset = before ? before : VIRTIO_STATUS_ACKNOWLEDGE;
 	}
+}
+
+void vd_virtio_pci_reset(struct vd_virtio_pci *vp)
+{
+	device_reset(vp, false);
+}
+
+void vd_virtio_pci_drain(struct vd_virtio_pci *vp)
+{
+	vd_virtio_blk_drain(vp->blk);
 }
 
 static uint8_t read_status(struct vd_virtio_pci *vp)
@@ -470,7 +478,7 @@ static void write_status(struct vd_virtio_pci *vp, uint8_t val)
 {
 	vd_trace(virtio_pci_status, "old=0x%x new=0x%x", vp->status, val);
 	if (val == 0) {
-		driver_reset(vp);
+		device_reset(vp, true);
 		return;
 	}
 	vp->resetting = false; /* the driver did not wait: its business */
@@ -729,13 +737,16 @@ static void legacy_set_pfn(struct vd_virtio_pci *vp, uint32_t pfn)
 
 	if (pa == 0) {
 		/* QEMU's virtio_ioport_write: PFN 0 resets the device. */
-		vd_virtio_pci_reset(vp);
+		device_reset(vp, false);
 		return;
 	}
 	if (!s)
 		return;
 	if (s->enabled) {
-		vd_virtio_blk_reset_queue(vp->blk, q);
+		/* A new ring under a live queue: what was in flight on the old
+		 * one is orphaned (QEMU would complete it into the new one). */
+		vd_virtio_blk_reset_queue_nowait(vp->blk, q);
+		vp->deferred_kicks &= ~(1ULL << q);
 		s->enabled = false;
 	}
 	s->size = vp->queue_max;
@@ -779,9 +790,10 @@ static void legacy_write(void *opaque, uint64_t addr, uint64_t val, unsigned siz
 	case LEGACY_STATUS:
 		/* No FEATURES_OK step in the legacy interface. */
 		if ((uint8_t)val == 0) {
-			vd_virtio_pci_reset(vp);
+			device_reset(vp, false);
 			break;
 		}
+		vp->resetting = false;
 		vp->status = (uint8_t)((val & ~VIRTIO_STATUS_NEEDS_RESET) |
 				       (vp->status & VIRTIO_STATUS_NEEDS_RESET));
 		/* QEMU: Linux before 2.6.34 drove the device without setting
@@ -791,6 +803,7 @@ static void legacy_write(void *opaque, uint64_t addr, uint64_t val, unsigned siz
 
 			vd_pci_default_config_write(vp->pci, VD_PCI_COMMAND,
 						    c[VD_PCI_COMMAND] | VD_PCI_COMMAND_MASTER, 1);
+			vd_virtio_blk_set_dma(vp->blk, true);
 		}
 		break;
 	case LEGACY_CONFIG_VECTOR:
@@ -894,14 +907,20 @@ static void vp_config_write(struct vd_pci_device *d, uint32_t addr, uint32_t val
 	uint32_t off;
 
 	vd_pci_default_config_write(d, addr, val, len);
-	/* Bus mastering turned off: finish what is in flight and drop
-	 * DRIVER_OK, as QEMU's virtio_write_config; nothing reaches guest
-	 * memory until the driver sets both again.  Also before DRIVER_OK:
-	 * a queue kicked once it was enabled has requests in flight too. */
-	if (addr <= VD_PCI_COMMAND && addr + len > VD_PCI_COMMAND && !bus_master(vp)) {
-		for (unsigned q = 0; q < vp->num_queues; q++)
-			vd_virtio_blk_stop_queue(vp->blk, q);
-		vp->status &= (uint8_t)~VIRTIO_STATUS_DRIVER_OK;
+	/* Bus mastering turned off: drop DRIVER_OK, as QEMU's
+	 * virtio_write_config.  Nothing reaches guest memory until the driver
+	 * turns it on again: kicks are ignored, and what is in flight (also
+	 * before DRIVER_OK: a queue kicked once it was enabled) completes into
+	 * virtio-blk's parking, without running the loop here.  Turned on
+	 * again: the parked requests complete (PCI 3.0 6.2.2: the function
+	 * only stops mastering the bus meanwhile). */
+	if (addr <= VD_PCI_COMMAND && addr + len > VD_PCI_COMMAND) {
+		if (!bus_master(vp)) {
+			vd_virtio_blk_set_dma(vp->blk, false);
+			vp->status &= (uint8_t)~VIRTIO_STATUS_DRIVER_OK;
+		} else {
+			vd_virtio_blk_set_dma(vp->blk, true);
+		}
 	}
 	if (touches_data(addr, len) && window_target(vp, &l, &off))
 		bar4_write(vp, off, ld32(vd_pci_config(d) + CAP_PCI_CFG_AT + CAP_PCI_CFG_DATA), l);
@@ -1012,6 +1031,7 @@ int vd_virtio_blk_pci_new(struct vd_pci_bus *bus, int devfn, struct vd_address_s
 	bc.read_only = conf->read_only || vd_blk_is_read_only(conf->blk);
 	bc.serial = conf->serial;
 	bc.logical_block_size = conf->logical_block_size;
+	bc.bounce_reads = true; /* our resets never wait: see device_reset() */
 	ret = vd_virtio_blk_new(&bc, &blk_ops, vp, &vp->blk);
 	if (ret < 0) {
 		vd_error_setg_errno(err, ret, "Could not create the virtio-blk device");

@@ -5,7 +5,9 @@
  *   00.0  i440FX host bridge 8086:1237; configuration mechanism #1 at
  *         0xCF8 (address) / 0xCFC-0xCFF (data)
  *   01.0  PIIX3 ISA bridge 8086:7000, PIRQA-D routing at config 0x60-0x63,
- *         reset control register at port 0xCF9
+ *         reset control register at port 0xCF9 (RCPU: a system reset of
+ *         every device and PCI function, from a bottom half, then the QMP
+ *         event RESET; the KVM front end's vCPU is not reset)
  *   01.1  reserved for the PIIX3 IDE function (added by hw/ide)
  *   02.0+ further devices, or at the devfn their addr= names
  *
@@ -141,8 +143,11 @@ bool vd_machine_is_running(struct vd_machine *m);
 /* QEMU's RunState name: "running", "paused", "prelaunch", "io-error". */
 const char *vd_machine_run_state(struct vd_machine *m);
 /* Stop / continue (QMP stop and cont; stop with "io-error" when a backend's
- * error policy says so).  The notifier, if any, runs on each change with the
- * new state, after the QMP events STOP / RESUME went out. */
+ * error policy says so, from a bottom half).  The notifier, if any, runs on
+ * each change with the new state, after the QMP events STOP / RESUME went
+ * out.  vd_machine_stop then waits for the block requests in flight (QEMU's
+ * do_vm_stop): it yields in a coroutine (a QMP handler), else runs the loop,
+ * so never call it from a device's register access. */
 void vd_machine_stop(struct vd_machine *m);
 void vd_machine_cont(struct vd_machine *m);
 void vd_machine_set_state_notifier(struct vd_machine *m, void (*fn)(void *opaque, bool running),
@@ -178,7 +183,7 @@ int64_t vd_machine_clock_warp(struct vd_machine *m, int64_t target_ns);
  * vd_qmp_server_open): qmp_capabilities, query-status, stop, cont, quit,
  * the block commands over the drives (query-block, query-blockstats,
  * block_resize, eject, blockdev-change-medium) and the events STOP, RESUME,
- * SHUTDOWN, BLOCK_IO_ERROR, DEVICE_TRAY_MOVED.  May be called more than once
+ * SHUTDOWN, RESET, BLOCK_IO_ERROR, DEVICE_TRAY_MOVED.  May be called more than once
  * (one server, several channels).  0 or -errno with @err set.
  */
 int vd_machine_qmp_open(struct vd_machine *m, const char *spec, struct vd_error *err);

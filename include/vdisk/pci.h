@@ -131,6 +131,13 @@ int vd_pci_device_new(struct vd_pci_bus *bus, int devfn, const struct vd_pci_dev
 		      struct vd_pci_device **out);
 /* Unmap its BARs, take it off the bus, free it. */
 void vd_pci_device_free(struct vd_pci_device *d);
+/* The configuration side of a reset (PCI 3.0 section 6.2, as QEMU's
+ * pci_do_device_reset): command, status, interrupt line, cache line size
+ * and the BARs (unmapped) cleared, INTx deasserted, MSI-X reset.  The board
+ * resets the device models first, then calls this (vd_pci_bus_reset: every
+ * function on the bus). */
+void vd_pci_device_reset(struct vd_pci_device *d);
+void vd_pci_bus_reset(struct vd_pci_bus *bus);
 int vd_pci_device_devfn(const struct vd_pci_device *d);
 void *vd_pci_device_opaque(const struct vd_pci_device *d);
 struct vd_pci_bus *vd_pci_device_bus(const struct vd_pci_device *d);

@@ -10,6 +10,11 @@
  * vd_virtio_blk_reset() wait for them (driving the node's loop), so nothing is
  * written to guest memory after they return; the _nowait resets orphan them
  * instead, for transports that must not run the loop (an MMIO handler).
+ * Such a transport asks for bounce_reads: a read then goes to the block
+ * layer with a buffer of its own, copied into guest memory only when it
+ * completes for a queue that was not reset meanwhile, so that an orphan
+ * writes nothing at all.  vd_virtio_blk_set_dma(false) (bus mastering
+ * off) parks completions, results and data, until DMA is allowed again.
  * A failed request follows the transport's io_error hook: reported,
  * ignored, or kept until vd_virtio_blk_restart().
  *
@@ -67,6 +72,10 @@ struct vd_virtio_blk_conf {
 	bool read_only; /* offer RO and fail writes */
 	uint32_t logical_block_size; /* 0: 512 */
 	const char *serial; /* GET_ID; NULL: none */
+	/* Reads through bounce buffers (see above), for transports that use
+	 * the _nowait resets: at most 64 MiB of them per device at a time,
+	 * later reads wait (one alone may be larger). */
+	bool bounce_reads;
 };
 
 struct vd_virtio_blk;
@@ -139,6 +148,24 @@ void vd_virtio_blk_reset(struct vd_virtio_blk *b);
  */
 void vd_virtio_blk_reset_nowait(struct vd_virtio_blk *b);
 void vd_virtio_blk_reset_queue_nowait(struct vd_virtio_blk *b, unsigned q);
+/*
+ * Bus mastering (PCI 3.0 section 6.2.2): with @enabled false, requests that
+ * complete write nothing to guest memory (with bounce_reads, not even read
+ * data) and notify nobody; they wait, in completion order, until DMA is
+ * enabled again, then complete as usual.  The transport processes no kick
+ * meanwhile.  A reset drops the parked requests and enables DMA.
+ */
+void vd_virtio_blk_set_dma(struct vd_virtio_blk *b, bool enabled);
+/* Requests parked while DMA is off. */
+unsigned vd_virtio_blk_parked(const struct vd_virtio_blk *b);
+/*
+ * Wait until no request is in the block layer (orphans included; parked
+ * and kept ones are not there).  In a coroutine (a QMP handler) it yields;
+ * elsewhere it runs the node's loop, so never from a register access.
+ * Kicks must not be processed meanwhile (the machine is stopped), else it
+ * may wait as long as the guest keeps the device busy.
+ */
+void vd_virtio_blk_drain(struct vd_virtio_blk *b);
 /* Reissue the requests that io_error kept (QMP "cont"). */
 void vd_virtio_blk_restart(struct vd_virtio_blk *b);
 /* Requests kept for a retry (all queues). */

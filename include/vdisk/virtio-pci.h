@@ -18,7 +18,8 @@
  *
  * Errors: a failed request follows the drive's rerror=/werror= (report,
  * ignore, stop, enospc) as QEMU's virtio_blk_handle_rw_error; with stop the
- * request is kept, the machine stops with BLOCK_IO_ERROR, and QMP cont
+ * request is kept, the machine stops with BLOCK_IO_ERROR (from a bottom
+ * half, as QEMU's qemu_system_vmstop_request), and QMP cont
  * (vd_virtio_pci_set_running) retries it.
  *
  * Interrupts: with MSI-X enabled, the vector the driver chose for a queue
@@ -86,11 +87,23 @@ int vd_virtio_blk_pci_new(struct vd_pci_bus *bus, int devfn, struct vd_address_s
 			  struct vd_error *err);
 /* Drains in-flight requests, takes the function off the bus, frees. */
 void vd_virtio_pci_free(struct vd_virtio_pci *vp);
-/* Device reset that waits for in-flight requests (running the loop); the
- * legacy interface's write of 0 does this too.  A modern driver's write of 0
- * to device_status does not wait: it orphans them, and device_status reads
- * non-zero until they are gone (virtio 1.2 section 4.1.4.3.2). */
+/*
+ * Device reset (the machine's system reset; the function's PCI
+ * configuration is the board's to reset, vd_pci_device_reset).  No reset
+ * waits for in-flight requests or runs the loop, this one included, nor a
+ * driver's write of 0 to device_status (modern or legacy), a legacy queue
+ * PFN of 0, or bus mastering turned off: requests in flight are orphaned and
+ * write nothing to guest memory afterwards (reads go through bounce
+ * buffers).  After a modern driver's write of 0, device_status reads
+ * non-zero until the orphans are gone (virtio 1.2 section 4.1.4.3.2); after
+ * a legacy driver's, and after this call, it reads 0 at once.
+ */
 void vd_virtio_pci_reset(struct vd_virtio_pci *vp);
+/* Wait until no request is in the block layer (QMP stop, with the machine
+ * stopped so that no kick starts new ones): yields in a coroutine, else runs
+ * the loop (never from a register access).  Requests parked while bus
+ * mastering is off stay parked. */
+void vd_virtio_pci_drain(struct vd_virtio_pci *vp);
 /* The VM stopped (@running false: kicks are deferred) or continues
  * (requests the drive's rerror/werror "stop" policy kept are reissued, then
  * the deferred kicks are handled). */

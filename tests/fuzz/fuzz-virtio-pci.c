@@ -19,9 +19,12 @@
  *     split or packed rings, MSI-X or INTx, all queues) and a read or write
  *     request pushed and kicked, so that the fuzzer reaches I/O quickly;
  *   - loop turns and virtual-clock steps so block requests complete; device
- *     resets (vd_virtio_pci_reset, status 0, queue_reset); bus mastering off
- *     and on; machine stop and cont (the drive's rerror/werror=stop policy
- *     also stops it).
+ *     resets (vd_virtio_pci_reset, status 0, queue_reset, and the drivers'
+ *     resets of both devices at once: modern status 0, legacy status 0 or
+ *     queue PFN 0); a system reset through the PIIX3 reset control register
+ *     (0xCF9); bus mastering off and on (requests parked meanwhile complete
+ *     then); machine stop, which waits for requests in flight, and cont
+ *     (the drive's rerror/werror=stop policy also stops the machine).
  *
  * The devices: 04.0 modern, 2 queues of 16, on blkdebug over null-aio (8 MiB;
  * requests stay in flight for a loop turn) failing reads of sector 64
@@ -31,7 +34,9 @@
  * Invariants: no crash or sanitizer report; bounded work (operations and
  * loop turns per input); no device access outside guest RAM: a trap region
  * covers the 16 MiB above RAM and aborts if anything reaches it; nothing
- * reaches guest RAM after both devices were reset or lost bus mastering;
+ * reaches guest RAM after both devices were reset (by any of the resets
+ * above: none waits, and orphaned reads land in bounce buffers) or lost bus
+ * mastering;
  * and at the end, after vd_virtio_pci_reset (which must also let a machine
  * stopped by the error policy run again), each device answers a fresh
  * driver setup and one read request correctly.
@@ -401,17 +406,48 @@ static void request(struct fuzz *f, int d, int q, uint32_t type, uint64_t sector
 	mmio_write(f, devs[d].bar4 + NOTIFY_AT + q * 4, q, 2);
 }
 
-/* Reset both devices; whatever was in flight is drained or orphaned, and
- * nothing may reach guest RAM afterwards. */
-static void reset_all(struct fuzz *f)
+/* Reset both devices, with vd_virtio_pci_reset or (@regs) as drivers do:
+ * status 0 on the modern device, legacy status 0 or (@pfn) queue PFN 0 on
+ * the transitional one, after the firmware's BAR setup so that the writes
+ * arrive.  Whatever was in flight is orphaned, and nothing may reach guest
+ * RAM afterwards. */
+static void reset_all(struct fuzz *f, bool regs, bool pfn)
 {
 	static uint8_t before[RAM_SIZE];
 
-	for (int d = 0; d < NDEV; d++)
-		vd_virtio_pci_reset(f->vp[d]);
+	for (int d = 0; d < NDEV; d++) {
+		if (!regs) {
+			vd_virtio_pci_reset(f->vp[d]);
+			continue;
+		}
+		program_bars(f, d);
+		if (devs[d].bar0)
+			outp(f, devs[d].bar0 + (pfn ? 8 : 18), 0, pfn ? 4 : 1);
+		else
+			common_w(f, d, C_STATUS, 0, 1);
+	}
 	memcpy(before, f->ram, RAM_SIZE);
 	turn(f, 200);
 	FUZZ_ASSERT(memcmp(before, f->ram, RAM_SIZE) == 0);
+}
+
+/* A system reset through the PIIX3 reset control register: it happens on
+ * the next loop turn, and from then on nothing may reach guest RAM; then
+ * the firmware sets the BARs up again. */
+static void system_reset(struct fuzz *f)
+{
+	static uint8_t before[RAM_SIZE];
+
+	outp(f, 0xcf9, 0x06, 1);
+	f->loop_turns++;
+	vd_loop_run_once(f->loop, false);
+	FUZZ_ASSERT(cfg_read(f, 0, 0x04, 2) == 0 && cfg_read(f, 1, 0x04, 2) == 0);
+	memcpy(before, f->ram, RAM_SIZE);
+	turn(f, 200);
+	FUZZ_ASSERT(memcmp(before, f->ram, RAM_SIZE) == 0);
+	memset(f->avail_idx, 0, sizeof(f->avail_idx));
+	for (int d = 0; d < NDEV; d++)
+		program_bars(f, d);
 }
 
 /* Bus mastering off on both functions: from then on neither may touch
@@ -522,7 +558,7 @@ static void op_reset(struct fuzz *f, int d, uint8_t b)
 	}
 	switch (b >> 1 & 3) {
 	case 0:
-		reset_all(f);
+		reset_all(f, b & 0x80, b & 0x40);
 		break;
 	case 1:
 		vd_virtio_pci_reset(f->vp[d]);
@@ -668,6 +704,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		case 18:
 			if (b & 0x80)
 				vd_machine_stop(f.m);
+			else if (b & 0x40)
+				system_reset(&f);
 			else if (!vd_machine_is_running(f.m))
 				vd_machine_cont(f.m);
 			break;

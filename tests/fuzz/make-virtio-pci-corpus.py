@@ -119,6 +119,17 @@ def reset(kind, dev=0, q=0):
     return struct.pack("<BB", 16, dev | kind << 1 | q << 3)
 
 
+def reset_regs(pfn=False):
+    """Both devices reset by their drivers' register writes (modern status
+    0; legacy status 0 or queue PFN 0); nothing may reach RAM after."""
+    return struct.pack("<BB", 16, 0x80 | (0x40 if pfn else 0))
+
+
+def system_reset():
+    """PIIX3 RCPU at 0xCF9; nothing may reach RAM after; BARs again."""
+    return struct.pack("<BB", 18, 0x40)
+
+
 def command(val, dev=0):
     return struct.pack("<BB", 17, dev | val << 3)
 
@@ -169,6 +180,11 @@ def legacy_setup():
     s += ram(base + 256, struct.pack("<HHH", 0, 1, 0))
     s += legacy_out(16, 0, 2) + wait() + legacy_in(19, 1)
     return s
+
+
+def legacy_kick_again():
+    """legacy_setup's read once more (avail slot 1), kicked: in flight."""
+    return ram(0x40000 + 256, struct.pack("<HHHH", 0, 2, 0, 0)) + legacy_out(16, 0, 2)
 
 
 SEEDS = {
@@ -254,6 +270,23 @@ SEEDS = {
     cfg_write(0x20, 0xe0000000) + notify(0) + wait(),
     "devcfg-widths": devcfg(0, 8) + devcfg(0, 1) + devcfg(20, 2) + devcfg(60, 8) +
     bar4_write(0x2000 + 32, 1, 1) + bar4_read(0x2fff, 8),
+    # Resets and bus mastering off without waiting: requests in flight are
+    # orphaned (reads into bounce buffers) or parked.
+    "legacy-reset-mid-io": legacy_setup() + legacy_kick_again() + setup() +
+    request(0, 0, 8) + reset_regs() + wait() + legacy_setup(),
+    "legacy-pfn0-mid-io": legacy_setup() + legacy_kick_again() + reset_regs(pfn=True) +
+    wait() + legacy_setup(),
+    "legacy-pfn-rewrite-mid-io": legacy_setup() + legacy_kick_again() +
+    legacy_out(8, 0x48000 >> 12) + wait() + legacy_out(16, 0, 2) + wait(),
+    "busmaster-off-parked-on": setup() + request(0, 0, 8) + request(1, 9, 2, 3) +
+    legacy_setup() + legacy_kick_again() + bus_master_off() + command(0x7) +
+    command(0x7, 1) + wait() + isr() + request(0, 1, 1, 6) + wait(),
+    "system-reset-mid-io": setup(msix_on=True) + setup(dev=1) + request(0, 0, 8) +
+    request(0, 0, 1, 0, 0, 1) + system_reset() + setup() + request(0) + wait(),
+    "system-reset-stopped": setup() + request(1, 128) + wait() + system_reset() + cont() +
+    setup() + request(0, 2) + wait(),
+    "stop-mid-io": setup(nq=2) + request(0, 0, 8) + request(1, 9, 1, 0, 1) + stop() + isr() +
+    cont() + wait(),
     "stale-queue-select": setup() + common(C_Q_SELECT, 0xffff, 2) + common(C_Q_SIZE, 3, 2) +
     common(C_Q_ENABLE, 1, 2) + notify(3) + notify(0, raw=0x9999) + request(99) + wait(),
 }

@@ -5,8 +5,10 @@ indirect, config, resize with the config interrupt, idx, a nonexistent
 queue, the invalid discard/write-zeroes requests, MSI-X and INTx) plus
 multiqueue, NEEDS_RESET, queue reset, bus mastering, the drive's
 rerror=/werror= policies (blkdebug errors; stop with QMP cont retrying),
-kicks while the machine is stopped, and the transitional device's legacy
-interface, played by a small virtio-pci driver over the
+kicks while the machine is stopped, the transitional device's legacy
+interface, and requests in flight (a slow null-co drive) across a legacy
+reset, a bus-master clear, QMP stop and a system reset at port 0xCF9,
+played by a small virtio-pci driver over the
 qtest protocol against `vdisk machine` and QEMU 7.2's `-device
 virtio-blk-pci,disable-legacy=on` (and `=off`) with the same images.
 
@@ -1194,6 +1196,188 @@ def case_kick_stopped(g):
     g.note("after_cont", (rd.status(), e))
 
 
+# ---- resets, bus mastering and stop with requests in flight ----
+
+# The drive of these cases answers every request after SLOW_NS (null-co's
+# latency-ns under raw; reads return zeroes), so that requests are surely in
+# flight when the register write or the QMP command arrives.
+SLOW_NS = 1000000000
+SLOW_S = SLOW_NS / 1e9
+
+
+def slow_requests(g, vq):
+    """Two reads (buffers filled with 0xAA) and a write, kicked; they stay
+    in flight for SLOW_S."""
+    reqs = [Req(g, T_IN, 8, in_len=4096), Req(g, T_OUT, 16, sector_data(21)),
+            Req(g, T_IN, 24, in_len=512)]
+    for r in reqs:
+        vq.add(r.bufs())
+    vq.kick()
+    return reqs
+
+
+def guest_view(vq, reqs):
+    """What the requests left in guest memory: used.idx, status bytes,
+    digests of the read buffers."""
+    return (vq.used_idx(), [r.status() for r in reqs],
+            [digest(r.result()) for r in reqs if r.in_len])
+
+
+def timed(fn):
+    t = time.monotonic()
+    fn()
+    return time.monotonic() - t
+
+
+def quiet_after(g, vq, reqs, what):
+    """Nothing of the requests reaches guest memory from now on; what did
+    reach it is consistent (as many used entries as status bytes written)."""
+    snap = guest_view(vq, reqs)
+    time.sleep(SLOW_S + 0.3)
+    after = guest_view(vq, reqs)
+    check(snap == after, "guest memory written after %s: %r -> %r" % (what, snap, after))
+    written = sum(1 for st in after[1] if st != 0xFF)
+    check(after[0] - vq.last_used == written, "used.idx %d (from %d) but %d status bytes"
+          % (after[0], vq.last_used, written))
+    return after
+
+
+def case_legacy_reset_inflight(g):
+    """A legacy driver resets (status 0, then queue PFN 0) with requests in
+    flight.  QEMU 7.2 drains them inside the write (virtio_blk_reset's
+    blk_drain); vdisk must not run its loop inside a register access, so it
+    orphans them: the write returns at once (vdisk: well before the
+    drive's latency), status reads 0 at once (a legacy driver does not
+    wait; Linux ORs ACKNOWLEDGE into what it reads back), nothing reaches
+    guest memory afterwards (not even read data), and the device works
+    after a new initialisation."""
+    for how in ("status", "pfn"):
+        g.next_alloc = 0x100000 if how == "status" else 0x600000
+        g.init(WANT)
+        vq = g.vqs[0]
+        reqs = slow_requests(g, vq)
+        if how == "status":
+            took = timed(lambda: g.set_status(0))
+        else:
+            took = timed(lambda: g.qt.outl(BAR0_PORT + 8, 0))
+        st = g.status()
+        check(st == 0, "%s reset: status reads 0x%x" % (how, st))
+        if g.kind == "vdisk":
+            check(took < SLOW_S / 2, "%s reset: the write took %.2fs (waited for the "
+                  "requests)" % (how, took))
+        after = quiet_after(g, vq, reqs, how + " reset")
+        if g.kind == "vdisk":
+            check(after[0] == 0 and all(x == 0xFF for x in after[1]),
+                  "%s reset: orphans completed: %r" % (how, after))
+        g.note(how + "_reset", (st, g.qt.inl(BAR0_PORT + 8), "quiet"))
+    g.next_alloc = 0xA00000
+    g.init(WANT)
+    r = submit(g, g.vqs[0], Req(g, T_OUT, 0, sector_data(22)))
+    rd = Req(g, T_IN, 0, in_len=512)
+    r2 = submit(g, g.vqs[0], rd)
+    g.note("works_again", (r["status"], r2["status"], digest(rd.result())))
+
+
+def case_legacy_busmaster_inflight(g):
+    """The legacy driver clears COMMAND.MASTER with requests in flight:
+    the config write returns at once (no loop run inside it), nothing
+    reaches guest memory while bus mastering is off (read data included),
+    and once it is back the requests complete (PCI 3.0 6.2.2: the device
+    only stops mastering the bus meanwhile).  vdisk only: QEMU lets them
+    complete through mappings made before (virtio_write_config does not
+    wait for them either)."""
+    g.init(WANT)
+    vq = g.vqs[0]
+    reqs = slow_requests(g, vq)
+    took = timed(lambda: g.qt.pci_cfg_writew(DEVFN, 0x04, 0x03))
+    check(took < SLOW_S / 2, "bus master off: the write took %.2fs" % took)
+    g.note("status_without_master", g.status())
+    after = quiet_after(g, vq, reqs, "bus mastering off")
+    check(after[0] == 0 and all(x == 0xFF for x in after[1])
+          and all(d == digest(b"\xaa" * r.in_len) for d, r in
+                  zip(after[2], [r for r in reqs if r.in_len])),
+          "written without bus mastering: %r" % (after,))
+    g.qt.pci_cfg_writew(DEVFN, 0x04, 0x07)
+    check(g.poll(lambda: vq.used_idx() == len(reqs), timeout=2),
+          "parked requests not completed once bus mastering is back")
+    done = guest_view(vq, reqs)
+    check(done[1] == [S_OK] * len(reqs) and done[2] == [digest(bytes(4096)), digest(bytes(512))],
+          "parked requests completed wrongly: %r" % (done,))
+    g.note("after_master_on", done)
+    g.set_status(ACK | DRIVER | DRIVER_OK)
+    vq.last_used = vq.used_idx()
+    r = submit(g, vq, Req(g, T_OUT, 32, sector_data(23)))
+    g.note("works_again", r["status"])
+
+
+def case_stop_drains(g):
+    """QMP stop with requests in flight: as QEMU's do_vm_stop
+    (bdrv_drain_all), stop replies once they are complete, status bytes
+    and used entries written; STOP comes before the reply."""
+    g.init(WANT)
+    vq = g.vqs[0]
+    reqs = slow_requests(g, vq)
+    r = g.qmp.cmd("stop")
+    check("return" in r, "stop: %r" % r)
+    view = guest_view(vq, reqs)
+    check(view[0] == len(reqs) and view[1] == [S_OK] * len(reqs),
+          "stop replied with requests in flight: %r" % (view,))
+    g.note("at_stop_reply", (view, run_state(g), qmp_events(g.qmp)))
+    r = g.qmp.cmd("cont")
+    check("return" in r, "cont: %r" % r)
+    vq.last_used = vq.used_idx()
+    r = submit(g, vq, Req(g, T_OUT, 32, sector_data(24)))
+    g.note("after_cont", (r["status"], run_state(g)))
+
+
+def case_cf9_reset(g):
+    """A system reset through the PIIX3 reset control register (0xCF9,
+    RCPU) with requests in flight: it resets virtio-blk-pci too (QEMU's
+    qemu_system_reset): the PCI configuration (command, BARs, MSI-X), the
+    device (status 0, queues disabled, vectors gone), the requests
+    (nothing written once the reset is seen), then the RESET event; the
+    device works after the firmware and the driver set it up again."""
+    g.init(WANT)
+    vq = g.vqs[0]
+    r = submit(g, vq, Req(g, T_OUT, 0, sector_data(25)))
+    check(r["status"] == S_OK, "write before the reset")
+    reqs = slow_requests(g, vq)
+    g.qt.outb(0xCF9, 0x06)
+    ok = g.poll(lambda: g.qt.pci_cfg_readw(DEVFN, 0x04) == 0)
+    check(ok, "0xCF9: the command register was not reset")
+    quiet_after(g, vq, reqs, "the system reset")
+    cfg = (g.qt.pci_cfg_readw(DEVFN, 0x04), g.qt.pci_cfg_readl(DEVFN, 0x14),
+           g.qt.pci_cfg_readl(DEVFN, 0x20), g.qt.pci_cfg_readl(DEVFN, 0x24),
+           g.qt.pci_cfg_readw(DEVFN, g.msix_cap + 2), g.qt.pci_cfg_readb(PIIX3_DEVFN, 0x63))
+    g.note("pci_after_reset", cfg)
+    g.qmp.cmd("query-status")  # the events before its reply are read
+    events = [(e["event"], e.get("data")) for e in g.qmp.take_events()
+              if isinstance(e, dict)]
+    g.note("events", events)
+    # The firmware's part, then the driver's: device_status reads 0 (the
+    # driver waits for that, 4.1.4.3.2), queue 0 disabled, no vectors, the
+    # MSI-X table masked.
+    h = Guest(g.qt, g.qmp, g.msix, None)
+    h.kind = g.kind
+    check(h.poll(lambda: h.status() == 0), "device_status %d after the system reset"
+          % h.status())
+    h.cw16(Q_SELECT, 0)
+    dev = (h.status(), h.cr16(Q_ENABLE), h.cr16(Q_SIZE), h.cr16(Q_MSIX), h.cr16(MSIX_CONFIG),
+           h.cr32(Q_DESC), h.qt.readl(BAR1_ADDR + 8), h.qt.readl(BAR1_ADDR + 12),
+           h.qt.readl(BAR1_ADDR + 0x800))
+    g.note("device_after_reset", dev)
+    h.next_alloc = 0xA00000
+    h.init(WANT)
+    rd = Req(h, T_IN, 0, in_len=512)
+    r = submit(h, h.vqs[0], rd)
+    g.note("works_again", (r, digest(rd.result())))
+
+
+# Cases on the slow drive.
+SLOW_DRIVES = {"legacy_reset_inflight", "legacy_busmaster_inflight", "stop_drains",
+               "cf9_reset"}
+
+
 # Cases whose drive fails requests at ERR_SECTOR (blkdebug, QEMU's config
 # file syntax): (event, errno, rerror, werror); None: the default.
 ERR_DRIVES = {
@@ -1247,6 +1431,12 @@ CASES = {
     "rerror_ignore": (case_rerror_ignore, False, "", True, False),
     "reset_kept": (case_reset_kept, False, "", True, False),
     "kick_stopped": (case_kick_stopped, False, "", True, True),
+    "legacy_reset_inflight": (case_legacy_reset_inflight, False, ",disable-legacy=off", False,
+                              False),
+    "legacy_busmaster_inflight": (case_legacy_busmaster_inflight, False, ",disable-legacy=off",
+                                  False, True),
+    "stop_drains": (case_stop_drains, False, "", True, False),
+    "cf9_reset": (case_cf9_reset, True, "", True, False),
 }
 
 
@@ -1280,6 +1470,9 @@ def machine_args(kind, img, extra, qmp_sock, name=None):
     drive = "if=none,id=drv0,file=%s,format=raw,cache=writeback" % img
     if name in ERR_DRIVES:
         drive = err_drive(name, img)
+    if name in SLOW_DRIVES:
+        drive = ("if=none,id=drv0,format=raw,file.driver=null-co,file.size=%d,"
+                 "file.latency-ns=%d,file.read-zeroes=on" % (IMG_SIZE, SLOW_NS))
     a = ["-m", "128M" if kind == "vdisk" else "128", "-drive", drive, "-device", dev]
     if qmp_sock:
         a += ["--qmp" if kind == "vdisk" else "-qmp", "unix:%s,server=on,wait=off" % qmp_sock]
