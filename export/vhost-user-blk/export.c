@@ -271,24 +271,37 @@ static struct export_entry **find_entry(struct vd_export_set *s, const char *id)
 	return NULL;
 }
 
+/* The first node of @n's subtree that @p's subtree also holds, or NULL: the
+ * two graphs overlap. */
+static struct vd_node *shared_child(struct vd_node *p, struct vd_node *n)
+{
+	struct vd_node *c;
+
+	if (!n)
+		return NULL;
+	if (vd_node_contains(p, n))
+		return n;
+	c = shared_child(p, vd_node_file_child(n));
+	return c ? c : shared_child(p, vd_node_backing(n));
+}
+
 /* Does another export, or a node of the graph outside @n's subtree, use a
  * node of @n's subtree?  Then @n cannot change loops on its own. */
 static int node_shared(struct vd_export_set *s, struct vd_node *n, struct vd_error *err)
 {
+	struct vd_node *c;
+
 	for (struct export_entry *x = s->list; x; x = x->next)
-		if (vd_node_contains(x->node, n) || vd_node_contains(n, x->node))
+		if (shared_child(x->node, n))
 			return vd_error_set(err, -EBUSY,
 					    "Cannot change iothread of active block backend");
 	for (struct vd_node *p = vd_blk_registry_next_node(s->reg, NULL); p;
 	     p = vd_blk_registry_next_node(s->reg, p)) {
-		if (p == n || vd_node_contains(n, p))
+		if (vd_node_contains(n, p) || !(c = shared_child(p, n)))
 			continue;
-		for (struct vd_node *c = n; c; c = vd_node_file_child(c))
-			if (vd_node_contains(p, c))
-				return vd_error_set(err, -EBUSY,
-						    "Cannot change iothread: node '%s' is used by "
-						    "node '%s'",
-						    vd_node_name(c), vd_node_name(p));
+		return vd_error_set(err, -EBUSY,
+				    "Cannot change iothread: node '%s' is used by node '%s'",
+				    vd_node_name(c), vd_node_name(p));
 	}
 	return 0;
 }
@@ -302,7 +315,7 @@ static void node_home(struct vd_export_set *s, struct vd_node *n)
 	if (!s->loop || vd_node_loop(n) == s->loop)
 		return;
 	for (struct export_entry *x = s->list; x; x = x->next)
-		if (vd_node_contains(x->node, n) || vd_node_contains(n, x->node))
+		if (shared_child(x->node, n))
 			return;
 	if (vd_node_set_loop(n, s->loop, &err) < 0)
 		fprintf(stderr, "vdisk: %s\n", err.msg);
