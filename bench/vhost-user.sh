@@ -40,6 +40,22 @@ trap 'if [ -n "$pid" ]; then kill $pid 2>/dev/null; fi; rm -rf "$T"' EXIT
 qemu-img create -q -f raw -o preallocation=full "$T/d.raw" $SIZE
 qemu-img create -q -f qcow2 -o preallocation=full "$T/d.qcow2" $SIZE
 
+# SIGTERM, then SIGKILL after 10 s: qemu-storage-daemon 7.2 with an iothread
+# sometimes hangs on SIGTERM after its front end went away.
+stop_server() {
+	kill -TERM $pid
+	for _ in $(seq 100); do
+		kill -0 $pid 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 $pid 2>/dev/null; then
+		echo "bench: $pid did not exit on SIGTERM; killed" >&2
+		kill -KILL $pid
+	fi
+	wait $pid 2>/dev/null || true
+	pid=
+}
+
 # run SERVER FMT MODE DEPTH QUEUES -> IOPS
 run() {
 	local server=$1 fmt=$2 mode=$3 depth=$4 nq=$5 out
@@ -58,15 +74,14 @@ run() {
 	if [ "$server" = vdisk ]; then
 		"$VDISK" serve "${bd[@]}" --export "$ex" &
 	else
-		qemu-storage-daemon "${bd[@]}" --export "$ex" &
+		# (its vu_panic messages when the front end closes go to a log)
+		qemu-storage-daemon "${bd[@]}" --export "$ex" 2>>"$T/qsd.log" &
 	fi
 	pid=$!
 	for _ in $(seq 100); do [ -S "$T/s.sock" ] && break; sleep 0.05; done
 	out=$("$CLIENT" "$T/s.sock" -d "$depth" -q "$nq" -t "$SECS" -s $SIZE \
 		$([ "$mode" = randwrite ] && echo -w))
-	kill -TERM $pid
-	wait $pid || true
-	pid=
+	stop_server
 	echo "$out" | sed -n 's/.*iops=//p'
 }
 

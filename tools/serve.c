@@ -96,8 +96,10 @@ static struct vd_loop *iothread_loop(void *opaque, const char *id)
 	return o ? vd_iothread_loop(o->t) : NULL;
 }
 
-/* --object iothread,id=ID[,poll-max-ns=..] and QMP object-add: the poll and
- * batch values are accepted and reported (our loops do not poll). */
+/* --object iothread,id=ID[,poll-max-ns=..,poll-grow=..,poll-shrink=..] and
+ * QMP object-add: the loop polls adaptively as QEMU's does; aio-max-batch is
+ * accepted and reported (the io_uring engine submits one batch per loop
+ * iteration whatever its size). */
 static int add_iothread(struct serve *s, struct vd_opts *o, struct vd_error *err)
 {
 	static const char *const keys[] = {"poll-max-ns", "poll-grow", "poll-shrink",
@@ -117,9 +119,13 @@ static int add_iothread(struct serve *s, struct vd_opts *o, struct vd_error *err
 				    "'container')",
 				    id);
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
-		ret = vd_opts_get_u64(o, keys[i], 0, vals[i], err);
+		ret = vd_opts_get_u64(o, keys[i], i == 0 ? VD_IOTHREAD_POLL_MAX_NS : 0, vals[i],
+				      err);
 		if (ret < 0)
 			return ret;
+		if (*vals[i] > INT64_MAX)
+			return vd_error_set(err, -EINVAL, "Parameter '%s' is out of range",
+					    keys[i]);
 	}
 	ret = vd_opts_check_unused(o, NULL, err);
 	if (ret < 0)
@@ -131,6 +137,8 @@ static int add_iothread(struct serve *s, struct vd_opts *o, struct vd_error *err
 	ret = vd_iothread_new(id, &obj.t);
 	if (ret < 0)
 		return vd_error_setg_errno(err, ret, "Cannot start iothread '%s'", id);
+	vd_iothread_set_poll(obj.t, (int64_t)obj.poll_max_ns, (int64_t)obj.poll_grow,
+			     (int64_t)obj.poll_shrink);
 	s->iothreads[s->n_iothreads++] = obj;
 	return 0;
 }

@@ -227,6 +227,14 @@ static void uring_reap(void *opaque)
 		vd_bh_schedule(u->submit_bh);
 }
 
+/* Adaptive polling: completions are in the shared CQ ring, no syscall. */
+static bool uring_poll(void *opaque)
+{
+	struct uring_engine *u = opaque;
+
+	return io_uring_cq_ready(&u->ring) > 0;
+}
+
 static int uring_submit(struct vd_aio *aio, struct vd_aio_req *req)
 {
 	struct uring_engine *u = (struct uring_engine *)aio;
@@ -306,6 +314,7 @@ int vd_uring_aio_get(struct vd_loop *loop, struct vd_aio **out)
 	ret = vd_loop_set_internal_fd_handler(loop, u->ring.ring_fd, uring_reap, NULL, u);
 	if (ret < 0)
 		goto err_bh;
+	vd_loop_set_fd_poll(loop, u->ring.ring_fd, uring_poll);
 
 	vd_loop_slot_set(loop, VD_LOOP_SLOT_URING, u, uring_destroy);
 	*out = &u->aio;

@@ -33,8 +33,10 @@ static void *iothread_main(void *opaque)
 	struct vd_loop *loop = NULL;
 	int ret = vd_loop_new(&loop);
 
-	if (ret == 0)
+	if (ret == 0) {
 		vd_loop_set_current(loop);
+		vd_loop_set_poll_params(loop, VD_IOTHREAD_POLL_MAX_NS, 0, 0);
+	}
 	pthread_mutex_lock(&t->lock);
 	t->loop = loop;
 	t->tid = (pid_t)syscall(SYS_gettid);
@@ -109,6 +111,25 @@ void vd_iothread_free(struct vd_iothread *t)
 	pthread_mutex_destroy(&t->lock);
 	free(t->id);
 	free(t);
+}
+
+struct poll_params {
+	struct vd_loop *loop;
+	int64_t max_ns, grow, shrink;
+};
+
+static void set_poll_fn(void *opaque)
+{
+	struct poll_params *p = opaque;
+
+	vd_loop_set_poll_params(p->loop, p->max_ns, p->grow, p->shrink);
+}
+
+int vd_iothread_set_poll(struct vd_iothread *t, int64_t max_ns, int64_t grow, int64_t shrink)
+{
+	struct poll_params p = {t->loop, max_ns, grow, shrink};
+
+	return vd_loop_call_wait(t->loop, set_poll_fn, &p);
 }
 
 const char *vd_iothread_id(const struct vd_iothread *t)

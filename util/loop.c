@@ -27,6 +27,7 @@ struct fd_handler {
 	vd_loop_fn *on_read;
 	vd_loop_fn *on_write;
 	void *opaque;
+	vd_loop_poll_fn *poll; /* adaptive polling: is there work for on_read? */
 	bool internal;
 	/* Removed while a dispatch may still hold a pointer to it from
 	 * epoll_wait(); freed when the outermost dispatch ends. */
@@ -70,6 +71,11 @@ struct vd_loop {
 	struct fd_handler *handlers;
 	struct fd_handler *zombies;
 	int user_fds; /* non-internal handlers: things that can wake us */
+	int poll_fds; /* handlers with a poll function */
+	/* Adaptive polling (QEMU's aio_poll): spin over the poll functions for
+	 * poll_ns before sleeping; poll_ns grows while sleeps are short and
+	 * drops when they are long.  poll_max_ns 0: never poll. */
+	int64_t poll_ns, poll_max_ns, poll_grow, poll_shrink;
 	int dispatch_depth;
 	long inflight;
 
@@ -282,6 +288,9 @@ static int set_fd_handler(struct vd_loop *loop, int fd, vd_loop_fn *on_read, vd_
 		epoll_ctl(loop->epfd, EPOLL_CTL_DEL, fd, NULL);
 		if (!h->internal)
 			loop->user_fds--;
+		if (h->poll)
+			loop->poll_fds--;
+		h->poll = NULL;
 		if (loop->dispatch_depth > 0) {
 			h->deleted = true;
 			h->next = loop->zombies;
@@ -336,6 +345,67 @@ int vd_loop_set_internal_fd_handler(struct vd_loop *loop, int fd, vd_loop_fn *on
 				    vd_loop_fn *on_write, void *opaque)
 {
 	return set_fd_handler(loop, fd, on_read, on_write, opaque, true);
+}
+
+int vd_loop_set_fd_poll(struct vd_loop *loop, int fd, vd_loop_poll_fn *poll)
+{
+	struct fd_handler *h = find_handler(loop, fd);
+
+	if (!h)
+		return -ENOENT;
+	loop->poll_fds += (poll != NULL) - (h->poll != NULL);
+	h->poll = poll;
+	return 0;
+}
+
+void vd_loop_set_poll_params(struct vd_loop *loop, int64_t max_ns, int64_t grow, int64_t shrink)
+{
+	loop->poll_max_ns = max_ns > 0 ? max_ns : 0;
+	loop->poll_grow = grow;
+	loop->poll_shrink = shrink;
+	if (loop->poll_ns > loop->poll_max_ns)
+		loop->poll_ns = loop->poll_max_ns;
+}
+
+int64_t vd_loop_poll_ns(const struct vd_loop *loop)
+{
+	return loop->poll_ns;
+}
+
+/* Spin over the poll functions for up to poll_ns: the first handler with work
+ * runs (the rest wait for the non-blocking epoll_wait that follows, since
+ * running a handler may change the list).  True if one ran. */
+static bool loop_poll(struct vd_loop *loop)
+{
+	int64_t deadline = vd_clock_ns() + loop->poll_ns;
+
+	do {
+		for (struct fd_handler *h = loop->handlers; h; h = h->next) {
+			if (h->poll && h->on_read && !h->deleted && h->poll(h->opaque)) {
+				h->on_read(h->opaque);
+				return true;
+			}
+		}
+		if (__atomic_load_n(&loop->calls_pending, __ATOMIC_ACQUIRE) ||
+		    __atomic_load_n(&loop->stop, __ATOMIC_ACQUIRE))
+			return false;
+	} while (vd_clock_ns() < deadline);
+	return false;
+}
+
+/* After a wait of @block_ns that polling did not end: QEMU's adjustment. */
+static void loop_adjust_poll(struct vd_loop *loop, int64_t block_ns)
+{
+	if (block_ns <= loop->poll_ns)
+		return; /* the sweet spot */
+	if (block_ns > loop->poll_max_ns) {
+		loop->poll_ns = loop->poll_shrink ? loop->poll_ns / loop->poll_shrink : 0;
+	} else if (loop->poll_ns < loop->poll_max_ns) {
+		int64_t grown = loop->poll_ns
+					? loop->poll_ns * (loop->poll_grow ? loop->poll_grow : 2)
+					: 4000;
+		loop->poll_ns = grown < loop->poll_max_ns ? grown : loop->poll_max_ns;
+	}
 }
 
 void vd_loop_inflight_add(struct vd_loop *loop, int delta)
@@ -699,7 +769,18 @@ static bool loop_iterate(struct vd_loop *loop, bool blocking, bool wait_always)
 	if (blocking && !ran && !loop->bh_now.head && (wait_always || loop_can_wake(loop)))
 		timeout = loop_timeout_ms(loop);
 
+	/* About to sleep: poll first if that has paid off lately. */
+	bool adapt = timeout != 0 && loop->poll_max_ns > 0 && loop->poll_fds > 0;
+	int64_t wait_start = adapt ? vd_clock_ns() : 0;
+	if (adapt && loop->poll_ns > 0 && loop_poll(loop)) {
+		ran = true;
+		timeout = 0;
+		adapt = false;
+	}
+
 	int n = epoll_wait(loop->epfd, events, LOOP_MAX_EVENTS, timeout);
+	if (adapt)
+		loop_adjust_poll(loop, vd_clock_ns() - wait_start);
 	/* A signal, or io_uring's task work (completions of requests punted
 	 * to its workers are run with a signal-like notification), interrupts
 	 * the wait: that is not "nothing can happen", so let the caller

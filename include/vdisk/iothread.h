@@ -22,9 +22,15 @@ extern "C" {
 
 struct vd_iothread;
 
-/* Start a thread named "IO @id" with a loop of its own; returns once the loop
- * runs.  0 or -errno. */
+/* QEMU's default poll-max-ns for an iothread. */
+#define VD_IOTHREAD_POLL_MAX_NS 32768
+
+/* Start a thread named "IO @id" with a loop of its own that polls adaptively
+ * up to VD_IOTHREAD_POLL_MAX_NS (see vd_loop_set_poll_params()); returns once
+ * the loop runs.  0 or -errno. */
 int vd_iothread_new(const char *id, struct vd_iothread **out);
+/* poll-max-ns, poll-grow, poll-shrink (0: off, 0 = double, 0 = reset). */
+int vd_iothread_set_poll(struct vd_iothread *t, int64_t max_ns, int64_t grow, int64_t shrink);
 /* Stop the loop, join the thread, free the loop (on its own thread, so its
  * engines are torn down where they ran).  Whatever used the loop must be
  * gone. */

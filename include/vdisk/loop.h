@@ -46,6 +46,25 @@ int vd_loop_set_fd_handler(struct vd_loop *loop, int fd, vd_loop_fn *on_read, vd
 			   void *opaque);
 
 /*
+ * Adaptive polling, QEMU's poll-max-ns: before a loop sleeps in epoll_wait it
+ * calls the poll functions of its fd handlers for a while, and the first that
+ * finds work has its on_read handler run, saving the sleep and the wake-up.
+ * How long it spins adapts: from 4 us it grows (times @grow, 0 = 2) while
+ * sleeps end within @max_ns, and drops (divided by @shrink, 0 = to nothing)
+ * after a longer one, so an idle loop does not spin.  @max_ns 0 (the default)
+ * turns polling off.  A poll function must be cheap, must not block, and must
+ * return true only when on_read would make progress.  Both calls on the loop's
+ * own thread.
+ */
+typedef bool vd_loop_poll_fn(void *opaque);
+/* @fd must have a handler; it keeps @poll until the handler is removed.
+ * Returns 0 or -ENOENT. */
+int vd_loop_set_fd_poll(struct vd_loop *loop, int fd, vd_loop_poll_fn *poll);
+void vd_loop_set_poll_params(struct vd_loop *loop, int64_t max_ns, int64_t grow, int64_t shrink);
+/* The current polling time (0: not polling). */
+int64_t vd_loop_poll_ns(const struct vd_loop *loop);
+
+/*
  * Run one iteration: bottom halves that are due, then wait for fds (up to the
  * next timer when @blocking, not at all otherwise), run their handlers and the
  * expired timers and queued cross-thread calls.  Returns true if any callback ran.

@@ -346,6 +346,92 @@ static void test_call_wait_iothread(void)
 	vd_iothread_free(t);
 }
 
+struct poll_ctx {
+	int work; /* set by the test, taken by on_read */
+	int reads;
+};
+
+static bool poll_has_work(void *opaque)
+{
+	return ((struct poll_ctx *)opaque)->work > 0;
+}
+
+static void poll_read(void *opaque)
+{
+	struct poll_ctx *p = opaque;
+
+	p->reads++;
+	p->work = 0;
+}
+
+static void nop_cb(void *opaque)
+{
+	(void)opaque;
+}
+
+/* One blocking iteration that ends with a timer @ms away (or sooner). */
+static void wait_timer_ms(struct vd_loop *loop, struct vd_timer *t, int ms)
+{
+	vd_timer_mod(t, vd_clock_ns() + (int64_t)ms * 1000000);
+	vd_loop_run_once(loop, true);
+	vd_timer_del(t);
+}
+
+/* Adaptive polling: the polling time grows from 4 us, doubling, while
+ * sleeps are short, and drops to nothing after one longer than the
+ * maximum; a poll function that finds work gets its handler run without
+ * any fd event; off by default. */
+static void test_adaptive_poll(void)
+{
+	struct poll_ctx p = {0};
+	struct vd_loop *loop;
+	struct vd_timer *t;
+	int fds[2];
+
+	REQUIRE(vd_loop_new(&loop) == 0);
+	REQUIRE(pipe(fds) == 0);
+	t = vd_timer_new(loop, nop_cb, NULL);
+	REQUIRE(t);
+	REQUIRE(vd_loop_set_fd_handler(loop, fds[0], poll_read, NULL, &p) == 0);
+	CHECK_EQ(vd_loop_set_fd_poll(loop, fds[1], poll_has_work), -ENOENT);
+	REQUIRE(vd_loop_set_fd_poll(loop, fds[0], poll_has_work) == 0);
+
+	/* Off: the work is not seen without an fd event. */
+	p.work = 1;
+	wait_timer_ms(loop, t, 5);
+	CHECK_EQ(p.reads, 0);
+	CHECK_EQ(vd_loop_poll_ns(loop), 0);
+	p.work = 0;
+
+	vd_loop_set_poll_params(loop, 500 * 1000000, 0, 0);
+	wait_timer_ms(loop, t, 1);
+	CHECK_EQ(vd_loop_poll_ns(loop), 4000);
+	wait_timer_ms(loop, t, 1);
+	CHECK_EQ(vd_loop_poll_ns(loop), 8000);
+	wait_timer_ms(loop, t, 1);
+	CHECK_EQ(vd_loop_poll_ns(loop), 16000);
+
+	/* Work waiting: found by polling, the handler runs, no sleep. */
+	p.work = 1;
+	vd_timer_mod(t, vd_clock_ns() + 2000000000);
+	int64_t start = vd_clock_ns();
+	CHECK(vd_loop_run_once(loop, true));
+	CHECK(vd_clock_ns() - start < 1000000000);
+	CHECK_EQ(p.reads, 1);
+	vd_timer_del(t);
+
+	/* A sleep longer than the maximum: polling stops. */
+	vd_loop_set_poll_params(loop, 2000000, 0, 0);
+	wait_timer_ms(loop, t, 20);
+	CHECK_EQ(vd_loop_poll_ns(loop), 0);
+
+	vd_timer_free(t);
+	vd_loop_set_fd_handler(loop, fds[0], NULL, NULL, NULL);
+	close(fds[0]);
+	close(fds[1]);
+	vd_loop_free(loop);
+}
+
 static void *stopper_thread(void *opaque)
 {
 	usleep(20000);
@@ -480,5 +566,6 @@ int main(void)
 	RUN(test_notifier);
 	RUN(test_interrupted_wait);
 	RUN(test_call_wait_iothread);
+	RUN(test_adaptive_poll);
 	return test_finish();
 }
