@@ -14,7 +14,9 @@
 # VDISK and CLIENT override the binaries (copy them away from a tree that
 # others rebuild).  FORMATS, MODES, DEPTHS, QUEUES narrow the matrix.
 # IOTHREAD=1 serves the export from an I/O thread in both daemons
-# (--object iothread,id=io0 and iothread=io0 on the export).
+# (--object iothread,id=io0 and iothread=io0 on the export); POLL_MAX_NS=N
+# gives vdisk's thread poll-max-ns=N (qemu-storage-daemon keeps its default,
+# 32768).
 set -eu
 SRCDIR=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${BUILD:-build}
@@ -28,6 +30,7 @@ MODES=${MODES:-randread randwrite}
 DEPTHS=${DEPTHS:-1 32}
 QUEUES=${QUEUES:-1 2}
 IOTHREAD=${IOTHREAD:-0}
+POLL_MAX_NS=${POLL_MAX_NS:-}
 SIZE=$((1 << 30))
 for t in qemu-storage-daemon qemu-img; do
 	command -v $t >/dev/null || { echo "SKIP: $t not installed"; exit 77; }
@@ -72,6 +75,8 @@ run() {
 	fi
 	rm -f "$T/s.sock"
 	if [ "$server" = vdisk ]; then
+		[ -z "$POLL_MAX_NS" ] || [ "$IOTHREAD" != 1 ] ||
+			bd=("${bd[@]/#iothread,id=io0/iothread,id=io0,poll-max-ns=$POLL_MAX_NS}")
 		"$VDISK" serve "${bd[@]}" --export "$ex" &
 	else
 		# (its vu_panic messages when the front end closes go to a log)
@@ -87,7 +92,7 @@ run() {
 
 median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
-[ "$IOTHREAD" = 1 ] && echo "exports served from an I/O thread (iothread=io0)"
+[ "$IOTHREAD" = 1 ] && echo "exports served from an I/O thread (iothread=io0${POLL_MAX_NS:+; vdisk poll-max-ns=$POLL_MAX_NS})"
 printf "%-6s %-9s %5s %6s %10s %10s %6s\n" format mode depth queues vdisk qsd ratio
 for fmt in $FORMATS; do
 	for mode in $MODES; do

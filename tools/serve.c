@@ -97,7 +97,8 @@ static struct vd_loop *iothread_loop(void *opaque, const char *id)
 }
 
 /* --object iothread,id=ID[,poll-max-ns=..,poll-grow=..,poll-shrink=..] and
- * QMP object-add: the loop polls adaptively as QEMU's does; aio-max-batch is
+ * QMP object-add: the loop polls adaptively as QEMU's does when poll-max-ns
+ * is given (the default is VD_IOTHREAD_POLL_MAX_NS, not QEMU's); aio-max-batch is
  * accepted and reported (the io_uring engine submits one batch per loop
  * iteration whatever its size). */
 static int add_iothread(struct serve *s, struct vd_opts *o, struct vd_error *err)
