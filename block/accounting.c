@@ -40,6 +40,12 @@ void vd_acct_invalid(struct vd_node *n, enum vd_acct_type type)
 	n->stats.last_access_ns = vd_clock_ns();
 }
 
+void vd_node_acct_merged(struct vd_node *n, enum vd_acct_type type, unsigned count)
+{
+	n->stats.op[type].ops += count;
+	n->stats.op[type].merged += count;
+}
+
 void vd_node_get_stats(const struct vd_node *n, struct vd_acct_stats *st)
 {
 	*st = n->stats;

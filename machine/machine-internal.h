@@ -98,6 +98,7 @@ struct machine_virtio_opts {
 	uint16_t num_queues, queue_size; /* 0: defaults */
 	uint32_t logical_block_size; /* 0: 512 */
 	bool no_packed; /* packed=off */
+	bool no_merge; /* request-merging=off */
 	bool transitional; /* disable-legacy=off */
 };
 int machine_add_virtio_blk(struct vd_machine *m, struct vd_drive *d,

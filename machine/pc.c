@@ -594,6 +594,7 @@ int machine_add_virtio_blk(struct vd_machine *m, struct vd_drive *d,
 		.serial = o->serial ? o->serial : d->serial,
 		.logical_block_size = o->logical_block_size,
 		.no_packed = o->no_packed,
+		.no_merge = o->no_merge,
 		.transitional = o->transitional,
 		.read_only = d->read_only,
 	};
@@ -646,7 +647,7 @@ int vd_machine_add_device(struct vd_machine *m, const char *optstr, struct vd_er
 	struct vd_drive *d = NULL;
 	const char *drv, *drive_id, *addr;
 	uint64_t nq = 0, qs = 0, lbs = 0;
-	bool legacy_off = true, packed = true;
+	bool legacy_off = true, packed = true, merge = true;
 	int ret;
 
 	ret = vd_opts_parse(optstr, "driver", &o, err);
@@ -684,6 +685,8 @@ int vd_machine_add_device(struct vd_machine *m, const char *optstr, struct vd_er
 		ret = vd_opts_get_bool(o, "disable-legacy", true, &legacy_off, err);
 	if (ret == 0)
 		ret = vd_opts_get_bool(o, "packed", true, &packed, err);
+	if (ret == 0)
+		ret = vd_opts_get_bool(o, "request-merging", true, &merge, err);
 	if (ret < 0)
 		goto out;
 	if (nq < 1 || nq > 64) {
@@ -711,6 +714,7 @@ int vd_machine_add_device(struct vd_machine *m, const char *optstr, struct vd_er
 	}
 	vo.logical_block_size = (uint32_t)lbs;
 	vo.no_packed = !packed;
+	vo.no_merge = !merge;
 	vo.transitional = !legacy_off;
 	/* QEMU accepts the bus name of the only PCI bus. */
 	if (vd_opts_has(o, "bus") && strcmp(vd_opts_get(o, "bus"), "pci.0")) {

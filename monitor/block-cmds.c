@@ -9,7 +9,7 @@
  *
  * Where vdisk has no such state the values are QEMU's defaults for a drive
  * without it: no throttling (bps/iops 0), detect_zeroes "off", encrypted
- * false, write_threshold 0, no merged requests, wr_highest_offset 0.
+ * false, write_threshold 0, unmap_merged 0, wr_highest_offset 0.
  * Statistics come from the block layer's per-node accounting: the device's
  * "stats" are those of its root node, "parent" and "backing" those of the
  * children (QEMU keeps only wr_highest_offset there).
@@ -204,8 +204,8 @@ static json_t *device_stats(const struct vd_node *n)
 	SET("flush_total_time_ns", fl->total_time_ns);
 	SET("unmap_total_time_ns", um->total_time_ns);
 	SET("wr_highest_offset", 0);
-	SET("rd_merged", 0);
-	SET("wr_merged", 0);
+	SET("rd_merged", rd->merged);
+	SET("wr_merged", wr->merged);
 	SET("unmap_merged", 0);
 	if (st.last_access_ns > 0) {
 		int64_t idle = vd_clock_ns() - st.last_access_ns;

@@ -57,6 +57,7 @@ struct vd_virtio_blk {
 	struct iovec *scratch; /* VD_VQ_MAX_IOV entries for vd_vq_pop */
 	struct vblk_queue *queues;
 	struct vblk_req *kept, **kept_tail; /* io_error said retry, oldest first */
+	bool merge; /* request-merging */
 	/* conf->bounce_reads: reads land in bounce buffers, copied into guest
 	 * memory only when the request completes for the current generation
 	 * with DMA allowed. */
@@ -184,6 +185,7 @@ int vd_virtio_blk_new(const struct vd_virtio_blk_conf *conf, const struct vd_vir
 	b->waiting_tail = &b->waiting;
 	b->parked_tail = &b->parked;
 	b->bounce_reads = conf->bounce_reads;
+	b->merge = !conf->no_merge;
 	vd_co_queue_init(&b->drain_waiters);
 	vd_node_ref(b->node);
 	b->ops = ops;
@@ -562,6 +564,115 @@ static int iov_drop_last_byte(struct iovec *iov, int n)
 	return iov[n - 1].iov_len ? n : n - 1;
 }
 
+/*
+ * Request merging (QEMU's virtio_blk_submit_multireq): the reads or writes
+ * taken from the ring in one pass are collected, sorted by offset, and runs
+ * of adjacent ones go to the block layer as one request; each completes with
+ * the merged request's result (an error goes through io_error one by one).
+ * Bounced reads are not merged.
+ */
+#define MERGE_MAX_REQS 32
+#define MERGE_MAX_IOV 1024
+
+struct merge_batch {
+	struct vblk_req *r[MERGE_MAX_REQS];
+	int n;
+};
+
+struct vblk_merged {
+	int n;
+	struct vblk_req *r[MERGE_MAX_REQS];
+	struct vd_qiov qiov;
+	struct iovec iov[];
+};
+
+static void merged_cb(void *opaque, int ret)
+{
+	struct vblk_merged *m = opaque;
+
+	for (int i = 0; i < m->n; i++)
+		req_cb(m->r[i], ret);
+	free(m);
+}
+
+static void merged_submit(struct vd_virtio_blk *b, struct vblk_req **r, int n, int niov)
+{
+	bool is_write = r[0]->type == VIRTIO_BLK_T_OUT;
+	struct vblk_merged *m = malloc(sizeof(*m) + (size_t)niov * sizeof(struct iovec));
+	int k = 0;
+
+	if (!m) {
+		for (int i = 0; i < n; i++)
+			req_submit(r[i]);
+		return;
+	}
+	m->n = n;
+	for (int i = 0; i < n; i++) {
+		m->r[i] = r[i];
+		memcpy(m->iov + k, r[i]->qiov.iov, (size_t)r[i]->qiov.niov * sizeof(struct iovec));
+		k += r[i]->qiov.niov;
+	}
+	vd_qiov_init_external(&m->qiov, m->iov, niov);
+	vd_node_acct_merged(b->node, is_write ? VD_ACCT_WRITE : VD_ACCT_READ, (unsigned)n - 1);
+	if (is_write)
+		vd_aio_pwritev(b->node, r[0]->offset, &m->qiov, 0, merged_cb, m);
+	else
+		vd_aio_preadv(b->node, r[0]->offset, &m->qiov, 0, merged_cb, m);
+}
+
+static void batch_submit(struct vd_virtio_blk *b, struct merge_batch *mb)
+{
+	const struct vd_limits *lim = vd_node_limits(b->node);
+	uint64_t max_bytes = VD_REQUEST_MAX_BYTES;
+	struct vblk_req **r = mb->r;
+	int n = mb->n, i, j;
+
+	mb->n = 0;
+	if (lim->max_transfer && lim->max_transfer < max_bytes)
+		max_bytes = lim->max_transfer;
+	/* By offset; stable, so equal offsets keep the ring's order. */
+	for (i = 1; i < n; i++) {
+		struct vblk_req *x = r[i];
+
+		for (j = i; j > 0 && r[j - 1]->offset > x->offset; j--)
+			r[j] = r[j - 1];
+		r[j] = x;
+	}
+	for (i = 0; i < n; i = j) {
+		int64_t end = r[i]->offset + (int64_t)r[i]->qiov.size;
+		uint64_t bytes = r[i]->qiov.size;
+		int niov = r[i]->qiov.niov;
+
+		for (j = i + 1; j < n; j++) {
+			if (r[j]->offset != end || niov + r[j]->qiov.niov > MERGE_MAX_IOV ||
+			    bytes + r[j]->qiov.size > max_bytes)
+				break;
+			end += (int64_t)r[j]->qiov.size;
+			bytes += r[j]->qiov.size;
+			niov += r[j]->qiov.niov;
+		}
+		if (j - i == 1)
+			req_submit(r[i]);
+		else
+			merged_submit(b, r + i, j - i, niov);
+	}
+}
+
+/* A read or write ready for the block layer: into the batch when it can be
+ * merged, which is submitted first when it holds the other kind or is full. */
+static void rw_submit(struct vd_virtio_blk *b, struct merge_batch *mb, struct vblk_req *r)
+{
+	if (!b->merge || !mb || (r->type == VIRTIO_BLK_T_IN && b->bounce_reads)) {
+		if (mb)
+			batch_submit(b, mb);
+		req_submit(r);
+		return;
+	}
+	if (mb->n && (mb->n == MERGE_MAX_REQS || mb->r[0]->type != r->type))
+		batch_submit(b, mb);
+	mb->r[mb->n++] = r;
+}
+
 /* DISCARD and WRITE_ZEROES with one segment (5.2.6.2); QEMU's order of
  * checks and statuses. */
 static void handle_dwz(struct vblk_req *r, const struct vd_vq_elem *e, bool wz)
@@ -610,7 +721,7 @@ static void handle_dwz(struct vblk_req *r, const struct vd_vq_elem *e, bool wz)
 }
 
 static void handle_request(struct vd_virtio_blk *b, unsigned q, const struct vd_vq_elem *e,
-			   struct iovec *iov)
+			   struct iovec *iov, struct merge_batch *mb)
 {
 	struct vblk_queue *qs = &b->queues[q];
 	unsigned n = e->out_num + e->in_num;
@@ -659,6 +770,10 @@ static void handle_request(struct vd_virtio_blk *b, unsigned q, const struct vd_
 	sector = ld64(hdr + 8);
 	r->type = type;
 	r->offset = (int64_t)(sector << SECTOR_BITS);
+	/* What the batch holds reaches the block layer before anything else
+	 * does (a flush after the writes it covers). */
+	if (type != VIRTIO_BLK_T_IN && type != VIRTIO_BLK_T_OUT)
+		batch_submit(b, mb);
 
 	switch (type) {
 	case VIRTIO_BLK_T_IN:
@@ -687,7 +802,7 @@ static void handle_request(struct vd_virtio_blk *b, unsigned q, const struct vd_
 		r->data_iov = r->iov + e->out_num;
 		r->data_niov = niov;
 		r->bounce_len = r->qiov.size;
-		req_submit(r);
+		rw_submit(b, mb, r);
 		return;
 	case VIRTIO_BLK_T_OUT:
 	case VIRTIO_BLK_T_DISCARD:
@@ -707,7 +822,7 @@ static void handle_request(struct vd_virtio_blk *b, unsigned q, const struct vd_
 			req_complete(r, VIRTIO_BLK_S_OK);
 			return;
 		}
-		req_submit(r);
+		rw_submit(b, mb, r);
 		return;
 	case VIRTIO_BLK_T_FLUSH:
 		vd_qiov_init_external(&r->qiov, NULL, 0);
@@ -739,12 +854,17 @@ void vd_virtio_blk_handle_queue(struct vd_virtio_blk *b, unsigned q)
 	/* Suppress kicks while we drain the ring, then re-check after
 	 * re-enabling them to close the race (2.7.10). */
 	for (;;) {
+		struct merge_batch mb = {.n = 0};
+
 		vd_vq_set_notification(vq, false);
 		while ((ret = vd_vq_pop(vq, &e, b->scratch, VD_VQ_MAX_IOV)) == 1) {
-			handle_request(b, q, &e, b->scratch);
-			if (b->broken)
+			handle_request(b, q, &e, b->scratch, &mb);
+			if (b->broken) {
+				batch_submit(b, &mb);
 				return;
+			}
 		}
+		batch_submit(b, &mb);
 		if (ret < 0) {
 			set_broken(b, vq, vq->error ? vq->error : "virtqueue error");
 			return;

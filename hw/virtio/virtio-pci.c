@@ -1032,6 +1032,7 @@ int vd_virtio_blk_pci_new(struct vd_pci_bus *bus, int devfn, struct vd_address_s
 	bc.serial = conf->serial;
 	bc.logical_block_size = conf->logical_block_size;
 	bc.bounce_reads = true; /* our resets never wait: see device_reset() */
+	bc.no_merge = conf->no_merge;
 	ret = vd_virtio_blk_new(&bc, &blk_ops, vp, &vp->blk);
 	if (ret < 0) {
 		vd_error_setg_errno(err, ret, "Could not create the virtio-blk device");

@@ -221,6 +221,7 @@ enum vd_acct_type {
 #define VD_ACCT_HIST_BINS 40
 struct vd_acct_op {
 	uint64_t ops, bytes, failed_ops, invalid_ops;
+	uint64_t merged; /* requests a device merged into others (counted in ops) */
 	uint64_t total_time_ns;
 	uint64_t hist[VD_ACCT_HIST_BINS];
 };
@@ -228,6 +229,9 @@ struct vd_acct_stats {
 	struct vd_acct_op op[VD_ACCT_MAX];
 	int64_t last_access_ns; /* vd_clock_ns() of the last completion, 0 if none */
 };
+/* A device merged @count requests of @type into another one it submitted
+ * (QEMU's block_acct_merge_done): they count as operations and as merged. */
+void vd_node_acct_merged(struct vd_node *n, enum vd_acct_type type, unsigned count);
 void vd_node_get_stats(const struct vd_node *n, struct vd_acct_stats *st);
 void vd_node_reset_stats(struct vd_node *n);
 /* Latency below which @pct percent (0..100) of @op's requests completed,

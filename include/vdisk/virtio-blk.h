@@ -76,6 +76,9 @@ struct vd_virtio_blk_conf {
 	 * the _nowait resets: at most 64 MiB of them per device at a time,
 	 * later reads wait (one alone may be larger). */
 	bool bounce_reads;
+	/* request-merging=off: adjacent reads or writes taken from the ring in
+	 * one pass are not merged into one block-layer request. */
+	bool no_merge;
 };
 
 struct vd_virtio_blk;

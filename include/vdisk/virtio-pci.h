@@ -70,6 +70,7 @@ struct vd_virtio_blk_pci_conf {
 	uint32_t logical_block_size; /* 0: 512 */
 	bool read_only;
 	bool no_packed; /* do not offer VIRTIO_F_RING_PACKED */
+	bool no_merge; /* request-merging=off */
 	/* Transitional (QEMU's disable-legacy=off): 1af4:1001 revision 0,
 	 * subsystem 1af4:0002, and the legacy interface in I/O BAR0 (128
 	 * bytes, virtio 1.2 section 4.1.4.10) beside the modern one. */
