@@ -612,28 +612,29 @@ int vd_node_set_loop(struct vd_node *n, struct vd_loop *loop, struct vd_error *e
 	struct move_call m = {n, err, 0};
 	int ret;
 
-	if (!loop)
-		return vd_error_set(err, -EINVAL, "No event loop to move node '%s' to",
+	if (!loop || !old)
+		return vd_error_set(err, -EINVAL, "Node '%s' cannot change event loops",
 				    vd_node_name(n));
 	if (loop == old)
 		return 0;
-	ret = vd_loop_call_wait(old, leave_loop_fn, &m);
-	if (ret < 0)
-		return vd_error_setg_errno(err, ret, "Cannot move node '%s' to another thread",
-					   vd_node_name(n));
+	vd_loop_call_wait(old, leave_loop_fn, &m);
 	set_tree_loop(n, loop);
-	ret = vd_loop_call_wait(loop, enter_loop_fn, &m);
-	if (ret == 0)
-		ret = m.ret;
+	vd_loop_call_wait(loop, enter_loop_fn, &m);
+	ret = m.ret;
 	if (ret == 0)
 		return 0;
 	if (!vd_error_is_set(err))
 		vd_error_setg_errno(err, ret, "Cannot move node '%s' to another thread",
 				    vd_node_name(n));
-	/* Back where it was; what the node held there can be taken again. */
+	/* Back where it was; what the node held there can be taken again.
+	 * If even that fails, the drivers without their engine fail every
+	 * request with -EIO (vd_aio_co_* on no engine) rather than crash. */
 	set_tree_loop(n, old);
 	m.err = NULL;
 	vd_loop_call_wait(old, enter_loop_fn, &m);
+	if (m.ret < 0)
+		fprintf(stderr, "vdisk: node '%s' lost its I/O engine: %s\n", vd_node_name(n),
+			strerror(-m.ret));
 	return ret;
 }
 

@@ -100,6 +100,10 @@ const struct vd_qiov *vd_aio_req_remaining(struct vd_aio_req *req)
 static int aio_co_run(struct vd_aio *aio, struct vd_aio_req *req)
 {
 	assert(vd_in_coroutine());
+	/* A node that could not take an engine on its loop (vd_node_set_loop
+	 * failed twice): its requests fail. */
+	if (!aio)
+		return -EIO;
 	req->co = vd_co_self();
 	vd_qiov_init(&req->rest, 0);
 	aio->stats.ops++;

@@ -62,6 +62,7 @@ struct loop_call {
 	struct loop_call *next;
 	vd_loop_fn *cb;
 	void *opaque;
+	bool heap; /* vd_loop_call's; vd_loop_call_wait's lives on the caller's stack */
 };
 
 struct vd_loop {
@@ -153,11 +154,16 @@ bool vd_notifier_test_and_clear(struct vd_notifier *n)
 
 static void loop_run_calls(struct vd_loop *loop);
 
+/* Calls from other threads run only in an outermost iteration: one must not
+ * find what it works on in the middle of a nested wait (a connection being
+ * torn down, a node being flushed).  Nested iterations leave them pending;
+ * the outermost one runs them before it returns. */
 static void loop_notifier_read(void *opaque)
 {
 	struct vd_loop *loop = opaque;
 	vd_notifier_test_and_clear(&loop->notifier);
-	loop_run_calls(loop);
+	if (loop->dispatch_depth <= 1)
+		loop_run_calls(loop);
 }
 
 int vd_loop_new(struct vd_loop **out)
@@ -636,14 +642,8 @@ static int loop_timeout_ms(struct vd_loop *loop)
 
 /* ---- cross-thread calls ---- */
 
-int vd_loop_call(struct vd_loop *loop, vd_loop_fn *cb, void *opaque)
+static void loop_queue_call(struct vd_loop *loop, struct loop_call *c)
 {
-	struct loop_call *c = malloc(sizeof(*c));
-	if (!c)
-		return -ENOMEM;
-	c->cb = cb;
-	c->opaque = opaque;
-	c->next = NULL;
 	pthread_mutex_lock(&loop->call_lock);
 	if (loop->calls_tail)
 		loop->calls_tail->next = c;
@@ -653,10 +653,21 @@ int vd_loop_call(struct vd_loop *loop, vd_loop_fn *cb, void *opaque)
 	__atomic_store_n(&loop->calls_pending, 1, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&loop->call_lock);
 	vd_notifier_set(&loop->notifier);
+}
+
+int vd_loop_call(struct vd_loop *loop, vd_loop_fn *cb, void *opaque)
+{
+	struct loop_call *c = malloc(sizeof(*c));
+
+	if (!c)
+		return -ENOMEM;
+	*c = (struct loop_call){.cb = cb, .opaque = opaque, .heap = true};
+	loop_queue_call(loop, c);
 	return 0;
 }
 
 struct call_wait {
+	struct loop_call call;
 	vd_loop_fn *cb;
 	void *opaque;
 	pthread_mutex_t lock;
@@ -678,7 +689,6 @@ static void call_wait_run(void *opaque)
 int vd_loop_call_wait(struct vd_loop *loop, vd_loop_fn *cb, void *opaque)
 {
 	struct call_wait w = {.cb = cb, .opaque = opaque};
-	int ret;
 
 	if (loop == current_loop) {
 		cb(opaque);
@@ -686,16 +696,16 @@ int vd_loop_call_wait(struct vd_loop *loop, vd_loop_fn *cb, void *opaque)
 	}
 	pthread_mutex_init(&w.lock, NULL);
 	pthread_cond_init(&w.cond, NULL);
-	ret = vd_loop_call(loop, call_wait_run, &w);
-	if (ret == 0) {
-		pthread_mutex_lock(&w.lock);
-		while (!w.done)
-			pthread_cond_wait(&w.cond, &w.lock);
-		pthread_mutex_unlock(&w.lock);
-	}
+	/* Nothing to allocate: the call waits here, on this stack. */
+	w.call = (struct loop_call){.cb = call_wait_run, .opaque = &w};
+	loop_queue_call(loop, &w.call);
+	pthread_mutex_lock(&w.lock);
+	while (!w.done)
+		pthread_cond_wait(&w.cond, &w.lock);
+	pthread_mutex_unlock(&w.lock);
 	pthread_cond_destroy(&w.cond);
 	pthread_mutex_destroy(&w.lock);
-	return ret;
+	return 0;
 }
 
 static void loop_run_calls(struct vd_loop *loop)
@@ -710,8 +720,11 @@ static void loop_run_calls(struct vd_loop *loop)
 
 	while (c) {
 		struct loop_call *next = c->next;
+		bool heap = c->heap; /* a waiter's call is gone once it ran */
+
 		c->cb(c->opaque);
-		free(c);
+		if (heap)
+			free(c);
 		c = next;
 	}
 }
@@ -817,6 +830,12 @@ static bool loop_iterate(struct vd_loop *loop, bool blocking, bool wait_always)
 	 * depth 1). */
 	if (loop_run_bhs(loop, true))
 		ran = true;
+
+	/* Calls a nested iteration left pending (see loop_notifier_read). */
+	if (loop->dispatch_depth == 1 && __atomic_load_n(&loop->calls_pending, __ATOMIC_ACQUIRE)) {
+		loop_run_calls(loop);
+		ran = true;
+	}
 
 	if (--loop->dispatch_depth == 0) {
 		while (loop->zombies) {

@@ -200,6 +200,9 @@ struct export_entry {
 	char *node_name;
 	struct vd_node *node;
 	struct vd_loop *loop; /* the export's */
+	/* Being deleted: a nested loop iteration during the deletion (a flush)
+	 * may serve another QMP command, which must not find it. */
+	bool deleting;
 	struct export_entry *next;
 };
 
@@ -237,6 +240,10 @@ bool vd_export_set_uses_loop(const struct vd_export_set *s, const struct vd_loop
 	for (const struct export_entry *x = s->list; x; x = x->next)
 		if (x->loop == loop)
 			return true;
+	for (struct vd_node *n = vd_blk_registry_next_node(s->reg, NULL); n;
+	     n = vd_blk_registry_next_node(s->reg, n))
+		if (vd_node_loop(n) == loop)
+			return true;
 	return false;
 }
 
@@ -266,7 +273,7 @@ static struct export_entry **find_entry(struct vd_export_set *s, const char *id)
 	struct export_entry **pp;
 
 	for (pp = &s->list; *pp; pp = &(*pp)->next)
-		if (!strcmp(vd_export_id((*pp)->e), id))
+		if (!(*pp)->deleting && !strcmp(vd_export_id((*pp)->e), id))
 			return pp;
 	return NULL;
 }
@@ -306,19 +313,26 @@ static int node_shared(struct vd_export_set *s, struct vd_node *n, struct vd_err
 	return 0;
 }
 
-/* When the last export of a node on an I/O thread goes, the node comes back
- * to the main loop (which closes it at the end). */
-static void node_home(struct vd_export_set *s, struct vd_node *n)
+/* Graphs on an I/O thread that no export uses any more come back to the
+ * main loop (which closes them at the end).  Whole graphs move: the nodes the
+ * registry holds are their roots, and an export of a node inside one keeps
+ * all of it where it is. */
+static void nodes_home(struct vd_export_set *s)
 {
-	struct vd_error err = {0};
-
-	if (!s->loop || vd_node_loop(n) == s->loop)
+	if (!s->loop)
 		return;
-	for (struct export_entry *x = s->list; x; x = x->next)
-		if (shared_child(x->node, n))
-			return;
-	if (vd_node_set_loop(n, s->loop, &err) < 0)
-		fprintf(stderr, "vdisk: %s\n", err.msg);
+	for (struct vd_node *p = vd_blk_registry_next_node(s->reg, NULL); p;
+	     p = vd_blk_registry_next_node(s->reg, p)) {
+		struct vd_error err = {0};
+		bool used = false;
+
+		if (vd_node_loop(p) == s->loop)
+			continue;
+		for (struct export_entry *x = s->list; x && !used; x = x->next)
+			used = shared_child(x->node, p) || shared_child(p, x->node);
+		if (!used && vd_node_set_loop(p, s->loop, &err) < 0)
+			fprintf(stderr, "vdisk: %s\n", err.msg);
+	}
 }
 
 struct export_call {
@@ -343,12 +357,13 @@ static void entry_free_fn(void *opaque)
 	k->ret = 0;
 }
 
+/* @x is off the list. */
 static void entry_free(struct vd_export_set *s, struct export_entry *x)
 {
 	struct export_call k = {.s = s, .x = x, .hard = true};
 
 	vd_loop_call_wait(x->loop, entry_free_fn, &k);
-	node_home(s, x->node);
+	nodes_home(s);
 	vd_node_unref(x->node);
 	free(x->node_name);
 	free(x);
@@ -479,7 +494,7 @@ int vd_export_set_add(struct vd_export_set *s, struct vd_opts *opts, struct vd_e
 	x = calloc(1, sizeof(*x));
 	if (!x || !(x->node_name = strdup(node_name))) {
 		free(x);
-		node_home(s, o.node);
+		nodes_home(s);
 		return vd_error_set(err, -ENOMEM, "Out of memory");
 	}
 	x->node = o.node;
@@ -487,16 +502,13 @@ int vd_export_set_add(struct vd_export_set *s, struct vd_opts *opts, struct vd_e
 	{
 		struct export_call k = {.s = s, .o = &o, .x = x, .err = err};
 
-		ret = vd_loop_call_wait(loop, entry_create_fn, &k);
-		if (ret == 0)
-			ret = k.ret;
-		else
-			vd_error_set(err, ret, "Out of memory");
+		vd_loop_call_wait(loop, entry_create_fn, &k);
+		ret = k.ret;
 	}
 	if (ret < 0) {
 		free(x->node_name);
 		free(x);
-		node_home(s, o.node);
+		nodes_home(s);
 		return ret;
 	}
 	vd_node_ref(x->node);
@@ -513,19 +525,22 @@ int vd_export_set_del(struct vd_export_set *s, const char *id, bool hard, struct
 {
 	struct export_entry **pp = find_entry(s, id), *x;
 	struct export_call k = {.s = s, .hard = hard, .err = err};
-	int ret;
 
 	if (!pp)
 		return vd_error_set(err, -ENOENT, "Export '%s' is not found", id);
 	x = *pp;
 	k.x = x;
-	ret = vd_loop_call_wait(x->loop, entry_free_fn, &k);
-	if (ret == 0)
-		ret = k.ret;
-	if (ret < 0)
-		return vd_error_is_set(err) ? ret : vd_error_set(err, ret, "Out of memory");
+	x->deleting = true;
+	vd_loop_call_wait(x->loop, entry_free_fn, &k);
+	if (k.ret < 0) {
+		x->deleting = false;
+		return k.ret;
+	}
+	/* The list may have changed meanwhile: find @x again. */
+	for (pp = &s->list; *pp != x; pp = &(*pp)->next)
+		;
 	*pp = x->next;
-	node_home(s, x->node);
+	nodes_home(s);
 	vd_node_unref(x->node);
 	free(x->node_name);
 	free(x);

@@ -105,7 +105,9 @@ int64_t vd_clock_ns(void);
 
 /*
  * Hand @cb to @loop from any thread; it runs on the loop's thread, in order
- * with other calls from the same thread.  Returns 0 or -ENOMEM.
+ * with other calls from the same thread, in an outermost iteration of the
+ * loop (never inside a nested vd_loop_run_once() that waits for something).
+ * Returns 0 or -ENOMEM.
  */
 int vd_loop_call(struct vd_loop *loop, vd_loop_fn *cb, void *opaque);
 
@@ -113,8 +115,8 @@ int vd_loop_call(struct vd_loop *loop, vd_loop_fn *cb, void *opaque);
  * Run @cb(@opaque) on @loop's thread and block the calling thread until it has
  * returned: a plain call when @loop is the caller's current loop.  The calling
  * thread runs nothing meanwhile, so @cb must not wait for it (the main thread
- * waits for I/O threads, never the other way round).  Returns 0 or -ENOMEM
- * (then @cb has not run).
+ * waits for I/O threads, never the other way round).  Allocates nothing;
+ * returns 0.
  */
 int vd_loop_call_wait(struct vd_loop *loop, vd_loop_fn *cb, void *opaque);
 

@@ -9,7 +9,9 @@
 # thread keeps working: query-iothreads, query-blockstats of nodes that live
 # on a thread, block_resize of such a node, block-export-del (the node comes
 # back) and block-export-add onto another thread, fixed-iothread, object-add
-# and object-del.  SIGTERM ends it with exit 0 and clean images.
+# and object-del (refused while a node lives on the thread), an export of a
+# child node that joins its parent's thread.  SIGTERM ends it with exit 0 and
+# clean images.  Then two monitors delete one export at once.
 set -eu
 
 . "$(dirname "$0")/../lib/common.sh"
@@ -133,6 +135,24 @@ subprocess.run(["python3", SRC + "/tests/interop/vhost-user-proto.py", T + "/a.s
 assert cpu_ns(tid2) > b2, "io2 did not serve the re-added export"
 assert q.cmd("object-del", id="io0") == {"return": {}}
 assert [t["id"] for t in q.cmd("query-iothreads")["return"]] == ["io1", "io2"]
+
+# An export of a child node (fb, under qb) joins its parent's thread; the
+# thread cannot go while a node lives there; when both exports are gone the
+# whole graph comes back, the thread can go, and the node still works
+# (review regression: only the child came back, its parent stayed on a
+# thread that could then be freed under it).
+r = q.cmd("block-export-add", type="vhost-user-blk", id="ec", **{"node-name": "fb"},
+          addr={"type": "unix", "path": T + "/c.sock"})
+assert r == {"return": {}}, r
+assert q.cmd("block-export-del", id="eb", mode="hard") == {"return": {}}
+r = q.cmd("object-del", id="io1")
+assert "error" in r and "in use" in r["error"]["desc"], r
+assert q.cmd("block-export-del", id="ec", mode="hard") == {"return": {}}
+assert q.cmd("object-del", id="io1") == {"return": {}}
+r = q.cmd("block_resize", **{"node-name": "qb", "size": 3 * SIZE})
+assert r == {"return": {}}, r
+st = q.cmd("query-blockstats", **{"query-nodes": True})["return"]
+assert any(s.get("node-name") == "qb" for s in st), st
 print("qmp ok")
 PY
 
@@ -144,6 +164,40 @@ pid=
 [ ! -e a.sock ] && [ ! -e b.sock ] || fail "socket files left behind"
 qemu-img check -q b.qcow2 || fail "qemu-img check b.qcow2"
 "$VDISK" check b.qcow2 >/dev/null || fail "vdisk check b.qcow2"
-[ "$(qemu-img info --output=json b.qcow2 | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])')" = $((2 * SIZE)) ] ||
+[ "$(qemu-img info --output=json b.qcow2 | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])')" = $((3 * SIZE)) ] ||
 	fail "block_resize on the I/O thread did not reach the image"
+
+# Two monitors delete the same export while its deletion waits for a slow
+# flush (null-co, 1 s) in a nested loop iteration: the second is told it is
+# not found (review regression: it freed the export a second time).
+"$VDISK" serve --blockdev driver=null-co,node-name=n0,size=16M,latency-ns=1000000000 \
+	--export type=vhost-user-blk,id=e0,node-name=n0,addr.type=unix,addr.path=$T/n.sock \
+	--chardev socket,path=$T/qmp2.sock,server=on,wait=off,id=c --monitor chardev=c \
+	2>serve2.log &
+pid=$!
+wait_socket n.sock
+wait_socket qmp2.sock
+python3 - "$T" "$SRCDIR" <<'PY' || { cat serve2.log; fail "concurrent block-export-del"; }
+import sys, threading, time
+T, SRC = sys.argv[1], sys.argv[2]
+sys.path.insert(0, SRC + "/tests/lib")
+from qmp import QMP
+q1, q2 = QMP(T + "/qmp2.sock"), QMP(T + "/qmp2.sock")
+q1.cmd("qmp_capabilities")
+q2.cmd("qmp_capabilities")
+first = {}
+t = threading.Thread(target=lambda: first.update(q1.cmd("block-export-del", id="e0")))
+t.start()
+time.sleep(0.3)
+second = q2.cmd("block-export-del", id="e0")
+t.join()
+assert first == {"return": {}}, first
+assert "error" in second and "not found" in second["error"]["desc"], second
+assert q2.cmd("query-block-exports") == {"return": []}
+assert q2.cmd("quit") == {"return": {}}
+PY
+rc=0
+wait $pid || rc=$?
+pid=
+[ $rc = 0 ] || { cat serve2.log; fail "vdisk serve exited $rc after the concurrent deletes"; }
 echo "ok"

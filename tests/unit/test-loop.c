@@ -432,6 +432,56 @@ static void test_adaptive_poll(void)
 	vd_loop_free(loop);
 }
 
+struct nested_ctx {
+	struct vd_loop *loop;
+	int called; /* by the cross-thread call */
+	int called_while_nested;
+};
+
+static void nested_mark(void *opaque)
+{
+	((struct nested_ctx *)opaque)->called++;
+}
+
+static void *nested_caller(void *opaque)
+{
+	struct nested_ctx *c = opaque;
+
+	vd_loop_call(c->loop, nested_mark, c);
+	return NULL;
+}
+
+/* A BH that queues a cross-thread call and then waits in nested
+ * iterations: the call must not run there (it could find its target half
+ * torn down), only when the outermost iteration ends. */
+static void nested_bh(void *opaque)
+{
+	struct nested_ctx *c = opaque;
+	pthread_t th;
+
+	REQUIRE(pthread_create(&th, NULL, nested_caller, c) == 0);
+	pthread_join(th, NULL);
+	for (int i = 0; i < 3; i++)
+		vd_loop_run_once(c->loop, false);
+	c->called_while_nested = c->called;
+}
+
+static void test_calls_outermost_only(void)
+{
+	struct nested_ctx c = {0};
+	struct vd_bh *bh;
+
+	REQUIRE(vd_loop_new(&c.loop) == 0);
+	bh = vd_bh_new(c.loop, nested_bh, &c);
+	REQUIRE(bh);
+	vd_bh_schedule(bh);
+	CHECK(vd_loop_run_once(c.loop, false));
+	CHECK_EQ(c.called_while_nested, 0);
+	CHECK_EQ(c.called, 1);
+	vd_bh_delete(bh);
+	vd_loop_free(c.loop);
+}
+
 static void *stopper_thread(void *opaque)
 {
 	usleep(20000);
@@ -567,5 +617,6 @@ int main(void)
 	RUN(test_interrupted_wait);
 	RUN(test_call_wait_iothread);
 	RUN(test_adaptive_poll);
+	RUN(test_calls_outermost_only);
 	return test_finish();
 }
