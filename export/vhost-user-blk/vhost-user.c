@@ -18,12 +18,16 @@
  * disabled until SET_VRING_ENABLE; otherwise they are enabled at once.
  *
  * Reconnection ("Inflight I/O tracking", INFLIGHT_SHMFD): GET_INFLIGHT_FD
- * hands the front end a memfd region, SET_INFLIGHT_FD gives it (back) to
- * this connection; split rings record the heads they take and complete
- * there (hw/virtio/virtqueue.c), and when a ring starts, heads a previous
- * back end left in flight are processed again.  A front end that goes away
- * with requests in flight does not lose them either: the connection drains
- * them before it unmaps the guest's memory.
+ * hands the front end a memfd region, laid out for split or packed rings as
+ * the features negotiated so far say (QEMU sends SET_FEATURES first),
+ * SET_INFLIGHT_FD gives it (back) to this connection; rings record the
+ * requests they take and complete there (hw/virtio/virtqueue.c), and when a
+ * ring starts, requests a previous back end left in flight are processed
+ * again.  A packed ring also takes its indices from the region then: QEMU
+ * has no record of them after a back end died.  The region is the front
+ * end's memory: one that does not hold together ends the connection.  A
+ * front end that goes away with requests in flight does not lose them
+ * either: the connection drains them before it unmaps the guest's memory.
  *
  * The back-end channel (BACKEND_REQ, SET_BACKEND_REQ_FD) carries
  * BACKEND_CONFIG_CHANGE_MSG when the exported node is resized.
@@ -119,7 +123,9 @@ struct vub_vring {
 	uint32_t base;
 	bool addr_set;
 	uint64_t desc_uva, avail_uva, used_uva;
-	uint16_t *resubmit; /* inflight recovery, num entries */
+	/* Inflight tracking's back-end memory, vd_vq_inflight_state_len(num)
+	 * entries. */
+	uint16_t *inflight_state;
 };
 
 struct vub_conn {
@@ -644,21 +650,23 @@ static int handle_set_mem_table(struct vub_conn *c, struct vub_msg *m)
 
 /* --- inflight tracking ("Inflight I/O tracking") ------------------------------ */
 
-static size_t inflight_queue_bytes(const struct vub_conn *c)
+/* One queue's part of the region, in the layout of @packed rings. */
+static size_t inflight_queue_bytes(const struct vub_conn *c, bool packed)
 {
-	return vd_vq_inflight_size(c->inflight_queue_size);
+	return vd_vq_inflight_size(c->inflight_queue_size, packed);
+}
+
+/* The ring layout the front end negotiated (so far). */
+static bool conn_packed(const struct vub_conn *c)
+{
+	return c->features & (1ULL << VIRTIO_F_RING_PACKED);
 }
 
 /* Forget the region: no queue may point into it afterwards. */
 static void inflight_unmap(struct vub_conn *c)
 {
-	for (unsigned i = 0; i < c->e->num_queues; i++) {
-		struct vd_vq *vq = vd_virtio_blk_queue(c->blk, i);
-
-		vq->inflight = NULL;
-		vq->resubmit = NULL;
-		vq->resubmit_num = vq->resubmit_pos = 0;
-	}
+	for (unsigned i = 0; i < c->e->num_queues; i++)
+		vd_vq_set_inflight(vd_virtio_blk_queue(c->blk, i), NULL, 0, NULL);
 	if (c->inflight_map)
 		munmap(c->inflight_map, c->inflight_map_size);
 	c->inflight_map = NULL;
@@ -667,24 +675,36 @@ static void inflight_unmap(struct vub_conn *c)
 }
 
 /* A ring starts: track it in the region and take up what a previous back
- * end left in flight.  Split rings only; packed rings run untracked. */
+ * end left in flight (split and packed rings, each in its layout). */
 static int ring_inflight(struct vub_conn *c, unsigned i)
 {
 	struct vub_vring *v = &c->vrings[i];
 	struct vd_vq *vq = vd_virtio_blk_queue(c->blk, i);
-	uint16_t *rs;
+	size_t stride;
+	uint16_t *st;
 	int n;
 
-	if (!c->inflight || i >= c->inflight_queues || vq->packed || !vd_vq_ready(vq))
+	if (!c->inflight || i >= c->inflight_queues || !vd_vq_ready(vq))
 		return 0;
 	if (vq->num > c->inflight_queue_size)
 		return conn_error(c, "ring larger than the inflight region's queues");
-	rs = realloc(v->resubmit, vq->num * sizeof(*rs));
-	if (!rs)
+	/* SET_INFLIGHT_FD checked the size for split rings.  A front end
+	 * that asked for the region before it negotiated a packed ring (QEMU
+	 * before 5.2) has one too small for packed rings: run untracked, as
+	 * we would without a region, rather than not at all. */
+	stride = inflight_queue_bytes(c, vq->packed);
+	if ((uint64_t)c->inflight_queues * stride > c->inflight_map_size) {
+		fprintf(stderr,
+			"vdisk: vhost-user-blk export '%s': inflight region too small for packed "
+			"rings; ring %u runs untracked\n",
+			c->e->id, i);
+		return 0;
+	}
+	st = realloc(v->inflight_state, vd_vq_inflight_state_len(vq->num) * sizeof(*st));
+	if (!st)
 		return conn_error(c, "out of memory");
-	v->resubmit = rs;
-	n = vd_vq_set_inflight(vq, c->inflight + i * inflight_queue_bytes(c),
-			       inflight_queue_bytes(c), rs);
+	v->inflight_state = st;
+	n = vd_vq_set_inflight(vq, c->inflight + i * stride, stride, st);
 	if (n < 0)
 		return conn_error(c, "unusable inflight region");
 	if (n > 0)
@@ -719,7 +739,7 @@ static int handle_get_inflight(struct vub_conn *c, struct vub_msg *m)
 
 	if (inflight_msg(c, m, &size, &offset, &nq, &qs) < 0)
 		return -EPROTO;
-	size = nq * vd_vq_inflight_size(qs);
+	size = nq * vd_vq_inflight_size(qs, conn_packed(c));
 	fd = memfd_create("vdisk-inflight", MFD_CLOEXEC);
 	if (fd < 0)
 		return conn_error(c, "cannot create the inflight region");
@@ -759,7 +779,9 @@ static int handle_set_inflight(struct vub_conn *c, struct vub_msg *m)
 	fd = take_fd(m);
 	if (fd < 0)
 		return conn_error(c, "SET_INFLIGHT_FD without exactly one fd");
-	if (size < nq * vd_vq_inflight_size(qs) || offset + size < offset ||
+	/* Large enough for split rings, the smaller layout: ring_inflight()
+	 * checks the ring's. */
+	if (size < nq * vd_vq_inflight_size(qs, false) || offset + size < offset ||
 	    offset + size > (uint64_t)SIZE_MAX || offset % (uint64_t)sysconf(_SC_PAGESIZE)) {
 		close(fd);
 		return conn_error(c, "SET_INFLIGHT_FD: bad region");
@@ -889,9 +911,15 @@ static int handle_msg(struct vub_conn *c, struct vub_msg *m)
 		 * flight. */
 		quiesce(c);
 		apply_features(c);
-		for (unsigned q = 0; q < c->e->num_queues; q++)
+		for (unsigned q = 0; q < c->e->num_queues; q++) {
 			if (ring_map(c, q) < 0)
 				return conn_error(c, "rings outside guest memory");
+			/* A new ring layout stopped inflight tracking (the
+			 * region's layout is the ring's): take it up again. */
+			if (c->vrings[q].started && !vd_virtio_blk_queue(c->blk, q)->inflight &&
+			    ring_inflight(c, q) < 0)
+				return -EPROTO;
+		}
 		resume(c);
 		return 0;
 	case VHOST_USER_GET_PROTOCOL_FEATURES:
@@ -1168,7 +1196,7 @@ void vub_conn_free(struct vub_conn *c)
 	close_fd(&c->backend_fd);
 	vd_virtio_blk_free(c->blk);
 	for (unsigned i = 0; i < e->num_queues; i++)
-		free(c->vrings[i].resubmit);
+		free(c->vrings[i].inflight_state);
 	unmap_regions(c);
 	for (struct vub_conn **pp = &e->conns; *pp; pp = &(*pp)->next) {
 		if (*pp == c) {

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Virtqueues (virtio 1.2 section 2.7, split rings) over an abstract guest
- * memory, shared by every virtio transport: the emulated machine's RAM and a
- * vhost-user front end's memory table.
+ * Virtqueues (virtio 1.2 sections 2.7 and 2.8: split and packed rings) over
+ * an abstract guest memory, shared by every virtio transport: the emulated
+ * machine's RAM and a vhost-user front end's memory table.
  *
  * The transport maps the three ring areas itself (it knows whether their
  * addresses are guest-physical or front-end virtual) and hands host pointers
@@ -112,13 +112,24 @@ struct vd_vq {
 	bool notification; /* kicks wanted (vd_vq_set_notification) */
 	unsigned inuse; /* popped and not yet pushed */
 	const char *error; /* why it broke (static string) */
-	/* vhost-user inflight tracking (split rings only): see
-	 * vd_vq_set_inflight().  NULL: off. */
+	/* vhost-user inflight tracking: see vd_vq_set_inflight().  The
+	 * queue's region, NULL: off. */
 	uint8_t *inflight;
 	uint64_t inflight_counter;
-	uint16_t *resubmit; /* heads to take again, oldest first */
+	/* To take again, oldest first: split heads, packed region entries. */
+	uint16_t *resubmit;
 	unsigned resubmit_num, resubmit_pos;
+	/* Packed: the region's free list and in-flight chains, mirrored in
+	 * back-end memory so that the region (the front end can write it) is
+	 * only written while the ring runs.  Per region entry: next link,
+	 * last entry and buffer id of a chain it heads, next chain in its id
+	 * bucket; bucket heads by id & (num - 1).  num ends entry_next lists
+	 * (free_head == num: no free entry), VD_VQ_INFLIGHT_NONE id lists. */
+	uint16_t *entry_next, *entry_last, *entry_id, *id_next, *id_bucket;
+	uint16_t free_head;
 };
+
+#define VD_VQ_INFLIGHT_NONE 0xffff
 
 /* One request popped from the ring: out (device-readable) buffers first,
  * then in (device-writable) ones, in the caller's iovec array. */
@@ -135,6 +146,7 @@ struct vd_vq_elem {
  * ring layout depends on RING_PACKED). */
 int vd_vq_init(struct vd_vq *vq, unsigned num, const struct vd_virtio_mem *mem);
 void vd_vq_set_rings(struct vd_vq *vq, void *desc, void *avail, void *used);
+/* Also stops inflight tracking if RING_PACKED changes. */
 void vd_vq_set_features(struct vd_vq *vq, uint64_t features);
 /* Where to start: vhost-user SET_VRING_BASE.  Split: the next avail index
  * (the used index is read from the ring).  Packed: bits 0-14 next avail
@@ -167,25 +179,54 @@ void vd_vq_set_broken(struct vd_vq *vq, const char *why);
 
 /*
  * Inflight I/O tracking (QEMU docs/interop/vhost-user.rst, "Inflight I/O
- * tracking", split virtqueues): a shared region per queue, a 16-byte header
- * {le64 features, le16 version, le16 desc_num, le16 last_batch_head, le16
- * used_idx} then desc_num 16-byte entries {u8 inflight, u8 pad[5], le16
- * next, le64 counter}.  It survives a back end that dies: a new one finds
- * the heads it must process again.  Size of one queue's region: */
-size_t vd_vq_inflight_size(unsigned num);
-/*
- * Start tracking queue @vq (rings set, split layout, @num entries at most
- * the region's desc_num) in @region, and recover what a previous back end
- * left: the last batch of used entries is reconciled with used.idx, every
- * head still marked in flight is queued for resubmission (vd_vq_pop returns
- * them first, oldest first) and the next avail index becomes used.idx plus
- * their count, as libvhost-user does.  @resubmit is caller-owned storage of
- * @vq->num entries.  A region of version 0 (new) or for another ring size
- * is initialised instead, and the indices stay as SET_VRING_BASE put them.
- * Returns the number of heads queued, or -EINVAL (no rings, region too
- * small, packed ring: tracking stays off).
+ * tracking"): a region per queue, shared with the front end, that survives
+ * a back end that dies: a new one finds there the requests it must process
+ * again.  Two layouts, chosen by VIRTIO_F_RING_PACKED:
+ *
+ * split   a 16-byte header {le64 features, le16 version, le16 desc_num, le16
+ *         last_batch_head, le16 used_idx} then desc_num 16-byte entries {u8
+ *         inflight, u8 pad[5], le16 next, le64 counter}, one per head;
+ * packed  a 32-byte header {le64 features, le16 version, le16 desc_num, le16
+ *         free_head, le16 old_free_head, le16 used_idx, le16 old_used_idx, u8
+ *         used_wrap_counter, u8 old_used_wrap_counter, pad} then desc_num
+ *         32-byte entries {u8 inflight, u8 pad, le16 next, le16 last, le16
+ *         num, le64 counter, le16 id, le16 flags, le32 len, le64 addr}: a
+ *         copy of every descriptor taken, in a chain of entries taken from a
+ *         free list; the old_* fields commit a completion at once.
+ *
+ * Size of one queue's region (a multiple of 64 bytes, as libvhost-user and
+ * DPDK lay queues out):
  */
-int vd_vq_set_inflight(struct vd_vq *vq, void *region, size_t size, uint16_t *resubmit);
+size_t vd_vq_inflight_size(unsigned num, bool packed);
+/* Back-end memory that tracking a queue of @num entries needs, in uint16_t
+ * entries (the caller allocates it, once, outside the I/O path). */
+size_t vd_vq_inflight_state_len(unsigned num);
+/*
+ * Start tracking queue @vq (features and rings set) in @region (@size bytes,
+ * at least vd_vq_inflight_size(vq->num, vq->packed)), and recover what a
+ * previous back end left there.  @state: vd_vq_inflight_state_len(vq->num)
+ * entries of caller-owned memory, kept until tracking stops.
+ *
+ * A region of version 0 (new) or for another ring size is initialised, and
+ * the indices stay as SET_VRING_BASE put them.  Otherwise, as the spec's
+ * "When reconnecting" steps say: split, the last batch of used entries is
+ * reconciled with used.idx, the heads still marked in flight are queued and
+ * the next avail index becomes used.idx plus their count (libvhost-user's
+ * vu_check_queue_inflights); packed, a completion cut short is committed
+ * if its used descriptor reached the ring and rolled back otherwise, entries
+ * on the free list are no longer in flight, the chains still in flight are
+ * queued, and the used index, wrap counter and next avail slot come from
+ * the region (a front end has no other record of them for a packed ring).
+ * vd_vq_pop() returns the queued requests first, oldest (lowest counter)
+ * first.
+ *
+ * The region is the front end's: a packed region whose header or lists do
+ * not hold together (index out of range, loop, an entry on two lists or on
+ * none, a chain that does not end where it says) is refused.  Returns the
+ * number of requests queued, or -EINVAL (region refused, too small, no
+ * rings): tracking stays off.  A NULL @region turns tracking off (0).
+ */
+int vd_vq_set_inflight(struct vd_vq *vq, void *region, size_t size, uint16_t *state);
 
 #ifdef __cplusplus
 }

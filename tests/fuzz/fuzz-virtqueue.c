@@ -7,8 +7,12 @@
  *
  *   byte 0   bit 0 packed ring, bit 1 INDIRECT_DESC, bit 2 EVENT_IDX,
  *            bit 3 through virtio-blk (null-co node) instead of raw pop/push,
- *            bit 4 an inflight region (vhost-user) from the input,
- *            bit 5 read-only device
+ *            bit 4 an inflight region (vhost-user, in the layout of
+ *            the ring: split or packed) from the input,
+ *            bit 5 read-only device,
+ *            bit 6 (raw pops, with bit 4) a back end killed: the first
+ *            pass leaves every other request in flight, then a new queue
+ *            starts over from the region and the rings
  *   byte 1   log2 of the queue size (mod 8: 1..128 entries)
  *   byte 2   max_iov for raw pops (0: VD_VQ_MAX_IOV)
  *   bytes 3-6  SET_VRING_BASE value
@@ -24,6 +28,12 @@
  * access); a pop that fails leaves the queue broken with a reason, and
  * through virtio-blk a broken queue means NEEDS_RESET and the broken hook
  * ran; used entries name heads inside the ring; nothing stays in flight.
+ * With an inflight region the queue took (the region held together), if
+ * the queue did not break: a back end starting over from the region finds
+ * nothing in flight, and a packed ring's indices where our used index is.
+ * With bit 6: the new queue resubmits exactly the requests left in flight
+ * (by buffer id and slot count; split rings: when their heads differ),
+ * and a packed ring's used index is where the old queue left it.
  *
  * tests/fuzz/run-corpus.sh replays tests/fuzz/corpus/virtqueue/ (make
  * check); tests/fuzz/run-libfuzzer.sh virtqueue SECONDS runs a campaign.
@@ -147,6 +157,101 @@ static void raw_pass(struct vd_vq *vq, struct fake_mem *fm, struct iovec *iov, u
 	}
 }
 
+/* Everything @vq took was completed: a new back end over the same region
+ * (and the same rings) has nothing to resubmit, and a packed ring goes on
+ * where @vq stopped. */
+static void check_restart(struct vd_vq *vq, unsigned num, struct vd_virtio_mem *mem,
+			  struct fake_mem *fm, uint64_t features, uint32_t base, uint8_t *inflight,
+			  size_t inflight_size, uint16_t *state)
+{
+	struct vd_vq again;
+	int n;
+
+	if (!inflight || !vq->inflight || vq->broken)
+		return;
+	FUZZ_ASSERT(vq->inuse == 0);
+	setup_queue(&again, num, mem, fm, features, base);
+	n = vd_vq_set_inflight(&again, inflight, inflight_size, state);
+	FUZZ_ASSERT(n == 0);
+	if (vq->packed) {
+		/* Nothing in flight: it takes the next request where the
+		 * used index is. */
+		FUZZ_ASSERT(again.used_idx == vq->used_idx && again.used_wrap == vq->used_wrap);
+		FUZZ_ASSERT(again.last_avail_idx == vq->used_idx &&
+			    again.avail_wrap == vq->used_wrap);
+	}
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static int cmp_u16(const void *a, const void *b)
+{
+	return (int)*(const uint16_t *)a - (int)*(const uint16_t *)b;
+}
+
+/* Bit 6: pop, complete every other request and leave the rest in flight;
+ * then a back end that starts over from the region must take those (and
+ * the resubmissions @vq had not taken yet) first.  Split rings keep one
+ * flag per head: only checked when no head was taken twice. */
+static void killed_pass(struct vd_vq *vq, unsigned num, struct vd_virtio_mem *mem,
+			struct fake_mem *fm, uint64_t features, uint32_t base, struct iovec *iov,
+			unsigned max_iov, uint8_t *inflight, size_t inflight_size, uint16_t *state)
+{
+	static uint32_t left[128], again_ids[128];
+	static uint16_t heads[2 * 128 + 2];
+	struct vd_vq again;
+	struct vd_vq_elem e;
+	unsigned nleft = 0, nheads = 0, want;
+	int ret;
+
+	for (unsigned k = 0; k < 2 * vq->num + 2; k++) {
+		ret = vd_vq_pop(vq, &e, iov, max_iov);
+		if (ret <= 0) {
+			if (ret < 0)
+				FUZZ_ASSERT(vq->broken && vq->error);
+			break;
+		}
+		for (unsigned i = 0; i < e.out_num + e.in_num; i++)
+			FUZZ_ASSERT(in_ram(fm, &iov[i]));
+		heads[nheads++] = e.head;
+		if (k % 2 == 0) {
+			FUZZ_ASSERT(nleft < 128);
+			left[nleft++] = (uint32_t)e.head << 16 | e.ndescs;
+		} else {
+			vd_vq_push(vq, e.head, e.ndescs, (uint32_t)e.in_len);
+		}
+	}
+	if (!vq->inflight)
+		return;
+	if (!vq->packed) {
+		qsort(heads, nheads, sizeof(heads[0]), cmp_u16);
+		for (unsigned i = 1; i < nheads; i++)
+			if (heads[i] == heads[i - 1])
+				return;
+	}
+	want = nleft + vq->resubmit_num - vq->resubmit_pos;
+	setup_queue(&again, num, mem, fm, features, base);
+	ret = vd_vq_set_inflight(&again, inflight, inflight_size, state);
+	FUZZ_ASSERT(ret >= 0 && (unsigned)ret == want);
+	if (vq->packed)
+		FUZZ_ASSERT(again.used_idx == vq->used_idx && again.used_wrap == vq->used_wrap);
+	/* Resubmissions @vq never took may not map: only compare when every
+	 * one of them is a request @vq took (and mapped) before. */
+	if (want != nleft)
+		return;
+	for (unsigned i = 0; i < want; i++) {
+		FUZZ_ASSERT(vd_vq_pop(&again, &e, iov, max_iov) == 1);
+		again_ids[i] = (uint32_t)e.head << 16 | e.ndescs;
+	}
+	qsort(left, nleft, sizeof(left[0]), cmp_u32);
+	qsort(again_ids, nleft, sizeof(again_ids[0]), cmp_u32);
+	FUZZ_ASSERT(memcmp(left, again_ids, nleft * sizeof(left[0])) == 0);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static struct vd_loop *loop;
@@ -159,7 +264,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	uint16_t bump;
 	uint64_t features = 1ULL << VIRTIO_F_VERSION_1;
 	uint8_t *inflight = NULL;
-	uint16_t resubmit[128];
+	static uint16_t state[6 * 128], state2[6 * 128];
 	size_t inflight_size = 0;
 
 	if (!loop) {
@@ -183,7 +288,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (flags & 4)
 		features |= 1ULL << VIRTIO_F_EVENT_IDX;
 	if (flags & 16) {
-		inflight_size = vd_vq_inflight_size(num);
+		inflight_size = vd_vq_inflight_size(num, flags & 1);
 		inflight = calloc(1, inflight_size);
 		if (!inflight)
 			return 0;
@@ -204,8 +309,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		struct vd_vq vq;
 
 		setup_queue(&vq, num, &mem, &fm, features, base);
-		if (inflight && vd_vq_set_inflight(&vq, inflight, inflight_size, resubmit) >= 0)
+		FUZZ_ASSERT(vd_vq_inflight_state_len(num) <= sizeof(state) / sizeof(state[0]));
+		if (inflight && vd_vq_set_inflight(&vq, inflight, inflight_size, state) >= 0)
 			FUZZ_ASSERT(vq.resubmit_num <= vq.num);
+		else
+			FUZZ_ASSERT(vq.inflight == NULL);
+		if (flags & 64) {
+			killed_pass(&vq, num, &mem, &fm, features, base, iov, max_iov, inflight,
+				    inflight_size, state2);
+			goto out;
+		}
 		raw_pass(&vq, &fm, iov, max_iov);
 		/* The driver adds more (or moves the index anywhere). */
 		if (!vq.packed && !vq.broken) {
@@ -219,6 +332,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		vd_vq_has_work(&vq);
 		raw_pass(&vq, &fm, iov, max_iov);
 		vd_vq_get_base(&vq);
+		check_restart(&vq, num, &mem, &fm, features, base, inflight, inflight_size, state2);
 	} else {
 		struct vd_node *node = null_node(flags & 32);
 		struct vd_virtio_blk_conf conf = {.node = node,
@@ -241,7 +355,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		vd_vq_set_rings(vq, fm.ram[0], fm.ram[0] + 0x800, fm.ram[0] + 0xc00);
 		vd_vq_set_base(vq, base);
 		if (inflight)
-			vd_vq_set_inflight(vq, inflight, inflight_size, resubmit);
+			vd_vq_set_inflight(vq, inflight, inflight_size, state);
 		used_start = vq->used_idx;
 		vd_virtio_blk_handle_queue(b, 0);
 		/* Requests complete on the loop: let them, then again. */
@@ -260,6 +374,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			FUZZ_ASSERT(vd_virtio_blk_needs_reset(b) && st.broken_called);
 		if (vd_virtio_blk_needs_reset(b))
 			FUZZ_ASSERT(st.broken_called);
+		if (!vd_virtio_blk_needs_reset(b))
+			check_restart(vq, num, &mem, &fm, features, base, inflight, inflight_size,
+				      state2);
 		if (!vq->packed && vq->num) {
 			/* The entries this run added (the ring held the input's
 			 * bytes before). */

@@ -15,7 +15,7 @@ OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file_
 
 # --- fuzz-virtqueue --------------------------------------------------------
 
-PACKED, INDIRECT, EVENT_IDX, BLK, INFLIGHT, RO = 1, 2, 4, 8, 16, 32
+PACKED, INDIRECT, EVENT_IDX, BLK, INFLIGHT, RO, KILLED = 1, 2, 4, 8, 16, 32, 64
 GPA0, GPA1, RSIZE = 0x1000, 0x9000, 0x8000
 DESC, AVAIL, USED = 0x000, 0x800, 0xC00
 NEXT, WRITE, IND = 1, 2, 4
@@ -63,6 +63,36 @@ class VQ:
         while end > 0 and self.ram[end - 1] == 0:
             end -= 1
         return self.hdr + (self.inflight or b"") + bytes(self.ram[:max(end, 1)])
+
+
+def packed_region(num, free_head=None, old_free_head=None, used=(0, 1), old_used=None,
+                  chains=(), version=1, links=None):
+    """A QueueRegionPacked (vhost-user.rst "Inflight I/O tracking") for a
+    ring of @num: @chains are (head entry, [(addr, len, flags, id)...],
+    counter) taking consecutive entries, in flight; the free list is every
+    other entry in order unless @links ({entry: next}) says otherwise."""
+    reg = bytearray((32 + 32 * num + 63) & ~63)
+    taken = set()
+    for head, descs, counter in chains:
+        for k, (addr, ln, flags, bid) in enumerate(descs):
+            e = head + k
+            taken.add(e)
+            first = k == 0
+            struct.pack_into("<BxHHHQHHIQ", reg, 32 + 32 * e, 1 if first else 0, e + 1,
+                             head + len(descs) - 1 if first else 0, len(descs) if first else 0,
+                             counter if first else 0, bid, flags, ln, addr)
+    free = [e for e in range(num) if e not in taken]
+    for a, b in zip(free, free[1:] + [num]):
+        struct.pack_into("<H", reg, 32 + 32 * a + 2, b)
+    for e, nxt in (links or {}).items():
+        struct.pack_into("<H", reg, 32 + 32 * e + 2, nxt)
+    fh = free[0] if free else num
+    free_head = fh if free_head is None else free_head
+    old_free_head = free_head if old_free_head is None else old_free_head
+    old_used = used if old_used is None else old_used
+    struct.pack_into("<QHHHHHHBB", reg, 0, 0, version, num, free_head, old_free_head, used[0],
+                     old_used[0], used[1], old_used[1])
+    return reg
 
 
 def virtqueue_cases():
@@ -225,6 +255,109 @@ def virtqueue_cases():
     v.pdesc(0, GPA0 + 0x2000, 64, NEXT, 0)
     v.pdesc(1, GPA0 + 0x2000, 64, NEXT, 0)
     c["packed-chain-longer-than-ring"] = v
+
+    # Packed inflight regions (8 entries, 320 bytes), and the ring base QEMU
+    # sends after a back end died (its own, from the start: slot 0, lap 1).
+    STALE = 0x8000 | 0x8000 << 16
+    # Two chains a dead back end took (the ring shows neither any more),
+    # resubmitted oldest first from the region's copies, then a new chain
+    # from the ring.
+    chain_a = [(GPA0 + 0x2000, 64, NEXT | P_AVAIL, 0), (GPA0 + 0x3000, 64, WRITE | P_AVAIL, 4)]
+    chain_b = [(GPA0 + 0x2400, 16, P_AVAIL, 9)]
+    v = VQ(PACKED | INFLIGHT, base=STALE)
+    v.inflight = bytes(packed_region(8, used=(2, 1), chains=[(0, chain_a, 7), (2, chain_b, 3)]))
+    v.pdesc(5, GPA0 + 0x2800, 16, WRITE, 6)
+    c["packed-inflight-resubmit"] = v
+
+    v = VQ(PACKED | INFLIGHT | BLK | INDIRECT, base=STALE)
+    at = GPA0 + 0x2000
+    v.w(at, struct.pack("<IIQ", 0, 0, 8))
+    # A packed indirect table: addr, len, id, flags (2.8.19).
+    v.w(GPA0 + 0x1800, struct.pack("<QIHH", at, 16, 0, 0) +
+        struct.pack("<QIHH", at + 0x100, 512, 0, WRITE) +
+        struct.pack("<QIHH", at + 0x400, 1, 0, WRITE))
+    v.inflight = bytes(packed_region(8, used=(7, 1), chains=[
+        (3, [(GPA0 + 0x1800, 48, IND | P_AVAIL, 2)], 0),
+        (4, [(at, 16, NEXT | P_AVAIL, 0), (at + 0x100, 512, NEXT | WRITE | P_AVAIL, 0),
+             (at + 0x400, 1, WRITE | P_AVAIL, 5)], 1)]))
+    c["packed-blk-inflight-resubmit"] = v
+
+    # A completion cut short: chain 0 back on the free list and used_idx
+    # moved (3), old_* not; its used descriptor reached slot 0: committed.
+    v = VQ(PACKED | INFLIGHT, base=STALE)
+    reg = packed_region(8, free_head=0, old_free_head=3, used=(3, 1), old_used=(0, 1),
+                        chains=[(0, [(GPA0 + 0x2000, 16, NEXT, 1), (GPA0 + 0x2100, 16, NEXT, 1),
+                                     (GPA0 + 0x2200, 16, WRITE, 1)], 0)], links={2: 3})
+    reg[32] = 1
+    v.inflight = bytes(reg)
+    v.w(GPA0 + DESC + 8, struct.pack("<IHH", 16, 1, P_AVAIL | P_USED))
+    c["packed-inflight-commit"] = v
+    # The same, not published: rolled back, the chain runs again.
+    v = VQ(PACKED | INFLIGHT, base=STALE)
+    v.inflight = bytes(reg)
+    for k in range(3):
+        v.pdesc(k, GPA0 + 0x2000 + 0x100 * k, 16, NEXT if k < 2 else WRITE, 1)
+    c["packed-inflight-rollback"] = v
+
+    # Regions that do not hold together: refused (tracking stays off).
+    bad = {
+        "free-loop": packed_region(8, links={5: 2}),
+        "unaccounted": packed_region(8, links={3: 5}),
+        "chain-overlap": packed_region(8, chains=[(0, chain_a, 0), (1, chain_b, 1)]),
+        "chain-past-last": packed_region(8, chains=[(0, chain_a + chain_b, 0)], links={}),
+        "used-out-of-range": packed_region(8, used=(8, 1)),
+        "wrap": packed_region(8, used=(0, 2)),
+        "free-head": packed_region(8, free_head=9),
+    }
+    reg = packed_region(8, chains=[(0, chain_a, 0)])
+    struct.pack_into("<H", reg, 32 + 6, 0)  # a chain of no entries
+    bad["chain-empty"] = reg
+    reg = packed_region(8, chains=[(0, chain_a, 0)])
+    struct.pack_into("<H", reg, 32 + 4, 0)  # last is not where it ends
+    bad["chain-last"] = reg
+    for name, reg in bad.items():
+        v = VQ(PACKED | INFLIGHT, base=STALE)
+        v.inflight = bytes(reg)
+        v.pdesc(0, GPA0 + 0x2000, 16, WRITE, 1)
+        c["packed-inflight-bad-" + name] = v
+    # A back end killed with every other request in flight, and a new one
+    # that starts over from the region: fresh regions (5 chains over the
+    # wrap, all 8 slots, one indirect), and one with chains a previous back
+    # end left.
+    v = VQ(PACKED | INFLIGHT | INDIRECT | KILLED, base=6 | 0x8000 | (6 | 0x8000) << 16)
+    v.inflight = bytes((32 + 32 * 8 + 63) & ~63)
+    slot, wrap = 6, True
+    for bid, n in ((1, 2), (2, 1), (3, 3), (4, 1), (5, 1)):
+        for k in range(n):
+            last = k + 1 == n
+            if bid == 4:
+                v.w(GPA0 + 0x1800, struct.pack("<QIHH", GPA0 + 0x2000, 16, 0, 0) +
+                    struct.pack("<QIHH", GPA0 + 0x2100, 16, 0, WRITE))
+                v.pdesc(slot, GPA0 + 0x1800, 32, IND, bid, wrap)
+            else:
+                v.pdesc(slot, GPA0 + 0x2000 + 0x100 * k, 16, WRITE if last else NEXT, bid, wrap)
+            slot += 1
+            if slot == 8:
+                slot, wrap = 0, not wrap
+    c["packed-killed"] = v
+    v = VQ(INFLIGHT | KILLED)
+    v.inflight = bytes((16 + 16 * 8 + 63) & ~63)
+    for i in range(4):
+        v.desc(2 * i, GPA0 + 0x2000 + 0x100 * i, 16, NEXT, 2 * i + 1)
+        v.desc(2 * i + 1, GPA0 + 0x3000 + 0x100 * i, 16, WRITE)
+        v.avail(2 * i)
+    c["split-killed"] = v
+    v = VQ(PACKED | INFLIGHT | KILLED, base=STALE)
+    v.inflight = bytes(packed_region(8, used=(2, 1), chains=[(0, chain_a, 7), (2, chain_b, 3)]))
+    for k in range(3):
+        v.pdesc(5 + k, GPA0 + 0x2800 + 0x100 * k, 16, WRITE, 10 + k)
+    c["packed-killed-resubmit"] = v
+    # Holds together, but a copy names memory outside the guest's: the
+    # queue breaks when it is resubmitted.
+    v = VQ(PACKED | INFLIGHT | BLK, base=STALE)
+    v.inflight = bytes(packed_region(8, used=(0, 1), chains=[
+        (0, [(0x100000, 16, NEXT | P_AVAIL, 0), (GPA0 + 0x2000, 1, WRITE | P_AVAIL, 0)], 0)]))
+    c["packed-inflight-copy-outside-memory"] = v
     return {k: x.bytes() for k, x in c.items()}
 
 
@@ -312,6 +445,36 @@ def vhost_user_cases():
     c["reset-owner"] = ring() + msg(RESET_OWNER) + ring()
     c["kick-polling"] = ring() + u64(SET_VRING_KICK, 0x100)
     c["packed-ring"] = ring(features=1 << 32 | 1 << 30 | 1 << 34)
+    packed = 1 << 32 | 1 << 30 | 1 << 34
+    c["packed-get-inflight"] = (u64(SET_PROTOCOL_FEATURES, 0x1209) + u64(SET_FEATURES, packed) +
+                                inflight_msg(GET_INFLIGHT_FD, 0) +
+                                inflight_msg(SET_INFLIGHT_FD, 576, nfds=1, mem=True) +
+                                ring(features=packed))
+    # A region laid out for split rings, then the front end negotiates a
+    # packed ring: too small for it (the ring runs untracked).
+    c["packed-inflight-too-small"] = (inflight_msg(SET_INFLIGHT_FD, 320, nfds=1, mem=True) +
+                                      ring(features=packed))
+    # A split ring tracked, then the front end switches to packed rings.
+    c["packed-features-mid-run"] = (u64(SET_PROTOCOL_FEATURES, 0x1209) +
+                                    inflight_msg(SET_INFLIGHT_FD, 0x1000, nfds=1, mem=True) +
+                                    ring() + u64(SET_FEATURES, packed) +
+                                    u64(SET_VRING_KICK, 0, nfds=1))
+    # Regions the front end wrote: the memfds hold the input, repeated, so
+    # the region (at offset 4096) sits in the payload of a message nobody
+    # reads (GET_FEATURES ignores it).
+    chain = [(0x3000, 16, 1 | 1 << 7, 0), (0x3100, 512, 3 | 1 << 7, 0), (0x3400, 1, 2 | 1 << 7, 7)]
+    regions = {
+        "packed-inflight-resubmit": packed_region(16, used=(3, 1), chains=[(0, chain, 0)]),
+        "packed-inflight-bad-loop": packed_region(16, links={9: 4}),
+        "packed-inflight-bad-chain": packed_region(16, chains=[(0, chain, 0), (2, chain, 1)]),
+    }
+    for name, reg in regions.items():
+        first = msg(GET_FEATURES, bytes(4000))
+        pad = 4096 - len(first) - 15
+        second = msg(GET_FEATURES, bytes(pad) + bytes(reg) + bytes(4000 - pad - len(reg)))
+        c[name] = (first + second + u64(SET_FEATURES, packed) +
+                   inflight_msg(SET_INFLIGHT_FD, len(reg), off=4096, nfds=1, mem=True) +
+                   ring(features=packed))
     c["ring-outside-memory"] = (mem_table() + state(SET_VRING_NUM, 0, 16) +
                                 msg(SET_VRING_ADDR, struct.pack("<IIQQQQ", 0, 0, 0, 0, 0, 0)))
     c["need-reply"] = (u64(SET_PROTOCOL_FEATURES, 0x8) + msg(SET_OWNER, flags=9) +

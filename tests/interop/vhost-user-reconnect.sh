@@ -2,9 +2,9 @@
 # SPDX-License-Identifier: MIT
 #
 # vdisk serve's vhost-user-blk export across front-end disconnects, a back
-# end killed with requests in flight (inflight region: GET/SET_INFLIGHT_FD),
-# block_resize (BACKEND_CONFIG_CHANGE_MSG) and SIGTERM with requests in
-# flight.  See vhost-user-reconnect.py.
+# end killed with requests in flight (inflight region: GET/SET_INFLIGHT_FD,
+# split and packed rings), block_resize (BACKEND_CONFIG_CHANGE_MSG) and
+# SIGTERM with requests in flight.  See vhost-user-reconnect.py.
 set -eu
 
 . "$(dirname "$0")/../lib/common.sh"

@@ -741,6 +741,384 @@ static void test_packed(void)
 	vd_virtio_blk_free(d.b);
 }
 
+/*
+ * Inflight tracking of packed rings (vhost-user.rst "Inflight I/O
+ * tracking"), on the virtqueue alone: a ring that starts near its end so
+ * that chains and completions cross the wrap, requests completed out of
+ * order, and a back end killed between any two of the region stores of a
+ * completion or of a take.
+ */
+#define PK_REGION 576 /* vd_vq_inflight_size(16, true) */
+#define PK_STALE_BASE (0x8000u | 0x8000u << 16)
+#define PK_FEATURES ((1ULL << VIRTIO_F_RING_PACKED) | (1ULL << VIRTIO_F_INDIRECT_DESC))
+
+static uint8_t *pk_region;
+/* The live queue's back-end memory, and that of the queues that recover
+ * from copies. */
+static uint16_t pk_state[6 * QSIZE], pk_scratch_state[6 * QSIZE];
+
+struct pk_image {
+	uint8_t region[PK_REGION];
+	uint8_t ring[16 * QSIZE];
+};
+
+/* One store a back end makes: @len bytes at @off in the region, or in the
+ * descriptor ring. */
+struct pk_store {
+	size_t off, len;
+	bool ring;
+};
+
+static void pk_vq(struct vd_vq *vq, uint32_t base)
+{
+	vd_vq_init(vq, QSIZE, &gmem);
+	vd_vq_set_features(vq, PK_FEATURES);
+	vd_vq_set_rings(vq, mem + DESC, mem + AVAIL, mem + USED);
+	vd_vq_set_base(vq, base);
+}
+
+/* A chain of @n descriptors from *slot on (readable ones, then a writable
+ * one), buffer id @id. */
+static void pk_chain(unsigned *slot, bool *wrap, uint16_t id, unsigned n)
+{
+	for (unsigned k = 0; k < n; k++) {
+		uint16_t f = (uint16_t)((k + 1 < n ? VRING_DESC_F_NEXT : 0) |
+					(k + 1 == n ? VRING_DESC_F_WRITE : 0));
+
+		pdesc(*slot, DATA + 0x100 * k, 16, id, f, *wrap);
+		if (++*slot == QSIZE) {
+			*slot = 0;
+			*wrap = !*wrap;
+		}
+	}
+}
+
+/* Pop until the ring is empty: the ids and slot counts in pop order. */
+static int pk_pop_all(struct vd_vq *vq, uint16_t *ids, uint16_t *ndescs, int max)
+{
+	struct vd_vq_elem e;
+	struct iovec iov[8];
+	int n = 0, ret;
+
+	while ((ret = vd_vq_pop(vq, &e, iov, 8)) == 1) {
+		if (n == max)
+			return -E2BIG;
+		ids[n] = e.head;
+		ndescs[n++] = e.ndescs;
+	}
+	return ret < 0 ? ret : n;
+}
+
+static void pk_save(struct pk_image *im, const uint8_t *region)
+{
+	memcpy(im->region, region, PK_REGION);
+	memcpy(im->ring, mem + DESC, sizeof(im->ring));
+}
+
+static uint16_t pk_hdr16(const uint8_t *region, size_t off)
+{
+	uint16_t v;
+	memcpy(&v, region + off, 2);
+	return le16toh(v);
+}
+
+/* Offsets in QueueRegionPacked / DescStatePacked. */
+#define PK_FREE_HEAD 12
+#define PK_OLD_FREE_HEAD 14
+#define PK_USED_IDX 16
+#define PK_OLD_USED_IDX 18
+#define PK_USED_WRAP 20
+#define PK_OLD_USED_WRAP 21
+#define PK_E(e, field) (32 + 32 * (size_t)(e) + (field))
+
+/*
+ * A back end killed after the first k of @nstores stores that took @before
+ * to @after, for every k: a new one recovers from the region and the ring
+ * as they were then, and pops @want (ids, in this order) and nothing else;
+ * then a third one, recovering from what the second left, pops the same.
+ * @done_from: the first k from which the operation counts as done (for a
+ * completion: its used descriptor is published), with @used_done or
+ * @used_before (GET_VRING_BASE's used half) as the result.  The second pass
+ * recovers from what the first (its recovery and pops) left.
+ */
+static void pk_kill_points(const struct pk_image *before, const struct pk_image *after,
+			   const struct pk_store *stores, int nstores, int done_from,
+			   const uint16_t *want_done, int nwant_done, const uint16_t *want_before,
+			   int nwant_before, uint16_t used_done, uint16_t used_before)
+{
+	static uint8_t region[PK_REGION] __attribute__((aligned(64)));
+	struct pk_image saved;
+
+	pk_save(&saved, after->region);
+	for (int k = 0; k <= nstores; k++) {
+		bool done = k >= done_from;
+		const uint16_t *want = done ? want_done : want_before;
+		int nwant = done ? nwant_done : nwant_before;
+
+		for (int pass = 0; pass < 2; pass++) {
+			struct vd_vq vq;
+			uint16_t ids[QSIZE], nd[QSIZE];
+			int n;
+
+			if (pass == 0) {
+				memcpy(region, before->region, PK_REGION);
+				memcpy(mem + DESC, before->ring, sizeof(before->ring));
+				for (int i = 0; i < k; i++) {
+					const uint8_t *src =
+						stores[i].ring ? after->ring : after->region;
+					uint8_t *dst = stores[i].ring ? mem + DESC : region;
+
+					memcpy(dst + stores[i].off, src + stores[i].off,
+					       stores[i].len);
+				}
+			}
+			pk_vq(&vq, PK_STALE_BASE);
+			n = vd_vq_set_inflight(&vq, region, PK_REGION, pk_scratch_state);
+			if (n < 0) {
+				fprintf(stderr, "kill point %d pass %d: region refused\n", k, pass);
+				CHECK(n >= 0);
+				continue;
+			}
+			CHECK_EQ(vd_vq_get_base(&vq) >> 16, done ? used_done : used_before);
+			n = pk_pop_all(&vq, ids, nd, QSIZE);
+			CHECK_EQ(n, nwant);
+			for (int i = 0; i < n && i < nwant; i++)
+				if (ids[i] != want[i]) {
+					fprintf(stderr,
+						"kill point %d pass %d: pop %d is id %u, not %u\n",
+						k, pass, i, ids[i], want[i]);
+					CHECK_EQ(ids[i], want[i]);
+				}
+		}
+	}
+	memcpy(mem + DESC, saved.ring, sizeof(saved.ring));
+}
+
+static void test_packed_inflight(void)
+{
+	struct vd_vq vq;
+	struct vd_vq_elem e;
+	struct iovec iov[8];
+	struct pk_image before, after;
+	unsigned slot = 14;
+	bool wrap = true;
+	uint16_t ids[QSIZE], nd[QSIZE];
+	int n;
+
+	memset(mem, 0, MEM_SIZE);
+	CHECK_EQ(vd_vq_inflight_size(QSIZE, true), PK_REGION);
+	CHECK_EQ(vd_vq_inflight_size(QSIZE, false), 320);
+	pk_region = aligned_alloc(64, PK_REGION);
+	REQUIRE(pk_region);
+	memset(pk_region, 0, PK_REGION);
+	/* Slot 14 in the first lap, for both sides. */
+	pk_vq(&vq, (14u | 0x8000u) | (14u | 0x8000u) << 16);
+	CHECK_EQ(vd_vq_set_inflight(&vq, pk_region, PK_REGION - 1, pk_state), -EINVAL);
+	REQUIRE(vd_vq_set_inflight(&vq, pk_region, PK_REGION, pk_state) == 0);
+	CHECK_EQ(pk_hdr16(pk_region, 8), 1);
+	CHECK_EQ(pk_hdr16(pk_region, 10), QSIZE);
+	CHECK_EQ(pk_hdr16(pk_region, PK_USED_IDX), 14);
+	CHECK_EQ(pk_region[PK_USED_WRAP], 1);
+
+	/* A: 3 descriptors over the wrap (slots 14, 15, 0), B: 1, C: 2. */
+	pk_chain(&slot, &wrap, 10, 3);
+	pk_chain(&slot, &wrap, 11, 1);
+	pk_chain(&slot, &wrap, 12, 2);
+	n = pk_pop_all(&vq, ids, nd, QSIZE);
+	REQUIRE(n == 3);
+	CHECK(ids[0] == 10 && ids[1] == 11 && ids[2] == 12);
+	CHECK(nd[0] == 3 && nd[1] == 1 && nd[2] == 2);
+	/* Entries 0-2, 3, 4-5 from the free list; heads in flight, in order. */
+	CHECK_EQ(pk_region[PK_E(0, 0)], 1);
+	CHECK_EQ(pk_hdr16(pk_region, PK_E(0, 6)), 3);
+	CHECK_EQ(pk_hdr16(pk_region, PK_E(0, 4)), 2);
+	CHECK_EQ(pk_hdr16(pk_region, PK_E(2, 16)), 10);
+	CHECK_EQ(pk_region[PK_E(3, 0)], 1);
+	CHECK_EQ(pk_region[PK_E(4, 0)], 1);
+	CHECK_EQ(pk_region[PK_E(1, 0)], 0);
+	CHECK(pk_region[PK_E(0, 8)] == 0 && pk_region[PK_E(3, 8)] == 1 &&
+	      pk_region[PK_E(4, 8)] == 2);
+	CHECK_EQ(pk_hdr16(pk_region, PK_FREE_HEAD), 6);
+	CHECK_EQ(pk_hdr16(pk_region, PK_OLD_FREE_HEAD), 6);
+
+	/* B completes first: its used descriptor takes slot 14, A's head. */
+	vd_vq_push(&vq, 11, 1, 0);
+	CHECK_EQ(r16(DESC + 16 * 14 + 12), 11);
+	CHECK_EQ(pk_region[PK_E(3, 0)], 0);
+	CHECK_EQ(pk_hdr16(pk_region, PK_FREE_HEAD), 3);
+	CHECK_EQ(pk_hdr16(pk_region, PK_E(3, 2)), 6);
+	CHECK(pk_hdr16(pk_region, PK_USED_IDX) == 15 && pk_hdr16(pk_region, PK_OLD_USED_IDX) == 15);
+
+	/* D: one indirect descriptor (slot 4), in B's old entry; killed
+	 * between any two stores of the take, the request runs once: from
+	 * the region (A, C, D by counter) or from the ring after A and C. */
+	w64(INDIRECT, HDR);
+	w32(INDIRECT + 8, 16);
+	w16(INDIRECT + 14, 0);
+	w64(INDIRECT + 16, STATUS);
+	w32(INDIRECT + 24, 1);
+	w16(INDIRECT + 30, VRING_DESC_F_WRITE);
+	pdesc(slot, INDIRECT, 32, 13, VRING_DESC_F_INDIRECT, wrap);
+	pk_save(&before, pk_region);
+	REQUIRE(vd_vq_pop(&vq, &e, iov, 8) == 1);
+	CHECK(e.head == 13 && e.ndescs == 1 && e.out_num == 1 && e.in_num == 1);
+	pk_save(&after, pk_region);
+	{
+		static const struct pk_store take[] = {
+			{PK_E(3, 16), 16, false},    {PK_E(3, 4), 2, false},
+			{PK_E(3, 6), 2, false},	     {PK_E(3, 8), 8, false},
+			{PK_E(3, 0), 1, false},	     {PK_FREE_HEAD, 2, false},
+			{PK_OLD_FREE_HEAD, 2, false}};
+		static const uint16_t want[] = {10, 12, 13};
+
+		pk_kill_points(&before, &after, take, 7, 7, want, 3, want, 3, 15 | 0x8000,
+			       15 | 0x8000);
+	}
+
+	/* C completes, crossing the wrap (slot 15 + 2 slots: slot 1 in the
+	 * second lap).  Killed before its used descriptor is published, C
+	 * runs again; after, it does not; never is the region left so that
+	 * a recovery refuses it or gets the used index wrong. */
+	pk_save(&before, pk_region);
+	vd_vq_push(&vq, 12, 2, 16);
+	pk_save(&after, pk_region);
+	CHECK_EQ(vd_vq_get_base(&vq) >> 16, 1);
+	{
+		static const struct pk_store put[] = {
+			{PK_E(5, 2), 2, false},	      {PK_FREE_HEAD, 2, false},
+			{PK_USED_WRAP, 1, false},     {PK_USED_IDX, 2, false},
+			{16 * 15 + 8, 6, true},	      {16 * 15 + 14, 2, true},
+			{PK_E(4, 0), 1, false},	      {PK_OLD_FREE_HEAD, 2, false},
+			{PK_OLD_USED_WRAP, 1, false}, {PK_OLD_USED_IDX, 2, false}};
+		static const uint16_t want_done[] = {10, 13}, want_before[] = {10, 12, 13};
+
+		pk_kill_points(&before, &after, put, 10, 6, want_done, 2, want_before, 3, 1,
+			       15 | 0x8000);
+	}
+
+	/* A region that does not hold together is refused and left alone.
+	 * The base: A and D in flight, entries 0-2 and 3. */
+	{
+		static uint8_t bad[PK_REGION] __attribute__((aligned(64)));
+		struct {
+			size_t off;
+			uint16_t v;
+			int width;
+		} cases[] = {
+			{PK_E(9, 2), 6, 2}, /* free list loops */
+			{PK_E(15, 2), 15, 2}, /* ... onto itself */
+			{PK_E(8, 2), 10, 2}, /* skips entry 9: on no list */
+			{PK_E(8, 2), 17, 2}, /* link out of range */
+			{PK_FREE_HEAD, 17, 2}, /* head out of range */
+			{PK_OLD_FREE_HEAD, 1, 2}, /* free list into a chain */
+			{PK_USED_IDX, 16, 2}, /* used index out of range */
+			{PK_USED_WRAP, 2, 1}, /* wrap counter not 0 or 1 */
+			{PK_OLD_USED_WRAP, 7, 1}, /* ... */
+			{PK_E(0, 0), 2, 1}, /* inflight flag not 0 or 1 */
+			{PK_E(0, 6), 0, 2}, /* chain of 0 entries */
+			{PK_E(0, 6), 17, 2}, /* longer than the ring */
+			{PK_E(0, 6), 2, 2}, /* ends before its last */
+			{PK_E(0, 4), 1, 2}, /* last is not where it ends */
+			{PK_E(0, 4), 16, 2}, /* last out of range */
+			{PK_E(1, 2), 3, 2}, /* chain runs into D's */
+			{PK_E(1, 2), 20, 2}, /* link out of range */
+			{PK_E(1, 0), 1, 1}, /* a member in flight too */
+			{PK_E(6, 0), 1, 1}, /* fine: free, flag cleared */
+			{PK_E(0, 18), 0, 2}, /* inside a chain without NEXT */
+			{PK_E(0, 18), VRING_DESC_F_NEXT | VRING_DESC_F_INDIRECT, 2},
+			{PK_E(2, 18), VRING_DESC_F_NEXT | VRING_DESC_F_WRITE, 2}, /* last goes on */
+		};
+
+		/* C is done: push A and D later; the region now. */
+		for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+			struct vd_vq bvq;
+			bool fine = cases[i].off == PK_E(6, 0);
+
+			memcpy(bad, pk_region, PK_REGION);
+			if (cases[i].width == 1)
+				bad[cases[i].off] = (uint8_t)cases[i].v;
+			else
+				memcpy(bad + cases[i].off, &(uint16_t){htole16(cases[i].v)}, 2);
+			memcpy(after.region, bad, PK_REGION);
+			pk_vq(&bvq, PK_STALE_BASE);
+			n = vd_vq_set_inflight(&bvq, bad, PK_REGION, pk_scratch_state);
+			if (fine) {
+				CHECK_EQ(n, 2);
+				CHECK_EQ(bad[PK_E(6, 0)], 0);
+				continue;
+			}
+			if (n != -EINVAL)
+				fprintf(stderr, "bad region case %zu: %d\n", i, n);
+			CHECK_EQ(n, -EINVAL);
+			CHECK(bvq.inflight == NULL);
+			CHECK(memcmp(bad, after.region, PK_REGION) == 0);
+			CHECK_EQ(vd_vq_pop(&bvq, &e, iov, 8), 0); /* untracked, ring empty */
+		}
+	}
+
+	/* A and D complete: nothing is in flight for the next back end, and
+	 * it starts where this one stopped. */
+	vd_vq_push(&vq, 10, 3, 1);
+	vd_vq_push(&vq, 13, 1, 1);
+	{
+		struct vd_vq nvq;
+
+		pk_vq(&nvq, PK_STALE_BASE);
+		CHECK_EQ(vd_vq_set_inflight(&nvq, pk_region, PK_REGION, pk_state), 0);
+		CHECK_EQ(vd_vq_get_base(&nvq), vd_vq_get_base(&vq));
+		CHECK_EQ(vd_vq_get_base(&nvq), 5 | 5u << 16);
+		for (unsigned i = 0; i < QSIZE; i++)
+			CHECK_EQ(pk_region[PK_E(i, 0)], 0);
+	}
+
+	/* A resubmitted chain whose copy the front end spoiled after the
+	 * check (a buffer outside guest memory): the queue breaks, nothing
+	 * worse. */
+	{
+		struct vd_vq nvq;
+
+		pk_vq(&nvq, (5u) | (5u << 16));
+		memset(pk_region, 0, PK_REGION);
+		slot = 5;
+		wrap = false;
+		REQUIRE(vd_vq_set_inflight(&nvq, pk_region, PK_REGION, pk_state) == 0);
+		pk_chain(&slot, &wrap, 20, 2);
+		REQUIRE(vd_vq_pop(&nvq, &e, iov, 8) == 1);
+		pk_vq(&nvq, PK_STALE_BASE);
+		REQUIRE(vd_vq_set_inflight(&nvq, pk_region, PK_REGION, pk_state) == 1);
+		memcpy(pk_region + PK_E(0, 24), &(uint64_t){htole64(MEM_SIZE)}, 8);
+		CHECK_EQ(vd_vq_pop(&nvq, &e, iov, 8), -EIO);
+		CHECK(nvq.broken);
+	}
+	free(pk_region);
+}
+
+/* The front end switches to packed rings while a split ring is tracked:
+ * the region's layout no longer fits, tracking stops (and a pop works). */
+static void test_inflight_layout_change(void)
+{
+	static uint8_t region[PK_REGION] __attribute__((aligned(64)));
+	struct vd_vq vq;
+	struct vd_vq_elem e;
+	struct iovec iov[8];
+
+	memset(mem, 0, MEM_SIZE);
+	memset(region, 0, sizeof(region));
+	vd_vq_init(&vq, QSIZE, &gmem);
+	vd_vq_set_features(&vq, 1ULL << VIRTIO_F_VERSION_1);
+	vd_vq_set_rings(&vq, mem + DESC, mem + AVAIL, mem + USED);
+	REQUIRE(vd_vq_set_inflight(&vq, region, vd_vq_inflight_size(QSIZE, false), pk_state) == 0);
+	CHECK(vq.inflight != NULL);
+	vd_vq_set_features(&vq, PK_FEATURES);
+	CHECK(vq.inflight == NULL && vq.entry_next == NULL);
+	pdesc(0, DATA, 16, 3, VRING_DESC_F_WRITE, true);
+	CHECK_EQ(vd_vq_pop(&vq, &e, iov, 8), 1);
+	CHECK_EQ(e.head, 3);
+	/* Back to split: nothing to stop. */
+	vd_vq_set_features(&vq, 0);
+	CHECK(vq.inflight == NULL);
+}
+
 static void test_bad_queue_setup(void)
 {
 	struct vd_vq vq;
@@ -786,6 +1164,8 @@ int main(void)
 	RUN(test_stop_drains);
 	RUN(test_malformed);
 	RUN(test_packed);
+	RUN(test_packed_inflight);
+	RUN(test_inflight_layout_change);
 	vd_node_unref(node);
 	free(mem);
 	vd_loop_free(loop);
