@@ -21,9 +21,9 @@
 # the qcow2 driver).  --server qsd runs the same
 # against qemu-storage-daemon, to prove the test itself.
 #
-# tests/guest/run.sh [--server S] --reconnect instead kills and restarts the
-# server under a running guest (QEMU's reconnect=1 chardev); not in make
-# check.
+# tests/guest/run.sh [--server S] --reconnect [--packed] instead kills and
+# restarts the server under a running guest (QEMU's reconnect=1 chardev),
+# with split or packed virtqueues; not in make check.
 #
 # Environment: BUILD, VDISK (the binary), VDISK_GUEST_CACHE (see build.sh).
 set -eu
@@ -34,11 +34,13 @@ case "$BUILD" in /*) ;; *) BUILD=$SRCDIR/$BUILD ;; esac
 VDISK=${VDISK:-$BUILD/vdisk}
 SERVER=vdisk
 RECONNECT=
+PACKED=
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--server) SERVER=$2; shift 2 ;;
 	--reconnect) RECONNECT=1; shift ;;
-	*) echo "usage: tests/guest/run.sh [--server vdisk|qsd] [--reconnect]" >&2; exit 2 ;;
+	--packed) PACKED=,packed=on; shift ;;
+	*) echo "usage: tests/guest/run.sh [--server vdisk|qsd] [--reconnect [--packed]]" >&2; exit 2 ;;
 	esac
 done
 
@@ -214,8 +216,9 @@ run_scenario() {
 # server is killed (SIGKILL) while the guest does I/O and started again on
 # the same socket; QEMU reconnects, hands back the inflight region
 # (SET_INFLIGHT_FD) and the guest's I/O goes on; then block_resize on the
-# new server, and the guest must see the new capacity.  Not part of make
-# check.
+# new server, and the guest must see the new capacity.  --packed: with
+# packed virtqueues (the inflight region in its packed layout).  Not part of
+# make check.
 reconnect_test() {
 	local img=rc.raw line qpid i
 	cp pattern.raw "$img"
@@ -240,7 +243,7 @@ reconnect_test() {
 	timeout 150 qemu-system-x86_64 -accel tcg -machine q35,memory-backend=mem -m 256M \
 		-object memory-backend-memfd,id=mem,size=256M,share=on \
 		-chardev socket,id=c,path="$T/vub.sock",reconnect=1 \
-		-device vhost-user-blk-pci,chardev=c \
+		-device vhost-user-blk-pci,chardev=c"$PACKED" \
 		-kernel "$GUEST/vmlinuz" -initrd "$GUEST/initramfs.gz" \
 		-append "console=ttyS0 quiet panic=-1 vdisk.mode=reconnect" \
 		-nodefaults -display none -serial file:console.log -no-reboot >qemu.log 2>&1 &
@@ -270,7 +273,7 @@ assert r == {"return": {}}, r
 PY
 	wait $qpid || { cat qemu.log; tail -n 20 console.log; fail "reconnect: qemu failed"; }
 	line=$(grep -a -m1 '^VDISK-RESULT' console.log || true)
-	echo "reconnect ($SERVER): ${line:-no result}"
+	echo "reconnect ($SERVER${PACKED}): ${line:-no result}"
 	kill -TERM "$server_pid"
 	wait "$server_pid" || fail "reconnect: the restarted server did not exit 0"
 	server_pid=
