@@ -334,6 +334,17 @@ static void kick_read(void *opaque)
 
 static struct vub_kick *kicks_of(struct vub_conn *c);
 
+/* Adaptive polling (an I/O thread with poll-max-ns): requests waiting in the
+ * ring, seen without the kick. */
+static bool kick_poll(void *opaque)
+{
+	struct vub_kick *k = opaque;
+	struct vd_vq *vq = vd_virtio_blk_queue(k->c->blk, k->idx);
+
+	return ring_active(k->c, k->idx) && !vq->broken && !vd_virtio_blk_needs_reset(k->c->blk) &&
+	       vd_vq_has_work(vq);
+}
+
 static void ring_kick_handlers(struct vub_conn *c, unsigned i, bool on)
 {
 	struct vub_vring *v = &c->vrings[i];
@@ -342,6 +353,8 @@ static void ring_kick_handlers(struct vub_conn *c, unsigned i, bool on)
 		return;
 	vd_loop_set_fd_handler(c->e->loop, v->kick_fd, on ? kick_read : NULL, NULL,
 			       on ? &kicks_of(c)[i] : NULL);
+	if (on)
+		vd_loop_set_fd_poll(c->e->loop, v->kick_fd, kick_poll);
 }
 
 /* --- the device's hooks ---------------------------------------------------- */

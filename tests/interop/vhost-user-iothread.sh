@@ -5,7 +5,8 @@
 # --object iothread,id=ID and iothread=ID on an --export.  Two exports on two
 # threads (raw, and qcow2 over a backing file) are driven at once; the
 # requests must be served by the named threads (their CPU time grows, the
-# main thread's does not), the data must be right, and QMP on the main
+# main thread's does not; one thread polls, poll-max-ns, and stops spinning
+# when idle), the data must be right, and QMP on the main
 # thread keeps working: query-iothreads, query-blockstats of nodes that live
 # on a thread, block_resize of such a node, block-export-del (the node comes
 # back) and block-export-add onto another thread, fixed-iothread, object-add
@@ -30,7 +31,7 @@ qemu-io -c "write -P 0x5a 0 $SIZE" base.qcow2 >/dev/null
 qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 b.qcow2 $SIZE
 qemu-img create -q -f raw c.raw $SIZE
 
-"$VDISK" serve --object iothread,id=io0 --object iothread,id=io1 \
+"$VDISK" serve --object iothread,id=io0 --object iothread,id=io1,poll-max-ns=50000 \
 	--blockdev driver=file,node-name=fa,filename=a.raw \
 	--blockdev driver=raw,node-name=ra,file=fa \
 	--blockdev driver=file,node-name=fb,filename=b.qcow2 \
@@ -46,7 +47,7 @@ wait_socket b.sock
 wait_socket qmp.sock
 
 python3 - "$T" "$SRCDIR" "$pid" "$CLIENT" $SIZE <<'PY' || { cat serve.log; fail "iothread test"; }
-import os, subprocess, sys
+import os, subprocess, sys, time
 T, SRC, PID, CLIENT, SIZE = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 sys.path.insert(0, SRC + "/tests/lib")
 from qmp import QMP
@@ -59,6 +60,7 @@ q = QMP(T + "/qmp.sock")
 q.cmd("qmp_capabilities")
 threads = q.cmd("query-iothreads")["return"]
 assert [t["id"] for t in threads] == ["io0", "io1"], threads
+assert [t["poll-max-ns"] for t in threads] == [0, 50000], threads
 tids = {t["id"]: t["thread-id"] for t in threads}
 for t in threads:
     assert t["thread-id"] != PID, threads
@@ -82,9 +84,19 @@ print("cpu ns: io0 %d io1 %d main %d" % (grew["io0"], grew["io1"], main_grew))
 assert grew["io0"] > 20 * 10**6 and grew["io1"] > 20 * 10**6, grew
 assert main_grew * 4 < min(grew.values()), (grew, main_grew)
 
-# The data path, checked against the file, on the thread.
+# The data path, checked against the file, on the thread; and the protocol
+# cases (a descriptor loop among them: NEEDS_RESET) on the polling thread,
+# which must not keep spinning over a broken device or an idle ring.
 subprocess.run(["python3", SRC + "/tests/interop/vhost-user-proto.py", T + "/a.sock",
                 T + "/a.raw", str(SIZE)], check=True)
+subprocess.run(["python3", SRC + "/tests/interop/vhost-user-proto.py", T + "/b.sock",
+                "none", str(SIZE)], check=True)
+time.sleep(0.2)
+idle = cpu_ns(tids["io1"])
+time.sleep(1)
+idle = cpu_ns(tids["io1"]) - idle
+print("io1 cpu ns in 1 s idle: %d" % idle)
+assert idle < 200 * 10**6, idle
 
 # Statistics of nodes on the threads, read there.
 st = q.cmd("query-blockstats", **{"query-nodes": True})["return"]
