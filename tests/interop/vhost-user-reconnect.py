@@ -131,9 +131,9 @@ class Guest:
     def desc_inflight(self, head):
         return self.inflight[16 + 16 * head]
 
-    def put(self, i, rtype, sector, data=None, inlen=0):
-        """Request i (3 descriptors from 3 * i) into the avail ring;
-        returns its head."""
+    def chain(self, i, rtype, sector, data=None, inlen=0):
+        """Request i's header, data and status in guest memory; returns its
+        segments (address, length, VRING_DESC_F_WRITE or 0)."""
         base = REQ + 0x2000 * i
         self.w(base, struct.pack("<IIQ", rtype, 0, sector))
         st = base + 0x1FFF
@@ -145,6 +145,12 @@ class Guest:
         else:
             segs.append((base + 0x1000, inlen, 2))
         segs.append((st, 1, 2))
+        return segs
+
+    def put(self, i, rtype, sector, data=None, inlen=0):
+        """Request i (3 descriptors from 3 * i) into the avail ring;
+        returns its head."""
+        segs = self.chain(i, rtype, sector, data, inlen)
         head = (3 * i) % QSIZE
         for k, (addr, ln, fl) in enumerate(segs):
             idx = head + k
@@ -202,20 +208,6 @@ class PackedGuest(Guest):
 
     def hdr16(self, off):
         return struct.unpack_from("<H", self.inflight, off)[0]
-
-    def chain(self, i, rtype, sector, data=None, inlen=0):
-        base = REQ + 0x2000 * i
-        self.w(base, struct.pack("<IIQ", rtype, 0, sector))
-        st = base + 0x1FFF
-        self.m[st] = 0xFF
-        segs = [(base, 16, 0)]
-        if data is not None:
-            self.w(base + 0x1000, data)
-            segs.append((base + 0x1000, len(data), 0))
-        else:
-            segs.append((base + 0x1000, inlen, P_WRITE))
-        segs.append((st, 1, P_WRITE))
-        return segs
 
     def put(self, i, rtype, sector, data=None, inlen=0, publish=True):
         """Request i into the ring; the head's flags go last (2.8.21).
