@@ -758,10 +758,12 @@ void vd_loop_co_slot_set(struct vd_loop *loop, void *obj, void (*destroy)(void *
 
 /* ---- running ---- */
 
+/* (Pending calls wake only an outermost iteration: a nested one leaves them.) */
 static bool loop_can_wake(struct vd_loop *loop)
 {
 	return loop->bh_now.head || loop->user_fds > 0 || loop->timers_head || loop->inflight > 0 ||
-	       __atomic_load_n(&loop->calls_pending, __ATOMIC_ACQUIRE);
+	       (loop->dispatch_depth <= 1 &&
+		__atomic_load_n(&loop->calls_pending, __ATOMIC_ACQUIRE));
 }
 
 /*

@@ -436,6 +436,7 @@ struct nested_ctx {
 	struct vd_loop *loop;
 	int called; /* by the cross-thread call */
 	int called_while_nested;
+	bool nested_blocking_ran;
 };
 
 static void nested_mark(void *opaque)
@@ -463,6 +464,9 @@ static void nested_bh(void *opaque)
 	pthread_join(th, NULL);
 	for (int i = 0; i < 3; i++)
 		vd_loop_run_once(c->loop, false);
+	/* Nothing else can wake a nested blocking iteration: it returns
+	 * rather than sleep on the call it leaves pending. */
+	c->nested_blocking_ran = vd_loop_run_once(c->loop, true);
 	c->called_while_nested = c->called;
 }
 
@@ -477,6 +481,7 @@ static void test_calls_outermost_only(void)
 	vd_bh_schedule(bh);
 	CHECK(vd_loop_run_once(c.loop, false));
 	CHECK_EQ(c.called_while_nested, 0);
+	CHECK(!c.nested_blocking_ran);
 	CHECK_EQ(c.called, 1);
 	vd_bh_delete(bh);
 	vd_loop_free(c.loop);
