@@ -70,7 +70,8 @@ static void on_term(void *opaque)
 
 struct iothread_obj {
 	struct vd_iothread *t;
-	uint64_t poll_max_ns, poll_grow, poll_shrink, aio_max_batch; /* reported only */
+	/* As given (query-iothreads reports them); aio-max-batch is not used. */
+	uint64_t poll_max_ns, poll_grow, poll_shrink, aio_max_batch;
 };
 
 struct serve {
