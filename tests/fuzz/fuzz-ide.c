@@ -96,36 +96,12 @@ static uint32_t port_of(uint8_t sel)
 	return BM_BASE + sel - 20;
 }
 
-struct in {
-	const uint8_t *p;
-	size_t len, off;
-};
-
-static uint8_t u8(struct in *in)
-{
-	return in->off < in->len ? in->p[in->off++] : 0;
-}
-
-static uint16_t u16(struct in *in)
-{
-	uint16_t v = u8(in);
-
-	return (uint16_t)(v | u8(in) << 8);
-}
-
-static uint32_t u32(struct in *in)
-{
-	uint32_t v = u16(in);
-
-	return v | (uint32_t)u16(in) << 16;
-}
-
 /* A guest-physical address: mostly inside RAM, sometimes anything (bit 0
  * of the selector), so that PRDs point at the trap, holes and wrap. */
-static uint32_t gpa(struct in *in)
+static uint32_t gpa(struct fuzz_in *in)
 {
-	uint8_t sel = u8(in);
-	uint32_t a = u32(in);
+	uint8_t sel = fuzz_u8(in);
+	uint32_t a = fuzz_u32(in);
 
 	return (sel & 1) ? a : a % RAM_SIZE;
 }
@@ -217,18 +193,18 @@ static void op_media(struct fuzz *f, uint8_t what)
 
 /* The task file and command: bus, device/head, count (+HOB), LBA (+HOB),
  * features, command. */
-static void op_ata(struct fuzz *f, struct in *in)
+static void op_ata(struct fuzz *f, struct fuzz_in *in)
 {
-	uint8_t b = u8(in);
+	uint8_t b = fuzz_u8(in);
 	uint32_t base = (b & 1) ? 0x170 : 0x1f0;
-	uint8_t dev = u8(in), nsect = u8(in), feat = u8(in), cmd = u8(in);
-	uint32_t lba = u32(in);
+	uint8_t dev = fuzz_u8(in), nsect = fuzz_u8(in), feat = fuzz_u8(in), cmd = fuzz_u8(in);
+	uint32_t lba = fuzz_u32(in);
 
 	if (b & 2) { /* LBA48: the high bytes first */
 		outp(f, base + 1, 0, 1);
-		outp(f, base + 2, u8(in), 1);
+		outp(f, base + 2, fuzz_u8(in), 1);
 		outp(f, base + 3, lba >> 24, 1);
-		outp(f, base + 4, u8(in), 1);
+		outp(f, base + 4, fuzz_u8(in), 1);
 		outp(f, base + 5, 0, 1);
 	}
 	outp(f, base + 6, dev, 1);
@@ -241,15 +217,15 @@ static void op_ata(struct fuzz *f, struct in *in)
 }
 
 /* PACKET with a byte count limit and the CDB through the data port. */
-static void op_packet(struct fuzz *f, struct in *in)
+static void op_packet(struct fuzz *f, struct fuzz_in *in)
 {
-	uint8_t b = u8(in);
+	uint8_t b = fuzz_u8(in);
 	uint32_t base = (b & 1) ? 0x1f0 : 0x170;
-	uint16_t bcl = u16(in);
+	uint16_t bcl = fuzz_u16(in);
 	uint8_t cdb[12];
 
 	for (int i = 0; i < 12; i++)
-		cdb[i] = u8(in);
+		cdb[i] = fuzz_u8(in);
 	outp(f, base + 6, b & 0x10, 1);
 	outp(f, base + 1, (b >> 1) & 3, 1); /* DMA, overlap */
 	outp(f, base + 4, bcl & 0xff, 1);
@@ -259,13 +235,13 @@ static void op_packet(struct fuzz *f, struct in *in)
 		outp(f, base, cdb[i] | cdb[i + 1] << 8, 2);
 }
 
-static void op_prdt(struct fuzz *f, struct in *in)
+static void op_prdt(struct fuzz *f, struct fuzz_in *in)
 {
-	uint32_t at = u16(in) * 8u % RAM_SIZE;
-	unsigned n = u8(in) % 8 + 1;
+	uint32_t at = fuzz_u16(in) * 8u % RAM_SIZE;
+	unsigned n = fuzz_u8(in) % 8 + 1;
 
 	for (unsigned i = 0; i < n && at + 8 <= RAM_SIZE; i++, at += 8) {
-		uint32_t addr = gpa(in), count = u32(in);
+		uint32_t addr = gpa(in), count = fuzz_u32(in);
 
 		if (i == n - 1)
 			count |= 0x80000000u;
@@ -274,34 +250,34 @@ static void op_prdt(struct fuzz *f, struct in *in)
 	}
 }
 
-static void op_ram(struct fuzz *f, struct in *in)
+static void op_ram(struct fuzz *f, struct fuzz_in *in)
 {
-	uint32_t at = u32(in) % RAM_SIZE;
-	unsigned len = u8(in);
+	uint32_t at = fuzz_u32(in) % RAM_SIZE;
+	unsigned len = fuzz_u8(in);
 
 	for (unsigned i = 0; i < len && at + i < RAM_SIZE; i++)
-		f->ram[at + i] = u8(in);
+		f->ram[at + i] = fuzz_u8(in);
 }
 
 /* Bus master: PRD pointer, then the command register. */
-static void op_bm(struct fuzz *f, struct in *in)
+static void op_bm(struct fuzz *f, struct fuzz_in *in)
 {
-	uint8_t b = u8(in);
+	uint8_t b = fuzz_u8(in);
 	uint32_t bm = BM_BASE + ((b & 1) ? 8 : 0);
 
 	if (b & 2)
-		outp(f, bm + 4, u16(in) * 8u % RAM_SIZE, 4);
+		outp(f, bm + 4, fuzz_u16(in) * 8u % RAM_SIZE, 4);
 	if (b & 4)
 		outp(f, bm + 2, 0x06, 1); /* clear INT and ERROR */
 	outp(f, bm, (b >> 3) & 0x09, 1);
 }
 
-static void op_pio(struct fuzz *f, struct in *in, bool write)
+static void op_pio(struct fuzz *f, struct fuzz_in *in, bool write)
 {
-	uint8_t b = u8(in);
+	uint8_t b = fuzz_u8(in);
 	uint32_t base = (b & 1) ? 0x170 : 0x1f0;
 	unsigned size = (b & 2) ? 4 : 2;
-	unsigned n = (unsigned)u16(in) % 4096 + 1;
+	unsigned n = (unsigned)fuzz_u16(in) % 4096 + 1;
 
 	for (unsigned i = 0; i < n && f->pio_words < MAX_PIO_WORDS; i++) {
 		f->pio_words++;
@@ -373,7 +349,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static struct vd_loop *loop;
 	struct vd_machine_opts mo = {.ram_size = RAM_SIZE, .qtest_clock = true};
 	struct vd_error err = {0};
-	struct in in = {data, size, 0};
+	struct fuzz_in in = {data, size, 0};
 	struct fuzz f = {0};
 
 	if (!loop) {
@@ -405,19 +381,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	op_pci_command(&f, 0x05);
 
 	for (int ops = 0; ops < MAX_OPS && in.off < in.len; ops++) {
-		uint8_t op = u8(&in);
+		uint8_t op = fuzz_u8(&in);
 
 		switch (op % 20) {
 		case 0:
 		case 1:
 		case 2: {
-			uint8_t p = u8(&in);
+			uint8_t p = fuzz_u8(&in);
 
-			outp(&f, port_of(p), u32(&in), 1u << (op % 3));
+			outp(&f, port_of(p), fuzz_u32(&in), 1u << (op % 3));
 			break;
 		}
 		case 3:
-			inp(&f, port_of(u8(&in)), 1u << (op / 20 % 3));
+			inp(&f, port_of(fuzz_u8(&in)), 1u << (op / 20 % 3));
 			break;
 		case 4:
 		case 5:
@@ -439,8 +415,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			break;
 		case 12:
 		case 13:
-			turn(&f, u8(&in) % 32 + 1);
-			vd_machine_clock_warp(f.m, vd_machine_clock_ns(f.m) + u16(&in) * 1000);
+			turn(&f, fuzz_u8(&in) % 32 + 1);
+			vd_machine_clock_warp(f.m, vd_machine_clock_ns(f.m) + fuzz_u16(&in) * 1000);
 			break;
 		case 14:
 			op_pio(&f, &in, false);
@@ -449,17 +425,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			op_pio(&f, &in, true);
 			break;
 		case 16: {
-			uint8_t b = u8(&in);
+			uint8_t b = fuzz_u8(&in);
 
 			outp(&f, (b & 1) ? 0x376 : 0x3f6, b & 0x86, 1);
 			outp(&f, (b & 1) ? 0x376 : 0x3f6, (b >> 4) & 0x82, 1);
 			break;
 		}
 		case 17:
-			op_media(&f, u8(&in));
+			op_media(&f, fuzz_u8(&in));
 			break;
 		case 18:
-			op_pci_command(&f, u8(&in));
+			op_pci_command(&f, fuzz_u8(&in));
 			break;
 		case 19:
 			if (op & 0x80)

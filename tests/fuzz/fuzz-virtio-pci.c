@@ -119,43 +119,12 @@ static const char *const device_opts[] = {
 	"virtio-blk-pci,drive=d1,disable-legacy=off,queue-size=16,addr=05.0",
 };
 
-struct in {
-	const uint8_t *p;
-	size_t len, off;
-};
-
-static uint8_t u8(struct in *in)
-{
-	return in->off < in->len ? in->p[in->off++] : 0;
-}
-
-static uint16_t u16(struct in *in)
-{
-	uint16_t v = u8(in);
-
-	return (uint16_t)(v | u8(in) << 8);
-}
-
-static uint32_t u32(struct in *in)
-{
-	uint32_t v = u16(in);
-
-	return v | (uint32_t)u16(in) << 16;
-}
-
-static uint64_t u64(struct in *in)
-{
-	uint64_t v = u32(in);
-
-	return v | (uint64_t)u32(in) << 32;
-}
-
 /* A guest-physical address: mostly inside RAM, sometimes anything (bit 0
  * of the selector): the trap above RAM, holes, wrap-around. */
-static uint64_t gpa(struct in *in)
+static uint64_t gpa(struct fuzz_in *in)
 {
-	uint8_t sel = u8(in);
-	uint64_t a = sel & 2 ? u64(in) : u32(in);
+	uint8_t sel = fuzz_u8(in);
+	uint64_t a = sel & 2 ? fuzz_u64(in) : fuzz_u32(in);
 
 	return (sel & 1) ? a : a % RAM_SIZE;
 }
@@ -486,11 +455,11 @@ static void check_alive(struct fuzz *f, int d)
 
 /* The MSI-X table: message addresses stay in the MSI window (the trap is
  * for DMA); data, vector control and the PBA as the input says. */
-static void op_msix(struct fuzz *f, int d, struct in *in, uint8_t op)
+static void op_msix(struct fuzz *f, int d, struct fuzz_in *in, uint8_t op)
 {
-	uint32_t off = u16(in) % 0x1000;
+	uint32_t off = fuzz_u16(in) % 0x1000;
 	unsigned size = 1u << (op >> 5 & 3);
-	uint64_t v = u64(in);
+	uint64_t v = fuzz_u64(in);
 
 	if (op & 0x80) {
 		mmio_read(f, devs[d].bar1 + off, size);
@@ -506,30 +475,30 @@ static void op_msix(struct fuzz *f, int d, struct in *in, uint8_t op)
 }
 
 /* A split descriptor at (device, queue, slot). */
-static void op_desc(struct fuzz *f, int d, struct in *in)
+static void op_desc(struct fuzz *f, int d, struct fuzz_in *in)
 {
-	uint8_t b = u8(in);
+	uint8_t b = fuzz_u8(in);
 	int q = b & 1;
 	uint64_t at = q_base(d, q) + (uint64_t)(b >> 1 & 0x3f) * 16;
 
 	put64(f, at, gpa(in));
-	put32(f, at + 8, u32(in));
-	put16(f, at + 12, u16(in));
-	put16(f, at + 14, u16(in));
+	put32(f, at + 8, fuzz_u32(in));
+	put16(f, at + 12, fuzz_u16(in));
+	put16(f, at + 14, fuzz_u16(in));
 }
 
-static void op_avail(struct fuzz *f, int d, struct in *in)
+static void op_avail(struct fuzz *f, int d, struct fuzz_in *in)
 {
-	uint8_t b = u8(in);
+	uint8_t b = fuzz_u8(in);
 	int q = b & 1;
 	uint64_t a = q_base(d, q) + 0x1000;
 	uint16_t idx = f->avail_idx[d][q];
 
 	if (b & 2) { /* flags / any idx */
-		put16(f, a, u16(in));
-		idx = u16(in);
+		put16(f, a, fuzz_u16(in));
+		idx = fuzz_u16(in);
 	} else {
-		put16(f, a + 4 + (idx % QSIZE) * 2, u16(in));
+		put16(f, a + 4 + (idx % QSIZE) * 2, fuzz_u16(in));
 		idx++;
 	}
 	f->avail_idx[d][q] = idx;
@@ -538,13 +507,13 @@ static void op_avail(struct fuzz *f, int d, struct in *in)
 		mmio_write(f, devs[d].bar4 + NOTIFY_AT + q * 4, q, 2);
 }
 
-static void op_ram(struct fuzz *f, struct in *in)
+static void op_ram(struct fuzz *f, struct fuzz_in *in)
 {
-	uint32_t at = u32(in) % RAM_SIZE;
-	unsigned len = u8(in);
+	uint32_t at = fuzz_u32(in) % RAM_SIZE;
+	unsigned len = fuzz_u8(in);
 
 	for (unsigned i = 0; i < len && at + i < RAM_SIZE; i++)
-		f->ram[at + i] = u8(in);
+		f->ram[at + i] = fuzz_u8(in);
 }
 
 static void op_reset(struct fuzz *f, int d, uint8_t b)
@@ -578,7 +547,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static struct vd_loop *loop;
 	struct vd_machine_opts mo = {.ram_size = RAM_SIZE, .qtest_clock = true};
 	struct vd_error err = {0};
-	struct in in = {data, size, 0};
+	struct fuzz_in in = {data, size, 0};
 	struct fuzz f = {0};
 
 	if (!loop) {
@@ -607,38 +576,38 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		program_bars(&f, d);
 
 	for (int ops = 0; ops < MAX_OPS && in.off < in.len; ops++) {
-		uint8_t op = u8(&in);
-		uint8_t b = u8(&in);
+		uint8_t op = fuzz_u8(&in);
+		uint8_t b = fuzz_u8(&in);
 		int d = b & 1;
 		unsigned size = 1u << (b >> 1 & 3);
 
 		switch (op % 20) {
 		case 0:
 		case 1: { /* BAR4 write, any offset and width */
-			uint32_t off = u16(&in) % 0x4000;
+			uint32_t off = fuzz_u16(&in) % 0x4000;
 
-			mmio_write(&f, devs[d].bar4 + off, u64(&in), size);
+			mmio_write(&f, devs[d].bar4 + off, fuzz_u64(&in), size);
 			break;
 		}
 		case 2: { /* common configuration field */
-			unsigned off = u8(&in) % 64;
+			unsigned off = fuzz_u8(&in) % 64;
 
-			common_w(&f, d, off, u64(&in), size);
+			common_w(&f, d, off, fuzz_u64(&in), size);
 			break;
 		}
 		case 3:
-			mmio_read(&f, devs[d].bar4 + u16(&in) % 0x4000, size);
+			mmio_read(&f, devs[d].bar4 + fuzz_u16(&in) % 0x4000, size);
 			break;
 		case 4:
 			op_msix(&f, d, &in, b);
 			break;
 		case 5: /* notify: queue index, sometimes a wrong one */
 			mmio_write(&f, devs[d].bar4 + NOTIFY_AT + (b >> 3 & 3) * 4,
-				   (b & 0x80) ? u16(&in) : (b >> 3 & 3), (b & 0x40) ? 4 : 2);
+				   (b & 0x80) ? fuzz_u16(&in) : (b >> 3 & 3), (b & 0x40) ? 4 : 2);
 			break;
 		case 6: { /* PCI configuration write */
-			uint8_t at = u8(&in);
-			uint32_t v = u32(&in);
+			uint8_t at = fuzz_u8(&in);
+			uint32_t v = fuzz_u32(&in);
 
 			if (size > 4)
 				size = 4;
@@ -648,17 +617,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		case 7:
 			if (size > 4)
 				size = 4;
-			cfg_read(&f, d, u8(&in) & ~(size - 1), size);
+			cfg_read(&f, d, fuzz_u8(&in) & ~(size - 1), size);
 			break;
 		case 8: { /* legacy I/O BAR0 of the transitional device */
-			uint32_t port = devs[1].bar0 + u8(&in) % 128;
+			uint32_t port = devs[1].bar0 + fuzz_u8(&in) % 128;
 
 			if (size > 4)
 				size = 4;
 			if (b & 0x80)
 				inp(&f, port, size);
 			else
-				outp(&f, port, u32(&in), size);
+				outp(&f, port, fuzz_u32(&in), size);
 			break;
 		}
 		case 9:
@@ -672,8 +641,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			break;
 		case 12:
 		case 13:
-			turn(&f, u8(&in) % 32 + 1);
-			vd_machine_clock_warp(f.m, vd_machine_clock_ns(f.m) + u16(&in) * 1000);
+			turn(&f, fuzz_u8(&in) % 32 + 1);
+			vd_machine_clock_warp(f.m, vd_machine_clock_ns(f.m) + fuzz_u16(&in) * 1000);
 			break;
 		case 14: { /* INDIRECT_DESC, EVENT_IDX; FLUSH, CONFIG_WCE, MQ,
 			    * DISCARD, WRITE_ZEROES */
@@ -685,11 +654,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		case 15: { /* a request: read, write, flush, get-id, others */
 			static const uint32_t types[8] = {0, 1, 4, 8, 11, 13, 0, 99};
-			uint8_t t = u8(&in);
-			uint64_t sector = (t & 0x80) ? u64(&in) : u8(&in);
-			uint32_t len = (u16(&in) % 8 + 1) * 512;
+			uint8_t t = fuzz_u8(&in);
+			uint64_t sector = (t & 0x80) ? fuzz_u64(&in) : fuzz_u8(&in);
+			uint32_t len = (fuzz_u16(&in) % 8 + 1) * 512;
 
-			request(&f, d, (b >> 3) & 1, types[t & 7], sector, len, u8(&in));
+			request(&f, d, (b >> 3) & 1, types[t & 7], sector, len, fuzz_u8(&in));
 			break;
 		}
 		case 16:
@@ -711,7 +680,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			break;
 		case 19: /* ISR read (clears it) or device configuration */
 			mmio_read(&f,
-				  devs[d].bar4 + ((b & 0x80) ? ISR_AT : DEVCFG_AT + u8(&in) % 64),
+				  devs[d].bar4 +
+					  ((b & 0x80) ? ISR_AT : DEVCFG_AT + fuzz_u8(&in) % 64),
 				  size);
 			break;
 		}

@@ -23,6 +23,38 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 		}                                                                           \
 	} while (0)
 
+/* The fuzzer's input, read as little-endian integers; zeroes past its end. */
+struct fuzz_in {
+	const uint8_t *p;
+	size_t len, off;
+};
+
+static inline uint8_t fuzz_u8(struct fuzz_in *in)
+{
+	return in->off < in->len ? in->p[in->off++] : 0;
+}
+
+static inline uint16_t fuzz_u16(struct fuzz_in *in)
+{
+	uint16_t v = fuzz_u8(in);
+
+	return (uint16_t)(v | fuzz_u8(in) << 8);
+}
+
+static inline uint32_t fuzz_u32(struct fuzz_in *in)
+{
+	uint32_t v = fuzz_u16(in);
+
+	return v | (uint32_t)fuzz_u16(in) << 16;
+}
+
+static inline uint64_t fuzz_u64(struct fuzz_in *in)
+{
+	uint64_t v = fuzz_u32(in);
+
+	return v | (uint64_t)fuzz_u32(in) << 32;
+}
+
 static inline void fuzz_trap_write(void *opaque, uint64_t addr, uint64_t val, unsigned size)
 {
 	fprintf(stderr, "device wrote %u bytes at RAM end + 0x%llx\n", size,
