@@ -742,6 +742,22 @@ static int inflight_msg(struct vub_conn *c, const struct vub_msg *m, uint64_t *s
 static int send_reply_fd(struct vub_conn *c, const struct vub_msg *req, const void *payload,
 			 uint32_t size, int fd);
 
+/* The connection's region becomes @p (mapped, @size bytes, @nq queues of
+ * @qs entries); the started rings track themselves in it. */
+static void inflight_install(struct vub_conn *c, void *p, size_t size, uint16_t nq, uint16_t qs)
+{
+	quiesce(c);
+	inflight_unmap(c);
+	c->inflight_map = c->inflight = p;
+	c->inflight_map_size = size;
+	c->inflight_queues = nq;
+	c->inflight_queue_size = qs;
+	for (unsigned i = 0; i < c->e->num_queues; i++)
+		if (c->vrings[i].started && ring_inflight(c, i) < 0)
+			break;
+	resume(c);
+}
+
 static int handle_get_inflight(struct vub_conn *c, struct vub_msg *m)
 {
 	uint64_t size, offset;
@@ -762,16 +778,7 @@ static int handle_get_inflight(struct vub_conn *c, struct vub_msg *m)
 		return conn_error(c, "cannot create the inflight region");
 	}
 	/* The region is zero: version 0, nothing in flight. */
-	quiesce(c);
-	inflight_unmap(c);
-	c->inflight_map = c->inflight = p;
-	c->inflight_map_size = size;
-	c->inflight_queues = nq;
-	c->inflight_queue_size = qs;
-	for (unsigned i = 0; i < c->e->num_queues; i++)
-		if (c->vrings[i].started && ring_inflight(c, i) < 0)
-			break;
-	resume(c);
+	inflight_install(c, p, size, nq, qs);
 	memcpy(out, &size, 8);
 	memcpy(out + 16, &nq, 2);
 	memcpy(out + 18, &qs, 2);
@@ -812,16 +819,7 @@ static int handle_set_inflight(struct vub_conn *c, struct vub_msg *m)
 	close(fd);
 	if (p == MAP_FAILED)
 		return conn_error(c, "SET_INFLIGHT_FD: cannot map the region");
-	quiesce(c);
-	inflight_unmap(c);
-	c->inflight_map = c->inflight = p;
-	c->inflight_map_size = (size_t)size;
-	c->inflight_queues = nq;
-	c->inflight_queue_size = qs;
-	for (unsigned i = 0; i < c->e->num_queues; i++)
-		if (c->vrings[i].started && ring_inflight(c, i) < 0)
-			break;
-	resume(c);
+	inflight_install(c, p, (size_t)size, nq, qs);
 	for (unsigned i = 0; i < c->e->num_queues; i++)
 		process_ring(c, i);
 	return c->dead ? -EPROTO : 0;

@@ -905,13 +905,7 @@ void vd_virtio_blk_reset_queue(struct vd_virtio_blk *b, unsigned q)
 	if (q >= b->num_queues)
 		return;
 	vd_virtio_blk_stop_queue(b, q);
-	drop_kept(b, q);
-	memset(&b->queues[q].vq, 0, sizeof(b->queues[q].vq));
-	/* NEEDS_RESET stays while another queue is still broken. */
-	b->broken = false;
-	for (unsigned i = 0; i < b->num_queues; i++)
-		if (b->queues[i].vq.broken)
-			b->broken = true;
+	vd_virtio_blk_reset_queue_nowait(b, q);
 }
 
 void vd_virtio_blk_reset(struct vd_virtio_blk *b)
@@ -928,6 +922,7 @@ void vd_virtio_blk_reset_queue_nowait(struct vd_virtio_blk *b, unsigned q)
 	b->queues[q].generation++;
 	drop_kept(b, q);
 	memset(&b->queues[q].vq, 0, sizeof(b->queues[q].vq));
+	/* NEEDS_RESET stays while another queue is still broken. */
 	b->broken = false;
 	for (unsigned i = 0; i < b->num_queues; i++)
 		if (b->queues[i].vq.broken)
