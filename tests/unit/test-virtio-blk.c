@@ -35,22 +35,11 @@
 #define DATA 0x100000 /* 1 MiB */
 #define DATA_SIZE (1u << 20)
 
-static uint8_t *mem;
+#include "tests/lib/guest-mem.h"
+
 static struct vd_loop *loop;
 static struct vd_node *node;
 static int notifies;
-
-static void *mem_map(void *opaque, uint64_t addr, uint64_t *len)
-{
-	(void)opaque;
-	if (addr >= MEM_SIZE)
-		return NULL;
-	if (*len > MEM_SIZE - addr)
-		*len = MEM_SIZE - addr;
-	return mem + addr;
-}
-
-static const struct vd_virtio_mem gmem = {.map = mem_map};
 
 static void on_notify(void *opaque, unsigned q)
 {
@@ -58,24 +47,6 @@ static void on_notify(void *opaque, unsigned q)
 }
 
 static const struct vd_virtio_blk_ops ops = {.notify = on_notify};
-
-static void w16(uint64_t a, uint16_t v)
-{
-	v = htole16(v);
-	memcpy(mem + a, &v, 2);
-}
-
-static void w32(uint64_t a, uint32_t v)
-{
-	v = htole32(v);
-	memcpy(mem + a, &v, 4);
-}
-
-static void w64(uint64_t a, uint64_t v)
-{
-	v = htole64(v);
-	memcpy(mem + a, &v, 8);
-}
 
 static uint16_t used_idx(void)
 {

@@ -28,23 +28,12 @@
 #define STATUS 0x30000
 #define DISK_SIZE (1u << 20) /* 2048 sectors */
 
-static uint8_t *mem;
+#include "tests/lib/guest-mem.h"
+
 static struct vd_loop *loop;
 static struct vd_node *node;
 static int notifies, breaks;
 static bool use_packed;
-
-static void *mem_map(void *opaque, uint64_t addr, uint64_t *len)
-{
-	(void)opaque;
-	if (addr >= MEM_SIZE)
-		return NULL;
-	if (*len > MEM_SIZE - addr)
-		*len = MEM_SIZE - addr;
-	return mem + addr;
-}
-
-static const struct vd_virtio_mem gmem = {.map = mem_map};
 
 static void on_notify(void *opaque, unsigned q)
 {
@@ -57,34 +46,6 @@ static void on_broken(void *opaque, const char *why)
 }
 
 static const struct vd_virtio_blk_ops ops = {.notify = on_notify, .broken = on_broken};
-
-static void w16(uint64_t a, uint16_t v)
-{
-	v = htole16(v);
-	memcpy(mem + a, &v, 2);
-}
-static void w32(uint64_t a, uint32_t v)
-{
-	v = htole32(v);
-	memcpy(mem + a, &v, 4);
-}
-static void w64(uint64_t a, uint64_t v)
-{
-	v = htole64(v);
-	memcpy(mem + a, &v, 8);
-}
-static uint16_t r16(uint64_t a)
-{
-	uint16_t v;
-	memcpy(&v, mem + a, 2);
-	return le16toh(v);
-}
-static uint32_t r32(uint64_t a)
-{
-	uint32_t v;
-	memcpy(&v, mem + a, 4);
-	return le32toh(v);
-}
 
 struct dev {
 	struct vd_virtio_blk *b;
