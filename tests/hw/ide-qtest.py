@@ -20,7 +20,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from qtest import QTest, make_halt_bios  # noqa: E402
+from qtest import QTest, make_halt_bios, print_diff  # noqa: E402
 
 VDISK, QEMU, TMP = sys.argv[1:4]
 ONLY = set(sys.argv[4:])
@@ -590,11 +590,7 @@ def main():
             elif name in KNOWN_DIFF:
                 print("known  %-28s %s: QEMU %s, vdisk %s" % (name, KNOWN_DIFF[name], a, b))
             else:
-                for (k1, v1), (k2, v2) in zip(a, b):
-                    if (k1, v1) != (k2, v2):
-                        print("DIFF   %-28s %s: QEMU %r, vdisk %r" % (name, k1, v1, v2))
-                if len(a) != len(b):
-                    print("DIFF   %-28s %d vs %d observations" % (name, len(a), len(b)))
+                print_diff(name, a, b, 28)
                 failures += 1
         elif all(res[t][1] is None for t in targets):
             print("ok     %-28s %s" % (name, targets[0]))

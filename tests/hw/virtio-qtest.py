@@ -29,7 +29,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from qmp import QMP  # noqa: E402
-from qtest import QTest, make_halt_bios  # noqa: E402
+from qtest import QTest, make_halt_bios, print_diff  # noqa: E402
 
 VDISK, QEMU, TMP = sys.argv[1:4]
 ONLY = set(sys.argv[4:])
@@ -1591,11 +1591,7 @@ def main():
                     if c == name:
                         print("       masked %s: %s" % (k, why))
             else:
-                for (k1, v1), (k2, v2) in zip(a, b):
-                    if (k1, v1) != (k2, v2):
-                        print("DIFF   %-18s %s: QEMU %r, vdisk %r" % (name, k1, v1, v2))
-                if len(a) != len(b):
-                    print("DIFF   %-18s %d vs %d observations" % (name, len(a), len(b)))
+                print_diff(name, a, b, 18)
                 failures += 1
         elif all(res[t][1] is None for t in tg):
             print("ok     %-18s %s" % (name, tg[0]))

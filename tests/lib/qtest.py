@@ -298,6 +298,17 @@ class QTest:
         return int.from_bytes(self.fw_cfg_read(0x03, 8), "little")
 
 
+def print_diff(name, qemu, vdisk, width):
+    """For differential tests: one DIFF line per observation (a list of
+    (key, value) pairs) where QEMU and vdisk differ, and one when they made
+    different numbers of observations."""
+    for (k1, v1), (k2, v2) in zip(qemu, vdisk):
+        if (k1, v1) != (k2, v2):
+            print("DIFF   %-*s %s: QEMU %r, vdisk %r" % (width, name, k1, v1, v2))
+    if len(qemu) != len(vdisk):
+        print("DIFF   %-*s %d vs %d observations" % (width, name, len(qemu), len(vdisk)))
+
+
 def make_halt_bios(path):
     """QEMU's firmware for register tests: 64 KiB of HLT, the CPU halts at the
     reset vector."""
