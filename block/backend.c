@@ -13,6 +13,7 @@
 
 #include <vdisk/backend.h>
 
+#include "block/blk.h"
 #include "block/internal.h"
 
 const char *const vd_blk_on_error_names[] = {"report", "ignore", "enospc", "stop", NULL};
@@ -37,23 +38,6 @@ struct vd_blk_registry {
 	vd_blk_stop_fn *stop_fn;
 	void *stop_opaque;
 	unsigned auto_name; /* counter for "#blockN" */
-};
-
-struct vd_blk {
-	struct vd_blk *next, *prev; /* in the registry */
-	struct vd_blk_registry *reg;
-	int refcnt;
-	char *name;
-	char *qdev_id;
-	struct vd_node *root;
-	bool read_only;
-	bool dev_attached;
-	const struct vd_blk_dev_ops *dev_ops;
-	void *dev_opaque;
-	bool tray_open, locked;
-	enum vd_blk_on_error on_read_error, on_write_error;
-	bool iostatus_enabled;
-	enum vd_blk_io_status iostatus;
 };
 
 /* --- the registry -------------------------------------------------------- */
@@ -314,6 +298,9 @@ int vd_blk_new(struct vd_blk_registry *reg, const char *name, struct vd_blk **ou
 		return -ENOMEM;
 	}
 	blk->refcnt = 1;
+	blk->write_cache = true;
+	vd_co_queue_init(&blk->drain_waiters);
+	blk->retry_tail = &blk->retry_head;
 	blk->on_read_error = VD_BLK_ON_ERROR_REPORT;
 	blk->on_write_error = VD_BLK_ON_ERROR_ENOSPC;
 	if (reg) {
@@ -424,6 +411,7 @@ int vd_blk_insert_node(struct vd_blk *blk, struct vd_node *node)
 	if (ret < 0)
 		return ret;
 	vd_node_ref(node);
+	vd_node_set_write_cache(node, blk->write_cache);
 	blk->root = node;
 	return 0;
 }
@@ -434,6 +422,7 @@ void vd_blk_remove_node(struct vd_blk *blk)
 
 	if (!n)
 		return;
+	vd_blk_drain(blk);
 	blk->root = NULL;
 	vd_node_drain(n);
 	vd_node_unref(n);

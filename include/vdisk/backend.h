@@ -266,6 +266,92 @@ void vd_blk_resized(struct vd_blk *blk);
 void vd_blk_set_read_only(struct vd_blk *blk, bool ro);
 bool vd_blk_is_read_only(const struct vd_blk *blk);
 
+/* --- I/O ------------------------------------------------------------------ */
+
+/*
+ * Requests through the handle: what every device, export and tool uses, so
+ * that the rules the same for all of them are enforced here, once, before a
+ * request reaches the node graph:
+ *
+ *   - no medium (none inserted): -ENOMEDIUM;
+ *   - a write, discard or write-zeroes on a read-only backend: -EROFS;
+ *   - offset or bytes negative, bytes over VD_REQUEST_MAX_BYTES: -EINVAL;
+ *   - a range past the current size of the medium: -EIO;
+ *   - every request is counted in flight from submission until its
+ *     completion has run, so vd_blk_drain() and removing the medium wait
+ *     for all of them.
+ *
+ * The error policy (rerror=/werror=) is not applied behind the device's
+ * back: a failed request completes with its -errno, and the device asks
+ * vd_blk_handle_error() what to do, because what "report" means is the
+ * device's own (an ATA error register, a virtio status, an NBD error).
+ *
+ * The three families have the same semantics:
+ *  - vd_blk_co_*():  in a coroutine on the medium's loop; 0 or -errno.
+ *  - vd_blk_aio_*(): on the medium's loop thread; @cb runs exactly once,
+ *                    never before the call returns, also on error.
+ *  - vd_blk_p*():    synchronous (tools, tests, a device's attach-time
+ *                    reads): drive the current thread's loop.
+ * Flags are the VD_REQ_* flags of block.h.  With the write cache disabled
+ * (vd_blk_set_write_cache(false)) writes are durable on completion.
+ */
+int vd_coroutine_fn vd_blk_co_preadv(struct vd_blk *blk, int64_t offset, int64_t bytes,
+				     const struct vd_qiov *qiov, int flags);
+int vd_coroutine_fn vd_blk_co_pwritev(struct vd_blk *blk, int64_t offset, int64_t bytes,
+				      const struct vd_qiov *qiov, int flags);
+int vd_coroutine_fn vd_blk_co_flush(struct vd_blk *blk);
+int vd_coroutine_fn vd_blk_co_pdiscard(struct vd_blk *blk, int64_t offset, int64_t bytes);
+int vd_coroutine_fn vd_blk_co_pwrite_zeroes(struct vd_blk *blk, int64_t offset, int64_t bytes,
+					    int flags);
+/* VD_BLOCK_* status of the medium, as vd_co_block_status() (no check for
+ * a read-only backend; -ENOMEDIUM without a medium). */
+int vd_coroutine_fn vd_blk_co_block_status(struct vd_blk *blk, int64_t offset, int64_t bytes,
+					   int64_t *pnum, int64_t *map);
+
+void vd_blk_aio_preadv(struct vd_blk *blk, int64_t offset, const struct vd_qiov *qiov, int flags,
+		       vd_completion_fn *cb, void *opaque);
+void vd_blk_aio_pwritev(struct vd_blk *blk, int64_t offset, const struct vd_qiov *qiov, int flags,
+			vd_completion_fn *cb, void *opaque);
+void vd_blk_aio_flush(struct vd_blk *blk, vd_completion_fn *cb, void *opaque);
+void vd_blk_aio_pdiscard(struct vd_blk *blk, int64_t offset, int64_t bytes, vd_completion_fn *cb,
+			 void *opaque);
+void vd_blk_aio_pwrite_zeroes(struct vd_blk *blk, int64_t offset, int64_t bytes, int flags,
+			      vd_completion_fn *cb, void *opaque);
+
+int vd_blk_pread(struct vd_blk *blk, int64_t offset, void *buf, int64_t bytes);
+int vd_blk_pwrite(struct vd_blk *blk, int64_t offset, const void *buf, int64_t bytes, int flags);
+int vd_blk_flush(struct vd_blk *blk);
+int vd_blk_pdiscard(struct vd_blk *blk, int64_t offset, int64_t bytes);
+int vd_blk_pwrite_zeroes(struct vd_blk *blk, int64_t offset, int64_t bytes, int flags);
+
+/* Wait until none of the handle's requests is in flight (drives the
+ * medium's loop, or waits in a coroutine).  Requests kept for a retry
+ * (vd_blk_retry_keep) are not in flight. */
+void vd_blk_drain(struct vd_blk *blk);
+uint64_t vd_blk_in_flight(const struct vd_blk *blk);
+
+/* The medium's size in bytes, -ENOMEDIUM without one. */
+int64_t vd_blk_getlength(const struct vd_blk *blk);
+/* The medium's limits (a default set, alignment 1, without one). */
+const struct vd_limits *vd_blk_limits(const struct vd_blk *blk);
+/* The loop the medium lives on (the current thread's without one). */
+struct vd_loop *vd_blk_loop(const struct vd_blk *blk);
+/* Writes through the handle are refused: the backend is read-only, or the
+ * medium is. */
+bool vd_blk_is_writable(const struct vd_blk *blk);
+
+/* The write cache the device shows the guest (IDE SET FEATURES, virtio's
+ * writeback field): disabled, every write is durable on completion.  Kept
+ * across media changes. */
+void vd_blk_set_write_cache(struct vd_blk *blk, bool enabled);
+bool vd_blk_write_cache(const struct vd_blk *blk);
+
+/* Accounting of the medium (query-blockstats): see vd_node_get_stats.
+ * Without a medium the statistics read as zero. */
+void vd_blk_get_stats(const struct vd_blk *blk, struct vd_acct_stats *st);
+/* A device merged @count requests into one it submitted. */
+void vd_blk_acct_merged(struct vd_blk *blk, enum vd_acct_type type, unsigned count);
+
 /* --- errors -------------------------------------------------------------- */
 
 void vd_blk_set_on_error(struct vd_blk *blk, enum vd_blk_on_error on_read,
@@ -288,6 +374,38 @@ enum vd_blk_error_action vd_blk_get_error_action(const struct vd_blk *blk, bool 
  */
 void vd_blk_report_error(struct vd_blk *blk, enum vd_blk_error_action action, bool is_read,
 			 int error);
+
+/*
+ * A request of the device failed with @error (positive or negative errno):
+ * decide what to do by the policy (vd_blk_get_error_action) and report it
+ * (vd_blk_report_error).  The device then reports the error to its guest,
+ * completes the request as if it had succeeded, or keeps it for a retry
+ * (below), as the returned action says.
+ */
+enum vd_blk_error_action vd_blk_handle_error(struct vd_blk *blk, bool is_read, int error);
+
+/*
+ * The retry list: requests that failed under the "stop" policy wait here,
+ * in the order they failed, until the device resubmits them once the VM
+ * runs again (QMP "cont"; the device picks the moment, for example after
+ * bus mastering is back).  The device embeds a struct vd_blk_retry in its
+ * request and fills @resubmit; the list is the backend's.
+ */
+struct vd_blk_retry {
+	struct vd_blk_retry *next; /* the backend's */
+	/* Issue the request again.  Called once, after it left the list. */
+	void (*resubmit)(struct vd_blk_retry *r);
+};
+void vd_blk_retry_keep(struct vd_blk *blk, struct vd_blk_retry *r);
+/* Resubmit every kept request, oldest first (those kept meanwhile wait for
+ * the next call). */
+void vd_blk_retry_all(struct vd_blk *blk);
+/* Take out of the list each kept request for which @match says true (all
+ * with @match NULL) and hand it to @drop, which frees it: a device reset. */
+void vd_blk_retry_drop(struct vd_blk *blk,
+		       bool (*match)(const struct vd_blk_retry *r, void *opaque),
+		       void (*drop)(struct vd_blk_retry *r), void *opaque);
+unsigned vd_blk_retry_count(const struct vd_blk *blk);
 
 /* The io-status: reported by query-block only while enabled (a device is
  * attached, or vd_blk_iostatus_enable was called) and the policy can stop

@@ -113,8 +113,23 @@ int vd_node_set_loop(struct vd_node *n, struct vd_loop *loop, struct vd_error *e
 /* Is @child @n itself or one of the nodes under it? */
 bool vd_node_contains(const struct vd_node *n, const struct vd_node *child);
 
-/* Limits a device reads to size its requests (see struct vd_limits). */
-struct vd_limits;
+/*
+ * What a node can take in one request: devices and exports read it (through
+ * vd_blk_limits()) to size what they advertise and submit; the core fits
+ * every request to it before a driver sees it.
+ */
+struct vd_limits {
+	uint32_t request_alignment; /* bytes; power of two; >= 1 */
+	uint32_t min_mem_alignment; /* buffer address and length; power of two; >= 1 */
+	uint32_t opt_mem_alignment; /* best buffer alignment for bounce buffers */
+	uint64_t max_transfer; /* bytes per request; 0 = VD_REQUEST_MAX_BYTES */
+	int max_iov; /* iovec entries per request; 0 = IOV_MAX */
+	uint32_t discard_alignment; /* granularity of discard; 0 = request_alignment */
+	uint64_t max_discard; /* 0 = VD_REQUEST_MAX_BYTES */
+	uint32_t write_zeroes_alignment; /* 0 = request_alignment */
+	uint64_t max_write_zeroes; /* 0 = VD_REQUEST_MAX_BYTES */
+};
+
 const struct vd_limits *vd_node_limits(const struct vd_node *n);
 
 /* The write cache seen by a device: writeback (enabled) or writethrough (every

@@ -35,18 +35,6 @@
 extern "C" {
 #endif
 
-struct vd_limits {
-	uint32_t request_alignment; /* bytes; power of two; >= 1 */
-	uint32_t min_mem_alignment; /* buffer address and length; power of two; >= 1 */
-	uint32_t opt_mem_alignment; /* best buffer alignment for bounce buffers */
-	uint64_t max_transfer; /* bytes per request; 0 = VD_REQUEST_MAX_BYTES */
-	int max_iov; /* iovec entries per request; 0 = IOV_MAX */
-	uint32_t discard_alignment; /* granularity of discard; 0 = request_alignment */
-	uint64_t max_discard; /* 0 = VD_REQUEST_MAX_BYTES */
-	uint32_t write_zeroes_alignment; /* 0 = request_alignment */
-	uint64_t max_write_zeroes; /* 0 = VD_REQUEST_MAX_BYTES */
-};
-
 /*
  * Debug events: points in a driver's write path where the fault-injection
  * filter (blkdebug) can fail the next request.  A driver raises them on the

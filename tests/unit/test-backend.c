@@ -431,6 +431,203 @@ static void test_registry(void)
 	vd_blk_unref(c);
 }
 
+/* --- I/O through the handle ---------------------------------------------- */
+
+struct aio_result {
+	int calls, ret;
+	struct vd_blk *unref_in_cb; /* drop this reference in the callback */
+};
+
+static void aio_cb(void *opaque, int ret)
+{
+	struct aio_result *r = opaque;
+
+	r->calls++;
+	r->ret = ret;
+	if (r->unref_in_cb) {
+		vd_blk_unref(r->unref_in_cb);
+		r->unref_in_cb = NULL;
+	}
+}
+
+/* A handle's rules: no medium, read-only, range, in all three families. */
+static void test_io_rules(void)
+{
+	struct vd_blk *blk;
+	struct vd_node *n = null_node(NULL);
+	struct aio_result r = {0};
+	struct vd_qiov q;
+	char buf[512] = {0};
+
+	REQUIRE(n);
+	REQUIRE(vd_blk_new(NULL, NULL, &blk) == 0);
+	/* No medium. */
+	CHECK_EQ(vd_blk_pread(blk, 0, buf, 512), -ENOMEDIUM);
+	CHECK_EQ(vd_blk_flush(blk), -ENOMEDIUM);
+	CHECK_EQ(vd_blk_getlength(blk), -ENOMEDIUM);
+	CHECK_EQ(vd_blk_limits(blk)->request_alignment, 1);
+	vd_qiov_init_buf(&q, buf, sizeof(buf));
+	vd_blk_aio_preadv(blk, 0, &q, 0, aio_cb, &r);
+	CHECK_EQ(r.calls, 0); /* never before the call returns */
+	CHECK_EQ(vd_blk_in_flight(blk), 1);
+	vd_blk_drain(blk);
+	CHECK_EQ(r.calls, 1);
+	CHECK_EQ(r.ret, -ENOMEDIUM);
+	CHECK_EQ(vd_blk_in_flight(blk), 0);
+
+	REQUIRE(vd_blk_insert_node(blk, n) == 0);
+	CHECK_EQ(vd_blk_getlength(blk), 1 << 20);
+	CHECK_EQ(vd_blk_pread(blk, 0, buf, 512), 0);
+	CHECK_EQ(vd_blk_pwrite(blk, 4096, buf, 512, 0), 0);
+	/* Range against the current size, malformed requests. */
+	CHECK_EQ(vd_blk_pread(blk, (1 << 20) - 256, buf, 512), -EIO);
+	CHECK_EQ(vd_blk_pwrite_zeroes(blk, 1 << 20, 512, 0), -EIO);
+	CHECK_EQ(vd_blk_pdiscard(blk, -512, 512), -EINVAL);
+	CHECK_EQ(vd_blk_pread(blk, 0, buf, -1), -EINVAL);
+	CHECK_EQ(vd_blk_pread(blk, INT64_MAX - 100, buf, 512), -EIO);
+	/* Read-only backend: writes of every kind refused, reads served. */
+	vd_blk_set_read_only(blk, true);
+	CHECK(!vd_blk_is_writable(blk));
+	CHECK_EQ(vd_blk_pwrite(blk, 0, buf, 512, 0), -EROFS);
+	CHECK_EQ(vd_blk_pdiscard(blk, 0, 512), -EROFS);
+	CHECK_EQ(vd_blk_pwrite_zeroes(blk, 0, 512, 0), -EROFS);
+	CHECK_EQ(vd_blk_pread(blk, 0, buf, 512), 0);
+	CHECK_EQ(vd_blk_flush(blk), 0);
+	r = (struct aio_result){0};
+	vd_blk_aio_pwritev(blk, 0, &q, 0, aio_cb, &r);
+	vd_blk_drain(blk);
+	CHECK_EQ(r.calls, 1);
+	CHECK_EQ(r.ret, -EROFS);
+	vd_blk_set_read_only(blk, false);
+	/* The write cache is the handle's, kept across media. */
+	vd_blk_set_write_cache(blk, false);
+	CHECK(!vd_node_write_cache(n));
+	vd_blk_remove_node(blk);
+	REQUIRE(vd_blk_insert_node(blk, n) == 0);
+	CHECK(!vd_blk_write_cache(blk));
+	CHECK(!vd_node_write_cache(n));
+	vd_blk_unref(blk);
+	vd_node_unref(n);
+}
+
+/* The last reference dropped in a completion callback: the handle lives
+ * until the callback returns, then goes (no use after free under ASan). */
+static void test_io_unref_in_callback(void)
+{
+	struct vd_blk *blk;
+	struct vd_node *n = null_node(NULL);
+	struct aio_result r = {0};
+
+	REQUIRE(n);
+	REQUIRE(vd_blk_new(NULL, NULL, &blk) == 0);
+	REQUIRE(vd_blk_insert_node(blk, n) == 0);
+	vd_node_unref(n);
+	r.unref_in_cb = blk;
+	vd_blk_aio_flush(blk, aio_cb, &r);
+	for (int i = 0; i < 100 && r.calls == 0; i++)
+		vd_loop_run_once(loop, true);
+	CHECK_EQ(r.calls, 1);
+	CHECK_EQ(r.ret, 0);
+}
+
+/* Removing the medium waits for the requests in flight. */
+static void test_io_drain_on_remove(void)
+{
+	struct vd_blk *blk;
+	struct vd_node *n = null_node(NULL);
+	struct aio_result r[4] = {{0}};
+
+	REQUIRE(n);
+	REQUIRE(vd_blk_new(NULL, NULL, &blk) == 0);
+	REQUIRE(vd_blk_insert_node(blk, n) == 0);
+	for (int i = 0; i < 4; i++)
+		vd_blk_aio_pwrite_zeroes(blk, i * 4096, 4096, 0, aio_cb, &r[i]);
+	CHECK_EQ(vd_blk_in_flight(blk), 4);
+	vd_blk_remove_node(blk);
+	for (int i = 0; i < 4; i++) {
+		CHECK_EQ(r[i].calls, 1);
+		CHECK_EQ(r[i].ret, 0);
+	}
+	CHECK_EQ(vd_blk_in_flight(blk), 0);
+	vd_blk_unref(blk);
+	vd_node_unref(n);
+}
+
+/* The policy decision with its report, and the retry list. */
+struct kept {
+	struct vd_blk_retry link;
+	int id, resubmitted, dropped;
+};
+
+static int resubmit_order[8], nr_resubmit;
+
+static void kept_resubmit(struct vd_blk_retry *r)
+{
+	struct kept *k = (struct kept *)r;
+
+	k->resubmitted++;
+	resubmit_order[nr_resubmit++] = k->id;
+}
+
+static bool kept_is_odd(const struct vd_blk_retry *r, void *opaque)
+{
+	return ((const struct kept *)r)->id & 1;
+}
+
+static void kept_drop(struct vd_blk_retry *r)
+{
+	((struct kept *)r)->dropped++;
+}
+
+static void test_handle_error_and_retry(void)
+{
+	struct vd_blk_registry *reg;
+	struct vd_blk *blk;
+	struct seen s = {0};
+	struct kept k[4];
+
+	REQUIRE(vd_blk_registry_new(&reg) == 0);
+	REQUIRE(vd_blk_registry_add_notifier(reg, on_event, &s) == 0);
+	vd_blk_registry_set_stop_handler(reg, on_stop, &s);
+	REQUIRE(vd_blk_new(reg, "d0", &blk) == 0);
+	vd_blk_iostatus_enable(blk);
+	vd_blk_set_on_error(blk, VD_BLK_ON_ERROR_IGNORE, VD_BLK_ON_ERROR_STOP);
+	CHECK_EQ(vd_blk_handle_error(blk, true, -EIO), VD_BLK_ACTION_IGNORE);
+	CHECK_EQ(s.io_errors, 1);
+	CHECK_EQ(s.stops, 0);
+	CHECK_EQ(vd_blk_handle_error(blk, false, EIO), VD_BLK_ACTION_STOP);
+	CHECK_EQ(s.io_errors, 2);
+	CHECK_EQ(s.stops, 1);
+	CHECK_EQ(s.order, 1); /* the stop after the event */
+	CHECK_EQ(vd_blk_iostatus(blk), VD_BLK_IOSTATUS_FAILED);
+
+	for (int i = 0; i < 4; i++) {
+		k[i] = (struct kept){.link.resubmit = kept_resubmit, .id = i};
+		vd_blk_retry_keep(blk, &k[i].link);
+	}
+	CHECK_EQ(vd_blk_retry_count(blk), 4);
+	/* A reset takes out some; the rest come back oldest first. */
+	vd_blk_retry_drop(blk, kept_is_odd, kept_drop, NULL);
+	CHECK_EQ(vd_blk_retry_count(blk), 2);
+	CHECK_EQ(k[1].dropped + k[3].dropped, 2);
+	CHECK_EQ(k[0].dropped + k[2].dropped, 0);
+	/* Keeping after a drop at the tail still appends. */
+	vd_blk_retry_keep(blk, &k[1].link);
+	nr_resubmit = 0;
+	vd_blk_retry_all(blk);
+	CHECK_EQ(nr_resubmit, 3);
+	CHECK_EQ(resubmit_order[0], 0);
+	CHECK_EQ(resubmit_order[1], 2);
+	CHECK_EQ(resubmit_order[2], 1);
+	CHECK_EQ(vd_blk_retry_count(blk), 0);
+	vd_blk_retry_keep(blk, &k[3].link);
+	vd_blk_retry_drop(blk, NULL, kept_drop, NULL);
+	CHECK_EQ(k[3].dropped, 2);
+	CHECK_EQ(vd_blk_retry_count(blk), 0);
+	vd_blk_unref(blk);
+	vd_blk_registry_free(reg);
+}
+
 int main(void)
 {
 	if (vd_loop_new(&loop) < 0)
@@ -443,6 +640,10 @@ int main(void)
 	RUN(test_tray);
 	RUN(test_fixed_disk);
 	RUN(test_registry);
+	RUN(test_io_rules);
+	RUN(test_io_unref_in_callback);
+	RUN(test_io_drain_on_remove);
+	RUN(test_handle_error_and_retry);
 	vd_loop_set_current(NULL);
 	vd_loop_free(loop);
 	return test_finish();
