@@ -653,6 +653,16 @@ bool vd_node_write_cache(const struct vd_node *n)
 	return n->write_cache;
 }
 
+bool vd_node_cache_direct(const struct vd_node *n)
+{
+	return n->cache_direct;
+}
+
+bool vd_node_cache_no_flush(const struct vd_node *n)
+{
+	return n->no_flush;
+}
+
 /* --- probing ------------------------------------------------------------- */
 
 #define PROBE_BYTES 2048

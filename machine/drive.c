@@ -277,8 +277,6 @@ int vd_machine_add_drive(struct vd_machine *m, const char *optstr, struct vd_dri
 	free(addr);
 	if (ret < 0)
 		goto fail;
-	if (d->node)
-		vd_node_set_write_cache(d->node, !d->writethrough);
 	/* The backend devices attach to, named as the drive. */
 	ret = vd_blk_new(m->blk_reg, d->id, &d->blk);
 	if (ret < 0) {
@@ -287,6 +285,7 @@ int vd_machine_add_drive(struct vd_machine *m, const char *optstr, struct vd_dri
 	}
 	vd_blk_set_on_error(d->blk, d->on_read_error, d->on_write_error);
 	vd_blk_set_read_only(d->blk, d->read_only);
+	vd_blk_set_write_cache(d->blk, !d->writethrough);
 	if (d->node) {
 		ret = vd_blk_insert_node(d->blk, d->node);
 		if (ret < 0) {

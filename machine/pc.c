@@ -778,7 +778,9 @@ void vd_machine_stop(struct vd_machine *m)
 	for (int i = 0; i < m->nr_drives && !m->running; i++) {
 		struct vd_drive *d = m->drives[i];
 
-		vd_node_drain(d->blk ? vd_blk_root(d->blk) : d->node);
+		vd_blk_drain(d->blk);
+		if (vd_blk_root(d->blk))
+			vd_node_drain(vd_blk_root(d->blk));
 	}
 }
 

@@ -20,7 +20,6 @@
 #include <string.h>
 
 #include <vdisk/backend.h>
-#include <vdisk/block_driver.h>
 #include <vdisk/qmp.h>
 
 #include "monitor/qmp-internal.h"
@@ -151,8 +150,10 @@ static json_t *inserted_info(struct vd_blk *blk, struct vd_node *n)
 	if (img)
 		json_object_set_new(o, "image", img);
 	json_object_set_new(o, "cache",
-			    json_pack("{s:b,s:b,s:b}", "writeback", vd_node_write_cache(n),
-				      "direct", n->cache_direct, "no-flush", n->no_flush));
+			    json_pack("{s:b,s:b,s:b}", "writeback",
+				      blk ? vd_blk_write_cache(blk) : vd_node_write_cache(n),
+				      "direct", vd_node_cache_direct(n), "no-flush",
+				      vd_node_cache_no_flush(n)));
 	json_object_set_new(o, "write_threshold", json_integer(0));
 	json_object_set_new(o, "backing_file_depth", json_integer(depth));
 	return o;

@@ -119,11 +119,27 @@ int vd_vhost_user_blk_export_new(const struct vd_vhost_user_blk_opts *o, struct 
 		vd_error_setg_errno(err, ret, "Cannot watch the socket");
 		goto fail_sock;
 	}
-	e->node = o->node;
-	vd_node_ref(e->node);
+	/* Errors are reported to the front end (QEMU's exports have no
+	 * rerror/werror): nothing is kept for a "cont" that never comes. */
+	ret = vd_blk_new(o->reg, NULL, &e->blk);
+	if (ret < 0) {
+		vd_error_set(err, ret, "Out of memory");
+		goto fail_handler;
+	}
+	vd_blk_set_on_error(e->blk, VD_BLK_ON_ERROR_REPORT, VD_BLK_ON_ERROR_REPORT);
+	vd_blk_set_read_only(e->blk, !o->writable);
+	ret = vd_blk_insert_node(e->blk, o->node);
+	if (ret < 0) {
+		vd_error_setg_errno(err, ret, "Cannot attach the export to its node");
+		goto fail_blk;
+	}
 	*out = e;
 	return 0;
 
+fail_blk:
+	vd_blk_unref(e->blk);
+fail_handler:
+	vd_loop_set_fd_handler(e->loop, e->listen_fd, NULL, NULL, NULL);
 fail_sock:
 	close(e->listen_fd);
 	if (e->path)
@@ -158,13 +174,11 @@ void vd_export_free(struct vd_export *e)
 		unlink(e->path);
 	while (e->conns)
 		vub_conn_free(e->conns);
-	if (e->blk) {
-		vd_blk_detach_dev(e->blk);
-		vd_blk_unref(e->blk);
-	}
 	/* Data the guests wrote is on disk before the export goes. */
-	vd_node_flush(e->node);
-	vd_node_unref(e->node);
+	vd_blk_flush(e->blk);
+	if (vd_blk_has_dev(e->blk))
+		vd_blk_detach_dev(e->blk);
+	vd_blk_unref(e->blk);
 	free(e->path);
 	free(e->id);
 	free(e->serial);
@@ -176,9 +190,9 @@ const char *vd_export_id(const struct vd_export *e)
 	return e->id;
 }
 
-struct vd_node *vd_export_node(const struct vd_export *e)
+struct vd_blk *vd_export_blk(const struct vd_export *e)
 {
-	return e->node;
+	return e->blk;
 }
 
 int vd_export_connections(const struct vd_export *e)
@@ -379,17 +393,16 @@ static void entry_create_fn(void *opaque)
 	struct export_entry *x = k->x;
 	char *qdev = NULL;
 
+	k->o->reg = k->s->reg;
 	k->ret = vd_vhost_user_blk_export_new(k->o, &x->e, k->err);
 	if (k->ret < 0)
 		return;
 	if (asprintf(&qdev, "/objects/export/%s", k->o->id) < 0)
 		qdev = NULL;
-	if (!qdev || vd_blk_new(k->s->reg, NULL, &x->e->blk) < 0) {
+	if (!qdev)
 		k->ret = vd_error_set(k->err, -ENOMEM, "Out of memory");
-	} else if (vd_blk_insert_node(x->e->blk, k->o->node) < 0 ||
-		   vd_blk_attach_dev(x->e->blk, qdev, &export_blk_ops, x->e) < 0) {
+	else if (vd_blk_attach_dev(x->e->blk, qdev, &export_blk_ops, x->e) < 0)
 		k->ret = vd_error_set(k->err, -EBUSY, "Cannot attach the export to its node");
-	}
 	free(qdev);
 	if (k->ret < 0) {
 		vd_export_free(x->e);

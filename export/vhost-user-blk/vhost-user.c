@@ -1136,7 +1136,7 @@ int vub_conn_new(struct vd_export *e, int fd)
 {
 	struct vub_conn_mem *cm;
 	struct vub_conn *c;
-	struct vd_virtio_blk_conf conf = {.node = e->node,
+	struct vd_virtio_blk_conf conf = {.blk = e->blk,
 					  .num_queues = e->num_queues,
 					  .queue_size = VD_VQ_MAX_SIZE,
 					  .read_only = !e->writable,

@@ -14,7 +14,6 @@ struct vd_blk;
 
 struct vd_export {
 	char *id;
-	struct vd_node *node;
 	struct vd_loop *loop;
 	char *path; /* socket file we created, removed at free */
 	int listen_fd;
@@ -24,9 +23,9 @@ struct vd_export {
 	char *serial;
 	struct vub_conn *conns;
 	int nconns;
-	/* An anonymous backend on the node, so that block_resize reaches us
-	 * (QEMU's export BlockBackend with its resize callback); NULL when the
-	 * export is not in a set. */
+	/* An anonymous backend on the node: every request goes through it,
+	 * and block_resize reaches us through its device callbacks (QEMU's
+	 * export BlockBackend with its resize callback). */
 	struct vd_blk *blk;
 };
 

@@ -19,10 +19,11 @@
  * device NEEDS_RESET (QEMU's virtio_error).
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <vdisk/block_driver.h>
+#include <vdisk/backend.h>
 #include <vdisk/coroutine.h>
 #include <vdisk/virtio-blk.h>
 
@@ -45,7 +46,7 @@ struct vblk_queue {
 struct vblk_req;
 
 struct vd_virtio_blk {
-	struct vd_node *node;
+	struct vd_blk *blk;
 	const struct vd_virtio_blk_ops *ops;
 	void *opaque;
 	uint16_t num_queues, queue_size;
@@ -56,7 +57,6 @@ struct vd_virtio_blk {
 	bool broken;
 	struct iovec *scratch; /* VD_VQ_MAX_IOV entries for vd_vq_pop */
 	struct vblk_queue *queues;
-	struct vblk_req *kept, **kept_tail; /* io_error said retry, oldest first */
 	bool merge; /* request-merging */
 	/* conf->bounce_reads: reads land in bounce buffers, copied into guest
 	 * memory only when the request completes for the current generation
@@ -83,7 +83,8 @@ struct vblk_req {
 	int64_t offset, bytes;
 	int flags;
 	unsigned generation;
-	struct vblk_req *next; /* on b->kept, b->waiting or b->parked */
+	struct vd_blk_retry retry; /* on the backend's retry list (stop policy) */
+	struct vblk_req *next; /* on b->waiting or b->parked */
 	/* A bounced read: the guest's data buffers, and the bounce buffer the
 	 * block layer reads into (qiov points at it). */
 	struct iovec *data_iov;
@@ -148,13 +149,47 @@ static void maybe_wake_drain(struct vd_virtio_blk *b)
 		vd_co_queue_restart_all(&b->drain_waiters);
 }
 
+static struct vblk_req *retry_req(const struct vd_blk_retry *r)
+{
+	return (struct vblk_req *)((const char *)r - offsetof(struct vblk_req, retry));
+}
+
+struct retry_match {
+	struct vd_virtio_blk *b;
+	unsigned q;
+};
+
+static bool retry_of_queue(const struct vd_blk_retry *r, void *opaque)
+{
+	const struct retry_match *m = opaque;
+	const struct vblk_req *req = retry_req(r);
+
+	return req->b == m->b && (m->q == ~0u || req->q == m->q);
+}
+
+/* "cont": the request goes to the block layer again, counted in flight. */
+static void retry_resubmit(struct vd_blk_retry *r)
+{
+	struct vblk_req *req = retry_req(r);
+
+	req->b->queues[req->q].inflight++;
+	req_submit(req);
+}
+
+static void retry_drop(struct vd_blk_retry *r)
+{
+	drop_req(retry_req(r));
+}
+
 /* Forget the requests of queue @q (all with ~0u) that are not in the block
  * layer: kept for a retry, waiting for bounce budget, or parked while DMA is
  * off.  They complete nowhere (QEMU's virtio_blk_reset detaches the kept
  * ones). */
 static void drop_kept(struct vd_virtio_blk *b, unsigned q)
 {
-	take_list(&b->kept, &b->kept_tail, q, drop_req);
+	struct retry_match m = {b, q};
+
+	vd_blk_retry_drop(b->blk, retry_of_queue, retry_drop, &m);
 	take_list(&b->waiting, &b->waiting_tail, q, drop_waiting_req);
 	take_list(&b->parked, &b->parked_tail, q, drop_req);
 }
@@ -165,7 +200,7 @@ int vd_virtio_blk_new(const struct vd_virtio_blk_conf *conf, const struct vd_vir
 	struct vd_virtio_blk *b;
 	uint32_t lbs = conf->logical_block_size ? conf->logical_block_size : 512;
 
-	if (!conf->node || conf->num_queues < 1 || conf->num_queues > MAX_QUEUES)
+	if (!conf->blk || conf->num_queues < 1 || conf->num_queues > MAX_QUEUES)
 		return -EINVAL;
 	if (lbs < 512 || lbs > 65536 || (lbs & (lbs - 1)))
 		return -EINVAL;
@@ -180,20 +215,19 @@ int vd_virtio_blk_new(const struct vd_virtio_blk_conf *conf, const struct vd_vir
 		free(b);
 		return -ENOMEM;
 	}
-	b->node = conf->node;
-	b->kept_tail = &b->kept;
+	b->blk = conf->blk;
 	b->waiting_tail = &b->waiting;
 	b->parked_tail = &b->parked;
 	b->bounce_reads = conf->bounce_reads;
 	b->merge = !conf->no_merge;
 	vd_co_queue_init(&b->drain_waiters);
-	vd_node_ref(b->node);
+	vd_blk_ref(b->blk);
 	b->ops = ops;
 	b->opaque = opaque;
 	b->num_queues = conf->num_queues;
 	b->queue_size = conf->queue_size ? conf->queue_size : 256;
 	b->lbs = lbs;
-	b->read_only = conf->read_only || vd_node_is_read_only(conf->node);
+	b->read_only = conf->read_only || !vd_blk_is_writable(conf->blk);
 	if (conf->serial) {
 		strncpy(b->serial, conf->serial, VIRTIO_BLK_ID_BYTES);
 		b->serial[VIRTIO_BLK_ID_BYTES] = '\0';
@@ -212,7 +246,7 @@ void vd_virtio_blk_free(struct vd_virtio_blk *b)
 		vd_virtio_blk_stop_queue(b, q);
 		drop_kept(b, q);
 	}
-	vd_node_unref(b->node);
+	vd_blk_unref(b->blk);
 	free(b->scratch);
 	free(b->queues);
 	free(b);
@@ -252,9 +286,9 @@ struct vd_vq *vd_virtio_blk_queue(struct vd_virtio_blk *b, unsigned q)
 	return q < b->num_queues ? &b->queues[q].vq : NULL;
 }
 
-struct vd_node *vd_virtio_blk_node(const struct vd_virtio_blk *b)
+struct vd_blk *vd_virtio_blk_backend(const struct vd_virtio_blk *b)
 {
-	return b->node;
+	return b->blk;
 }
 
 void vd_virtio_blk_resized(struct vd_virtio_blk *b)
@@ -285,19 +319,19 @@ static uint32_t sectors_cap(uint64_t bytes)
 
 static uint32_t max_discard_sectors(const struct vd_virtio_blk *b)
 {
-	return sectors_cap(vd_node_limits(b->node)->max_discard);
+	return sectors_cap(vd_blk_limits(b->blk)->max_discard);
 }
 
 static uint32_t max_write_zeroes_sectors(const struct vd_virtio_blk *b)
 {
-	return sectors_cap(vd_node_limits(b->node)->max_write_zeroes);
+	return sectors_cap(vd_blk_limits(b->blk)->max_write_zeroes);
 }
 
 /* Section 5.2.4, struct virtio_blk_config. */
 static void fill_config(struct vd_virtio_blk *b, uint8_t *c)
 {
-	const struct vd_limits *l = vd_node_limits(b->node);
-	int64_t size = vd_node_size(b->node);
+	const struct vd_limits *l = vd_blk_limits(b->blk);
+	int64_t size = vd_blk_getlength(b->blk);
 	uint32_t align = l->request_alignment > b->lbs ? l->request_alignment : b->lbs;
 	uint32_t dalign = l->discard_alignment ? l->discard_alignment : align;
 	uint32_t seg_max = b->queue_size > 2 ? b->queue_size - 2u : 1u;
@@ -311,7 +345,7 @@ static void fill_config(struct vd_virtio_blk *b, uint8_t *c)
 	c[25] = 0; /* alignment_offset */
 	st16(c + 26, (uint16_t)(align / b->lbs)); /* min_io_size */
 	st32(c + 28, 0); /* opt_io_size */
-	c[32] = vd_node_write_cache(b->node) ? 1 : 0; /* writeback */
+	c[32] = vd_blk_write_cache(b->blk) ? 1 : 0; /* writeback */
 	st16(c + 34, b->num_queues);
 	st32(c + 36, max_discard_sectors(b));
 	st32(c + 40, 1); /* max_discard_seg */
@@ -342,7 +376,7 @@ int vd_virtio_blk_set_config(struct vd_virtio_blk *b, uint32_t offset, const voi
 	/* Only writeback is driver-writable (5.2.5, with CONFIG_WCE). */
 	if (offset <= VD_VIRTIO_BLK_CONFIG_WCE_OFFSET &&
 	    offset + len > VD_VIRTIO_BLK_CONFIG_WCE_OFFSET)
-		vd_node_set_write_cache(b->node, p[VD_VIRTIO_BLK_CONFIG_WCE_OFFSET - offset] != 0);
+		vd_blk_set_write_cache(b->blk, p[VD_VIRTIO_BLK_CONFIG_WCE_OFFSET - offset] != 0);
 	return 0;
 }
 
@@ -407,24 +441,22 @@ static void req_cb(void *opaque, int ret)
 		maybe_wake_drain(b);
 		return;
 	}
-	if (ret < 0 && b->ops && b->ops->io_error) {
+	if (ret < 0) {
 		/* QEMU's virtio_blk_handle_rw_error: only IN is a read. */
-		switch (b->ops->io_error(b->opaque, r->type == VIRTIO_BLK_T_IN, ret)) {
-		case VD_VIRTIO_BLK_ERROR_RETRY:
+		switch (vd_blk_handle_error(b->blk, r->type == VIRTIO_BLK_T_IN, ret)) {
+		case VD_BLK_ACTION_STOP:
 			/* The bounce buffer goes back to the budget until
 			 * the retry. */
 			qs->inflight--;
 			bounce_release(r);
-			r->next = NULL;
-			*b->kept_tail = r;
-			b->kept_tail = &r->next;
+			vd_blk_retry_keep(b->blk, &r->retry);
 			start_waiting(b);
 			maybe_wake_drain(b);
 			return;
-		case VD_VIRTIO_BLK_ERROR_IGNORE:
+		case VD_BLK_ACTION_IGNORE:
 			ret = 0;
 			break;
-		case VD_VIRTIO_BLK_ERROR_REPORT:
+		case VD_BLK_ACTION_REPORT:
 		default:
 			break;
 		}
@@ -455,7 +487,7 @@ static void bounce_submit(struct vblk_req *r)
 	}
 	b->bounce_bytes += r->bounce_len;
 	vd_qiov_init_buf(&r->qiov, r->bounce, r->bounce_len);
-	vd_aio_preadv(b->node, r->offset, &r->qiov, 0, req_cb, r);
+	vd_blk_aio_preadv(b->blk, r->offset, &r->qiov, 0, req_cb, r);
 }
 
 /* Start the reads waiting for bounce budget that fit now, in order. */
@@ -484,7 +516,7 @@ static void read_submit(struct vblk_req *r)
 	struct vd_virtio_blk *b = r->b;
 
 	if (!b->bounce_reads) {
-		vd_aio_preadv(b->node, r->offset, &r->qiov, 0, req_cb, r);
+		vd_blk_aio_preadv(b->blk, r->offset, &r->qiov, 0, req_cb, r);
 		return;
 	}
 	if (b->waiting || !bounce_fits(b, r->bounce_len)) {
@@ -501,23 +533,23 @@ static void read_submit(struct vblk_req *r)
 /* Hand the request to the block layer (again, after a retry). */
 static void req_submit(struct vblk_req *r)
 {
-	struct vd_node *n = r->b->node;
+	struct vd_blk *blk = r->b->blk;
 
 	switch (r->type) {
 	case VIRTIO_BLK_T_IN:
 		read_submit(r);
 		break;
 	case VIRTIO_BLK_T_OUT:
-		vd_aio_pwritev(n, r->offset, &r->qiov, 0, req_cb, r);
+		vd_blk_aio_pwritev(blk, r->offset, &r->qiov, 0, req_cb, r);
 		break;
 	case VIRTIO_BLK_T_FLUSH:
-		vd_aio_flush(n, req_cb, r);
+		vd_blk_aio_flush(blk, req_cb, r);
 		break;
 	case VIRTIO_BLK_T_DISCARD:
-		vd_aio_pdiscard(n, r->offset, r->bytes, req_cb, r);
+		vd_blk_aio_pdiscard(blk, r->offset, r->bytes, req_cb, r);
 		break;
 	case VIRTIO_BLK_T_WRITE_ZEROES:
-		vd_aio_pwrite_zeroes(n, r->offset, r->bytes, r->flags, req_cb, r);
+		vd_blk_aio_pwrite_zeroes(blk, r->offset, r->bytes, r->flags, req_cb, r);
 		break;
 	}
 }
@@ -526,7 +558,7 @@ static void req_submit(struct vblk_req *r)
 static bool sect_range_ok(struct vd_virtio_blk *b, uint64_t sector, uint64_t bytes)
 {
 	uint64_t nb = bytes >> SECTOR_BITS;
-	int64_t size = vd_node_size(b->node);
+	int64_t size = vd_blk_getlength(b->blk);
 	uint64_t total = size > 0 ? (uint64_t)size >> SECTOR_BITS : 0;
 
 	if (bytes > (uint64_t)VD_REQUEST_MAX_BYTES)
@@ -613,16 +645,16 @@ static void merged_submit(struct vd_virtio_blk *b, struct vblk_req **r, int n, i
 		k += r[i]->qiov.niov;
 	}
 	vd_qiov_init_external(&m->qiov, m->iov, niov);
-	vd_node_acct_merged(b->node, is_write ? VD_ACCT_WRITE : VD_ACCT_READ, (unsigned)n - 1);
+	vd_blk_acct_merged(b->blk, is_write ? VD_ACCT_WRITE : VD_ACCT_READ, (unsigned)n - 1);
 	if (is_write)
-		vd_aio_pwritev(b->node, r[0]->offset, &m->qiov, 0, merged_cb, m);
+		vd_blk_aio_pwritev(b->blk, r[0]->offset, &m->qiov, 0, merged_cb, m);
 	else
-		vd_aio_preadv(b->node, r[0]->offset, &m->qiov, 0, merged_cb, m);
+		vd_blk_aio_preadv(b->blk, r[0]->offset, &m->qiov, 0, merged_cb, m);
 }
 
 static void batch_submit(struct vd_virtio_blk *b, struct merge_batch *mb)
 {
-	const struct vd_limits *lim = vd_node_limits(b->node);
+	const struct vd_limits *lim = vd_blk_limits(b->blk);
 	uint64_t max_bytes = VD_REQUEST_MAX_BYTES;
 	struct vblk_req **r = mb->r;
 	int n = mb->n, i, j;
@@ -763,6 +795,7 @@ static void handle_request(struct vd_virtio_blk *b, unsigned q, const struct vd_
 	last = &r->iov[n - 1];
 	r->status = (uint8_t *)last->iov_base + last->iov_len - 1;
 	r->generation = qs->generation;
+	r->retry.resubmit = retry_resubmit;
 	qs->inflight++;
 
 	vd_iov_to_buf(r->iov, (int)e->out_num, 0, hdr, sizeof(hdr));
@@ -888,7 +921,7 @@ unsigned vd_virtio_blk_inflight(const struct vd_virtio_blk *b, unsigned q)
 
 void vd_virtio_blk_stop_queue(struct vd_virtio_blk *b, unsigned q)
 {
-	struct vd_loop *loop = vd_node_loop(b->node);
+	struct vd_loop *loop = vd_blk_loop(b->blk);
 
 	if (q >= b->num_queues)
 		return;
@@ -975,31 +1008,16 @@ void vd_virtio_blk_drain(struct vd_virtio_blk *b)
 		if (vd_in_coroutine())
 			vd_co_queue_wait(&b->drain_waiters);
 		else
-			vd_loop_run_once(vd_node_loop(b->node), true);
+			vd_loop_run_once(vd_blk_loop(b->blk), true);
 	}
 }
 
 void vd_virtio_blk_restart(struct vd_virtio_blk *b)
 {
-	struct vblk_req *r = b->kept;
-
-	/* Detach the list first: a retry that fails again is kept anew. */
-	b->kept = NULL;
-	b->kept_tail = &b->kept;
-	while (r) {
-		struct vblk_req *next = r->next;
-
-		b->queues[r->q].inflight++;
-		req_submit(r);
-		r = next;
-	}
+	vd_blk_retry_all(b->blk);
 }
 
 unsigned vd_virtio_blk_kept(const struct vd_virtio_blk *b)
 {
-	unsigned n = 0;
-
-	for (const struct vblk_req *r = b->kept; r; r = r->next)
-		n++;
-	return n;
+	return vd_blk_retry_count(b->blk);
 }

@@ -210,34 +210,10 @@ static void blk_config_changed(void *opaque)
 	notify_config(opaque);
 }
 
-/* The drive's rerror/werror (QEMU's virtio_blk_handle_rw_error): stop
- * keeps the request and stops the VM; "cont" retries it. */
-static enum vd_virtio_blk_error_action blk_io_error(void *opaque, bool is_read, int error)
-{
-	struct vd_virtio_pci *vp = opaque;
-	enum vd_blk_error_action a = vd_blk_get_error_action(vp->backend, is_read, error);
-
-	vd_trace(virtio_pci_io_error, "read=%d error=%d action=%s", is_read, error,
-		 vd_blk_action_names[a]);
-	/* With "stop" this asks the machine to stop (from a bottom half:
-	 * we are in a completion); virtio-blk keeps the request. */
-	vd_blk_report_error(vp->backend, a, is_read, error);
-	switch (a) {
-	case VD_BLK_ACTION_STOP:
-		return VD_VIRTIO_BLK_ERROR_RETRY;
-	case VD_BLK_ACTION_IGNORE:
-		return VD_VIRTIO_BLK_ERROR_IGNORE;
-	case VD_BLK_ACTION_REPORT:
-	default:
-		return VD_VIRTIO_BLK_ERROR_REPORT;
-	}
-}
-
 static const struct vd_virtio_blk_ops blk_ops = {
 	.notify = blk_notify,
 	.broken = blk_broken,
 	.config_changed = blk_config_changed,
-	.io_error = blk_io_error,
 };
 
 static void backend_resize(void *opaque)
@@ -997,7 +973,7 @@ int vd_virtio_blk_pci_new(struct vd_pci_bus *bus, int devfn, struct vd_address_s
 	int ret;
 
 	*out = NULL;
-	if (!conf->blk || !vd_blk_root(conf->blk))
+	if (!conf->blk || !vd_blk_is_inserted(conf->blk))
 		return vd_error_set(err, -EINVAL, "virtio-blk-pci needs a drive with a medium");
 	if (nq > 64)
 		return vd_error_set(err, -EINVAL, "num-queues must be 1..64");
@@ -1025,7 +1001,7 @@ int vd_virtio_blk_pci_new(struct vd_pci_bus *bus, int devfn, struct vd_address_s
 	}
 	vd_virtio_mem_init_as(&vp->mem, mem);
 
-	bc.node = vd_blk_root(conf->blk);
+	bc.blk = conf->blk;
 	bc.num_queues = nq;
 	bc.queue_size = qmax;
 	bc.read_only = conf->read_only || vd_blk_is_read_only(conf->blk);

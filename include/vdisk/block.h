@@ -136,6 +136,10 @@ const struct vd_limits *vd_node_limits(const struct vd_node *n);
  * write is followed by a flush, FUA where the driver has it). */
 void vd_node_set_write_cache(struct vd_node *n, bool enabled);
 bool vd_node_write_cache(const struct vd_node *n);
+/* The host cache mode the node was opened with (query-block's "cache"):
+ * cache.direct (O_DIRECT at the protocol) and cache.no-flush. */
+bool vd_node_cache_direct(const struct vd_node *n);
+bool vd_node_cache_no_flush(const struct vd_node *n);
 
 /* Request flags. */
 enum {

@@ -5,7 +5,8 @@
  * (QEMU's docs/interop/vhost-user.rst, back-end side), on a unix socket.
  *
  * An export listens on its socket; each front end that connects gets its own
- * virtio-blk device (hw/virtio) over the export's node.  A front end that
+ * virtio-blk device (hw/virtio) over the export's backend, an anonymous
+ * struct vd_blk on the node with the error policy "report".  A front end that
  * sends garbage or disconnects ends only its own connection.  Freeing an
  * export waits for the requests in flight, closes every connection, flushes
  * the node and removes the socket file.
@@ -26,7 +27,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include <vdisk/block.h>
+#include <vdisk/backend.h>
 #include <vdisk/error.h>
 #include <vdisk/opts.h>
 
@@ -41,7 +42,10 @@ struct vd_qmp_server;
 
 struct vd_vhost_user_blk_opts {
 	const char *id;
-	struct vd_node *node; /* a reference is taken */
+	struct vd_node *node; /* the export's backend takes a reference */
+	/* Where the export's backend (an anonymous struct vd_blk) is listed;
+	 * NULL: nowhere. */
+	struct vd_blk_registry *reg;
 	const char *path; /* unix socket to listen on; or */
 	int listen_fd; /* a listening socket (addr.type=fd), -1 for none */
 	bool writable;
@@ -54,7 +58,8 @@ int vd_vhost_user_blk_export_new(const struct vd_vhost_user_blk_opts *o, struct 
 				 struct vd_error *err);
 void vd_export_free(struct vd_export *e);
 const char *vd_export_id(const struct vd_export *e);
-struct vd_node *vd_export_node(const struct vd_export *e);
+/* The backend the export does its I/O through (its medium is the node). */
+struct vd_blk *vd_export_blk(const struct vd_export *e);
 /* Connected front ends. */
 int vd_export_connections(const struct vd_export *e);
 

@@ -7,7 +7,7 @@
  * owns request parsing and execution.  Requests go to the block layer
  * asynchronously with iovecs that point straight into guest memory.  In-flight
  * requests are counted per queue: vd_virtio_blk_stop_queue() and
- * vd_virtio_blk_reset() wait for them (driving the node's loop), so nothing is
+ * vd_virtio_blk_reset() wait for them (driving the medium's loop), so nothing is
  * written to guest memory after they return; the _nowait resets orphan them
  * instead, for transports that must not run the loop (an MMIO handler).
  * Such a transport asks for bounce_reads: a read then goes to the block
@@ -15,10 +15,11 @@
  * completes for a queue that was not reset meanwhile, so that an orphan
  * writes nothing at all.  vd_virtio_blk_set_dma(false) (bus mastering
  * off) parks completions, results and data, until DMA is allowed again.
- * A failed request follows the transport's io_error hook: reported,
- * ignored, or kept until vd_virtio_blk_restart().
+ * A failed request follows the backend's error policy (rerror=/werror=,
+ * vd_blk_handle_error): reported, ignored, or kept on the backend's retry
+ * list until vd_virtio_blk_restart().
  *
- * Everything runs on the node's loop thread.
+ * Everything runs on the loop thread of the backend's medium.
  */
 #ifndef VDISK_VIRTIO_BLK_H
 #define VDISK_VIRTIO_BLK_H
@@ -26,7 +27,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include <vdisk/block.h>
+#include <vdisk/backend.h>
 #include <vdisk/virtio.h>
 
 #ifdef __cplusplus
@@ -66,7 +67,7 @@ extern "C" {
 #define VD_VIRTIO_BLK_CONFIG_WCE_OFFSET 32
 
 struct vd_virtio_blk_conf {
-	struct vd_node *node; /* a reference is taken */
+	struct vd_blk *blk; /* the drive; a reference is taken */
 	uint16_t num_queues; /* 1..64 */
 	uint16_t queue_size; /* max entries per queue, for seg_max; 0: 256 */
 	bool read_only; /* offer RO and fail writes */
@@ -83,14 +84,6 @@ struct vd_virtio_blk_conf {
 
 struct vd_virtio_blk;
 
-/* What to do with a request the block layer failed (QEMU's
- * BlockErrorAction, virtio_blk_handle_rw_error). */
-enum vd_virtio_blk_error_action {
-	VD_VIRTIO_BLK_ERROR_REPORT, /* complete it with VIRTIO_BLK_S_IOERR */
-	VD_VIRTIO_BLK_ERROR_IGNORE, /* complete it with VIRTIO_BLK_S_OK */
-	VD_VIRTIO_BLK_ERROR_RETRY, /* keep it; vd_virtio_blk_restart() reissues it */
-};
-
 /* The transport's hooks (all may be NULL). */
 struct vd_virtio_blk_ops {
 	/* Used entries were added to queue @q and the driver wants to hear. */
@@ -100,12 +93,6 @@ struct vd_virtio_blk_ops {
 	/* The configuration changed (vd_virtio_blk_resized): the transport
 	 * sends a configuration change notification (section 2.5.1). */
 	void (*config_changed)(void *opaque);
-	/* A block-layer request failed with @error (-errno): the drive's error
-	 * policy (rerror= for IN, werror= for OUT, FLUSH, DISCARD and
-	 * WRITE_ZEROES).  The transport also reports it (BLOCK_IO_ERROR, a VM
-	 * stop) and may stop the VM from here.  NULL: always report, as the
-	 * vhost-user export does. */
-	enum vd_virtio_blk_error_action (*io_error)(void *opaque, bool is_read, int error);
 };
 
 int vd_virtio_blk_new(const struct vd_virtio_blk_conf *conf, const struct vd_virtio_blk_ops *ops,
@@ -164,19 +151,19 @@ unsigned vd_virtio_blk_parked(const struct vd_virtio_blk *b);
 /*
  * Wait until no request is in the block layer (orphans included; parked
  * and kept ones are not there).  In a coroutine (a QMP handler) it yields;
- * elsewhere it runs the node's loop, so never from a register access.
+ * elsewhere it runs the medium's loop, so never from a register access.
  * Kicks must not be processed meanwhile (the machine is stopped), else it
  * may wait as long as the guest keeps the device busy.
  */
 void vd_virtio_blk_drain(struct vd_virtio_blk *b);
-/* Reissue the requests that io_error kept (QMP "cont"). */
+/* Reissue the requests the stop policy kept (QMP "cont"). */
 void vd_virtio_blk_restart(struct vd_virtio_blk *b);
 /* Requests kept for a retry (all queues). */
 unsigned vd_virtio_blk_kept(const struct vd_virtio_blk *b);
 /* NEEDS_RESET: a queue broke; the transport reports it in its status. */
 bool vd_virtio_blk_needs_reset(const struct vd_virtio_blk *b);
-struct vd_node *vd_virtio_blk_node(const struct vd_virtio_blk *b);
-/* The medium changed size (block_resize): capacity is read from the node
+struct vd_blk *vd_virtio_blk_backend(const struct vd_virtio_blk *b);
+/* The medium changed size (block_resize): capacity is read from the backend
  * on every configuration read; this tells the transport to notify. */
 void vd_virtio_blk_resized(struct vd_virtio_blk *b);
 

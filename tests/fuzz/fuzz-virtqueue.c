@@ -42,7 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <vdisk/block.h>
+#include <vdisk/backend.h>
 #include <vdisk/loop.h>
 #include <vdisk/opts.h>
 #include <vdisk/virtio-blk.h>
@@ -106,20 +106,28 @@ static void on_broken(void *opaque, const char *why)
 
 static const struct vd_virtio_blk_ops blk_ops = {.notify = on_notify, .broken = on_broken};
 
-static struct vd_node *null_node(bool read_only)
+/* A backend on a null-co node, read-only or not; kept for the process. */
+static struct vd_blk *null_blk(bool read_only)
 {
-	static struct vd_node *nodes[2];
+	static struct vd_blk *blks[2];
+	struct vd_node *node = NULL;
 	struct vd_error err = {0};
 	struct vd_opts *o = NULL;
 
-	if (nodes[read_only])
-		return nodes[read_only];
+	if (blks[read_only])
+		return blks[read_only];
 	if (vd_opts_parse("driver=null-co,size=1M,read-zeroes=on", NULL, &o, &err) < 0)
 		return NULL;
-	if (vd_node_open_opts(o, read_only ? 0 : VD_OPEN_RDWR, &nodes[read_only], &err) < 0)
-		nodes[read_only] = NULL;
+	if (vd_node_open_opts(o, read_only ? 0 : VD_OPEN_RDWR, &node, &err) == 0 &&
+	    vd_blk_new(NULL, NULL, &blks[read_only]) == 0 &&
+	    vd_blk_insert_node(blks[read_only], node) < 0) {
+		vd_blk_unref(blks[read_only]);
+		blks[read_only] = NULL;
+	}
+	if (node)
+		vd_node_unref(node);
 	vd_opts_free(o);
-	return nodes[read_only];
+	return blks[read_only];
 }
 
 static void setup_queue(struct vd_vq *vq, unsigned num, struct vd_virtio_mem *mem,
@@ -334,11 +342,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		vd_vq_get_base(&vq);
 		check_restart(&vq, num, &mem, &fm, features, base, inflight, inflight_size, state2);
 	} else {
-		struct vd_node *node = null_node(flags & 32);
-		struct vd_virtio_blk_conf conf = {.node = node,
-						  .num_queues = 1,
-						  .queue_size = (uint16_t)num,
-						  .serial = "fuzz"};
+		struct vd_blk *blk = null_blk(flags & 32);
+		struct vd_virtio_blk_conf conf = {
+			.blk = blk, .num_queues = 1, .queue_size = (uint16_t)num, .serial = "fuzz"};
 		struct blk_state st = {0};
 		struct vd_virtio_blk *b;
 		uint16_t used_start;
@@ -347,7 +353,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 					   (1ULL << VIRTIO_F_INDIRECT_DESC) |
 					   (1ULL << VIRTIO_F_EVENT_IDX);
 
-		if (!node || vd_virtio_blk_new(&conf, &blk_ops, &st, &b) < 0)
+		if (!blk || vd_virtio_blk_new(&conf, &blk_ops, &st, &b) < 0)
 			goto out;
 		vq = vd_virtio_blk_queue(b, 0);
 		vd_vq_init(vq, num, &mem);

@@ -35,10 +35,12 @@
 #define DATA 0x100000 /* 1 MiB */
 #define DATA_SIZE (1u << 20)
 
+#include "tests/lib/blk.h"
 #include "tests/lib/guest-mem.h"
 
 static struct vd_loop *loop;
 static struct vd_node *node;
+static struct vd_blk *blk; /* on node */
 static int notifies;
 
 static void on_notify(void *opaque, unsigned q)
@@ -66,7 +68,7 @@ static int dev_init_conf(struct dev *d, const struct vd_virtio_blk_conf *conf);
 static int dev_init(struct dev *d, bool bounce)
 {
 	struct vd_virtio_blk_conf conf = {
-		.node = node, .num_queues = 1, .queue_size = QSIZE, .bounce_reads = bounce};
+		.blk = blk, .num_queues = 1, .queue_size = QSIZE, .bounce_reads = bounce};
 
 	return dev_init_conf(d, &conf);
 }
@@ -344,7 +346,8 @@ static void merged_reads(bool no_merge, bool bounce, uint64_t want_file_reads)
 	struct dev d;
 
 	REQUIRE(disk);
-	conf.node = disk;
+	conf.blk = test_blk_on(disk);
+	REQUIRE(conf.blk);
 	REQUIRE(dev_init_conf(&d, &conf) == 0);
 	for (int i = 0; i < 5; i++)
 		add_rw(&d, i, VIRTIO_BLK_T_IN, sectors[i], DATA + 4096 * (uint64_t)i, 4096);
@@ -360,6 +363,7 @@ static void merged_reads(bool no_merge, bool bounce, uint64_t want_file_reads)
 	CHECK_EQ(st.op[VD_ACCT_READ].ops, 5);
 	CHECK_EQ(st.op[VD_ACCT_READ].merged, 5 - want_file_reads);
 	vd_virtio_blk_free(d.b);
+	vd_blk_unref(conf.blk);
 	vd_node_unref(disk);
 }
 
@@ -390,7 +394,8 @@ static void test_merge_writes_flush(void)
 	struct dev d;
 
 	REQUIRE(disk);
-	conf.node = disk;
+	conf.blk = test_blk_on(disk);
+	REQUIRE(conf.blk);
 	REQUIRE(dev_init_conf(&d, &conf) == 0);
 	for (int i = 0; i < 5; i++) {
 		memset(mem + DATA + 4096 * i, 0xc0 + i, 4096);
@@ -414,6 +419,7 @@ static void test_merge_writes_flush(void)
 		CHECK(back[0] == 0xc0 + i && back[4095] == 0xc0 + i);
 	}
 	vd_virtio_blk_free(d.b);
+	vd_blk_unref(conf.blk);
 	vd_node_unref(disk);
 }
 
@@ -437,6 +443,9 @@ int main(void)
 		fprintf(stderr, "cannot open null-co: %s\n", err.msg);
 		return 1;
 	}
+	blk = test_blk_on(node);
+	if (!blk)
+		return 1;
 	RUN(test_orphaned_read);
 	RUN(test_parked);
 	RUN(test_budget);
@@ -445,6 +454,7 @@ int main(void)
 	RUN(test_merge_off);
 	RUN(test_merge_not_bounced);
 	RUN(test_merge_writes_flush);
+	vd_blk_unref(blk);
 	vd_node_unref(node);
 	free(mem);
 	vd_loop_free(loop);

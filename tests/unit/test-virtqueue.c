@@ -28,10 +28,12 @@
 #define STATUS 0x30000
 #define DISK_SIZE (1u << 20) /* 2048 sectors */
 
+#include "tests/lib/blk.h"
 #include "tests/lib/guest-mem.h"
 
 static struct vd_loop *loop;
 static struct vd_node *node;
+static struct vd_blk *blk; /* on node */
 static int notifies, breaks;
 static bool use_packed;
 
@@ -59,7 +61,7 @@ static const uint64_t ring_desc[2] = {DESC, DESC2}, ring_avail[2] = {AVAIL, AVAI
 
 static int dev_init(struct dev *d, uint64_t features, bool ro, uint16_t nq)
 {
-	struct vd_virtio_blk_conf conf = {.node = node,
+	struct vd_virtio_blk_conf conf = {.blk = blk,
 					  .num_queues = nq,
 					  .queue_size = QSIZE,
 					  .read_only = ro,
@@ -1112,6 +1114,9 @@ int main(void)
 		fprintf(stderr, "cannot open the test image: %s\n", err.msg);
 		return 1;
 	}
+	blk = test_blk_on(node);
+	if (!blk)
+		return 1;
 	RUN(test_bad_queue_setup);
 	RUN(test_basic_3desc);
 	RUN(test_basic_2desc);
@@ -1127,6 +1132,7 @@ int main(void)
 	RUN(test_packed);
 	RUN(test_packed_inflight);
 	RUN(test_inflight_layout_change);
+	vd_blk_unref(blk);
 	vd_node_unref(node);
 	free(mem);
 	vd_loop_free(loop);
