@@ -135,6 +135,14 @@ for fmt in $FORMATS; do
 			fail "$fmt iteration $i: vdisk io exited $st on its own"
 			;;
 		esac
+		# A killed process's io_uring instance is torn down by the kernel
+		# after the process is reaped (a workqueue, on recent kernels): the
+		# file, and its OFD image lock, may stay held for a moment.  Wait
+		# for the lock to go (at most 10 s) rather than fail on it.
+		for _ in $(seq 100); do
+			qemu-img info img >/dev/null 2>&1 && break
+			sleep 0.1
+		done
 		if [ "$fmt" != raw ]; then
 			rc=0
 			qemu-img check -q img >check.out 2>&1 || rc=$?
