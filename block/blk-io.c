@@ -284,21 +284,36 @@ static void blk_sync_entry(void *opaque)
 	s->ret = blk_co(s->blk, s->op, s->offset, s->bytes, s->qiov, s->flags);
 }
 
+static int blk_syncv(struct vd_blk *blk, enum blk_op op, int64_t offset, int64_t bytes,
+		     const struct vd_qiov *qiov, int flags)
+{
+	struct blk_sync s = {blk, op, offset, bytes, qiov, flags, 0};
+	int ret = vd_co_run_sync(blk_sync_entry, &s);
+
+	return ret < 0 ? ret : s.ret;
+}
+
 static int blk_sync(struct vd_blk *blk, enum blk_op op, int64_t offset, int64_t bytes,
 		    const void *buf, int flags)
 {
 	struct vd_qiov q;
-	struct blk_sync s = {blk, op, offset, bytes, NULL, flags, 0};
-	int ret;
 
-	if (buf) {
-		if (bytes < 0)
-			return -EINVAL;
-		vd_qiov_init_buf(&q, (void *)buf, (size_t)bytes);
-		s.qiov = &q;
-	}
-	ret = vd_co_run_sync(blk_sync_entry, &s);
-	return ret < 0 ? ret : s.ret;
+	if (!buf)
+		return blk_syncv(blk, op, offset, bytes, NULL, flags);
+	if (bytes < 0)
+		return -EINVAL;
+	vd_qiov_init_buf(&q, (void *)buf, (size_t)bytes);
+	return blk_syncv(blk, op, offset, bytes, &q, flags);
+}
+
+int vd_blk_preadv(struct vd_blk *blk, int64_t offset, const struct vd_qiov *qiov)
+{
+	return blk_syncv(blk, BLK_READ, offset, (int64_t)qiov->size, qiov, 0);
+}
+
+int vd_blk_pwritev(struct vd_blk *blk, int64_t offset, const struct vd_qiov *qiov, int flags)
+{
+	return blk_syncv(blk, BLK_WRITE, offset, (int64_t)qiov->size, qiov, flags);
 }
 
 int vd_blk_pread(struct vd_blk *blk, int64_t offset, void *buf, int64_t bytes)

@@ -901,31 +901,31 @@ static void aio_submit(struct vd_node *n, enum aio_type type, int64_t offset, in
 		r->returned = true;
 }
 
-void vd_aio_preadv(struct vd_node *n, int64_t offset, const struct vd_qiov *qiov, int flags,
-		   vd_completion_fn *cb, void *opaque)
+void vd_node_aio_preadv(struct vd_node *n, int64_t offset, const struct vd_qiov *qiov, int flags,
+			vd_completion_fn *cb, void *opaque)
 {
 	aio_submit(n, AIO_READ, offset, (int64_t)qiov->size, qiov, flags, cb, opaque);
 }
 
-void vd_aio_pwritev(struct vd_node *n, int64_t offset, const struct vd_qiov *qiov, int flags,
-		    vd_completion_fn *cb, void *opaque)
+void vd_node_aio_pwritev(struct vd_node *n, int64_t offset, const struct vd_qiov *qiov, int flags,
+			 vd_completion_fn *cb, void *opaque)
 {
 	aio_submit(n, AIO_WRITE, offset, (int64_t)qiov->size, qiov, flags, cb, opaque);
 }
 
-void vd_aio_flush(struct vd_node *n, vd_completion_fn *cb, void *opaque)
+void vd_node_aio_flush(struct vd_node *n, vd_completion_fn *cb, void *opaque)
 {
 	aio_submit(n, AIO_FLUSH, 0, 0, NULL, 0, cb, opaque);
 }
 
-void vd_aio_pdiscard(struct vd_node *n, int64_t offset, int64_t bytes, vd_completion_fn *cb,
-		     void *opaque)
+void vd_node_aio_pdiscard(struct vd_node *n, int64_t offset, int64_t bytes, vd_completion_fn *cb,
+			  void *opaque)
 {
 	aio_submit(n, AIO_DISCARD, offset, bytes, NULL, 0, cb, opaque);
 }
 
-void vd_aio_pwrite_zeroes(struct vd_node *n, int64_t offset, int64_t bytes, int flags,
-			  vd_completion_fn *cb, void *opaque)
+void vd_node_aio_pwrite_zeroes(struct vd_node *n, int64_t offset, int64_t bytes, int flags,
+			       vd_completion_fn *cb, void *opaque)
 {
 	aio_submit(n, AIO_ZEROES, offset, bytes, NULL, flags, cb, opaque);
 }

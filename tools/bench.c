@@ -62,7 +62,7 @@ struct bench_req {
 };
 
 struct bench {
-	struct vd_node *node;
+	struct vd_blk *blk;
 	int64_t image_size;
 	int64_t bufsize, step, offset;
 	int nrreq; /* depth */
@@ -110,9 +110,9 @@ static void submit_more(struct bench *b)
 		b->in_flight++;
 		r->start_ns = vd_clock_ns();
 		if (b->write) {
-			vd_aio_pwritev(b->node, offset, &r->qiov, 0, bench_cb, r);
+			vd_blk_aio_pwritev(b->blk, offset, &r->qiov, 0, bench_cb, r);
 		} else {
-			vd_aio_preadv(b->node, offset, &r->qiov, 0, bench_cb, r);
+			vd_blk_aio_preadv(b->blk, offset, &r->qiov, 0, bench_cb, r);
 		}
 	}
 }
@@ -171,9 +171,9 @@ static void bench_cb(void *opaque, int ret)
 			b->flushes_in_flight++;
 			if (b->drain_on_flush) {
 				b->in_flush = true;
-				vd_aio_flush(b->node, flush_drained_cb, b);
+				vd_blk_aio_flush(b->blk, flush_drained_cb, b);
 			} else {
-				vd_aio_flush(b->node, flush_undrained_cb, b);
+				vd_blk_aio_flush(b->blk, flush_undrained_cb, b);
 			}
 		}
 		if (b->drain_on_flush) {
@@ -381,11 +381,11 @@ int cmd_bench(int argc, char **argv)
 	}
 
 	loop = tool_loop_init();
-	if (tool_open_image(&a, &b.node, &err) < 0) {
+	if (tool_open_blk(&a, &b.blk, &err) < 0) {
 		tool_error("Could not open '%s': %s", a.filename, err.msg);
 		goto out;
 	}
-	b.image_size = vd_node_size(b.node);
+	b.image_size = vd_blk_getlength(b.blk);
 	if (b.image_size <= 0) {
 		tool_error("Could not get the image size: %s",
 			   strerror(b.image_size < 0 ? (int)-b.image_size : EINVAL));
@@ -450,8 +450,8 @@ int cmd_bench(int argc, char **argv)
 	}
 	ret = 0;
 out:
-	if (b.node) {
-		vd_node_unref(b.node);
+	if (b.blk) {
+		vd_blk_unref(b.blk);
 	}
 	free(buf);
 	free(b.reqs);

@@ -133,6 +133,28 @@ out:
 	return ret;
 }
 
+int tool_open_blk(const struct tool_open_args *a, struct vd_blk **out, struct vd_error *err)
+{
+	struct vd_node *node;
+	int ret = tool_open_image(a, &node, err);
+
+	*out = NULL;
+	if (ret < 0)
+		return ret;
+	ret = vd_blk_new(NULL, NULL, out);
+	if (ret == 0) {
+		vd_blk_set_write_cache(*out, vd_node_write_cache(node));
+		ret = vd_blk_insert_node(*out, node);
+	}
+	vd_node_unref(node);
+	if (ret < 0) {
+		vd_blk_unref(*out);
+		*out = NULL;
+		return vd_error_setg_errno(err, ret, "Could not open '%s'", a->filename);
+	}
+	return 0;
+}
+
 int tool_check_cache_mode(const char *mode)
 {
 	struct vd_opts *opts = vd_opts_new();

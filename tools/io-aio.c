@@ -191,7 +191,7 @@ int aio_read_f(struct io_state *s, int argc, char **argv)
 	ctx->size = ctx->qiov.size;
 	io_now(&ctx->t1);
 	s->aio_in_flight++;
-	vd_aio_preadv(s->node, ctx->offset, &ctx->qiov, 0, aio_read_done, ctx);
+	vd_blk_aio_preadv(s->blk, ctx->offset, &ctx->qiov, 0, aio_read_done, ctx);
 	return 0;
 }
 
@@ -299,7 +299,7 @@ int aio_write_f(struct io_state *s, int argc, char **argv)
 		ctx->size = count;
 		io_now(&ctx->t1);
 		s->aio_in_flight++;
-		vd_aio_pwrite_zeroes(s->node, ctx->offset, count, flags, aio_write_done, ctx);
+		vd_blk_aio_pwrite_zeroes(s->blk, ctx->offset, count, flags, aio_write_done, ctx);
 		return 0;
 	}
 	ctx->buf = io_create_iovec(s, &ctx->qiov, &argv[optind], argc - optind, pattern);
@@ -310,7 +310,7 @@ int aio_write_f(struct io_state *s, int argc, char **argv)
 	ctx->size = ctx->qiov.size;
 	io_now(&ctx->t1);
 	s->aio_in_flight++;
-	vd_aio_pwritev(s->node, ctx->offset, &ctx->qiov, flags, aio_write_done, ctx);
+	vd_blk_aio_pwritev(s->blk, ctx->offset, &ctx->qiov, flags, aio_write_done, ctx);
 	return 0;
 }
 
@@ -380,7 +380,7 @@ int discard_f(struct io_state *s, int argc, char **argv)
 		return ret;
 	}
 	io_now(&t1);
-	ret = vd_node_pdiscard(s->node, offset, bytes);
+	ret = vd_blk_pdiscard(s->blk, offset, bytes);
 	io_now(&t2);
 	if (ret < 0) {
 		printf("discard failed: %s\n", strerror(-ret));
@@ -414,7 +414,7 @@ int aio_discard_f(struct io_state *s, int argc, char **argv)
 	ctx->size = bytes;
 	io_now(&ctx->t1);
 	s->aio_in_flight++;
-	vd_aio_pdiscard(s->node, offset, bytes, aio_discard_done, ctx);
+	vd_blk_aio_pdiscard(s->blk, offset, bytes, aio_discard_done, ctx);
 	return 0;
 }
 
@@ -423,8 +423,8 @@ void io_drain(struct io_state *s)
 	while (s->aio_in_flight > 0) {
 		if (!vd_loop_run_once(s->loop, true) && s->aio_in_flight > 0) {
 			/* Nothing could wake us: let the library settle it. */
-			if (s->node) {
-				vd_node_drain(s->node);
+			if (s->blk) {
+				vd_blk_drain(s->blk);
 			}
 			if (s->aio_in_flight > 0 && !vd_loop_run_once(s->loop, false)) {
 				tool_error("%d aio requests never completed", s->aio_in_flight);
@@ -443,5 +443,5 @@ int aio_flush_f(struct io_state *s, int argc, char **argv)
 
 int flush_f(struct io_state *s, int argc, char **argv)
 {
-	return vd_node_flush(s->node);
+	return vd_blk_flush(s->blk);
 }

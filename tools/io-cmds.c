@@ -368,7 +368,7 @@ static int read_f(struct io_state *s, int argc, char **argv)
 		return -ENOMEM;
 	}
 	io_now(&t1);
-	ret = vd_node_pread(s->node, offset, buf, count);
+	ret = vd_blk_pread(s->blk, offset, buf, count);
 	io_now(&t2);
 	if (ret < 0) {
 		printf("read failed: %s\n", strerror(-ret));
@@ -460,7 +460,7 @@ static int readv_f(struct io_state *s, int argc, char **argv)
 		return -EINVAL;
 	}
 	io_now(&t1);
-	ret = vd_node_preadv(s->node, offset, &qiov);
+	ret = vd_blk_preadv(s->blk, offset, &qiov);
 	io_now(&t2);
 	if (ret < 0) {
 		printf("readv failed: %s\n", strerror(-ret));
@@ -668,9 +668,9 @@ static int write_f(struct io_state *s, int argc, char **argv)
 
 	io_now(&t1);
 	if (zflag) {
-		ret = vd_node_pwrite_zeroes(s->node, offset, count, flags);
+		ret = vd_blk_pwrite_zeroes(s->blk, offset, count, flags);
 	} else {
-		ret = vd_node_pwrite(s->node, offset, buf, count, flags);
+		ret = vd_blk_pwrite(s->blk, offset, buf, count, flags);
 	}
 	io_now(&t2);
 	if (ret < 0) {
@@ -753,7 +753,7 @@ static int writev_f(struct io_state *s, int argc, char **argv)
 		return -EINVAL;
 	}
 	io_now(&t1);
-	ret = vd_node_pwritev(s->node, offset, &qiov, flags);
+	ret = vd_blk_pwritev(s->blk, offset, &qiov, flags);
 	io_now(&t2);
 	if (ret < 0) {
 		printf("writev failed: %s\n", strerror(-ret));
@@ -808,7 +808,7 @@ static int truncate_f(struct io_state *s, int argc, char **argv)
 		io_print_cvtnum_err(offset, argv[1]);
 		return (int)offset;
 	}
-	ret = vd_node_truncate(s->node, offset, false, prealloc, &err);
+	ret = vd_node_truncate(vd_blk_root(s->blk), offset, false, prealloc, &err);
 	if (ret < 0) {
 		tool_error("%s", err.msg[0] ? err.msg : strerror(-ret));
 		return ret;
@@ -818,7 +818,7 @@ static int truncate_f(struct io_state *s, int argc, char **argv)
 
 static int length_f(struct io_state *s, int argc, char **argv)
 {
-	int64_t size = vd_node_size(s->node);
+	int64_t size = vd_blk_getlength(s->blk);
 	char s1[64];
 
 	if (size < 0) {
@@ -837,9 +837,9 @@ static int info_f(struct io_state *s, int argc, char **argv)
 	char s1[64], s2[64];
 	int ret;
 
-	printf("format name: %s\n", vd_node_format(s->node));
+	printf("format name: %s\n", vd_node_format(vd_blk_root(s->blk)));
 	memset(&info, 0, sizeof(info));
-	ret = vd_node_get_info(s->node, &info, &err);
+	ret = vd_node_get_info(vd_blk_root(s->blk), &info, &err);
 	if (ret < 0) {
 		return ret;
 	}
@@ -860,7 +860,8 @@ static int info_f(struct io_state *s, int argc, char **argv)
 /* Allocation in the image itself, not its backing chain (bdrv_is_allocated). */
 static int is_allocated(struct io_state *s, int64_t offset, int64_t bytes, int64_t *pnum)
 {
-	return vd_node_is_allocated_above(s->node, vd_node_backing(s->node), offset, bytes, pnum);
+	return vd_node_is_allocated_above(vd_blk_root(s->blk), vd_node_backing(vd_blk_root(s->blk)),
+					  offset, bytes, pnum);
 }
 
 static int alloc_f(struct io_state *s, int argc, char **argv)
@@ -935,7 +936,7 @@ static int map_f(struct io_state *s, int argc, char **argv)
 	char s1[64], s2[64];
 	int ret;
 
-	bytes = vd_node_size(s->node);
+	bytes = vd_blk_getlength(s->blk);
 	if (bytes < 0) {
 		tool_error("Failed to query image length: %s", strerror((int)-bytes));
 		return (int)bytes;
@@ -1114,7 +1115,7 @@ int io_command(struct io_state *s, char *line)
 		fprintf(stderr, "command \"%s\" not found\n", argv[0]);
 		return -EINVAL;
 	}
-	if (!ct->nofile_ok && !s->node) {
+	if (!ct->nofile_ok && !s->blk) {
 		fprintf(stderr, "no file open, try 'help open'\n");
 		return -EINVAL;
 	}
@@ -1134,7 +1135,7 @@ int io_command(struct io_state *s, char *line)
 		}
 		return -EINVAL;
 	}
-	if (ct->needs_write && vd_node_is_read_only(s->node)) {
+	if (ct->needs_write && !vd_blk_is_writable(s->blk)) {
 		tool_error("Block node is read-only");
 		return -EPERM;
 	}

@@ -154,7 +154,7 @@ int cmd_io(int argc, char **argv)
 	s.loop = tool_loop_init();
 	if (optind < argc) {
 		a.filename = argv[optind];
-		if (tool_open_image(&a, &s.node, &err) < 0) {
+		if (tool_open_blk(&a, &s.blk, &err) < 0) {
 			if (a.image_opts) {
 				tool_error("can't open: %s", err.msg);
 			} else {
@@ -194,8 +194,8 @@ int cmd_io(int argc, char **argv)
 
 	io_drain(&s);
 out:
-	if (s.node) {
-		vd_node_unref(s.node);
+	if (s.blk) {
+		vd_blk_unref(s.blk);
 	}
 	fflush(stdout);
 	tool_loop_fini(s.loop);

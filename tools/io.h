@@ -12,11 +12,11 @@
 
 #include <vdisk/iov.h>
 
-#include <vdisk/block.h>
+#include <vdisk/backend.h>
 #include <vdisk/loop.h>
 
 struct io_state {
-	struct vd_node *node; /* NULL: no file open */
+	struct vd_blk *blk; /* NULL: no file open */
 	struct vd_loop *loop;
 	int aio_in_flight; /* aio_read/aio_write/... not yet completed */
 	bool misalign; /* -m: buffers 16 bytes off alignment */

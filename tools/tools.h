@@ -13,7 +13,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include <vdisk/block.h>
+#include <vdisk/backend.h>
 #include <vdisk/error.h>
 #include <vdisk/loop.h>
 #include <vdisk/opts.h>
@@ -82,6 +82,10 @@ struct tool_open_args {
  * write cache from the cache mode.
  */
 int tool_open_image(const struct tool_open_args *a, struct vd_node **out, struct vd_error *err);
+/* tool_open_image, with the node as the medium of an anonymous backend that
+ * keeps the cache mode's write cache: what `io` and `bench` do I/O through,
+ * so that the handle's rules apply as for a device. */
+int tool_open_blk(const struct tool_open_args *a, struct vd_blk **out, struct vd_error *err);
 
 /* qemu-img's human dump of format-specific information (info.c). */
 void tool_dump_specific(const struct vd_opts *o, int indent);

@@ -292,16 +292,16 @@ void ide_aio_issue(struct ide_state *s, struct ide_aio *aio)
 	vd_qiov_init_buf(&aio->qiov, aio->buf, (size_t)aio->bytes);
 	switch (aio->op) {
 	case IDE_AIO_READ:
-		vd_aio_preadv(n, aio->offset, &aio->qiov, 0, ide_aio_cb, aio);
+		vd_node_aio_preadv(n, aio->offset, &aio->qiov, 0, ide_aio_cb, aio);
 		break;
 	case IDE_AIO_WRITE:
-		vd_aio_pwritev(n, aio->offset, &aio->qiov, 0, ide_aio_cb, aio);
+		vd_node_aio_pwritev(n, aio->offset, &aio->qiov, 0, ide_aio_cb, aio);
 		break;
 	case IDE_AIO_FLUSH:
-		vd_aio_flush(n, ide_aio_cb, aio);
+		vd_node_aio_flush(n, ide_aio_cb, aio);
 		break;
 	case IDE_AIO_DISCARD:
-		vd_aio_pdiscard(n, aio->offset, aio->bytes, ide_aio_cb, aio);
+		vd_node_aio_pdiscard(n, aio->offset, aio->bytes, ide_aio_cb, aio);
 		break;
 	}
 }

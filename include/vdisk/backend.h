@@ -319,6 +319,8 @@ void vd_blk_aio_pwrite_zeroes(struct vd_blk *blk, int64_t offset, int64_t bytes,
 			      vd_completion_fn *cb, void *opaque);
 
 int vd_blk_pread(struct vd_blk *blk, int64_t offset, void *buf, int64_t bytes);
+int vd_blk_preadv(struct vd_blk *blk, int64_t offset, const struct vd_qiov *qiov);
+int vd_blk_pwritev(struct vd_blk *blk, int64_t offset, const struct vd_qiov *qiov, int flags);
 int vd_blk_pwrite(struct vd_blk *blk, int64_t offset, const void *buf, int64_t bytes, int flags);
 int vd_blk_flush(struct vd_blk *blk);
 int vd_blk_pdiscard(struct vd_blk *blk, int64_t offset, int64_t bytes);

@@ -3,19 +3,25 @@
  * The block layer: the public API that devices, exports and tools use.
  *
  * A struct vd_node is a node in a graph of block drivers: a format node (raw,
- * later qcow2) on a protocol node (file, null), possibly with a backing child
+ * qcow2) on a protocol node (file, null), possibly with a backing child
  * or a filter (blkdebug) in between.  Every request enters through the
  * functions here, which validate it once (range, overflow, read-only, size
  * limits), account it, pad or bounce it to the node's limits, serialise it
  * against overlapping requests where needed, and hand it to the driver.
  *
  * Three ways to issue a request, all with the same semantics:
- *  - vd_co_*():   in a coroutine on the node's loop; return 0 or -errno.
- *  - vd_aio_*():  from the node's loop, not necessarily in a coroutine; the
- *                 completion runs exactly once, never before the call returns,
- *                 also on error.
- *  - vd_node_p*(): synchronous, for tools and tests; they drive the current
- *                 thread's loop until the request completes.
+ *  - vd_co_*():       in a coroutine on the node's loop; return 0 or -errno.
+ *  - vd_node_aio_*(): from the node's loop, not necessarily in a coroutine;
+ *                     the completion runs exactly once, never before the call
+ *                     returns, also on error.
+ *  - vd_node_p*():    synchronous, for tools and tests; they drive the
+ *                     current thread's loop until the request completes.
+ *
+ * Devices, exports and tools that do I/O hold a struct vd_blk (backend.h)
+ * on a node rather than the node: its vd_blk_* requests add the rules every
+ * user shares.  The names say the layer: vd_blk_* a backend, vd_node_* and
+ * vd_co_* a node, vd_aio_* the host I/O engine under the file driver
+ * (aio.h).
  *
  * Errors: -EINVAL for a malformed request (negative offset or length, offset +
  * length overflowing, length over VD_REQUEST_MAX_BYTES, a buffer shorter than
@@ -195,15 +201,15 @@ int vd_coroutine_fn vd_co_truncate(struct vd_node *n, int64_t size, bool exact,
 
 /* Asynchronous interface (on the node's loop). */
 typedef void vd_completion_fn(void *opaque, int ret);
-void vd_aio_preadv(struct vd_node *n, int64_t offset, const struct vd_qiov *qiov, int flags,
-		   vd_completion_fn *cb, void *opaque);
-void vd_aio_pwritev(struct vd_node *n, int64_t offset, const struct vd_qiov *qiov, int flags,
-		    vd_completion_fn *cb, void *opaque);
-void vd_aio_flush(struct vd_node *n, vd_completion_fn *cb, void *opaque);
-void vd_aio_pdiscard(struct vd_node *n, int64_t offset, int64_t bytes, vd_completion_fn *cb,
-		     void *opaque);
-void vd_aio_pwrite_zeroes(struct vd_node *n, int64_t offset, int64_t bytes, int flags,
-			  vd_completion_fn *cb, void *opaque);
+void vd_node_aio_preadv(struct vd_node *n, int64_t offset, const struct vd_qiov *qiov, int flags,
+			vd_completion_fn *cb, void *opaque);
+void vd_node_aio_pwritev(struct vd_node *n, int64_t offset, const struct vd_qiov *qiov, int flags,
+			 vd_completion_fn *cb, void *opaque);
+void vd_node_aio_flush(struct vd_node *n, vd_completion_fn *cb, void *opaque);
+void vd_node_aio_pdiscard(struct vd_node *n, int64_t offset, int64_t bytes, vd_completion_fn *cb,
+			  void *opaque);
+void vd_node_aio_pwrite_zeroes(struct vd_node *n, int64_t offset, int64_t bytes, int flags,
+			       vd_completion_fn *cb, void *opaque);
 
 /* Synchronous wrappers (tools and tests). */
 int vd_node_pread(struct vd_node *n, int64_t offset, void *buf, int64_t bytes);

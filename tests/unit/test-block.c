@@ -405,11 +405,11 @@ static void test_aio_completion(void)
 
 	REQUIRE(n);
 	vd_qiov_init_buf(&q, buf, sizeof(buf));
-	vd_aio_preadv(n, 1 << 20, &q, 0, aio_cb, &bad); /* past the end */
+	vd_node_aio_preadv(n, 1 << 20, &q, 0, aio_cb, &bad); /* past the end */
 	CHECK_EQ(bad.calls, 0);
-	vd_aio_pwritev(n, 0, &q, 0, aio_cb, &good);
+	vd_node_aio_pwritev(n, 0, &q, 0, aio_cb, &good);
 	CHECK_EQ(good.calls, 0);
-	vd_aio_flush(n, aio_cb, &fl);
+	vd_node_aio_flush(n, aio_cb, &fl);
 	for (int i = 0; i < 100 && (!bad.calls || !good.calls || !fl.calls); i++)
 		vd_loop_run_once(vd_loop_current(), true);
 	CHECK_EQ(bad.calls, 1);
@@ -441,8 +441,8 @@ static void test_serialisation(void)
 	memset(b, 0xbb, sizeof(b));
 	vd_qiov_init_buf(&qa, a, sizeof(a));
 	vd_qiov_init_buf(&qb, b, sizeof(b));
-	vd_aio_pwritev(n, 100, &qa, 0, aio_cb, &sa);
-	vd_aio_pwritev(n, 300, &qb, 0, aio_cb, &sb);
+	vd_node_aio_pwritev(n, 100, &qa, 0, aio_cb, &sa);
+	vd_node_aio_pwritev(n, 300, &qb, 0, aio_cb, &sb);
 	while (!sa.calls || !sb.calls)
 		vd_loop_run_once(vd_loop_current(), true);
 	CHECK_EQ(sa.ret, 0);
@@ -616,7 +616,7 @@ static void test_drain(void)
 	REQUIRE(n);
 	vd_qiov_init_buf(&q, buf, sizeof(buf));
 	for (int i = 0; i < 8; i++)
-		vd_aio_preadv(n, i * 512, &q, 0, aio_cb, &s[i]);
+		vd_node_aio_preadv(n, i * 512, &q, 0, aio_cb, &s[i]);
 	vd_node_drain(n);
 	for (int i = 0; i < 8; i++)
 		CHECK_EQ(s[i].calls, 1);

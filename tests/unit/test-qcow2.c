@@ -337,8 +337,8 @@ static void test_concurrent_allocation(void)
 	memset(b, 0xbb, sizeof(b));
 	vd_qiov_init_buf(&qa, a, sizeof(a));
 	vd_qiov_init_buf(&qb, b, sizeof(b));
-	vd_aio_pwritev(n, 65536, &qa, 0, aio_cb, &sa);
-	vd_aio_pwritev(n, 65536 + 32768, &qb, 0, aio_cb, &sb);
+	vd_node_aio_pwritev(n, 65536, &qa, 0, aio_cb, &sa);
+	vd_node_aio_pwritev(n, 65536 + 32768, &qb, 0, aio_cb, &sb);
 	while (!sa.calls || !sb.calls)
 		vd_loop_run_once(vd_loop_current(), true);
 	CHECK_EQ(sa.ret, 0);
