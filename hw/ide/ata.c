@@ -161,7 +161,6 @@ static void ide_identify(struct ide_state *s)
 {
 	uint16_t *p = s->identify;
 	uint32_t oldsize;
-	struct vd_node *n;
 
 	if (s->identify_set)
 		return;
@@ -205,8 +204,7 @@ static void ide_identify(struct ide_state *s)
 	p[82] = (1 << 14) | (1 << 5) | 1; /* NOP, write cache, SMART */
 	p[83] = (1 << 14) | (1 << 13) | (1 << 12) | (1 << 10); /* FLUSH EXT, FLUSH, LBA48 */
 	p[84] = 1 << 14;
-	n = vd_blk_root(s->blk);
-	p[85] = (1 << 14) | 1 | ((n && vd_node_write_cache(n)) ? 1 << 5 : 0);
+	p[85] = (1 << 14) | 1 | (vd_blk_write_cache(s->blk) ? 1 << 5 : 0);
 	p[86] = (1 << 13) | (1 << 12) | (1 << 10);
 	p[87] = 1 << 14;
 	p[88] = 0x3f | (1 << 13); /* UDMA 0-5, UDMA 5 selected */
@@ -443,20 +441,17 @@ static bool cmd_flush_cache(struct ide_state *s, uint8_t cmd)
 
 static bool cmd_set_features(struct ide_state *s, uint8_t cmd)
 {
-	struct vd_node *n = vd_blk_root(s->blk);
 	uint16_t *p = s->identify;
 	uint8_t val;
 
 	switch (s->feature) {
 	case 0x02: /* enable write cache (ACS 7.48.4) */
-		if (n)
-			vd_node_set_write_cache(n, true);
+		vd_blk_set_write_cache(s->blk, true);
 		p[85] |= 1 << 5;
 		vd_trace(ide_write_cache, "bus=%d unit=%d on=1", s->bus->index, s->unit);
 		return true;
 	case 0x82: /* disable write cache, and flush what it holds */
-		if (n)
-			vd_node_set_write_cache(n, false);
+		vd_blk_set_write_cache(s->blk, false);
 		p[85] &= ~(1 << 5);
 		vd_trace(ide_write_cache, "bus=%d unit=%d on=0", s->bus->index, s->unit);
 		ide_flush_cache(s);

@@ -14,11 +14,11 @@
  * a reset.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <vdisk/loop.h>
 #include <vdisk/trace.h>
 
 #include "hw/ide/ide.h"
@@ -51,44 +51,36 @@ static void ide_aio_cb(void *opaque, int ret)
 		ide_aio_free(aio);
 }
 
-static void ide_aio_nomedium(void *opaque)
-{
-	ide_aio_cb(opaque, -ENOMEDIUM);
-}
-
+/*
+ * Send @aio to the drive's backend.  The handle's rules answer for the
+ * drive: no medium (-ENOMEDIUM), a read-only backend (-EROFS), a range past
+ * the medium (-EIO); ide_aio_cb runs once, never before this returns.
+ */
 void ide_aio_issue(struct ide_state *s, struct ide_aio *aio)
 {
-	struct vd_node *n = vd_blk_root(s->blk);
-
 	s->aio = aio;
 	aio->s = s;
 	vd_trace(ide_aio_submit, "bus=%d unit=%d op=%d offset=%lld bytes=%lld", s->bus->index,
 		 s->unit, aio->op, (long long)aio->offset, (long long)aio->bytes);
-	if (!n) {
-		/* Complete asynchronously, as the block layer would. */
-		if (vd_loop_oneshot(vd_loop_current(), ide_aio_nomedium, aio) < 0)
-			ide_aio_cb(aio, -ENOMEDIUM);
-		return;
-	}
 	vd_qiov_init_buf(&aio->qiov, aio->buf, (size_t)aio->bytes);
 	switch (aio->op) {
 	case IDE_AIO_READ:
-		vd_aio_preadv(n, aio->offset, &aio->qiov, 0, ide_aio_cb, aio);
+		vd_blk_aio_preadv(s->blk, aio->offset, &aio->qiov, 0, ide_aio_cb, aio);
 		break;
 	case IDE_AIO_WRITE:
-		vd_aio_pwritev(n, aio->offset, &aio->qiov, 0, ide_aio_cb, aio);
+		vd_blk_aio_pwritev(s->blk, aio->offset, &aio->qiov, 0, ide_aio_cb, aio);
 		break;
 	case IDE_AIO_FLUSH:
-		vd_aio_flush(n, ide_aio_cb, aio);
+		vd_blk_aio_flush(s->blk, ide_aio_cb, aio);
 		break;
 	case IDE_AIO_DISCARD:
-		vd_aio_pdiscard(n, aio->offset, aio->bytes, ide_aio_cb, aio);
+		vd_blk_aio_pdiscard(s->blk, aio->offset, aio->bytes, ide_aio_cb, aio);
 		break;
 	}
 }
 
 /* A request with a bounce buffer of @bytes (READ, WRITE) that the caller
- * fills before ide_aio_go(); NULL on ENOMEM. */
+ * fills before ide_aio_issue(); NULL on ENOMEM. */
 struct ide_aio *ide_aio_new(enum ide_aio_op op, int64_t offset, int64_t bytes,
 			    void (*done)(struct ide_state *, struct ide_aio *, int))
 {
@@ -129,8 +121,44 @@ void ide_aio_submit(struct ide_state *s, enum ide_aio_op op, int64_t offset, int
 	ide_aio_issue(s, aio);
 }
 
-/* Detach the request in flight and the one kept for retry: their results
- * are dropped and never touch the drive or guest memory. */
+/* --- the error policy and the retry list -------------------------------- */
+
+static struct ide_aio *ide_aio_of_retry(const struct vd_blk_retry *r)
+{
+	return (struct ide_aio *)((char *)r - offsetof(struct ide_aio, retry));
+}
+
+/*
+ * "cont" (vd_blk_retry_all): issue the kept request again, with the task
+ * file as the guest left it.  A PIO command shows BSY again while it runs
+ * (the PIO paths cleared it when they kept the request); a DMA command
+ * kept BSY|DRQ and the bus master's ACTIVE all along.
+ */
+static void ide_aio_resubmit(struct vd_blk_retry *r)
+{
+	struct ide_aio *aio = ide_aio_of_retry(r);
+	struct ide_state *s = aio->s;
+
+	s->retry = NULL;
+	vd_trace(ide_retry, "bus=%d unit=%d op=%d", s->bus->index, s->unit, aio->op);
+	if (aio->op == IDE_AIO_READ || aio->op == IDE_AIO_WRITE || aio->op == IDE_AIO_FLUSH)
+		s->status |= IDE_ST_BSY * (s->dma_cmd == IDE_DMA_NONE);
+	ide_aio_issue(s, aio);
+}
+
+static bool ide_retry_of_drive(const struct vd_blk_retry *r, void *opaque)
+{
+	return ide_aio_of_retry(r)->s == opaque;
+}
+
+static void ide_retry_drop(struct vd_blk_retry *r)
+{
+	ide_aio_free(ide_aio_of_retry(r));
+}
+
+/* Detach the request in flight and take the one kept for a retry off the
+ * backend's list: their results are dropped and never touch the drive or
+ * guest memory. */
 void ide_cancel_io(struct ide_state *s)
 {
 	if (s->aio) {
@@ -139,32 +167,40 @@ void ide_cancel_io(struct ide_state *s)
 		s->aio->s = NULL;
 		s->aio = NULL;
 	}
-	ide_aio_free(s->retry);
-	s->retry = NULL;
+	if (s->retry) {
+		vd_blk_retry_drop(s->blk, ide_retry_of_drive, ide_retry_drop, s);
+		s->retry = NULL;
+	}
 }
 
 /*
  * Apply the drive's rerror/werror policy to a failed request (QEMU's
- * ide_handle_rw_error): 1 when the request is kept for a retry (the machine
- * stops), 0 to carry on as if it had succeeded (ignore), -1 to report.
+ * ide_handle_rw_error), through the backend, which also reports it
+ * (BLOCK_IO_ERROR, and the VM stop for "stop"): 1 when the request is kept
+ * on the backend's retry list (the machine stops), 0 to carry on as if it
+ * had succeeded (ignore), -1 to report the error to the guest.
  */
 int ide_error_action(struct ide_state *s, struct ide_aio *aio, int ret)
 {
 	bool is_read = aio->op == IDE_AIO_READ;
-	enum vd_blk_error_action a = vd_blk_get_error_action(s->blk, is_read, ret);
+	enum vd_blk_error_action a;
 
+	if (aio->bytes < 0) {
+		/* ide_aio_submit ran out of memory: there is no request to
+		 * keep, so whatever the policy, the guest gets the error. */
+		a = VD_BLK_ACTION_REPORT;
+		vd_blk_report_error(s->blk, a, is_read, ret);
+	} else {
+		a = vd_blk_handle_error(s->blk, is_read, ret);
+	}
 	vd_trace(ide_io_error, "bus=%d unit=%d op=%d ret=%d action=%s", s->bus->index, s->unit,
 		 aio->op, ret, vd_blk_action_names[a]);
-	if (aio->bytes < 0) {
-		vd_blk_report_error(s->blk, VD_BLK_ACTION_REPORT, is_read, ret);
-		return -1;
-	}
 	if (a == VD_BLK_ACTION_STOP) {
 		s->retry = aio;
-		vd_blk_report_error(s->blk, a, is_read, ret);
+		aio->retry.resubmit = ide_aio_resubmit;
+		vd_blk_retry_keep(s->blk, &aio->retry);
 		return 1;
 	}
-	vd_blk_report_error(s->blk, a, is_read, ret);
 	return a == VD_BLK_ACTION_IGNORE ? 0 : -1;
 }
 
@@ -172,8 +208,7 @@ int ide_error_action(struct ide_state *s, struct ide_aio *aio, int ret)
 
 void ide_update_nb_sectors(struct ide_state *s)
 {
-	struct vd_node *n = s->blk ? vd_blk_root(s->blk) : NULL;
-	int64_t size = n ? vd_node_size(n) : 0;
+	int64_t size = s->blk ? vd_blk_getlength(s->blk) : 0;
 
 	s->nb_sectors = size > 0 ? (uint64_t)size / IDE_SECTOR : 0;
 }
@@ -190,20 +225,15 @@ void ide_drive_detach(struct ide_state *s)
 	s->kind = IDE_NONE;
 }
 
-/* Reissue requests the "stop" policy kept (QEMU's ide_restart_bh). */
+/* Reissue the requests the "stop" policy kept (QEMU's ide_restart_bh):
+ * unit 0, then unit 1, each from its backend's retry list. */
 void ide_bus_restart(struct ide_bus *bus)
 {
 	for (int i = 0; i < 2; i++) {
 		struct ide_state *s = &bus->ifs[i];
-		struct ide_aio *aio = s->retry;
 
-		if (!aio)
-			continue;
-		s->retry = NULL;
-		vd_trace(ide_retry, "bus=%d unit=%d op=%d", bus->index, i, aio->op);
-		if (aio->op == IDE_AIO_READ || aio->op == IDE_AIO_WRITE || aio->op == IDE_AIO_FLUSH)
-			s->status |= IDE_ST_BSY * (s->dma_cmd == IDE_DMA_NONE);
-		ide_aio_issue(s, aio);
+		if (s->blk)
+			vd_blk_retry_all(s->blk);
 	}
 }
 
@@ -217,10 +247,9 @@ void ide_bus_restart(struct ide_bus *bus)
  */
 static bool ide_guess_lchs(struct ide_state *s, unsigned *cyls, unsigned *heads, unsigned *secs)
 {
-	struct vd_node *n = vd_blk_root(s->blk);
 	uint8_t mbr[512];
 
-	if (!n || vd_node_pread(n, 0, mbr, sizeof(mbr)) < 0)
+	if (vd_blk_pread(s->blk, 0, mbr, sizeof(mbr)) < 0)
 		return false;
 	if (mbr[510] != 0x55 || mbr[511] != 0xaa)
 		return false;

@@ -29,8 +29,8 @@
 #include <stdint.h>
 
 #include <vdisk/backend.h>
-#include <vdisk/block.h>
 #include <vdisk/ide.h>
+#include <vdisk/iov.h>
 #include <vdisk/irq.h>
 #include <vdisk/memory.h>
 #include <vdisk/pci.h>
@@ -136,9 +136,10 @@ enum ide_aio_op {
 struct ide_state;
 struct ide_bus;
 
-/* One block-layer request in flight (see the file comment). */
+/* One request of the drive to its backend (see block.c). */
 struct ide_aio {
 	struct ide_state *s; /* NULL once cancelled */
+	struct vd_blk_retry retry; /* on the backend's list while kept */
 	enum ide_aio_op op;
 	int64_t offset, bytes;
 	uint8_t *buf;
@@ -208,7 +209,8 @@ struct ide_state {
 	uint32_t buffered; /* reply bytes ready in io_buffer from data_end */
 	uint32_t buf_off; /* where they start */
 
-	/* the request in flight, and one kept for a retry ("stop" policy) */
+	/* the request in flight, and the one the "stop" policy kept: it waits
+	 * on the backend's retry list (vd_blk_retry_keep) until "cont" */
 	struct ide_aio *aio;
 	struct ide_aio *retry;
 };
