@@ -7,7 +7,9 @@
  *            ide_exec_cmd() runs a handler of ide_cmd_table
  *   ata.c    the ATA commands (ide_cmd_table): IDENTIFY, PIO and DMA
  *            read/write, DATA SET MANAGEMENT, FLUSH CACHE, SET FEATURES...
- *   atapi.c  the PACKET protocol and the MMC commands of a CD-ROM
+ *   atapi.c  the PACKET protocol of a CD-ROM: packet in, replies out by PIO
+ *            bursts or DMA, sense, medium events; dispatch to mmc.c
+ *   mmc.c    the MMC commands (atapi_cmd_table)
  *   bmdma.c  the SFF-8038i bus master (BAR4 registers, PRD table walk) and
  *            the DMA transfer state machine of a command
  *   block.c  the drive on its block backend: attach, size and geometry,
@@ -287,13 +289,42 @@ struct ide_aio *ide_aio_new(enum ide_aio_op op, int64_t offset, int64_t bytes,
 void ide_aio_issue(struct ide_state *s, struct ide_aio *aio);
 extern const struct vd_blk_dev_ops ide_hd_dev_ops;
 
-/* atapi.c */
+/* atapi.c: the PACKET protocol */
 void ide_atapi_identify(struct ide_state *s);
 void ide_atapi_cmd(struct ide_state *s);
 void ide_atapi_reply_end(struct ide_state *s);
 void ide_atapi_reset(struct ide_state *s);
 void ide_atapi_dma_begin(struct ide_state *s);
 extern const struct vd_blk_dev_ops ide_cd_dev_ops;
+/* ... and what the MMC commands answer with */
+bool atapi_tray_open(struct ide_state *s);
+bool atapi_media_present(struct ide_state *s);
+bool atapi_validate_bcl(struct ide_state *s);
+void atapi_cmd_ok(struct ide_state *s);
+/* CHECK CONDITION with sense @key / @asc (ACS 7.18.5). */
+void atapi_cmd_error(struct ide_state *s, uint8_t key, uint8_t asc);
+/* Send @size bytes of reply from io_buffer (at most @max, the allocation
+ * length), by PIO or DMA as the packet asked. */
+void atapi_reply(struct ide_state *s, uint32_t size, uint32_t max);
+/* Send @nb CD sectors from @lba, @secsize (2048, or 2352 raw) each. */
+void atapi_read(struct ide_state *s, int64_t lba, uint64_t nb, uint32_t secsize);
+
+/* mmc.c: the command table the dispatcher in atapi.c reads.  A handler
+ * gets the packet and io_buffer for its reply. */
+enum {
+	ALLOW_UA = 1 << 0, /* runs with a unit attention pending */
+	CHECK_READY = 1 << 1, /* needs a medium */
+	NONDATA = 1 << 2, /* no data phase: BCL may be 0 */
+	CONDDATA = 1 << 3, /* checks the BCL itself */
+};
+
+typedef void atapi_fn(struct ide_state *s, const uint8_t *cdb, uint8_t *buf);
+
+struct atapi_cmd {
+	atapi_fn *fn;
+	uint8_t flags;
+};
+extern const struct atapi_cmd atapi_cmd_table[256];
 
 /* bmdma.c: the bus master */
 extern const struct vd_mem_ops ide_bmdma_ops;
