@@ -1,7 +1,20 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Private to hw/ide: the ATA/ATAPI drive model (core.c, dma.c, atapi.c), the
- * SFF-8038i bus-master engine (bmdma.c) and the PIIX3 function (piix.c).
+ * Private to hw/ide.  A command's path, file by file:
+ *
+ *   regs.c   the register file and the command decoder: task-file ports,
+ *            device control, the PIO data port, the interrupt line, SRST;
+ *            ide_exec_cmd() runs a handler of ide_cmd_table
+ *   ata.c    the ATA commands (ide_cmd_table): IDENTIFY, PIO and DMA
+ *            read/write, DATA SET MANAGEMENT, FLUSH CACHE, SET FEATURES...
+ *   atapi.c  the PACKET protocol of a CD-ROM: packet in, replies out by PIO
+ *            bursts or DMA, sense, medium events; dispatch to mmc.c
+ *   mmc.c    the MMC commands (atapi_cmd_table)
+ *   bmdma.c  the SFF-8038i bus master (BAR4 registers, PRD table walk) and
+ *            the DMA transfer state machine of a command
+ *   block.c  the drive on its block backend: attach, size and geometry,
+ *            requests (struct ide_aio), the error policy and the retry
+ *   piix.c   the PIIX3 PCI function that holds the two channels
  *
  * Register and bit names follow ATA/ATAPI-8 ACS (T13/1699-D) section 6
  * (status, error), the ATA-8 AT Attachment Parallel Transport (ATA8-APT)
@@ -9,11 +22,7 @@
  * (bus master IDE).  The behaviour a guest observes is QEMU 7.2's
  * (hw/ide/core.c, atapi.c, pci.c), which tests/hw/ide-* compare against.
  *
- * Asynchronous I/O and cancellation: every block-layer request of a drive
- * goes through a struct ide_aio that owns its bounce buffer.  A reset or a
- * cancel detaches the aio from the drive (aio->s = NULL); its completion then
- * only frees it.  Guest memory is written only from a live completion, so
- * nothing reaches guest RAM after a reset.
+ * Asynchronous I/O and cancellation: see block.c.
  */
 #ifndef HW_IDE_IDE_H
 #define HW_IDE_IDE_H
@@ -22,8 +31,8 @@
 #include <stdint.h>
 
 #include <vdisk/backend.h>
-#include <vdisk/block.h>
 #include <vdisk/ide.h>
+#include <vdisk/iov.h>
 #include <vdisk/irq.h>
 #include <vdisk/memory.h>
 #include <vdisk/pci.h>
@@ -129,9 +138,10 @@ enum ide_aio_op {
 struct ide_state;
 struct ide_bus;
 
-/* One block-layer request in flight (see the file comment). */
+/* One request of the drive to its backend (see block.c). */
 struct ide_aio {
 	struct ide_state *s; /* NULL once cancelled */
+	struct vd_blk_retry retry; /* on the backend's list while kept */
 	enum ide_aio_op op;
 	int64_t offset, bytes;
 	uint8_t *buf;
@@ -201,7 +211,8 @@ struct ide_state {
 	uint32_t buffered; /* reply bytes ready in io_buffer from data_end */
 	uint32_t buf_off; /* where they start */
 
-	/* the request in flight, and one kept for a retry ("stop" policy) */
+	/* the request in flight, and the one the "stop" policy kept: it waits
+	 * on the backend's retry list (vd_blk_retry_keep) until "cont" */
 	struct ide_aio *aio;
 	struct ide_aio *retry;
 };
@@ -224,49 +235,98 @@ struct vd_piix_ide {
 	struct ide_bus bus[2];
 };
 
-/* core.c */
+/* regs.c */
 struct ide_state *ide_bus_active(struct ide_bus *bus);
 int ide_bus_init(struct ide_bus *bus, struct vd_piix_ide *ctrl, int index,
 		 struct vd_address_space *io, uint32_t base, uint32_t ctl, struct vd_irq *irq);
 void ide_bus_fini(struct ide_bus *bus);
 void ide_bus_reset(struct ide_bus *bus);
-void ide_bus_restart(struct ide_bus *bus);
-int ide_drive_attach(struct ide_state *s, const struct vd_ide_drive_conf *conf);
-void ide_drive_detach(struct ide_state *s);
+void ide_reset_drive(struct ide_state *s);
 void ide_set_irq(struct ide_bus *bus);
+void ide_lower_irq(struct ide_bus *bus);
 void ide_abort_command(struct ide_state *s);
 void ide_set_signature(struct ide_state *s);
 void ide_transfer_start(struct ide_state *s, uint32_t off, uint32_t size, enum ide_end end);
 void ide_transfer_stop(struct ide_state *s);
-void ide_cancel_io(struct ide_state *s);
-void ide_aio_submit(struct ide_state *s, enum ide_aio_op op, int64_t offset, int64_t bytes,
-		    void (*done)(struct ide_state *, struct ide_aio *, int));
-void ide_update_nb_sectors(struct ide_state *s);
 int64_t ide_get_sector(struct ide_state *s);
 void ide_set_sector(struct ide_state *s, int64_t sector);
 bool ide_sect_range_ok(struct ide_state *s, int64_t sector, uint64_t n);
+
+/* ata.c: the command table the decoder reads.  Flags say which drive kinds
+ * may issue the command; a handler returns true when the command is
+ * complete (the decoder then clears BSY, sets DSC for CMD_DSC and
+ * interrupts), false when it finishes later or has done so itself. */
+enum {
+	CMD_HD = 1 << 0,
+	CMD_CD = 1 << 1,
+	CMD_ALL = CMD_HD | CMD_CD,
+	CMD_DSC = 1 << 2, /* set DSC on successful completion */
+};
+
+typedef bool ide_cmd_fn(struct ide_state *s, uint8_t cmd);
+
+struct ide_cmd {
+	ide_cmd_fn *fn;
+	uint8_t flags;
+};
+extern const struct ide_cmd ide_cmd_table[256];
+bool ide_cmd_exec_dev_diagnostic(struct ide_state *s, uint8_t cmd);
+void ide_sector_read(struct ide_state *s);
+void ide_sector_write(struct ide_state *s);
+void ide_identify_size(struct ide_state *s);
+
+/* block.c */
+int ide_drive_attach(struct ide_state *s, const struct vd_ide_drive_conf *conf);
+void ide_drive_detach(struct ide_state *s);
+void ide_bus_restart(struct ide_bus *bus);
+void ide_update_nb_sectors(struct ide_state *s);
+void ide_cancel_io(struct ide_state *s);
+void ide_aio_submit(struct ide_state *s, enum ide_aio_op op, int64_t offset, int64_t bytes,
+		    void (*done)(struct ide_state *, struct ide_aio *, int));
 int ide_error_action(struct ide_state *s, struct ide_aio *aio, int ret);
 struct ide_aio *ide_aio_new(enum ide_aio_op op, int64_t offset, int64_t bytes,
 			    void (*done)(struct ide_state *, struct ide_aio *, int));
 void ide_aio_issue(struct ide_state *s, struct ide_aio *aio);
+extern const struct vd_blk_dev_ops ide_hd_dev_ops;
 
-/* dma.c */
-void ide_sector_start_dma(struct ide_state *s, enum ide_dma_cmd cmd);
-void ide_dma_error(struct ide_state *s);
-void ide_start_dma(struct ide_state *s, enum ide_dma_cmd cmd, uint64_t total);
-void ide_dma_begin(struct ide_state *s);
-void ide_dma_cancel(struct ide_state *s);
-
-/* atapi.c */
+/* atapi.c: the PACKET protocol */
 void ide_atapi_identify(struct ide_state *s);
 void ide_atapi_cmd(struct ide_state *s);
 void ide_atapi_reply_end(struct ide_state *s);
 void ide_atapi_reset(struct ide_state *s);
 void ide_atapi_dma_begin(struct ide_state *s);
 extern const struct vd_blk_dev_ops ide_cd_dev_ops;
-extern const struct vd_blk_dev_ops ide_hd_dev_ops;
+/* ... and what the MMC commands answer with */
+bool atapi_tray_open(struct ide_state *s);
+bool atapi_media_present(struct ide_state *s);
+bool atapi_validate_bcl(struct ide_state *s);
+void atapi_cmd_ok(struct ide_state *s);
+/* CHECK CONDITION with sense @key / @asc (ACS 7.18.5). */
+void atapi_cmd_error(struct ide_state *s, uint8_t key, uint8_t asc);
+/* Send @size bytes of reply from io_buffer (at most @max, the allocation
+ * length), by PIO or DMA as the packet asked. */
+void atapi_reply(struct ide_state *s, uint32_t size, uint32_t max);
+/* Send @nb CD sectors from @lba, @secsize (2048, or 2352 raw) each. */
+void atapi_read(struct ide_state *s, int64_t lba, uint64_t nb, uint32_t secsize);
 
-/* bmdma.c */
+/* mmc.c: the command table the dispatcher in atapi.c reads.  A handler
+ * gets the packet and io_buffer for its reply. */
+enum {
+	ALLOW_UA = 1 << 0, /* runs with a unit attention pending */
+	CHECK_READY = 1 << 1, /* needs a medium */
+	NONDATA = 1 << 2, /* no data phase: BCL may be 0 */
+	CONDDATA = 1 << 3, /* checks the BCL itself */
+};
+
+typedef void atapi_fn(struct ide_state *s, const uint8_t *cdb, uint8_t *buf);
+
+struct atapi_cmd {
+	atapi_fn *fn;
+	uint8_t flags;
+};
+extern const struct atapi_cmd atapi_cmd_table[256];
+
+/* bmdma.c: the bus master */
 extern const struct vd_mem_ops ide_bmdma_ops;
 void bmdma_reset(struct ide_bmdma *bm);
 /* Walk the PRD table for @limit bytes: fills s->sg, returns the bytes the
@@ -279,5 +339,12 @@ uint64_t bmdma_prepare(struct ide_bmdma *bm, struct ide_state *s, uint64_t limit
 void bmdma_rw(struct ide_bmdma *bm, struct ide_state *s, uint64_t pos, void *buf, uint64_t len,
 	      bool to_memory);
 void bmdma_set_inactive(struct ide_bmdma *bm, bool stay_active);
+
+/* bmdma.c: the DMA transfer of a command */
+void ide_sector_start_dma(struct ide_state *s, enum ide_dma_cmd cmd);
+void ide_dma_error(struct ide_state *s);
+void ide_start_dma(struct ide_state *s, enum ide_dma_cmd cmd, uint64_t total);
+void ide_dma_begin(struct ide_state *s);
+void ide_dma_cancel(struct ide_state *s);
 
 #endif
