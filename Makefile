@@ -53,7 +53,7 @@ VDISK := $(BUILD)/vdisk
 
 .PHONY: all lib tools tests benches run check check-unit check-interop check-fault \
 	check-format check-fuzz check-crash check-guest check-guest-qsd \
-	bench-vhost-user bench-ide check-asan format install clean deps bench fuzz
+	bench-vhost-user bench-ide check-asan format install clean deps bench fuzz abi-map
 
 # Keep intermediate objects of tests and benchmarks (incremental builds).
 .SECONDARY:
@@ -68,8 +68,11 @@ $(STATIC_LIB): $(LIB_OBJS)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(SHARED_LIB): $(LIB_OBJS)
-	$(CC) -shared -Wl,-soname,libvdisk.so.0 -o $@ $^ $(LIBS)
+# libvdisk.map exports exactly what include/vdisk/*.h declares; every other
+# symbol (the vd_ helpers of block/internal.h and the like) is local.
+$(SHARED_LIB): $(LIB_OBJS) libvdisk.map
+	$(CC) -shared -Wl,-soname,libvdisk.so.0 -Wl,--version-script=libvdisk.map -o $@ \
+		$(LIB_OBJS) $(LIBS)
 	ln -sf libvdisk.so.0 $(BUILD)/libvdisk.so
 
 $(BUILD)/vdisk.pc: vdisk.pc.in Makefile
@@ -131,6 +134,11 @@ check-asan: deps
 	@BUILD=build-asan VDISK_QUICK=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 tests/run.sh unit interop image hw fault \
 		fuzz-corpus
+
+# Regenerate the export list after changing a public header; commit the
+# result with the header (tests/interop/abi-exports.sh says when it is due).
+abi-map:
+	@scripts/public-symbols.py --map > libvdisk.map.tmp && mv libvdisk.map.tmp libvdisk.map
 
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')
