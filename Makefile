@@ -52,7 +52,7 @@ SHARED_LIB := $(BUILD)/libvdisk.so.0
 VDISK := $(BUILD)/vdisk
 
 .PHONY: all lib tools tests benches run check check-unit check-interop check-fault \
-	check-format check-fuzz check-crash check-guest check-guest-qsd \
+	check-format check-layering check-fuzz check-crash check-guest check-guest-qsd \
 	bench-vhost-user bench-ide check-asan format install clean deps bench fuzz abi-map
 
 # Keep intermediate objects of tests and benchmarks (incremental builds).
@@ -104,7 +104,7 @@ run: deps
 # The fast suites; the summary line is the runner's last line.
 check: deps
 	@$(MAKE) --no-print-directory all tests benches
-	@BUILD=$(BUILD) tests/run.sh format unit interop image hw fault fuzz-corpus
+	@BUILD=$(BUILD) tests/run.sh format layering unit interop image hw fault fuzz-corpus
 
 check-unit: tests
 	@BUILD=$(BUILD) tests/run.sh unit
@@ -114,6 +114,8 @@ check-fault: tests
 	@BUILD=$(BUILD) tests/run.sh fault
 check-format:
 	@BUILD=$(BUILD) tests/run.sh format
+check-layering:
+	@BUILD=$(BUILD) tests/run.sh layering
 # A real Linux guest (TCG) on the vhost-user-blk export; also run by the
 # interop suite.  check-guest-qsd runs the same guest on qemu-storage-daemon.
 check-guest: all
