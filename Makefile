@@ -52,8 +52,8 @@ SHARED_LIB := $(BUILD)/libvdisk.so.0
 VDISK := $(BUILD)/vdisk
 
 .PHONY: all lib tools tests benches run check check-unit check-interop check-fault \
-	check-format check-fuzz check-crash check-guest check-guest-qsd \
-	bench-vhost-user bench-ide check-asan format install clean deps bench fuzz
+	check-format check-layering check-fuzz check-crash check-guest check-guest-qsd \
+	bench-vhost-user bench-ide check-asan format install clean deps bench fuzz abi-map
 
 # Keep intermediate objects of tests and benchmarks (incremental builds).
 .SECONDARY:
@@ -68,8 +68,11 @@ $(STATIC_LIB): $(LIB_OBJS)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(SHARED_LIB): $(LIB_OBJS)
-	$(CC) -shared -Wl,-soname,libvdisk.so.0 -o $@ $^ $(LIBS)
+# libvdisk.map exports exactly what include/vdisk/*.h declares; every other
+# symbol (the vd_ helpers of block/internal.h and the like) is local.
+$(SHARED_LIB): $(LIB_OBJS) libvdisk.map
+	$(CC) -shared -Wl,-soname,libvdisk.so.0 -Wl,--version-script=libvdisk.map -o $@ \
+		$(LIB_OBJS) $(LIBS)
 	ln -sf libvdisk.so.0 $(BUILD)/libvdisk.so
 
 $(BUILD)/vdisk.pc: vdisk.pc.in Makefile
@@ -101,7 +104,7 @@ run: deps
 # The fast suites; the summary line is the runner's last line.
 check: deps
 	@$(MAKE) --no-print-directory all tests benches
-	@BUILD=$(BUILD) tests/run.sh format unit interop image hw fault fuzz-corpus
+	@BUILD=$(BUILD) tests/run.sh format layering unit interop image hw fault fuzz-corpus
 
 check-unit: tests
 	@BUILD=$(BUILD) tests/run.sh unit
@@ -111,6 +114,8 @@ check-fault: tests
 	@BUILD=$(BUILD) tests/run.sh fault
 check-format:
 	@BUILD=$(BUILD) tests/run.sh format
+check-layering:
+	@BUILD=$(BUILD) tests/run.sh layering
 # A real Linux guest (TCG) on the vhost-user-blk export; also run by the
 # interop suite.  check-guest-qsd runs the same guest on qemu-storage-daemon.
 check-guest: all
@@ -131,6 +136,11 @@ check-asan: deps
 	@BUILD=build-asan VDISK_QUICK=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 tests/run.sh unit interop image hw fault \
 		fuzz-corpus
+
+# Regenerate the export list after changing a public header; commit the
+# result with the header (tests/interop/abi-exports.sh says when it is due).
+abi-map:
+	@scripts/public-symbols.py --map > libvdisk.map.tmp && mv libvdisk.map.tmp libvdisk.map
 
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')

@@ -633,8 +633,8 @@ int vd_node_set_loop(struct vd_node *n, struct vd_loop *loop, struct vd_error *e
 	m.err = NULL;
 	vd_loop_call_wait(old, enter_loop_fn, &m);
 	if (m.ret < 0)
-		fprintf(stderr, "vdisk: node '%s' lost its I/O engine: %s\n", vd_node_name(n),
-			strerror(-m.ret));
+		vd_message(VD_MSG_ERROR, "vdisk: node '%s' lost its I/O engine: %s",
+			   vd_node_name(n), strerror(-m.ret));
 	return ret;
 }
 

@@ -5,6 +5,8 @@
 #
 # Suites:
 #   format       tests/format-check.sh (clang-format over the sources)
+#   layering     scripts/check-layering.sh (includes point down; the library
+#                never prints)
 #   unit         every executable $BUILD/tests/unit/test-*
 #   interop      every tests/interop/*.sh
 #   image        every tests/image/*.sh (image formats against qemu-img/qemu-io)
@@ -50,7 +52,7 @@ skipped=0
 
 usage()
 {
-	echo "usage: tests/run.sh SUITE...  (suites: format unit interop image hw fault fuzz-corpus)" >&2
+	echo "usage: tests/run.sh SUITE...  (suites: format layering unit interop image hw fault fuzz-corpus)" >&2
 	exit 2
 }
 
@@ -149,6 +151,9 @@ run_suite()
 	format)
 		run_test format bash "$TESTS_ROOT/format-check.sh"
 		;;
+	layering)
+		run_test layering bash "$SRCDIR/scripts/check-layering.sh"
+		;;
 	unit)
 		found=0
 		for f in "$BUILD"/tests/unit/test-*; do
@@ -177,7 +182,7 @@ run_suite()
 [ $# -gt 0 ] || usage
 for suite in "$@"; do
 	case "$suite" in
-	format | unit | interop | fault | image | hw | fuzz-corpus) ;;
+	format | layering | unit | interop | fault | image | hw | fuzz-corpus) ;;
 	*)
 		echo "tests/run.sh: unknown suite '$suite'" >&2
 		usage

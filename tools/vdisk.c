@@ -80,10 +80,17 @@ static void version(void)
 	printf("\n");
 }
 
+/* The library's warnings and check reports, as qemu-img prints them. */
+static void print_message(void *opaque, enum vd_message_level level, const char *msg)
+{
+	fprintf(stderr, "%s\n", msg);
+}
+
 int main(int argc, char **argv)
 {
 	size_t i;
 
+	vd_message_set_handler(print_message, NULL);
 	if (argc < 2) {
 		usage(stderr);
 		return 1;

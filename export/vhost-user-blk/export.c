@@ -27,8 +27,8 @@ static void accept_conn(void *opaque)
 	if (fd < 0)
 		return;
 	if (vub_conn_new(e, fd) < 0)
-		fprintf(stderr, "vdisk: vhost-user-blk export '%s': cannot serve a connection\n",
-			e->id);
+		vd_message(VD_MSG_ERROR,
+			   "vdisk: vhost-user-blk export '%s': cannot serve a connection", e->id);
 }
 
 static int listen_unix(const char *path, struct vd_error *err)
@@ -345,7 +345,7 @@ static void nodes_home(struct vd_export_set *s)
 		for (struct export_entry *x = s->list; x && !used; x = x->next)
 			used = shared_child(x->node, p) || shared_child(p, x->node);
 		if (!used && vd_node_set_loop(p, s->loop, &err) < 0)
-			fprintf(stderr, "vdisk: %s\n", err.msg);
+			vd_message(VD_MSG_ERROR, "vdisk: %s", err.msg);
 	}
 }
 

@@ -35,7 +35,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -155,28 +154,17 @@ struct vub_msg {
 	int nfds;
 };
 
-static void conn_trace(struct vub_conn *c, const char *fmt, ...) VD_PRINTF(2, 3);
-static void conn_trace(struct vub_conn *c, const char *fmt, ...)
-{
-	static int enabled = -1;
-	va_list ap;
+/* What a connection does (VDISK_TRACE=vhost_user_conn): one trace point,
+ * so that the arguments are only evaluated when it is on. */
+#define conn_trace(c, fmt, ...) \
+	vd_trace(vhost_user_conn, "vhost-user-blk[%s]: " fmt, (c)->e->id, ##__VA_ARGS__)
 
-	if (enabled < 0)
-		enabled = getenv("VDISK_VHOST_USER_DEBUG") != NULL;
-	if (!enabled)
-		return;
-	fprintf(stderr, "vhost-user-blk[%s]: ", c->e->id);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
-
-/* Connection errors are reported once, on stderr, as QEMU's daemon does. */
+/* Connection errors are reported once (on stderr in vdisk serve), as QEMU's
+ * daemon does. */
 static int conn_error(struct vub_conn *c, const char *why)
 {
-	fprintf(stderr, "vdisk: vhost-user-blk export '%s': %s; closing the connection\n", c->e->id,
-		why);
+	vd_message(VD_MSG_ERROR, "vdisk: vhost-user-blk export '%s': %s; closing the connection",
+		   c->e->id, why);
 	c->dead = true;
 	return -EPROTO;
 }
@@ -375,8 +363,8 @@ static void dev_broken(void *opaque, const char *why)
 	struct vub_conn *c = opaque;
 	uint64_t one = 1;
 
-	fprintf(stderr, "vdisk: vhost-user-blk export '%s': device needs reset: %s\n", c->e->id,
-		why);
+	vd_message(VD_MSG_ERROR, "vdisk: vhost-user-blk export '%s': device needs reset: %s",
+		   c->e->id, why);
 	for (unsigned i = 0; i < c->e->num_queues; i++)
 		if (c->vrings[i].err_fd >= 0 && write(c->vrings[i].err_fd, &one, sizeof(one)) < 0) {
 			/* nothing more we can do */
@@ -707,10 +695,10 @@ static int ring_inflight(struct vub_conn *c, unsigned i)
 	 * we would without a region, rather than not at all. */
 	stride = inflight_queue_bytes(c, vq->packed);
 	if ((uint64_t)c->inflight_queues * stride > c->inflight_map_size) {
-		fprintf(stderr,
-			"vdisk: vhost-user-blk export '%s': inflight region too small for packed "
-			"rings; ring %u runs untracked\n",
-			c->e->id, i);
+		vd_message(VD_MSG_WARNING,
+			   "vdisk: vhost-user-blk export '%s': inflight region too small "
+			   "for packed rings; ring %u runs untracked",
+			   c->e->id, i);
 		return 0;
 	}
 	st = realloc(v->inflight_state, vd_vq_inflight_state_len(vq->num) * sizeof(*st));

@@ -50,6 +50,34 @@ static inline void vd_error_clear(struct vd_error *err)
 	}
 }
 
+/*
+ * Messages that are not the error of a call: a warning (a qcow2 image found
+ * corrupt while in use, a vhost-user connection closed on a protocol error)
+ * or a line of a report (what a consistency check found, as qemu-img check
+ * prints it).  The library never writes to stderr or stdout itself: it hands
+ * each message, one line without its newline, to the handler the program
+ * installed, or drops it when there is none (the default).  The vdisk
+ * command installs one that prints "msg\n" on stderr.
+ *
+ * The handler may be called from any thread, also concurrently (exports run
+ * on I/O threads); it must return quickly and must not call
+ * vd_message_set_handler().  Only trace points (<vdisk/trace.h>), which the
+ * user turns on explicitly, write to stderr directly.
+ */
+enum vd_message_level {
+	VD_MSG_ERROR, /* something is wrong: a corruption found, a connection dropped */
+	VD_MSG_WARNING, /* degraded but going on: leaked clusters, an untracked ring */
+	VD_MSG_INFO, /* what a repair is doing */
+};
+
+typedef void vd_message_fn(void *opaque, enum vd_message_level level, const char *msg);
+
+/* Install @fn (NULL: drop messages) for the whole process. */
+void vd_message_set_handler(vd_message_fn *fn, void *opaque);
+
+/* Format a message and pass it to the handler, if any; truncated past 1 KiB. */
+void vd_message(enum vd_message_level level, const char *fmt, ...) VD_PRINTF(2, 3);
+
 #ifdef __cplusplus
 }
 #endif

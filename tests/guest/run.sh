@@ -229,7 +229,7 @@ reconnect_test() {
 	start_server() {
 		rm -f vub.sock qmp.sock
 		if [ "$SERVER" = vdisk ]; then
-			VDISK_VHOST_USER_DEBUG=1 "$VDISK" serve "${bd[@]}" --export "$export" "${qmp[@]}" 2>>server.log &
+			VDISK_TRACE=vhost_user_conn "$VDISK" serve "${bd[@]}" --export "$export" "${qmp[@]}" 2>>server.log &
 		else
 			qemu-storage-daemon "${bd[@]}" --export "$export" "${qmp[@]}" 2>>server.log &
 		fi

@@ -100,10 +100,10 @@ static int inc_refcounts(struct check *c, uint64_t offset, uint64_t size)
 	/* The last cluster may be partly past the end of the file. */
 	if (offset >= QCOW2_MAX_HOST_OFFSET || size >= QCOW2_MAX_HOST_OFFSET ||
 	    (offset + size > c->file_len && offset + size - c->file_len >= s->cluster_size)) {
-		fprintf(stderr,
-			"ERROR: counting reference for region exceeding the end of the file by "
-			"one cluster or more: offset 0x%" PRIx64 " size 0x%" PRIx64 "\n",
-			offset, size);
+		vd_message(VD_MSG_ERROR,
+			   "ERROR: counting reference for region exceeding the end of the file by "
+			   "one cluster or more: offset 0x%" PRIx64 " size 0x%" PRIx64,
+			   offset, size);
 		c->res->corruptions++;
 		return 0;
 	}
@@ -118,8 +118,8 @@ static int inc_refcounts(struct check *c, uint64_t offset, uint64_t size)
 			}
 		}
 		if (c->rc[k] >= c->rc_max) {
-			fprintf(stderr, "ERROR: overflow cluster offset=0x%" PRIx64 "\n",
-				k << s->cluster_bits);
+			vd_message(VD_MSG_ERROR, "ERROR: overflow cluster offset=0x%" PRIx64,
+				   k << s->cluster_bits);
 			c->res->corruptions++;
 			continue;
 		}
@@ -138,7 +138,7 @@ static int check_l2(struct check *c, uint64_t l2_offset, bool active)
 
 	ret = pread_file(s, l2_offset, c->l2buf, s->l2_entries * s->l2_entry_bytes);
 	if (ret < 0) {
-		fprintf(stderr, "ERROR: I/O error in check_refcounts_l2\n");
+		vd_message(VD_MSG_ERROR, "ERROR: I/O error in check_refcounts_l2");
 		r->check_errors++;
 		return ret;
 	}
@@ -151,20 +151,20 @@ static int check_l2(struct check *c, uint64_t l2_offset, bool active)
 			uint64_t coff, csize;
 
 			if (e & QCOW2_OFLAG_COPIED) {
-				fprintf(stderr,
-					"ERROR: coffset=0x%" PRIx64
-					": copied flag must never be set "
-					"for compressed clusters\n",
-					e & s->coffset_mask);
+				vd_message(VD_MSG_ERROR,
+					   "ERROR: coffset=0x%" PRIx64
+					   ": copied flag must never be set "
+					   "for compressed clusters",
+					   e & s->coffset_mask);
 				e &= ~QCOW2_OFLAG_COPIED;
 				r->corruptions++;
 			}
 			if (bitmap) {
-				fprintf(stderr,
-					"ERROR compressed cluster %" PRIu64
-					" with non-zero subcluster "
-					"allocation bitmap, entry=0x%" PRIx64 "\n",
-					i, e);
+				vd_message(VD_MSG_ERROR,
+					   "ERROR compressed cluster %" PRIu64
+					   " with non-zero subcluster "
+					   "allocation bitmap, entry=0x%" PRIx64,
+					   i, e);
 				r->corruptions++;
 				continue;
 			}
@@ -182,8 +182,8 @@ static int check_l2(struct check *c, uint64_t l2_offset, bool active)
 			continue;
 		}
 		if (e & L2E_STD_RESERVED_MASK) {
-			fprintf(stderr,
-				"ERROR found l2 entry with reserved bits set: %" PRIx64 "\n", e);
+			vd_message(VD_MSG_ERROR,
+				   "ERROR found l2 entry with reserved bits set: %" PRIx64, e);
 			r->corruptions++;
 		}
 		/* QEMU's qcow2_get_cluster_type: the zero flag is ignored with
@@ -191,33 +191,33 @@ static int check_l2(struct check *c, uint64_t l2_offset, bool active)
 		if (!off) {
 			if (s->extl2 && (bitmap & L2_BITMAP_ALL_ALLOC)) {
 				r->corruptions++;
-				fprintf(stderr,
-					"ERROR: Unallocated cluster has non-zero subcluster "
-					"allocation map\n");
+				vd_message(VD_MSG_ERROR,
+					   "ERROR: Unallocated cluster has non-zero subcluster "
+					   "allocation map");
 			}
 			continue;
 		}
 		if ((bitmap >> 32) & bitmap) {
 			r->corruptions++;
-			fprintf(stderr,
-				"ERROR offset=%" PRIx64 ": Allocated cluster has corrupted "
-				"subcluster allocation bitmap\n",
-				off);
+			vd_message(VD_MSG_ERROR,
+				   "ERROR offset=%" PRIx64 ": Allocated cluster has corrupted "
+				   "subcluster allocation bitmap",
+				   off);
 		}
 		if (qcow2_offset_into_cluster(s, off)) {
 			bool data = s->extl2 ? (bitmap & L2_BITMAP_ALL_ALLOC) != 0
 					     : !(e & QCOW2_OFLAG_ZERO);
 			r->corruptions++;
 			if (data)
-				fprintf(stderr,
-					"ERROR offset=%" PRIx64 ": Data cluster is not properly "
-					"aligned; L2 entry corrupted.\n",
-					off);
+				vd_message(VD_MSG_ERROR,
+					   "ERROR offset=%" PRIx64 ": Data cluster is not properly "
+					   "aligned; L2 entry corrupted.",
+					   off);
 			else
-				fprintf(stderr,
-					"ERROR offset=%" PRIx64 ": Preallocated cluster is not "
-					"properly aligned; L2 entry corrupted.\n",
-					off);
+				vd_message(VD_MSG_ERROR,
+					   "ERROR offset=%" PRIx64 ": Preallocated cluster is not "
+					   "properly aligned; L2 entry corrupted.",
+					   off);
 		}
 		if (active) {
 			r->allocated_clusters++;
@@ -258,7 +258,7 @@ static int check_l1(struct check *c, const uint64_t *l1, uint64_t l1_offset, uin
 			table[i] = qcow2_be64(buf + 8 * i);
 		free(buf);
 		if (ret < 0) {
-			fprintf(stderr, "ERROR: I/O error in check_refcounts_l1\n");
+			vd_message(VD_MSG_ERROR, "ERROR: I/O error in check_refcounts_l1");
 			c->res->check_errors++;
 			free(table);
 			return ret;
@@ -271,19 +271,18 @@ static int check_l1(struct check *c, const uint64_t *l1, uint64_t l1_offset, uin
 		if (!l1[i])
 			continue;
 		if (l1[i] & QCOW2_L1E_RESERVED_MASK) {
-			fprintf(stderr,
-				"ERROR found L1 entry with reserved bits set: %" PRIx64 "\n",
-				l1[i]);
+			vd_message(VD_MSG_ERROR,
+				   "ERROR found L1 entry with reserved bits set: %" PRIx64, l1[i]);
 			c->res->corruptions++;
 		}
 		ret = inc_refcounts(c, l2_offset, s->cluster_size);
 		if (ret < 0)
 			break;
 		if (qcow2_offset_into_cluster(s, l2_offset)) {
-			fprintf(stderr,
-				"ERROR l2_offset=%" PRIx64 ": Table is not cluster aligned; L1 "
-				"entry corrupted\n",
-				l2_offset);
+			vd_message(VD_MSG_ERROR,
+				   "ERROR l2_offset=%" PRIx64 ": Table is not cluster aligned; L1 "
+				   "entry corrupted",
+				   l2_offset);
 			c->res->corruptions++;
 		}
 		ret = check_l2(c, l2_offset, active);
@@ -306,25 +305,27 @@ static int check_refblocks(struct check *c)
 		uint64_t cluster = off >> s->cluster_bits;
 
 		if (s->reftable[i] & REFT_RESERVED_MASK) {
-			fprintf(stderr,
-				"ERROR refcount table entry %" PRIu64 " has reserved bits set\n",
-				i);
+			vd_message(VD_MSG_ERROR,
+				   "ERROR refcount table entry %" PRIu64 " has reserved bits set",
+				   i);
 			c->res->corruptions++;
 			c->rebuild = true;
 			continue;
 		}
 		if (qcow2_offset_into_cluster(s, off)) {
-			fprintf(stderr,
-				"ERROR refcount block %" PRIu64 " is not cluster aligned; refcount "
-				"table entry corrupted\n",
-				i);
+			vd_message(VD_MSG_ERROR,
+				   "ERROR refcount block %" PRIu64
+				   " is not cluster aligned; refcount "
+				   "table entry corrupted",
+				   i);
 			c->res->corruptions++;
 			c->rebuild = true;
 			continue;
 		}
 		if (cluster >= c->nb) {
 			c->res->corruptions++;
-			fprintf(stderr, "ERROR refcount block %" PRIu64 " is outside image\n", i);
+			vd_message(VD_MSG_ERROR,
+				   "ERROR refcount block %" PRIu64 " is outside image", i);
 			c->rebuild = true;
 			continue;
 		}
@@ -333,8 +334,9 @@ static int check_refblocks(struct check *c)
 			if (ret < 0)
 				return ret;
 			if (c->rc[cluster] != 1) {
-				fprintf(stderr, "ERROR refcount block %" PRIu64 " refcount=%u\n", i,
-					c->rc[cluster]);
+				vd_message(VD_MSG_ERROR,
+					   "ERROR refcount block %" PRIu64 " refcount=%u", i,
+					   c->rc[cluster]);
 				c->res->corruptions++;
 				c->rebuild = true;
 			}
@@ -368,7 +370,7 @@ static int count_bitmaps(struct check *c)
 	if (!e || s->version < 3 || !(s->autoclear & QCOW2_AUTOCLEAR_BITMAPS))
 		return 0;
 	if (e->len < 24) {
-		fprintf(stderr, "ERROR bitmaps extension: length %u is too small\n", e->len);
+		vd_message(VD_MSG_ERROR, "ERROR bitmaps extension: length %u is too small", e->len);
 		c->res->corruptions++;
 		return 0;
 	}
@@ -378,10 +380,10 @@ static int count_bitmaps(struct check *c)
 		return 0;
 	if (dir_size == 0 || dir_size > BITMAP_DIR_MAX || qcow2_offset_into_cluster(s, dir_off) ||
 	    dir_off >= c->file_len || dir_size > c->file_len - dir_off) {
-		fprintf(stderr,
-			"ERROR bitmap directory offset=%#" PRIx64 " size=%#" PRIx64
-			": out of range or unaligned\n",
-			dir_off, dir_size);
+		vd_message(VD_MSG_ERROR,
+			   "ERROR bitmap directory offset=%#" PRIx64 " size=%#" PRIx64
+			   ": out of range or unaligned",
+			   dir_off, dir_size);
 		c->res->corruptions++;
 		return 0;
 	}
@@ -390,7 +392,7 @@ static int count_bitmaps(struct check *c)
 	if (!dir)
 		return -ENOMEM;
 	if (ret == 0 && pread_file(s, dir_off, dir, dir_size) < 0) {
-		fprintf(stderr, "ERROR: I/O error reading the bitmap directory\n");
+		vd_message(VD_MSG_ERROR, "ERROR: I/O error reading the bitmap directory");
 		c->res->check_errors++;
 		goto out;
 	}
@@ -412,10 +414,10 @@ static int count_bitmaps(struct check *c)
 			continue;
 		if (tsize > BITMAP_TABLE_MAX || qcow2_offset_into_cluster(s, toff) ||
 		    toff >= c->file_len || tsize * 8ull > c->file_len - toff) {
-			fprintf(stderr,
-				"ERROR bitmap %u table offset=%#" PRIx64 " entries=%u: out of "
-				"range or unaligned\n",
-				i, toff, tsize);
+			vd_message(VD_MSG_ERROR,
+				   "ERROR bitmap %u table offset=%#" PRIx64 " entries=%u: out of "
+				   "range or unaligned",
+				   i, toff, tsize);
 			c->res->corruptions++;
 			continue;
 		}
@@ -427,7 +429,7 @@ static int count_bitmaps(struct check *c)
 			break;
 		}
 		if (ret == 0 && pread_file(s, toff, table, tsize * 8ull) < 0) {
-			fprintf(stderr, "ERROR: I/O error reading bitmap table %u\n", i);
+			vd_message(VD_MSG_ERROR, "ERROR: I/O error reading bitmap table %u", i);
 			c->res->check_errors++;
 			continue;
 		}
@@ -440,7 +442,7 @@ static int count_bitmaps(struct check *c)
 	}
 	goto out;
 bad_dir:
-	fprintf(stderr, "ERROR bitmap directory: entry runs past the directory\n");
+	vd_message(VD_MSG_ERROR, "ERROR bitmap directory: entry runs past the directory");
 	c->res->corruptions++;
 out:
 	free(table);
@@ -460,19 +462,19 @@ static int calculate_refcounts(struct check *c)
 	for (uint32_t i = 0; ret == 0 && i < s->nb_snapshots; i++) {
 		const struct qcow2_snapshot *sn = &c->sn[i];
 		if (qcow2_offset_into_cluster(s, sn->l1_offset)) {
-			fprintf(stderr,
-				"ERROR snapshot %s (%s) l1_offset=%#" PRIx64 ": L1 table is not "
-				"cluster aligned; snapshot table entry corrupted\n",
-				sn->id, sn->name, sn->l1_offset);
+			vd_message(VD_MSG_ERROR,
+				   "ERROR snapshot %s (%s) l1_offset=%#" PRIx64 ": L1 table is not "
+				   "cluster aligned; snapshot table entry corrupted",
+				   sn->id, sn->name, sn->l1_offset);
 			c->res->corruptions++;
 			continue;
 		}
 		if (sn->l1_size > QCOW2_MAX_L1_BYTES / 8) {
-			fprintf(stderr,
-				"ERROR snapshot %s (%s) l1_size=%#" PRIx32
-				": L1 table is too large; "
-				"snapshot table entry corrupted\n",
-				sn->id, sn->name, sn->l1_size);
+			vd_message(VD_MSG_ERROR,
+				   "ERROR snapshot %s (%s) l1_size=%#" PRIx32
+				   ": L1 table is too large; "
+				   "snapshot table entry corrupted",
+				   sn->id, sn->name, sn->l1_size);
 			c->res->corruptions++;
 			continue;
 		}
@@ -549,8 +551,8 @@ static void compare_refcounts(struct check *c, int fix, uint64_t *highest)
 		int ret = disk_refcount(c, i, &disk);
 
 		if (ret < 0) {
-			fprintf(stderr, "Can't get refcount for cluster %" PRIu64 ": %s\n", i,
-				strerror(-ret));
+			vd_message(VD_MSG_ERROR, "Can't get refcount for cluster %" PRIu64 ": %s",
+				   i, strerror(-ret));
 			r->check_errors++;
 			continue;
 		}
@@ -564,12 +566,14 @@ static void compare_refcounts(struct check *c, int fix, uint64_t *highest)
 			fixed = &r->leaks_fixed;
 		else if (disk < computed && (fix & VD_CHECK_FIX_ERRORS))
 			fixed = &r->corruptions_fixed;
-		fprintf(stderr,
-			"%s cluster %" PRIu64 " refcount=%" PRIu64 " reference=%" PRIu64 "\n",
-			fixed		  ? "Repairing"
-			: disk < computed ? "ERROR"
-					  : "Leaked",
-			i, disk, computed);
+		vd_message(fixed	     ? VD_MSG_INFO
+			   : disk < computed ? VD_MSG_ERROR
+					     : VD_MSG_WARNING,
+			   "%s cluster %" PRIu64 " refcount=%" PRIu64 " reference=%" PRIu64,
+			   fixed	     ? "Repairing"
+			   : disk < computed ? "ERROR"
+					     : "Leaked",
+			   i, disk, computed);
 		if (fixed && set_disk_refcount(c, i, computed) == 0) {
 			(*fixed)++;
 			continue;
@@ -692,10 +696,10 @@ static int check_oflag_copied(struct check *c, int fix)
 			continue;
 		if ((rc == 1) != ((l1e & QCOW2_OFLAG_COPIED) != 0)) {
 			r->corruptions++;
-			fprintf(stderr,
-				"%s OFLAG_COPIED L2 cluster: l1_index=%u l1_entry=%" PRIx64
-				" refcount=%" PRIu64 "\n",
-				repair ? "Repairing" : "ERROR", i, l1e, rc);
+			vd_message(repair ? VD_MSG_INFO : VD_MSG_ERROR,
+				   "%s OFLAG_COPIED L2 cluster: l1_index=%u l1_entry=%" PRIx64
+				   " refcount=%" PRIu64,
+				   repair ? "Repairing" : "ERROR", i, l1e, rc);
 			if (repair) {
 				uint64_t ne = rc == 1 ? l1e | QCOW2_OFLAG_COPIED
 						      : l1e & ~QCOW2_OFLAG_COPIED;
@@ -716,7 +720,8 @@ static int check_oflag_copied(struct check *c, int fix)
 		}
 		ret = pread_file(s, l2_offset, c->l2buf, l2_bytes);
 		if (ret < 0) {
-			fprintf(stderr, "ERROR: Could not read L2 table: %s\n", strerror(-ret));
+			vd_message(VD_MSG_ERROR, "ERROR: Could not read L2 table: %s",
+				   strerror(-ret));
 			r->check_errors++;
 			return ret;
 		}
@@ -730,10 +735,10 @@ static int check_oflag_copied(struct check *c, int fix)
 				continue;
 			if ((rc == 1) != ((e & QCOW2_OFLAG_COPIED) != 0)) {
 				r->corruptions++;
-				fprintf(stderr,
-					"%s OFLAG_COPIED data cluster: l2_entry=%" PRIx64
-					" refcount=%" PRIu64 "\n",
-					repair ? "Repairing" : "ERROR", e, rc);
+				vd_message(repair ? VD_MSG_INFO : VD_MSG_ERROR,
+					   "%s OFLAG_COPIED data cluster: l2_entry=%" PRIx64
+					   " refcount=%" PRIu64,
+					   repair ? "Repairing" : "ERROR", e, rc);
 				if (repair) {
 					qcow2_set_l2_entry(s, c->l2buf, j,
 							   rc == 1 ? e | QCOW2_OFLAG_COPIED
@@ -749,8 +754,8 @@ static int check_oflag_copied(struct check *c, int fix)
 				ret = pwrite_file(s, l2_offset, c->l2buf, l2_bytes);
 			}
 			if (ret < 0) {
-				fprintf(stderr, "ERROR: Could not write L2 table: %s\n",
-					strerror(-ret));
+				vd_message(VD_MSG_ERROR, "ERROR: Could not write L2 table: %s",
+					   strerror(-ret));
 				r->check_errors++;
 				return ret;
 			}
@@ -779,11 +784,12 @@ static int check_refcounts(struct check *c)
 		struct vd_check_result old = *r, saved;
 		int fresh_leaks = 0;
 
-		fprintf(stderr, "Rebuilding refcount structure\n");
+		vd_message(VD_MSG_INFO, "Rebuilding refcount structure");
 		ret = rebuild_refcounts(c);
 		if (ret < 0) {
-			fprintf(stderr, "ERROR could not rebuild the refcount structure: %s\n",
-				strerror(-ret));
+			vd_message(VD_MSG_ERROR,
+				   "ERROR could not rebuild the refcount structure: %s",
+				   strerror(-ret));
 			r->check_errors++;
 			return ret;
 		}
@@ -799,7 +805,8 @@ static int check_refcounts(struct check *c)
 		memset(r, 0, sizeof(*r));
 		compare_refcounts(c, VD_CHECK_FIX_LEAKS, &highest);
 		if (c->rebuild)
-			fprintf(stderr, "ERROR rebuilt refcount structure is still broken\n");
+			vd_message(VD_MSG_ERROR,
+				   "ERROR rebuilt refcount structure is still broken");
 		fresh_leaks = r->leaks;
 		*r = saved;
 		if (r->corruptions < old.corruptions)
@@ -809,7 +816,7 @@ static int check_refcounts(struct check *c)
 		r->leaks += fresh_leaks;
 	} else if (c->fix) {
 		if (c->rebuild) {
-			fprintf(stderr, "ERROR need to rebuild refcount structures\n");
+			vd_message(VD_MSG_ERROR, "ERROR need to rebuild refcount structures");
 			r->check_errors++;
 			return -EIO;
 		}
@@ -861,7 +868,7 @@ int qcow2_check_locked(struct qcow2_state *s, struct vd_check_result *res, int f
 	}
 	ret = qcow2_read_snapshots(s, &c.sn, &c.sn_bytes, &err);
 	if (ret < 0) {
-		fprintf(stderr, "ERROR: %s\n", err.msg);
+		vd_message(VD_MSG_ERROR, "ERROR: %s", err.msg);
 		res->check_errors++;
 		return ret;
 	}

@@ -76,19 +76,19 @@ int qcow2_signal_corruption(struct qcow2_state *s, const char *fmt, ...)
 	if (!s->corrupt_reported) {
 		s->corrupt_reported = true;
 		if (!s->read_only) {
-			fprintf(stderr,
-				"qcow2: Marking image as corrupt: %s; further corruption events "
-				"will be suppressed\n",
-				msg);
+			vd_message(VD_MSG_ERROR,
+				   "qcow2: Marking image as corrupt: %s; further corruption events "
+				   "will be suppressed",
+				   msg);
 			/* Stop writing metadata: a read-only node from now on. */
 			s->read_only = true;
 			s->node->read_only = true;
 			qcow2_write_incompat(s, s->incompat | QCOW2_INCOMPAT_CORRUPT);
 		} else {
-			fprintf(stderr,
-				"qcow2: Image is corrupt: %s; further non-fatal corruption "
-				"events will be suppressed\n",
-				msg);
+			vd_message(VD_MSG_ERROR,
+				   "qcow2: Image is corrupt: %s; further non-fatal corruption "
+				   "events will be suppressed",
+				   msg);
 		}
 	}
 	return -EIO;
