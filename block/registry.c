@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <string.h>
 
-#include "block/drivers/drivers.h"
+#include "block/drivers.h"
 #include "block/internal.h"
 
 static const struct vd_block_driver *const drivers[] = {

@@ -9,7 +9,7 @@
 
 #include <vdisk/trace.h>
 
-#include "hw/debug-exit.h"
+#include <vdisk/debug-exit.h>
 
 struct vd_debug_exit {
 	struct vd_address_space *io;

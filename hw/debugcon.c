@@ -12,7 +12,7 @@
 
 #include <vdisk/trace.h>
 
-#include "hw/debug-exit.h"
+#include <vdisk/debug-exit.h>
 
 struct vd_debugcon {
 	struct vd_address_space *io;

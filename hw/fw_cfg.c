@@ -13,7 +13,7 @@
 
 #include <vdisk/trace.h>
 
-#include "hw/fw_cfg.h"
+#include <vdisk/fw_cfg.h>
 
 #define FW_CFG_ENTRY_MASK 0x3fff
 #define FW_CFG_ARCH_LOCAL 0x8000

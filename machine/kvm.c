@@ -20,7 +20,7 @@
 
 #include <vdisk/trace.h>
 
-#include "machine/kvm.h"
+#include <vdisk/kvm.h>
 #include "machine/machine-internal.h"
 
 #define FIRMWARE_ALIGN (UINT64_C(64) << 10) /* QEMU: bios size % 65536 == 0 */

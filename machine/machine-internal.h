@@ -5,7 +5,7 @@
 
 #include <vdisk/machine.h>
 
-#include "hw/fw_cfg.h"
+#include <vdisk/fw_cfg.h>
 
 /* A device's part of a system reset (machine_add_reset). */
 struct machine_reset_handler {

@@ -17,7 +17,7 @@
 #include <vdisk/trace.h>
 #include <vdisk/virtio-pci.h>
 
-#include "hw/debug-exit.h"
+#include <vdisk/debug-exit.h>
 #include "machine/machine-internal.h"
 
 #define PIIX_PIRQC 0x60 /* PIRQA..D route control, 0x60-0x63 */
@@ -779,8 +779,6 @@ void vd_machine_stop(struct vd_machine *m)
 		struct vd_drive *d = m->drives[i];
 
 		vd_blk_drain(d->blk);
-		if (vd_blk_root(d->blk))
-			vd_node_drain(vd_blk_root(d->blk));
 	}
 }
 

@@ -56,9 +56,9 @@ declare -A PUBLIC_LAYER=(
 	[loop.h]=util [opts.h]=util [trace.h]=util
 	[block.h]=block [block_driver.h]=block [backend.h]=block
 	[memory.h]=memory
-	[irq.h]=hw [pci.h]=hw [ide.h]=hw [virtio.h]=hw [virtio-blk.h]=hw [virtio-pci.h]=hw
+	[irq.h]=hw [pci.h]=hw [ide.h]=hw [fw_cfg.h]=hw [debug-exit.h]=hw [virtio.h]=hw [virtio-blk.h]=hw [virtio-pci.h]=hw
 	[qmp.h]=monitor
-	[machine.h]=machine
+	[machine.h]=machine [kvm.h]=machine
 	[export.h]=export
 )
 

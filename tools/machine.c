@@ -28,7 +28,7 @@
 #include <vdisk/machine.h>
 #include <vdisk/trace.h>
 
-#include "machine/kvm.h"
+#include <vdisk/kvm.h>
 #include "tools/tools.h"
 
 static void machine_usage(FILE *f)

@@ -40,7 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "block/drivers/drivers.h"
+#include "block/drivers.h"
 
 enum io_type {
 	IO_READ,

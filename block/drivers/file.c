@@ -25,7 +25,7 @@
 
 #include <vdisk/aio.h>
 
-#include "block/drivers/drivers.h"
+#include "block/drivers.h"
 
 /*
  * QEMU 7.2's permissions (include/block/block-common.h), in bit order; the

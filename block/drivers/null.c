@@ -15,7 +15,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "block/drivers/drivers.h"
+#include "block/drivers.h"
 
 struct null_state {
 	int64_t latency_ns;

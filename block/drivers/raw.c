@@ -10,7 +10,7 @@
 #include <inttypes.h>
 #include <stdint.h>
 
-#include "block/drivers/drivers.h"
+#include "block/drivers.h"
 
 struct raw_state {
 	int64_t offset;

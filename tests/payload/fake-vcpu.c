@@ -32,7 +32,7 @@
 #include <vdisk/loop.h>
 #include <vdisk/machine.h>
 
-#include "machine/kvm.h"
+#include <vdisk/kvm.h>
 
 #define PAGE 4096
 #define RUN_SIZE (3 * PAGE)

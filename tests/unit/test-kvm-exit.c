@@ -17,8 +17,8 @@
 #include <vdisk/loop.h>
 #include <vdisk/machine.h>
 
-#include "hw/fw_cfg.h"
-#include "machine/kvm.h"
+#include <vdisk/fw_cfg.h>
+#include <vdisk/kvm.h>
 #include "tests/lib/test.h"
 
 #ifndef KVM_PIO_PAGE_OFFSET

@@ -13,7 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "block/drivers/drivers.h"
+#include "block/drivers.h"
 #include "block/drivers/qcow2/qcow2.h"
 
 const char *const qcow2_create_opts[] = {

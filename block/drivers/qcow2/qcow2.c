@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "block/drivers/drivers.h"
+#include "block/drivers.h"
 #include "block/drivers/qcow2/qcow2.h"
 
 #include <vdisk/trace.h>
