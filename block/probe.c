@@ -85,7 +85,8 @@ static int parallels_probe(const uint8_t *buf, size_t len, const char *filename)
 {
 	if (len < 64)
 		return 0;
-	if ((memcmp(buf, "WithoutFreeSpace", 16) == 0 || memcmp(buf, "WithouFreSpacExt", 16) == 0) &&
+	if ((memcmp(buf, "WithoutFreeSpace", 16) == 0 ||
+	     memcmp(buf, "WithouFreSpacExt", 16) == 0) &&
 	    le32(buf + 16) == 2)
 		return 100;
 	return 0;
@@ -171,10 +172,17 @@ static const struct vd_probe_format {
 	const char *name;
 	int (*probe)(const uint8_t *buf, size_t len, const char *filename);
 } foreign_formats[] = {
-	{"bochs", bochs_probe},	    {"cloop", cloop_probe}, {"dmg", dmg_probe},
-	{"luks", luks_probe},	    {"parallels", parallels_probe},
-	{"qcow", qcow_probe},	    {"qed", qed_probe},	    {"vdi", vdi_probe},
-	{"vhdx", vhdx_probe},	    {"vmdk", vmdk_probe},	    {"vpc", vpc_probe},
+	{"bochs", bochs_probe},
+	{"cloop", cloop_probe},
+	{"dmg", dmg_probe},
+	{"luks", luks_probe},
+	{"parallels", parallels_probe},
+	{"qcow", qcow_probe},
+	{"qed", qed_probe},
+	{"vdi", vdi_probe},
+	{"vhdx", vhdx_probe},
+	{"vmdk", vmdk_probe},
+	{"vpc", vpc_probe},
 };
 
 #define N_FOREIGN (sizeof(foreign_formats) / sizeof(foreign_formats[0]))
