@@ -22,8 +22,9 @@ void vd_node_init_io(struct vd_node *n);
 void vd_node_round_size(struct vd_node *n);
 
 /* probe.c */
-/* How much of a file probing looks at (QEMU's BLOCK_PROBE_BUF_SIZE). */
-#define VD_PROBE_BYTES 2048
+/* How much of a file probing looks at: QEMU 7.2's BLOCK_PROBE_BUF_SIZE, one
+ * sector (a vmdk descriptor whose version line ends past it is raw there). */
+#define VD_PROBE_BYTES 512
 /*
  * The format @buf (the first @len bytes of a file named @filename, NULL if
  * none) probes as: the name of the best match, with *drv its driver, or

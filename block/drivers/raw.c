@@ -112,11 +112,11 @@ static int raw_co_preadv(struct vd_node *n, int64_t offset, int64_t bytes, struc
  * its backing file) into block 0 of a raw image opened without a format,
  * and the next open probes it as qcow2.  As QEMU's raw format does for a
  * probed image (bs->probed), refuse with -EPERM a write that would make
- * the image probe as anything but raw.  QEMU probes the written first
- * sector alone; this probes what the whole probe area (the first
- * VD_PROBE_BYTES, which a vmdk descriptor may span) would hold after the
- * request, so writes of any alignment are checked and a header cannot be
- * assembled from pieces written apart.
+ * the image probe as anything but raw.  QEMU makes every request on such
+ * an image 512-byte aligned and probes the first sector of a write to it;
+ * this keeps the node's alignment and probes what the probe area (the
+ * first VD_PROBE_BYTES, the same sector) would hold after the request, read
+ * and overlaid, so a header cannot be assembled from pieces written apart.
  *
  * Holds s->probe_lock on return 0, with @area (VD_PROBE_BYTES) holding the
  * new content; @qiov NULL means zeroes are written (write_zeroes, discard).
@@ -204,8 +204,9 @@ static int raw_co_flush(struct vd_node *n)
 }
 
 /* Zeroes can complete a header too ("QED" + one byte is qed once that byte
- * is zero), and discarded blocks may read back as zeroes: both are checked
- * as writes of zeroes on a probed node (QEMU checks neither). */
+ * is zero; QEMU refuses that through its read-modify-write of the sector),
+ * and discarded blocks may read back as zeroes: both are checked as writes
+ * of zeroes. */
 static int raw_co_pdiscard(struct vd_node *n, int64_t offset, int64_t bytes)
 {
 	struct raw_state *s = n->opaque;
