@@ -21,4 +21,23 @@ void vd_node_init_io(struct vd_node *n);
  * 6-byte file is a 512-byte node whose tail reads as zeroes. */
 void vd_node_round_size(struct vd_node *n);
 
+/* probe.c */
+/* How much of a file probing looks at: QEMU 7.2's BLOCK_PROBE_BUF_SIZE, one
+ * sector (a vmdk descriptor whose version line ends past it is raw there). */
+#define VD_PROBE_BYTES 512
+/*
+ * The format @buf (the first @len bytes of a file named @filename, NULL if
+ * none) probes as: the name of the best match, with *drv its driver, or
+ * NULL in *drv for a format QEMU knows and vdisk cannot open.  NULL (no
+ * match) only when raw is not registered.
+ */
+const char *vd_probe_buffer(const uint8_t *buf, size_t len, const char *filename,
+			    const struct vd_block_driver **drv);
+/* Is @name a format QEMU probes for that vdisk has no driver for? */
+bool vd_format_is_foreign(const char *name);
+/* Probe @filename (vd_probe_format), accepting a format that can name other
+ * files when @allow_references. */
+int vd_probe_file(const char *filename, bool allow_references, const char **format,
+		  struct vd_error *err);
+
 #endif

@@ -12,11 +12,9 @@
  * options and read-only are inherited by children that do not set them.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "block/internal.h"
 
@@ -73,6 +71,14 @@ static void refresh_limits(struct vd_node *n)
 		n->limits.min_mem_alignment = 1;
 }
 
+/* A format QEMU has and vdisk lacks is named as such, as probing names it. */
+static int unknown_driver(const char *name, struct vd_error *err)
+{
+	if (vd_format_is_foreign(name))
+		return vd_error_set(err, -ENOTSUP, "Image format '%s' is not supported", name);
+	return vd_error_set(err, -EINVAL, "Unknown driver '%s'", name);
+}
+
 struct open_req {
 	struct vd_opts *opts; /* owned until handed to the node */
 	int flags;
@@ -106,7 +112,7 @@ static int open_node(struct open_req *o)
 	}
 	drv = vd_driver_find(driver);
 	if (!drv) {
-		ret = vd_error_set(err, -EINVAL, "Unknown driver '%s'", driver);
+		ret = unknown_driver(driver, err);
 		vd_opts_free(opts);
 		return ret;
 	}
@@ -125,6 +131,9 @@ static int open_node(struct open_req *o)
 	n->limits.request_alignment = 1;
 	n->limits.min_mem_alignment = 1;
 	vd_node_init_io(n);
+	/* Only this node was probed: its children are opened as named. */
+	n->probed = (flags & VD_OPEN_PROBE) != 0;
+	flags &= ~VD_OPEN_PROBE;
 	n->opt_prefix = str_dup(o->prefix);
 	if (o->prefix && !n->opt_prefix) {
 		ret = -ENOMEM;
@@ -257,7 +266,7 @@ int vd_node_open_opts(const struct vd_opts *opts, int flags, struct vd_node **ou
 
 	if (!copy)
 		return vd_error_set(err, -ENOMEM, "Out of memory");
-	return open_tree(copy, flags, false, NULL, out, err);
+	return open_tree(copy, flags & ~VD_OPEN_PROBE, false, NULL, out, err);
 }
 
 static int set_or_fail(struct vd_opts *o, const char *key, const char *value)
@@ -282,9 +291,6 @@ static int merge_opts(struct vd_opts *dst, const struct vd_opts *src, struct vd_
 	return ret;
 }
 
-static int probe_format(const char *filename, bool allow_references, const char **format,
-			struct vd_error *err);
-
 int vd_node_open(const char *filename, const char *format, const struct vd_opts *opts, int flags,
 		 struct vd_node **out, struct vd_error *err)
 {
@@ -295,7 +301,10 @@ int vd_node_open(const char *filename, const char *format, const struct vd_opts 
 	if (!filename)
 		return vd_error_set(err, -EINVAL, "No filename given");
 
+	/* VD_OPEN_PROBE reaches the node only when its format was guessed
+	 * (vd_node_was_probed()). */
 	if (strncmp(filename, "json:", 5) == 0) {
+		flags &= ~VD_OPEN_PROBE;
 		ret = vd_opts_parse(filename, NULL, &tree, err);
 		if (ret < 0)
 			return ret;
@@ -313,7 +322,9 @@ int vd_node_open(const char *filename, const char *format, const struct vd_opts 
 		tree = opts ? vd_opts_clone(opts) : vd_opts_new();
 		if (!tree)
 			return vd_error_set(err, -ENOMEM, "Out of memory");
-		if (!format && !vd_opts_peek(tree, "driver")) {
+		if (format || vd_opts_peek(tree, "driver")) {
+			flags &= ~VD_OPEN_PROBE;
+		} else {
 			if (!(flags & VD_OPEN_PROBE)) {
 				vd_opts_free(tree);
 				return vd_error_set(err, -EINVAL,
@@ -324,8 +335,8 @@ int vd_node_open(const char *filename, const char *format, const struct vd_opts 
 			/* Probing never leads to opening a file an image names: a
 			 * format that can name files is only a valid answer when
 			 * the open follows no such names. */
-			ret = probe_format(filename, (flags & VD_OPEN_NO_BACKING) != 0, &format,
-					   err);
+			ret = vd_probe_file(filename, (flags & VD_OPEN_NO_BACKING) != 0, &format,
+					    err);
 			if (ret < 0) {
 				vd_opts_free(tree);
 				return ret;
@@ -335,7 +346,7 @@ int vd_node_open(const char *filename, const char *format, const struct vd_opts 
 			format = vd_opts_peek(tree, "driver");
 		drv = vd_driver_find(format);
 		if (!drv) {
-			ret = vd_error_set(err, -EINVAL, "Unknown driver '%s'", format);
+			ret = unknown_driver(format, err);
 			vd_opts_free(tree);
 			return ret;
 		}
@@ -478,6 +489,11 @@ int64_t vd_node_size(const struct vd_node *n)
 bool vd_node_is_read_only(const struct vd_node *n)
 {
 	return n->read_only;
+}
+
+bool vd_node_was_probed(const struct vd_node *n)
+{
+	return n->probed;
 }
 
 const char *vd_node_format(const struct vd_node *n)
@@ -661,66 +677,6 @@ bool vd_node_cache_direct(const struct vd_node *n)
 bool vd_node_cache_no_flush(const struct vd_node *n)
 {
 	return n->no_flush;
-}
-
-/* --- probing ------------------------------------------------------------- */
-
-#define PROBE_BYTES 2048
-
-/*
- * With @allow_references, a format that can name other files may be the
- * answer: the caller opens without following those names (no backing).
- */
-static int probe_format(const char *filename, bool allow_references, const char **format,
-			struct vd_error *err)
-{
-	uint8_t buf[PROBE_BYTES];
-	const struct vd_block_driver *best = NULL, *best_any = NULL;
-	int best_score = 0, best_any_score = 0;
-	ssize_t len;
-	int fd;
-
-	fd = open(filename, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return vd_error_setg_errno(err, -errno, "Could not open '%s'", filename);
-	len = pread(fd, buf, sizeof(buf), 0);
-	int saved = errno;
-	close(fd);
-	if (len < 0)
-		return vd_error_setg_errno(err, -saved, "Could not read '%s'", filename);
-
-	for (size_t i = 0; i < vd_driver_count(); i++) {
-		const struct vd_block_driver *d = vd_driver_at(i);
-		int score;
-
-		if (!d->probe || !d->is_format)
-			continue;
-		score = d->probe(buf, (size_t)len, filename);
-		if (score > best_any_score) {
-			best_any_score = score;
-			best_any = d;
-		}
-		if (!d->references_files && score > best_score) {
-			best_score = score;
-			best = d;
-		}
-	}
-	if (best_any && best_any != best && best_any->references_files && allow_references) {
-		*format = best_any->name;
-		return 0;
-	}
-	if (best_any && best_any != best && best_any->references_files)
-		return vd_error_set(err, -EINVAL,
-				    "'%s' looks like a %s image, which can name other files; "
-				    "probing never picks such a format: give it with -f %s",
-				    filename, best_any->name, best_any->name);
-	*format = best ? best->name : "raw";
-	return 0;
-}
-
-int vd_probe_format(const char *filename, const char **format, struct vd_error *err)
-{
-	return probe_format(filename, false, format, err);
 }
 
 /* --- creation and information -------------------------------------------- */

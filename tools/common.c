@@ -26,6 +26,17 @@ void tool_error(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
+void tool_warn_raw_probe(const char *filename)
+{
+	fflush(stdout);
+	fprintf(stderr,
+		"WARNING: Image format was not specified for '%s' and probing guessed raw.\n"
+		"         Automatically detecting the format is dangerous for raw images, "
+		"write operations on block 0 will be restricted.\n"
+		"         Specify the 'raw' format explicitly to remove the restrictions.\n",
+		filename);
+}
+
 int tool_parse_size(const char *str, int64_t *out)
 {
 	uint64_t v;
@@ -118,14 +129,11 @@ int tool_open_image(const struct tool_open_args *a, struct vd_node **out, struct
 	}
 	if (ret == 0) {
 		vd_node_set_write_cache(*out, !writethrough);
-		if (!a->image_opts && !a->format && a->probe && a->warn_raw_probe &&
-		    !strcmp(vd_node_format(*out), "raw")) {
-			fprintf(stderr,
-				"WARNING: Image format was not specified for '%s' and probing "
-				"guessed raw.\n"
-				"         Specify the 'raw' format explicitly to remove this "
-				"warning.\n",
-				a->filename);
+		/* QEMU's raw_open says this for a probed raw image opened
+		 * read-write, whatever the tool; the library never prints. */
+		if (vd_node_was_probed(*out) && !strcmp(vd_node_format(*out), "raw") &&
+		    !vd_node_is_read_only(*out)) {
+			tool_warn_raw_probe(a->filename);
 		}
 	}
 out:

@@ -74,7 +74,6 @@ int cmd_io(int argc, char **argv)
 		.default_cache = "writethrough",
 		.writable = true,
 		.probe = true,
-		.warn_raw_probe = true,
 	};
 	struct io_state s = {0};
 	struct vd_error err = {0};

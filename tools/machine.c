@@ -317,10 +317,16 @@ int cmd_machine(int argc, char **argv)
 		goto out_loop;
 	}
 	for (int i = 0; i < nr_drives; i++) {
-		if (vd_machine_add_drive(m, drives[i], NULL, &err) < 0) {
+		struct vd_drive *d;
+
+		if (vd_machine_add_drive(m, drives[i], &d, &err) < 0) {
 			tool_error("-drive %s: %s", drives[i], err.msg);
 			goto out_machine;
 		}
+		/* As qemu-system's -drive without format=. */
+		if (d->node && vd_node_was_probed(d->node) &&
+		    !strcmp(vd_node_format(d->node), "raw") && !vd_node_is_read_only(d->node))
+			tool_warn_raw_probe(vd_node_filename(d->node));
 	}
 	for (int i = 0; i < nr_devices; i++) {
 		if (vd_machine_add_device(m, devices[i], &err) < 0) {

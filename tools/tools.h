@@ -54,6 +54,10 @@ const char *tool_one_filename(int argc, char **argv);
 /* --output=human|json: 0 with *json set, or -EINVAL after printing why. */
 int tool_parse_output(const char *arg, bool *json);
 
+/* QEMU's warning for an image that probing guessed to be raw and that is
+ * opened read-write (tool_open_image() prints it). */
+void tool_warn_raw_probe(const char *filename);
+
 /* Parse a size with qemu-img's suffixes; -EINVAL/-ERANGE on failure. Values
  * above INT64_MAX are -ERANGE. */
 int tool_parse_size(const char *str, int64_t *out);
@@ -64,7 +68,6 @@ struct tool_open_args {
 			       * option string */
 	const char *format; /* -f; NULL: probe (when probe) */
 	bool probe; /* no format: probe it as qemu-img info does */
-	bool warn_raw_probe; /* say so when probing guessed raw (qemu-io does) */
 	bool image_opts; /* --image-opts */
 	const char *cache; /* -t; NULL: the tool's default mode */
 	const char *default_cache; /* used when cache is NULL */

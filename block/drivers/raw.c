@@ -9,13 +9,19 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "block/drivers.h"
+#include "block/internal.h"
 
 struct raw_state {
 	int64_t offset;
 	int64_t size;
 	bool has_size;
+	/* Probed: writes to the first VD_PROBE_BYTES are checked, one at a
+	 * time, so that two of them cannot together build a header. */
+	struct vd_co_mutex probe_lock;
 };
 
 static int raw_open(struct vd_node *n, struct vd_opts *opts, int flags, struct vd_error *err)
@@ -59,6 +65,7 @@ static int raw_open(struct vd_node *n, struct vd_opts *opts, int flags, struct v
 				    offset, size, real_size);
 	s->offset = (int64_t)offset;
 	s->size = s->has_size ? (int64_t)size : real_size - s->offset;
+	vd_co_mutex_init(&s->probe_lock);
 	n->size = s->size;
 	/* Flags pass down unchanged; the child's node emulates what its driver
 	 * lacks (FUA with a flush of the child only). */
@@ -100,14 +107,91 @@ static int raw_co_preadv(struct vd_node *n, int64_t offset, int64_t bytes, struc
 	return vd_co_preadv(n->file, s->offset + offset, bytes, qiov, flags);
 }
 
+/*
+ * The probing attack: a guest writes a qcow2 header (naming a host file as
+ * its backing file) into block 0 of a raw image opened without a format,
+ * and the next open probes it as qcow2.  As QEMU's raw format does for a
+ * probed image (bs->probed), refuse with -EPERM a write that would make
+ * the image probe as anything but raw.  QEMU makes every request on such
+ * an image 512-byte aligned and probes the first sector of a write to it;
+ * this keeps the node's alignment and probes what the probe area (the
+ * first VD_PROBE_BYTES, the same sector) would hold after the request, read
+ * and overlaid, so a header cannot be assembled from pieces written apart.
+ *
+ * Holds s->probe_lock on return 0, with @area (VD_PROBE_BYTES) holding the
+ * new content; @qiov NULL means zeroes are written (write_zeroes, discard).
+ */
+static int vd_coroutine_fn probe_area_check(struct vd_node *n, int64_t offset, int64_t bytes,
+					    const struct vd_qiov *qiov, uint8_t *area)
+{
+	struct raw_state *s = n->opaque;
+	const struct vd_block_driver *drv;
+	int64_t have = s->size < VD_PROBE_BYTES ? s->size : VD_PROBE_BYTES;
+	int64_t head = VD_PROBE_BYTES - offset < bytes ? VD_PROBE_BYTES - offset : bytes;
+	struct vd_qiov q;
+	int ret;
+
+	vd_co_mutex_lock(&s->probe_lock);
+	memset(area, 0, VD_PROBE_BYTES);
+	if (have > 0) {
+		vd_qiov_init_buf(&q, area, (size_t)have);
+		ret = vd_co_preadv(n->file, s->offset, have, &q, 0);
+		if (ret < 0)
+			goto fail;
+	}
+	if (qiov)
+		vd_qiov_to_buf(qiov, 0, area + offset, (size_t)head);
+	else
+		memset(area + offset, 0, (size_t)head);
+	vd_probe_buffer(area, VD_PROBE_BYTES, NULL, &drv);
+	if (drv == n->drv)
+		return 0;
+	ret = -EPERM;
+fail:
+	vd_co_mutex_unlock(&s->probe_lock);
+	return ret;
+}
+
+static bool in_probe_area(const struct vd_node *n, int64_t offset, int64_t bytes)
+{
+	return n->probed && offset < VD_PROBE_BYTES && bytes > 0;
+}
+
 static int raw_co_pwritev(struct vd_node *n, int64_t offset, int64_t bytes, struct vd_qiov *qiov,
 			  int flags)
 {
 	struct raw_state *s = n->opaque;
+	struct vd_qiov checked;
+	uint8_t *area;
+	int64_t head;
+	int ret;
 
 	assert(offset >= 0);
 	vd_debug_event(n->file, VD_EV_WRITE_AIO);
-	return vd_co_pwritev(n->file, s->offset + offset, bytes, qiov, flags);
+	if (!in_probe_area(n, offset, bytes))
+		return vd_co_pwritev(n->file, s->offset + offset, bytes, qiov, flags);
+
+	area = vd_memalign(4096, VD_PROBE_BYTES);
+	if (!area)
+		return -ENOMEM;
+	ret = probe_area_check(n, offset, bytes, qiov, area);
+	if (ret < 0) {
+		free(area);
+		return ret;
+	}
+	/* Write the bytes that were checked, not the caller's buffer again:
+	 * a guest may change it meanwhile. */
+	head = VD_PROBE_BYTES - offset < bytes ? VD_PROBE_BYTES - offset : bytes;
+	vd_qiov_init(&checked, qiov->niov + 1);
+	ret = vd_qiov_add(&checked, area + offset, (size_t)head);
+	if (ret == 0 && bytes > head)
+		ret = vd_qiov_concat_slice(&checked, qiov, (size_t)head, (size_t)(bytes - head));
+	if (ret == 0)
+		ret = vd_co_pwritev(n->file, s->offset + offset, bytes, &checked, flags);
+	vd_co_mutex_unlock(&s->probe_lock);
+	vd_qiov_destroy(&checked);
+	free(area);
+	return ret;
 }
 
 /* Nothing of our own to write back; like QEMU's bdrv_co_flush, tell the
@@ -119,18 +203,48 @@ static int raw_co_flush(struct vd_node *n)
 	return 0;
 }
 
+/* Zeroes can complete a header too ("QED" + one byte is qed once that byte
+ * is zero; QEMU refuses that through its read-modify-write of the sector),
+ * and discarded blocks may read back as zeroes: both are checked as writes
+ * of zeroes. */
 static int raw_co_pdiscard(struct vd_node *n, int64_t offset, int64_t bytes)
 {
 	struct raw_state *s = n->opaque;
+	uint8_t *area;
+	int ret;
 
-	return vd_co_pdiscard(n->file, s->offset + offset, bytes);
+	if (!in_probe_area(n, offset, bytes))
+		return vd_co_pdiscard(n->file, s->offset + offset, bytes);
+	area = vd_memalign(4096, VD_PROBE_BYTES);
+	if (!area)
+		return -ENOMEM;
+	ret = probe_area_check(n, offset, bytes, NULL, area);
+	if (ret == 0) {
+		ret = vd_co_pdiscard(n->file, s->offset + offset, bytes);
+		vd_co_mutex_unlock(&s->probe_lock);
+	}
+	free(area);
+	return ret;
 }
 
 static int raw_co_pwrite_zeroes(struct vd_node *n, int64_t offset, int64_t bytes, int flags)
 {
 	struct raw_state *s = n->opaque;
+	uint8_t *area;
+	int ret;
 
-	return vd_co_pwrite_zeroes(n->file, s->offset + offset, bytes, flags);
+	if (!in_probe_area(n, offset, bytes))
+		return vd_co_pwrite_zeroes(n->file, s->offset + offset, bytes, flags);
+	area = vd_memalign(4096, VD_PROBE_BYTES);
+	if (!area)
+		return -ENOMEM;
+	ret = probe_area_check(n, offset, bytes, NULL, area);
+	if (ret == 0) {
+		ret = vd_co_pwrite_zeroes(n->file, s->offset + offset, bytes, flags);
+		vd_co_mutex_unlock(&s->probe_lock);
+	}
+	free(area);
+	return ret;
 }
 
 static int raw_co_block_status(struct vd_node *n, int64_t offset, int64_t bytes, int64_t *pnum,

@@ -57,9 +57,12 @@ struct vd_node;
 enum {
 	VD_OPEN_RDWR = 1 << 0, /* default is read-only */
 	VD_OPEN_NO_BACKING = 1 << 1, /* do not open backing files */
-	/* No format given: probe.  A format that can name other files (qcow2)
-	 * is only accepted together with VD_OPEN_NO_BACKING, so probing never
-	 * leads to opening a file that an image names. */
+	/* No format given: probe, as QEMU 7.2 does (the formats QEMU knows
+	 * and vdisk cannot open are refused by name, never taken for raw).
+	 * A format that can name other files (qcow2) is only accepted
+	 * together with VD_OPEN_NO_BACKING, so probing never leads to opening
+	 * a file that an image names.  A probed raw node refuses (-EPERM)
+	 * writes that would make the file probe as another format. */
 	VD_OPEN_PROBE = 1 << 2,
 	VD_OPEN_FORCE_SHARE = 1 << 3, /* -U: take no image locks that exclude others */
 	/* Opened to be checked and repaired (vdisk check -r): a format may then
@@ -98,6 +101,8 @@ int vd_cache_mode_apply(const char *mode, struct vd_opts *opts, bool *writethrou
 /* Properties. */
 int64_t vd_node_size(const struct vd_node *n);
 bool vd_node_is_read_only(const struct vd_node *n);
+/* Was the format guessed (VD_OPEN_PROBE with no format given)? */
+bool vd_node_was_probed(const struct vd_node *n);
 const char *vd_node_format(const struct vd_node *n); /* driver name */
 const char *vd_node_filename(const struct vd_node *n); /* as opened */
 const char *vd_node_name(const struct vd_node *n); /* node-name, "" if none */
@@ -326,10 +331,11 @@ int vd_node_snapshot_create(struct vd_node *n, const char *name, struct vd_error
 int vd_node_snapshot_goto(struct vd_node *n, const char *id_or_name, struct vd_error *err);
 int vd_node_snapshot_delete(struct vd_node *n, const char *id_or_name, struct vd_error *err);
 
-/* Guess the format of @filename from its first bytes.  Formats that can
- * reference other files are never returned: their detection is an error
- * asking for an explicit format (vd_node_open relaxes this for opens with
- * VD_OPEN_NO_BACKING). */
+/* Guess the format of @filename from its first bytes, with QEMU 7.2's
+ * magics and scores.  A format QEMU knows that vdisk cannot open is an error
+ * naming it (-ENOTSUP), never raw.  Formats that can reference other files
+ * are never returned: their detection is an error asking for an explicit
+ * format (vd_node_open relaxes this for opens with VD_OPEN_NO_BACKING). */
 int vd_probe_format(const char *filename, const char **format, struct vd_error *err);
 
 /* Names of the registered drivers, NULL-terminated (static storage). */

@@ -88,6 +88,9 @@ struct vd_node {
 	bool growable; /* set by the parent: writes past the end extend it (the
 			* core raises size after such a write) */
 	bool force_share; /* -U */
+	/* The format was guessed (VD_OPEN_PROBE): a probed raw node refuses
+	 * writes that would make it probe as another format. */
+	bool probed;
 	bool write_cache; /* device-visible write cache (true = writeback) */
 	bool no_flush; /* cache=unsafe: flushes succeed without I/O */
 	bool cache_direct; /* cache.direct: O_DIRECT at the protocol (inherited) */

@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+#
+# Probing, against QEMU 7.2:
+#  - images qemu-img makes in formats vdisk cannot open (vmdk, also as a
+#    descriptor file, vdi, vhdx, vpc, qed, qcow, parallels, luks) are refused
+#    by name with a non-zero exit by info, io, bench and resize without -f,
+#    and the file is left as it was (never taken for raw and written);
+#  - crafted bochs, cloop and dmg files and truncated headers are never raw;
+#  - a probed raw image refuses a block-0 write of a qcow2 header or a vmdk
+#    magic with EPERM, as qemu-io does, accepts ordinary writes, and -f raw
+#    lifts the restriction; the warning is QEMU's, and only for read-write.
+set -eu
+
+. "$(dirname "$0")/../lib/common.sh"
+vd_setup qemu-img qemu-io python3
+
+sum() { md5sum "$1" | cut -d' ' -f1; }
+
+# refused FILE FORMAT: every subcommand refuses FILE, naming FORMAT, and
+# leaves it untouched.
+refused() {
+	local f=$1 fmt=$2 before
+	before=$(sum "$f")
+	if "$VDISK" info "$f" >out 2>err; then
+		cat out
+		fail "$f: vdisk info accepted a $fmt image"
+	fi
+	grep -q "Image format '$fmt' is not supported" err || {
+		cat err
+		fail "$f: vdisk info does not name $fmt"
+	}
+	[ "$(wc -l <err)" = 1 ] || fail "$f: more than one line of error: $(cat err)"
+	if "$VDISK" io -c 'write -P 0xaa 0 4k' "$f" >out 2>err; then
+		fail "$f: vdisk io without -f wrote into a $fmt image"
+	fi
+	grep -q "Image format '$fmt' is not supported" err || fail "$f: vdisk io: $(cat err)"
+	if "$VDISK" resize "$f" +1M >out 2>err; then
+		fail "$f: vdisk resize resized a $fmt image"
+	fi
+	grep -q "Image format '$fmt' is not supported" err || fail "$f: vdisk resize: $(cat err)"
+	if "$VDISK" bench -w -c 4 "$f" >out 2>err; then
+		fail "$f: vdisk bench -w wrote into a $fmt image"
+	fi
+	grep -q "Image format '$fmt' is not supported" err || fail "$f: vdisk bench: $(cat err)"
+	[ "$(sum "$f")" = "$before" ] || fail "$f: the $fmt image changed"
+}
+
+# Images made by qemu-img; qemu-img info probes them as their format.
+for fmt in vmdk vdi vhdx vpc qed qcow parallels; do
+	qemu-img create -q -f "$fmt" "img.$fmt" 1M
+	qemu-img info "img.$fmt" | grep -qx "file format: $fmt" ||
+		fail "qemu-img does not probe img.$fmt as $fmt"
+	refused "img.$fmt" "$fmt"
+done
+qemu-img create -q -f luks --object secret,id=s0,data=pw -o key-secret=s0 img.luks 1M
+refused img.luks luks
+# -f names such a format the same way.
+"$VDISK" info -f vdi img.vdi 2>err && fail "vdisk info -f vdi accepted"
+grep -q "Image format 'vdi' is not supported" err || fail "info -f vdi: $(cat err)"
+
+# A vmdk descriptor file (text) names its extent: still vmdk, never raw.
+qemu-img create -q -f vmdk -o subformat=monolithicFlat desc.vmdk 1M
+head -c 20 desc.vmdk | grep -q '^#' || fail "desc.vmdk is not a text descriptor"
+qemu-img info desc.vmdk | grep -qx "file format: vmdk" || fail "qemu-img: desc.vmdk"
+refused desc.vmdk vmdk
+printf '# comment\n   \r\nversion=1\r\n' >crlf.vmdk
+refused crlf.vmdk vmdk
+
+# Crafted files for the formats qemu-img cannot create.
+python3 - <<'PY'
+import struct
+h = bytearray(512)
+h[0:23] = b"Bochs Virtual HD Image\0"
+h[32:40] = b"Redolog\0"
+h[48:56] = b"Growing\0"
+h[64:68] = struct.pack("<I", 0x20000)
+open("crafted.bochs", "wb").write(bytes(h) + bytes(512))
+magic = (b"#!/bin/sh\n#V2.0 Format\n"
+         b"modprobe cloop file=$0 && mount -r -t iso9660 /dev/cloop $1\n")
+open("crafted.cloop", "wb").write(magic + bytes(1024))
+open("crafted.dmg", "wb").write(b"\x55" * 4096)
+# Truncated headers: the magic alone, shorter than the header.
+open("short.vhdx", "wb").write(b"vhdxfile")
+open("short.qed", "wb").write(b"QED\0")
+open("short.qcow", "wb").write(b"QFI\xfb\0\0\0\1")
+open("short.luks", "wb").write(b"LUKS\xba\xbe\0\1")
+open("short.vdi", "wb").write(bytes(64) + struct.pack("<I", 0xbeda107f))
+open("short.qcow2", "wb").write(b"QFI\xfb\0\0\0\3")
+PY
+refused crafted.bochs bochs
+refused crafted.cloop cloop
+refused crafted.dmg dmg
+for fmt in vhdx qed qcow luks vdi; do
+	refused "short.$fmt" "$fmt"
+done
+# A truncated qcow2 header is qcow2 (which then fails to open), never raw;
+# qemu-img fails on it too.
+qemu-img info short.qcow2 >/dev/null 2>&1 && fail "qemu-img opened short.qcow2"
+"$VDISK" info short.qcow2 >out 2>&1 && fail "vdisk opened short.qcow2: $(cat out)"
+grep -q raw out && fail "short.qcow2 taken for raw: $(cat out)"
+# A qcow2 image without -f: info opens it without its backing chain; io
+# and resize keep the rule that probing never picks a format naming files.
+qemu-img create -q -f qcow2 img.qcow2 1M
+"$VDISK" info img.qcow2 | grep -qx "file format: qcow2" || fail "info img.qcow2"
+"$VDISK" io -c 'read 0 512' img.qcow2 2>err && fail "vdisk io probed qcow2"
+grep -q "give it with -f qcow2" err || fail "io on qcow2: $(cat err)"
+
+# --- the probing attack on a raw image ------------------------------------
+head -c 512 img.qcow2 >qcow2-header
+printf 'KDMV' >vmdk-magic
+vdisk_io() { "$VDISK" io "$@"; }
+# attempt TOOL FILE CMD: run the write, say "ok" or "EPERM".
+attempt() {
+	local tool=$1 f=$2 cmd=$3
+	if "$tool" -c "$cmd" "$f" >out 2>err && ! grep -q "failed" out err; then
+		echo ok
+	elif grep -q "Operation not permitted" out err; then
+		echo EPERM
+	else
+		cat out err >&2
+		echo "other"
+	fi
+}
+for tool in qemu-io vdisk_io; do
+	rm -f raw.img
+	qemu-img create -q -f raw raw.img 1M
+	for cmd in 'write -s qcow2-header 0 512' 'write -s vmdk-magic 0 4'; do
+		before=$(sum raw.img)
+		r=$(attempt "$tool" raw.img "$cmd")
+		[ "$r" = EPERM ] || fail "$tool '$cmd' on a probed raw image: $r"
+		[ "$(sum raw.img)" = "$before" ] || fail "$tool '$cmd' changed raw.img"
+	done
+	r=$(attempt "$tool" raw.img 'write -P 0x55 0 512')
+	[ "$r" = ok ] || fail "$tool: an ordinary block-0 write: $r"
+	r=$(attempt "$tool" raw.img 'write -P 0x51 0 1')
+	[ "$r" = ok ] || fail "$tool: a one-byte block-0 write: $r"
+	r=$(attempt "$tool" raw.img 'write -s qcow2-header 4096 512')
+	[ "$r" = ok ] || fail "$tool: a header written past block 0: $r"
+	# QEMU's warning, word for word, for a read-write open only.
+	"$tool" -c 'read 0 512' raw.img >/dev/null 2>"warn.$tool"
+	"$tool" -r -c 'read 0 512' raw.img >/dev/null 2>err
+	[ -s err ] && fail "$tool -r warns: $(cat err)"
+	# -f raw lifts the restriction.
+	"$tool" -f raw -c 'write -s qcow2-header 0 512' raw.img >out 2>&1 ||
+		fail "$tool -f raw: $(cat out)"
+	qemu-img info raw.img | grep -qx "file format: qcow2" || fail "the header was not written"
+done
+grep -q "^WARNING: Image format was not specified for 'raw.img' and probing guessed raw.$" \
+	warn.qemu-io || fail "qemu-io's warning: $(cat warn.qemu-io)"
+diff -u warn.qemu-io warn.vdisk_io || fail "the warning differs from qemu-io's"
+
+# A header cannot be assembled from pieces: a vmdk version line written
+# first, then the comment line before it; and zeroes cannot complete a
+# magic.  qemu-io refuses both through its read-modify-write of sector 0;
+# vdisk probes the sector as the request would leave it.
+python3 -c 'open("comment", "wb").write(b"#" * 99 + b"\n")'
+printf 'version=1\n' >version
+printf 'QEDx' >qedx
+for tool in qemu-io vdisk_io; do
+	rm -f raw.img
+	qemu-img create -q -f raw raw.img 1M
+	[ "$(attempt "$tool" raw.img 'write -s version 100 10')" = ok ] || fail "$tool: version line"
+	before=$(sum raw.img)
+	[ "$(attempt "$tool" raw.img 'write -s comment 0 100')" = EPERM ] ||
+		fail "$tool: a vmdk descriptor assembled from two writes"
+	[ "$(sum raw.img)" = "$before" ] || fail "$tool: raw.img changed"
+	"$tool" -f raw -c 'write -s qedx 0 4' raw.img >/dev/null || fail "$tool: write QEDx"
+	[ "$(attempt "$tool" raw.img 'write -z 3 1')" = EPERM ] ||
+		fail "$tool: zeroes completing a qed magic"
+	[ "$(attempt "$tool" raw.img 'write -z 0 512')" = ok ] || fail "$tool: zeroing block 0"
+done
+# A version line that ends past the first sector is not probed (QEMU 7.2
+# reads 512 bytes), by either tool.
+python3 -c 'open("edge.vmdk", "wb").write(b"#" * 505 + b"\nversion=1\n")'
+qemu-img info edge.vmdk | grep -qx "file format: raw" || fail "qemu-img: edge.vmdk"
+"$VDISK" info edge.vmdk | grep -qx "file format: raw" || fail "vdisk: edge.vmdk"
+echo "probe-formats: ok"
