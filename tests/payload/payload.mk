@@ -30,7 +30,7 @@ $(BUILD)/tests/payload/%.bin: tests/payload/%.S tests/payload/payload.mk
 	@test "$$(wc -c < $@.tmp)" -eq 65536 || { echo "$@: not 64 KiB" >&2; exit 1; }
 	mv $@.tmp $@
 
-$(FAKE_VCPU): tests/payload/fake-vcpu.c machine/kvm.h $(BUILD)/libvdisk.a $(BUILD)/vdisk.pc
+$(FAKE_VCPU): tests/payload/fake-vcpu.c include/vdisk/kvm.h $(BUILD)/libvdisk.a $(BUILD)/vdisk.pc
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude -I. -Wall -Wextra -Werror -Wno-unused-parameter \
 		-Wmissing-prototypes -Wstrict-prototypes -Wshadow -Wno-missing-field-initializers \
