@@ -127,10 +127,16 @@ static const char *feature_name(struct qcow2_state *s, int type, int bit, char *
 	return buf;
 }
 
+/* Linear in the size of the header area whatever the extensions are: a
+ * crafted image may hold thousands of tiny ones (each is 8 bytes). */
 static int parse_extensions(struct qcow2_state *s, const uint8_t *hdr, uint64_t start, uint64_t end,
 			    struct vd_error *err)
 {
+	struct qcow2_ext **tail = &s->unknown_exts;
 	uint64_t off = start;
+
+	while (*tail)
+		tail = &(*tail)->next;
 
 	while (off < end) {
 		uint32_t type, len;
@@ -177,16 +183,14 @@ static int parse_extensions(struct qcow2_state *s, const uint8_t *hdr, uint64_t 
 		default: {
 			/* Bitmaps and unknown extensions: kept verbatim. */
 			struct qcow2_ext *e = malloc(sizeof(*e) + len);
-			struct qcow2_ext **tail = &s->unknown_exts;
 			if (!e)
 				return -ENOMEM;
 			e->next = NULL;
 			e->type = type;
 			e->len = len;
 			memcpy(e->data, hdr + off, len);
-			while (*tail)
-				tail = &(*tail)->next;
 			*tail = e;
+			tail = &e->next;
 			break;
 		}
 		}
