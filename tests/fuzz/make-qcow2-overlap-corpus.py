@@ -15,7 +15,8 @@ table that lies.  The expectation says what `vdisk io` must do with it:
   name | options | command | outcome | message | corrupt | protect
 
 outcome: refuse (the write fails, "Preventing invalid write on metadata
-(overlaps with CLASS)", corrupt bit set), fail (the command fails, message
+(overlaps with CLASS)" when the message field is a class name, else the
+message given; corrupt bit set), fail (the command fails, message
 given), ok (the command succeeds), openfail (the open fails, message given).
 protect: host ranges (offset+length) whose bytes must not change.
 Usage: make-qcow2-overlap-corpus.py [CORPUS-DIR [EXPECT-FILE]]
@@ -175,7 +176,7 @@ def case(name, img, cmd, outcome, msg="-", corrupt=None, protect=None, opts="-")
 
 
 def refuse_msg(cls):
-    return "Preventing invalid write on metadata (overlaps with %s)" % cls
+    return cls
 
 
 # 1. A data write to an allocated cluster (L2 entry COPIED, so written in
@@ -217,11 +218,14 @@ case("ol-data-span-refblock-l1", img, "write -P 0x5a 0 1024", "refuse", refuse_m
 img = Img().l2(4, 0, (5 * CS) | COPIED).l2(4, 1, (6 * CS) | COPIED).l2(4, 2, (7 * CS) | COPIED)
 case("ol-data-span-into-l2", img, "write -P 0x5a 0 1536", "refuse", refuse_msg("active L2 table"))
 
-# Without COPIED the write allocates: nothing lands on the table.
+# Without COPIED the write allocates a new cluster, then drops its
+# reference to the old one: that would free the table (QEMU frees it and
+# refuses a later write; vdisk refuses the free).
 for key in ["active-l1", "refcount-table", "inactive-l1"]:
     off, _, cls = WHERE[key]
     img = Img().l2(4, 0, off)
-    case("ol-shared-on-" + key, img, "write -P 0x5a 0 512", "ok", corrupt="no")
+    case("ol-shared-on-" + key, img, "write -P 0x5a 0 512", "refuse",
+         "Preventing invalid free of metadata (data cluster overlaps with %s)" % cls)
 
 # 2. New allocations: the refcounts call a metadata cluster free, so the
 # allocator hands it out for the data (or the new L2 table) of a write to
@@ -274,10 +278,19 @@ img = Img().l2(4, 1, (19 * CS) | COMPRESSED | (3 << cb9))
 case("ol-compressed-spills-past-eof", img, "read 512 512", "fail", "Input/output error")
 img = Img().l2(4, 1, (1 * CS) | COMPRESSED)
 # (A whole-cluster write needs nothing of the old data: it goes to a new
-# cluster, as in QEMU.)
-case("ol-compressed-in-reftable-write", img, "write -P 1 512 512", "ok", "-", corrupt="no")
+# cluster, as in QEMU, but the free of the old one is refused.)
+case("ol-compressed-in-reftable-write", img, "write -P 1 512 512", "refuse",
+     "Preventing invalid free of metadata (data cluster overlaps with refcount table)")
 img = Img().l2(4, 1, (1 * CS) | COMPRESSED)
-case("ol-compressed-in-reftable-cow", img, "write -P 1 600 100", "fail", "Input/output error")
+case("ol-compressed-in-reftable-cow", img, "write -P 1 600 100", "refuse",
+     "Preventing invalid free of metadata (data cluster overlaps with refcount table)")
+# Discard and write-zeroes with unmap drop references too.
+img = Img().l2(4, 0, (3 * CS) | COPIED)
+case("ol-discard-on-l1", img, "discard 0 512", "refuse",
+     "Preventing invalid free of metadata (data cluster overlaps with active L1 table)")
+img = Img().l2(4, 0, (9 * CS) | COPIED)
+case("ol-zero-unmap-on-snapshot-table", img, "write -z -u 0 512", "refuse",
+     "Preventing invalid free of metadata (data cluster overlaps with snapshot table)")
 img = Img().l2(4, 1, ((1 << 56) - 512) | COMPRESSED | (255 << cb9))
 case("ol-compressed-near-2p56", img, "read 512 512", "fail", "Input/output error", corrupt="any")
 

@@ -332,6 +332,9 @@ int qcow2_discard_clusters(struct qcow2_state *s, uint64_t offset, uint64_t byte
 			}
 			if (ne == old && nb == oldb)
 				continue;
+			ret = qcow2_check_free_l2_entry(s, old);
+			if (ret < 0)
+				break;
 			qcow2_set_l2_entry(s, slice, i + k, ne);
 			qcow2_set_l2_bitmap(s, slice, i + k, nb);
 			qcow2_cache_mark_dirty(&s->l2_cache, slice);
@@ -397,6 +400,10 @@ int qcow2_zero_clusters(struct qcow2_state *s, uint64_t offset, uint64_t bytes, 
 					mask |= 1ull << k;
 				nb = (oldb & ~mask) | (mask << 32);
 			}
+			if (unmap)
+				ret = qcow2_check_free_l2_entry(s, old);
+			if (ret < 0)
+				break;
 			if (ne != old || nb != oldb) {
 				qcow2_set_l2_entry(s, slice, i, ne);
 				qcow2_set_l2_bitmap(s, slice, i, nb);

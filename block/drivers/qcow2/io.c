@@ -382,6 +382,11 @@ static int write_alloc(struct qcow2_state *s, uint64_t offset, uint64_t bytes, s
 			return (int)host;
 		}
 		ret = qcow2_check_overlap(s, 0, (uint64_t)host, ncl * cs);
+		/* The old clusters are freed once the new ones are linked: an
+		 * old one that is a table (crafted L2 entry) is refused now,
+		 * before anything is written. */
+		for (uint64_t k = 0; k < ncl && ret == 0; k++)
+			ret = qcow2_check_free_l2_entry(s, olds[2 * k]);
 		if (ret < 0)
 			goto unref;
 	}

@@ -318,6 +318,21 @@ int qcow2_check_overlap(struct qcow2_state *s, unsigned ignore, uint64_t offset,
 				       qcow2_ol_name((unsigned)__builtin_ctz(hit)));
 }
 
+int qcow2_check_free_overlap(struct qcow2_state *s, uint64_t offset, uint64_t size)
+{
+	unsigned hit;
+
+	if (!s->ol_checks || !s->ol_ready || s->ol_broken)
+		return 0;
+	hit = qcow2_ol_query(&s->ol, offset, size) & s->ol_checks;
+	if (!hit)
+		return 0;
+	return qcow2_signal_corruption(s,
+				       "Preventing invalid free of metadata (data cluster overlaps "
+				       "with %s)",
+				       qcow2_ol_name((unsigned)__builtin_ctz(hit)));
+}
+
 /* QEMU's overlap_bool_option_names[] (block/qcow2.c), in class order. */
 static const char *const class_keys[QCOW2_OL_COUNT] = {
 	"overlap-check.main-header",	  "overlap-check.active-l1",

@@ -380,6 +380,10 @@ int vd_coroutine_fn qcow2_update_refcount(struct qcow2_state *s, uint64_t offset
 					  int addend);
 /* Drop one reference of whatever an L2 entry points to (normal or compressed). */
 int vd_coroutine_fn qcow2_free_l2_entry(struct qcow2_state *s, uint64_t entry);
+/* Would qcow2_free_l2_entry free metadata (a crafted L2 entry naming a
+ * table)?  Then -EIO and the corrupt bit: call it before changing anything
+ * that leads to the free. */
+int vd_coroutine_fn qcow2_check_free_l2_entry(struct qcow2_state *s, uint64_t entry);
 /* Host bytes in use for metadata and data after the last allocated cluster. */
 int vd_coroutine_fn qcow2_load_reftable(struct qcow2_state *s, struct vd_error *err);
 
@@ -426,6 +430,10 @@ int vd_coroutine_fn qcow2_wait_and_zero(struct qcow2_state *s, uint64_t offset, 
  * than @ignore, mark the image corrupt and return -EIO.  O(1) per cluster. */
 int vd_coroutine_fn qcow2_check_overlap(struct qcow2_state *s, unsigned ignore, uint64_t offset,
 					uint64_t size);
+/* Before a data reference (L2 entry) is dropped: -EIO and the corrupt bit
+ * if the cluster it names is metadata of a checked class (vdisk's own
+ * check: only a crafted image gets there). */
+int vd_coroutine_fn qcow2_check_free_overlap(struct qcow2_state *s, uint64_t offset, uint64_t size);
 /* Parse overlap-check, overlap-check.template, overlap-check.<class> into
  * s->ol_checks (QEMU's qcow2_update_options_prepare). */
 int qcow2_overlap_opts(struct qcow2_state *s, struct vd_opts *opts, struct vd_error *err);

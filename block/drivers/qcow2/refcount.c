@@ -455,13 +455,35 @@ int64_t qcow2_alloc_clusters(struct qcow2_state *s, uint64_t size)
 
 int qcow2_free_l2_entry(struct qcow2_state *s, uint64_t entry)
 {
+	uint64_t off, len;
+	int ret;
+
 	if (entry & QCOW2_OFLAG_COMPRESSED) {
-		uint64_t coff = entry & s->coffset_mask;
 		uint64_t sectors = ((entry >> s->csize_shift) & s->csize_mask) + 1;
-		uint64_t len = sectors * 512 - (coff & 511);
-		return qcow2_update_refcount(s, coff, len, -1);
+		off = entry & s->coffset_mask;
+		len = sectors * 512 - (off & 511);
+	} else if (entry & QCOW2_L2E_OFFSET_MASK) {
+		off = entry & QCOW2_L2E_OFFSET_MASK;
+		len = s->cluster_size;
+	} else {
+		return 0;
+	}
+	/* Callers check first (qcow2_check_free_l2_entry), before they change
+	 * anything; this is the last line. */
+	ret = qcow2_check_free_overlap(s, off, len);
+	if (ret < 0)
+		return ret;
+	return qcow2_update_refcount(s, off, len, -1);
+}
+
+int qcow2_check_free_l2_entry(struct qcow2_state *s, uint64_t entry)
+{
+	if (entry & QCOW2_OFLAG_COMPRESSED) {
+		uint64_t sectors = ((entry >> s->csize_shift) & s->csize_mask) + 1;
+		uint64_t off = entry & s->coffset_mask;
+		return qcow2_check_free_overlap(s, off, sectors * 512 - (off & 511));
 	}
 	if (entry & QCOW2_L2E_OFFSET_MASK)
-		return qcow2_update_refcount(s, entry & QCOW2_L2E_OFFSET_MASK, s->cluster_size, -1);
+		return qcow2_check_free_overlap(s, entry & QCOW2_L2E_OFFSET_MASK, s->cluster_size);
 	return 0;
 }
