@@ -23,7 +23,7 @@
 #include <vdisk/trace.h>
 
 int qcow2_cache_init(struct qcow2_cache *c, int n, uint32_t entry_size, enum vd_debug_event load,
-		     enum vd_debug_event update, int meta_type)
+		     enum vd_debug_event update, unsigned meta_type)
 {
 	uint32_t hsize = 4;
 
@@ -297,7 +297,7 @@ int qcow2_cache_get(struct qcow2_state *s, struct qcow2_cache *c, uint64_t offse
 		struct vd_qiov q;
 		vd_debug_event(s->node->file, c->load_ev);
 		vd_trace(qcow2_cache_load, "%s offset %#" PRIx64,
-			 c->meta_type == QCOW2_META_L2 ? "l2" : "refblock", offset);
+			 c->meta_type == QCOW2_OL_ACTIVE_L2 ? "l2" : "refblock", offset);
 		vd_qiov_init_buf(&q, table_of(c, victim), c->entry_size);
 		/* Hold the slot while the read yields. */
 		c->entries[victim].ref = 1;

@@ -705,8 +705,8 @@ static int check_oflag_copied(struct check *c, int fix)
 						      : l1e & ~QCOW2_OFLAG_COPIED;
 				uint8_t be[8];
 				qcow2_put_be64(be, ne);
-				ret = qcow2_check_overlap(s, QCOW2_META_L1, s->l1_offset + 8ull * i,
-							  8);
+				ret = qcow2_check_overlap(s, QCOW2_OL_ACTIVE_L1,
+							  s->l1_offset + 8ull * i, 8);
 				if (ret == 0)
 					ret = pwrite_file(s, s->l1_offset + 8ull * i, be, 8);
 				if (ret < 0) {
@@ -748,7 +748,7 @@ static int check_oflag_copied(struct check *c, int fix)
 			}
 		}
 		if (dirty) {
-			ret = qcow2_check_overlap(s, QCOW2_META_L2, l2_offset, l2_bytes);
+			ret = qcow2_check_overlap(s, QCOW2_OL_ACTIVE_L2, l2_offset, l2_bytes);
 			if (ret == 0) {
 				qcow2_cache_discard(&s->l2_cache, l2_offset, s->cluster_size);
 				ret = pwrite_file(s, l2_offset, c->l2buf, l2_bytes);
@@ -889,6 +889,9 @@ int qcow2_check_locked(struct qcow2_state *s, struct vd_check_result *res, int f
 			s, s->incompat & ~(QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT));
 		s->dirty_marked = false;
 	}
+	/* Repairs may have moved refcount blocks or the table: index anew. */
+	if (fix && s->ol_ready && !s->read_only)
+		qcow2_overlap_rebuild(s);
 out:
 	qcow2_free_snapshots(c.sn, s->nb_snapshots);
 	free(c.rc);

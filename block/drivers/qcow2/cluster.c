@@ -87,7 +87,7 @@ static int write_l1_entry(struct qcow2_state *s, uint64_t l1i, uint64_t entry)
 	struct vd_qiov q;
 	int ret;
 
-	ret = qcow2_check_overlap(s, QCOW2_META_L1, s->l1_offset + l1i * 8, 8);
+	ret = qcow2_check_overlap(s, QCOW2_OL_ACTIVE_L1, s->l1_offset + l1i * 8, 8);
 	if (ret < 0)
 		return ret;
 	qcow2_put_be64(buf, entry);
@@ -110,10 +110,12 @@ static int alloc_l2_table(struct qcow2_state *s, uint64_t l1i)
 	new = qcow2_alloc_clusters(s, s->cluster_size);
 	if (new < 0)
 		return (int)new;
-	ret = qcow2_cache_flush(s, &s->rb_cache);
+	/* Checked before the new refcount reaches the disk: a refused
+	 * allocation leaves the file as it was. */
+	ret = qcow2_check_overlap(s, 0, (uint64_t) new, s->cluster_size);
 	if (ret < 0)
 		goto fail;
-	ret = qcow2_check_overlap(s, 0, (uint64_t) new, s->cluster_size);
+	ret = qcow2_cache_flush(s, &s->rb_cache);
 	if (ret < 0)
 		goto fail;
 	vd_debug_event(file, VD_EV_L2_ALLOC_WRITE);
@@ -145,7 +147,11 @@ static int alloc_l2_table(struct qcow2_state *s, uint64_t l1i)
 	if (ret < 0)
 		goto fail;
 	s->l1[l1i] = (uint64_t) new | QCOW2_OFLAG_COPIED;
+	qcow2_overlap_add(s, QCOW2_OL_ACTIVE_L2_BITNR, (uint64_t) new, s->cluster_size);
 	if (old) {
+		/* Still an L2 table of the snapshots that share it (inactive
+		 * L2, indexed apart), no longer one of the active L1. */
+		qcow2_overlap_remove(s, QCOW2_OL_ACTIVE_L2_BITNR, old, s->cluster_size);
 		/* The L1 write must reach the disk before the refcount drop. */
 		qcow2_cache_depends_on_flush(&s->rb_cache);
 		ret = qcow2_update_refcount(s, old, s->cluster_size, -1);
@@ -177,6 +183,13 @@ int qcow2_get_l2_slice(struct qcow2_state *s, uint64_t offset, bool alloc, void 
 		if (ret < 0)
 			return ret;
 		l2off = (int64_t)(s->l1[l1i] & QCOW2_L1E_OFFSET_MASK);
+	} else if (alloc) {
+		/* The caller is about to change this table: refuse now, before
+		 * anything is allocated for it, if an L1 entry of a crafted
+		 * image made another table (or the header) its L2 table. */
+		ret = qcow2_check_overlap(s, QCOW2_OL_ACTIVE_L2, (uint64_t)l2off, s->cluster_size);
+		if (ret < 0)
+			return ret;
 	}
 	if (!l2off)
 		return 0;
@@ -319,6 +332,9 @@ int qcow2_discard_clusters(struct qcow2_state *s, uint64_t offset, uint64_t byte
 			}
 			if (ne == old && nb == oldb)
 				continue;
+			ret = qcow2_check_free_l2_entry(s, old);
+			if (ret < 0)
+				break;
 			qcow2_set_l2_entry(s, slice, i + k, ne);
 			qcow2_set_l2_bitmap(s, slice, i + k, nb);
 			qcow2_cache_mark_dirty(&s->l2_cache, slice);
@@ -384,6 +400,10 @@ int qcow2_zero_clusters(struct qcow2_state *s, uint64_t offset, uint64_t bytes, 
 					mask |= 1ull << k;
 				nb = (oldb & ~mask) | (mask << 32);
 			}
+			if (unmap)
+				ret = qcow2_check_free_l2_entry(s, old);
+			if (ret < 0)
+				break;
 			if (ne != old || nb != oldb) {
 				qcow2_set_l2_entry(s, slice, i, ne);
 				qcow2_set_l2_bitmap(s, slice, i, nb);

@@ -366,7 +366,15 @@ static int write_alloc(struct qcow2_state *s, uint64_t offset, uint64_t bytes, s
 
 	uint64_t fresh = s->fresh_from; /* before this allocation moves it */
 	if (reuse) {
+		/* Written in place: the cluster may be anything a crafted L2
+		 * entry names, even past the end of the file. */
 		host = (int64_t)(e0 & QCOW2_L2E_OFFSET_MASK);
+		ret = qcow2_check_overlap(s, 0, (uint64_t)host, cs);
+		if (ret < 0) {
+			free(olds);
+			return ret;
+		}
+		qcow2_note_used(s, (uint64_t)host, cs);
 	} else {
 		host = qcow2_alloc_clusters(s, ncl * cs);
 		if (host < 0) {
@@ -374,6 +382,11 @@ static int write_alloc(struct qcow2_state *s, uint64_t offset, uint64_t bytes, s
 			return (int)host;
 		}
 		ret = qcow2_check_overlap(s, 0, (uint64_t)host, ncl * cs);
+		/* The old clusters are freed once the new ones are linked: an
+		 * old one that is a table (crafted L2 entry) is refused now,
+		 * before anything is written. */
+		for (uint64_t k = 0; k < ncl && ret == 0; k++)
+			ret = qcow2_check_free_l2_entry(s, olds[2 * k]);
 		if (ret < 0)
 			goto unref;
 	}
@@ -535,8 +548,20 @@ int qcow2_co_pwritev(struct vd_node *n, int64_t offset, int64_t bytes, struct vd
 		if (ret < 0)
 			break;
 		if (m.type == QCOW2_SC_NORMAL && (m.l2_entry & QCOW2_OFLAG_COPIED)) {
-			/* Allocated and ours: one host write, no metadata. */
+			/* Allocated and ours: one host write, no metadata.  The
+			 * L2 entry is untrusted: the clusters must not be
+			 * metadata (O(1) per cluster, overlap.c), and they count
+			 * as used so that a cluster past the end of the file
+			 * keeps what is written there (close trims the file to
+			 * fresh_from) and is never handed out again as a fresh,
+			 * all-zero cluster. */
 			struct vd_qiov sub;
+			ret = qcow2_check_overlap(s, 0, m.host, m.bytes);
+			if (ret < 0)
+				break;
+			qcow2_note_used(s, qcow2_start_of_cluster(s, m.host),
+					qcow2_round_up_cluster(s, m.host + m.bytes) -
+						qcow2_start_of_cluster(s, m.host));
 			vd_co_mutex_unlock(&s->lock);
 			vd_debug_event(n->file, VD_EV_WRITE_AIO);
 			if (qoff == 0 && m.bytes == qiov->size) {

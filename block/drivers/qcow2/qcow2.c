@@ -127,10 +127,16 @@ static const char *feature_name(struct qcow2_state *s, int type, int bit, char *
 	return buf;
 }
 
+/* Linear in the size of the header area whatever the extensions are: a
+ * crafted image may hold thousands of tiny ones (each is 8 bytes). */
 static int parse_extensions(struct qcow2_state *s, const uint8_t *hdr, uint64_t start, uint64_t end,
 			    struct vd_error *err)
 {
+	struct qcow2_ext **tail = &s->unknown_exts;
 	uint64_t off = start;
+
+	while (*tail)
+		tail = &(*tail)->next;
 
 	while (off < end) {
 		uint32_t type, len;
@@ -177,16 +183,14 @@ static int parse_extensions(struct qcow2_state *s, const uint8_t *hdr, uint64_t 
 		default: {
 			/* Bitmaps and unknown extensions: kept verbatim. */
 			struct qcow2_ext *e = malloc(sizeof(*e) + len);
-			struct qcow2_ext **tail = &s->unknown_exts;
 			if (!e)
 				return -ENOMEM;
 			e->next = NULL;
 			e->type = type;
 			e->len = len;
 			memcpy(e->data, hdr + off, len);
-			while (*tail)
-				tail = &(*tail)->next;
 			*tail = e;
+			tail = &e->next;
 			break;
 		}
 		}
@@ -582,11 +586,11 @@ static int setup_caches(struct qcow2_state *s, struct cache_opts *c, struct vd_e
 	if (l2 < 2 * (uint64_t)s->l2_slice_size)
 		l2 = 2 * (uint64_t)s->l2_slice_size;
 	ret = qcow2_cache_init(&s->l2_cache, (int)(l2 / s->l2_slice_size), s->l2_slice_size,
-			       VD_EV_L2_LOAD, VD_EV_L2_UPDATE, QCOW2_META_L2);
+			       VD_EV_L2_LOAD, VD_EV_L2_UPDATE, QCOW2_OL_ACTIVE_L2);
 	if (ret == 0)
 		ret = qcow2_cache_init(&s->rb_cache, (int)(rb / s->cluster_size),
 				       (uint32_t)s->cluster_size, VD_EV_REFBLOCK_LOAD,
-				       VD_EV_REFBLOCK_UPDATE, QCOW2_META_REFBLOCK);
+				       VD_EV_REFBLOCK_UPDATE, QCOW2_OL_REFCOUNT_BLOCK);
 	if (ret < 0)
 		return vd_error_set(err, ret, "Could not allocate metadata cache");
 	return 0;
@@ -636,6 +640,8 @@ static void free_state(struct qcow2_state *s)
 		vd_timer_free(s->clean_timer);
 	qcow2_cache_destroy(&s->l2_cache);
 	qcow2_cache_destroy(&s->rb_cache);
+	qcow2_ol_destroy(&s->ol);
+	s->ol_ready = false;
 	free(s->l1);
 	free(s->reftable);
 	free(s->backing_file);
@@ -652,6 +658,32 @@ static void free_state(struct qcow2_state *s)
 	s->feature_table = NULL;
 }
 
+/*
+ * The bitmap directory of the bitmaps extension (qcow2.txt "Bitmaps
+ * extension"), for the overlap index.  As QEMU, only when the autoclear
+ * bit says the extension is valid: otherwise QEMU ignores the bitmaps and
+ * their clusters may be freed as leaks.  Out-of-range values protect
+ * nothing here; check reports them.
+ */
+static void find_bitmap_directory(struct qcow2_state *s)
+{
+	const struct qcow2_ext *e = s->unknown_exts;
+	uint64_t size, off;
+
+	while (e && e->type != QCOW2_EXT_BITMAPS)
+		e = e->next;
+	if (!e || e->len < 24 || s->version < 3 || !(s->autoclear & QCOW2_AUTOCLEAR_BITMAPS) ||
+	    qcow2_be32(e->data) == 0)
+		return;
+	size = qcow2_be64(e->data + 8);
+	off = qcow2_be64(e->data + 16);
+	if (size == 0 || size > (64ull << 20) || qcow2_offset_into_cluster(s, off) ||
+	    off >= QCOW2_MAX_HOST_OFFSET || size > QCOW2_MAX_HOST_OFFSET - off)
+		return;
+	s->ol_bitmap_dir_offset = off;
+	s->ol_bitmap_dir_bytes = size;
+}
+
 static int qcow2_open(struct vd_node *n, struct vd_opts *opts, int flags, struct vd_error *err)
 {
 	struct qcow2_state *s = n->opaque;
@@ -666,6 +698,8 @@ static int qcow2_open(struct vd_node *n, struct vd_opts *opts, int flags, struct
 	s->node = n;
 	vd_co_mutex_init(&s->lock);
 	ret = read_cache_opts(opts, &copts, err);
+	if (ret == 0)
+		ret = qcow2_overlap_opts(s, opts, err);
 	if (ret < 0)
 		return ret;
 	ret = vd_node_open_child(n, opts, "file", "file", flags, &n->file, err);
@@ -708,6 +742,7 @@ static int qcow2_open(struct vd_node *n, struct vd_opts *opts, int flags, struct
 	ret = check_unknown_features(s, err);
 	if (ret < 0)
 		goto fail;
+	find_bitmap_directory(s);
 	if (s->backing_file_offset && s->backing_file_size) {
 		s->backing_file =
 			strndup((const char *)hdr + s->backing_file_offset, s->backing_file_size);
@@ -758,6 +793,19 @@ static int qcow2_open(struct vd_node *n, struct vd_opts *opts, int flags, struct
 	}
 
 	s->read_only = !rw;
+	if (rw) {
+		/* The overlap index, before anything is written.  QEMU fails the
+		 * open on an unreadable snapshot table except when opened for
+		 * check, which reads (and repairs) the table itself. */
+		s->ol_check_open = (flags & VD_OPEN_CHECK) != 0;
+		ret = qcow2_overlap_rebuild(s);
+		if (ret < 0 && !s->ol_broken)
+			ret = 0;
+		if (ret < 0) {
+			vd_error_setg_errno(err, ret, "Could not read snapshots");
+			goto fail;
+		}
+	}
 	if (rw && s->version >= 3 && s->autoclear) {
 		/* We do not keep bitmaps up to date: clear the autoclear bits so
 		 * that nobody trusts them after our writes (qcow2.txt

@@ -10,7 +10,7 @@
  *   cache.c     the metadata cache (L2 slices, refcount blocks) with LRU,
  *               write-back and flush dependencies between caches
  *   refcount.c  refcount entries of every width, cluster allocation, growth
- *               of refcount blocks and table, freeing, overlap checks
+ *               of refcount blocks and table, freeing
  *   cluster.c   guest -> host mapping (L1/L2, subclusters), L2 allocation,
  *               L2 entry updates, discard and zero-cluster updates
  *   io.c        read and write request paths, COW, in-flight allocations,
@@ -19,6 +19,8 @@
  *   check.c     qemu-img check: refcount rebuild in memory, compare, repair
  *   snapshot.c  internal snapshot table: list, create, apply, delete
  *   resize.c    truncate: L1 growth, shrink
+ *   overlap.c   metadata overlap protection: the index of metadata clusters
+ *               and the check before every write (overlap-check options)
  *
  * Locking: everything in struct qcow2_state that is metadata (L1, refcount
  * table, caches, free_cluster_index, the allocation list) is protected by
@@ -128,7 +130,8 @@ struct qcow2_cache {
 	int n;
 	uint32_t entry_size;
 	enum vd_debug_event load_ev, update_ev;
-	int meta_type; /* QCOW2_META_* for overlap checks of write-back */
+	unsigned meta_type; /* QCOW2_OL_* class of the tables (ignored by the
+			    * overlap check of their write-back) */
 	/* Lookup: hash chains by offset; eviction: a use-ordered list (most
 	 * recent at lru_head).  Indices into entries, -1 = none. */
 	int *hash_head, *hash_next;
@@ -142,16 +145,77 @@ struct qcow2_cache {
 	bool depends_on_flush;
 };
 
-/* Metadata types for the overlap check (QEMU's QCOW2_OL_*). */
+/*
+ * Metadata overlap classes, QEMU's QCOW2_OL_* (block/qcow2.h), in QEMU's
+ * order: a write that overlaps several is reported with the lowest.
+ */
 enum {
-	QCOW2_META_HEADER = 1 << 0,
-	QCOW2_META_L1 = 1 << 1,
-	QCOW2_META_REFTABLE = 1 << 2,
-	QCOW2_META_REFBLOCK = 1 << 3,
-	QCOW2_META_L2 = 1 << 4,
-	QCOW2_META_SNAPSHOTS = 1 << 5,
-	QCOW2_META_ALL = 0x3f,
+	QCOW2_OL_MAIN_HEADER_BITNR,
+	QCOW2_OL_ACTIVE_L1_BITNR,
+	QCOW2_OL_ACTIVE_L2_BITNR,
+	QCOW2_OL_REFCOUNT_TABLE_BITNR,
+	QCOW2_OL_REFCOUNT_BLOCK_BITNR,
+	QCOW2_OL_SNAPSHOT_TABLE_BITNR,
+	QCOW2_OL_INACTIVE_L1_BITNR,
+	QCOW2_OL_INACTIVE_L2_BITNR,
+	QCOW2_OL_BITMAP_DIRECTORY_BITNR,
+	QCOW2_OL_COUNT,
 };
+#define QCOW2_OL_MAIN_HEADER (1u << QCOW2_OL_MAIN_HEADER_BITNR)
+#define QCOW2_OL_ACTIVE_L1 (1u << QCOW2_OL_ACTIVE_L1_BITNR)
+#define QCOW2_OL_ACTIVE_L2 (1u << QCOW2_OL_ACTIVE_L2_BITNR)
+#define QCOW2_OL_REFCOUNT_TABLE (1u << QCOW2_OL_REFCOUNT_TABLE_BITNR)
+#define QCOW2_OL_REFCOUNT_BLOCK (1u << QCOW2_OL_REFCOUNT_BLOCK_BITNR)
+#define QCOW2_OL_SNAPSHOT_TABLE (1u << QCOW2_OL_SNAPSHOT_TABLE_BITNR)
+#define QCOW2_OL_INACTIVE_L1 (1u << QCOW2_OL_INACTIVE_L1_BITNR)
+#define QCOW2_OL_INACTIVE_L2 (1u << QCOW2_OL_INACTIVE_L2_BITNR)
+#define QCOW2_OL_BITMAP_DIRECTORY (1u << QCOW2_OL_BITMAP_DIRECTORY_BITNR)
+/* The overlap-check modes: QEMU's QCOW2_OL_CONSTANT, _CACHED, _ALL. */
+#define QCOW2_OL_CONSTANT                                                      \
+	(QCOW2_OL_MAIN_HEADER | QCOW2_OL_ACTIVE_L1 | QCOW2_OL_REFCOUNT_TABLE | \
+	 QCOW2_OL_SNAPSHOT_TABLE | QCOW2_OL_BITMAP_DIRECTORY)
+#define QCOW2_OL_CACHED \
+	(QCOW2_OL_CONSTANT | QCOW2_OL_ACTIVE_L2 | QCOW2_OL_REFCOUNT_BLOCK | QCOW2_OL_INACTIVE_L1)
+#define QCOW2_OL_ALL (QCOW2_OL_CACHED | QCOW2_OL_INACTIVE_L2)
+
+/*
+ * The metadata-cluster index (overlap.c): which host clusters hold which
+ * class of metadata, with a reference count per class.  Cost of a query:
+ * one hash lookup per cluster of the range, whatever the image size.
+ */
+#define QCOW2_OL_MAX_SLOTS (1u << 20) /* clusters indexed one by one */
+struct qcow2_ol_slot {
+	uint64_t cluster; /* host cluster index, UINT64_MAX = empty */
+	uint16_t mask; /* classes with a non-zero count */
+	uint8_t refs[QCOW2_OL_COUNT]; /* saturating at 255 (then never released) */
+};
+struct qcow2_ol_extent {
+	uint64_t first, end; /* clusters [first, end) */
+	unsigned bitnr;
+};
+struct qcow2_ol_index {
+	struct qcow2_ol_slot *slots; /* open addressing, cap a power of two */
+	uint64_t cap, used, max_slots;
+	uint32_t cluster_bits;
+	/* What did not fit in max_slots: compared one by one. */
+	struct qcow2_ol_extent *extents;
+	size_t nextents, extents_cap;
+};
+int qcow2_ol_init(struct qcow2_ol_index *ix, uint32_t cluster_bits);
+void qcow2_ol_destroy(struct qcow2_ol_index *ix);
+void qcow2_ol_clear(struct qcow2_ol_index *ix);
+/* Count one more reference of class @bitnr to every cluster that host
+ * range [offset, offset + bytes) touches.  Offsets are not trusted: the
+ * range is clipped to below 2^56.  0 or -ENOMEM (then part may be added). */
+int qcow2_ol_add(struct qcow2_ol_index *ix, unsigned bitnr, uint64_t offset, uint64_t bytes);
+/* Undo one qcow2_ol_add of the same range. */
+void qcow2_ol_remove(struct qcow2_ol_index *ix, unsigned bitnr, uint64_t offset, uint64_t bytes);
+/* Forget every reference of class @bitnr. */
+void qcow2_ol_remove_class(struct qcow2_ol_index *ix, unsigned bitnr);
+/* The classes (QCOW2_OL_* mask) of the clusters [offset, offset + bytes) touches. */
+unsigned qcow2_ol_query(const struct qcow2_ol_index *ix, uint64_t offset, uint64_t bytes);
+/* QEMU's name of a class ("active L2 table", ...). */
+const char *qcow2_ol_name(unsigned bitnr);
 
 /* An allocation in flight: guest clusters [start, end) being written. */
 struct qcow2_alloc {
@@ -236,6 +300,20 @@ struct qcow2_state {
 	bool dirty_marked; /* we set the dirty bit (lazy refcounts) */
 	bool read_only;
 	bool corrupt_reported;
+
+	/* Overlap protection (overlap.c): the classes checked (QCOW2_OL_*,
+	 * from the overlap-check options) and the index of metadata clusters,
+	 * kept for read-write opens.  ol_broken: the index could not be kept
+	 * up to date (out of memory, unreadable snapshot table): every write
+	 * is refused rather than made unchecked. */
+	unsigned ol_checks;
+	struct qcow2_ol_index ol;
+	bool ol_ready, ol_broken;
+	bool ol_check_open; /* opened for check: a broken snapshot table is no error */
+	/* The extents added to the index for the header-level tables, to take
+	 * them out again when the header moves them. */
+	uint64_t ol_snapshots_bytes;
+	uint64_t ol_bitmap_dir_offset, ol_bitmap_dir_bytes;
 };
 
 /* Helpers. */
@@ -265,7 +343,7 @@ int vd_coroutine_fn qcow2_mark_dirty(struct qcow2_state *s);
 
 /* cache.c */
 int qcow2_cache_init(struct qcow2_cache *c, int n, uint32_t entry_size, enum vd_debug_event load,
-		     enum vd_debug_event update, int meta_type);
+		     enum vd_debug_event update, unsigned meta_type);
 void qcow2_cache_destroy(struct qcow2_cache *c);
 /* Get the table at host @offset (loading it unless @fresh: then zero it);
  * *table points into the cache until qcow2_cache_put. */
@@ -302,10 +380,10 @@ int vd_coroutine_fn qcow2_update_refcount(struct qcow2_state *s, uint64_t offset
 					  int addend);
 /* Drop one reference of whatever an L2 entry points to (normal or compressed). */
 int vd_coroutine_fn qcow2_free_l2_entry(struct qcow2_state *s, uint64_t entry);
-/* The overlap check (QEMU's "cached" mode): -EIO and corrupt bit if
- * [offset, offset+size) overlaps metadata other than @ignore. */
-int vd_coroutine_fn qcow2_check_overlap(struct qcow2_state *s, int ignore, uint64_t offset,
-					uint64_t size);
+/* Would qcow2_free_l2_entry free metadata (a crafted L2 entry naming a
+ * table)?  Then -EIO and the corrupt bit: call it before changing anything
+ * that leads to the free. */
+int vd_coroutine_fn qcow2_check_free_l2_entry(struct qcow2_state *s, uint64_t entry);
 /* Host bytes in use for metadata and data after the last allocated cluster. */
 int vd_coroutine_fn qcow2_load_reftable(struct qcow2_state *s, struct vd_error *err);
 
@@ -346,6 +424,30 @@ int vd_coroutine_fn qcow2_co_block_status(struct vd_node *n, int64_t offset, int
 int vd_coroutine_fn qcow2_wait_and_discard(struct qcow2_state *s, uint64_t offset, uint64_t bytes);
 int vd_coroutine_fn qcow2_wait_and_zero(struct qcow2_state *s, uint64_t offset, uint64_t bytes,
 					int flags);
+/* overlap.c: the check and the upkeep of the index in s->ol. */
+/* The pre-write check (QEMU's qcow2_pre_write_overlap_check): if host range
+ * [offset, offset + size) overlaps metadata of a class in s->ol_checks other
+ * than @ignore, mark the image corrupt and return -EIO.  O(1) per cluster. */
+int vd_coroutine_fn qcow2_check_overlap(struct qcow2_state *s, unsigned ignore, uint64_t offset,
+					uint64_t size);
+/* Before a data reference (L2 entry) is dropped: -EIO and the corrupt bit
+ * if the cluster it names is metadata of a checked class (vdisk's own
+ * check: only a crafted image gets there). */
+int vd_coroutine_fn qcow2_check_free_overlap(struct qcow2_state *s, uint64_t offset, uint64_t size);
+/* Parse overlap-check, overlap-check.template, overlap-check.<class> into
+ * s->ol_checks (QEMU's qcow2_update_options_prepare). */
+int qcow2_overlap_opts(struct qcow2_state *s, struct vd_opts *opts, struct vd_error *err);
+/* (Re)build the whole index from the in-memory tables, the snapshot table
+ * (read from the file) and, with inactive-l2 checks, every snapshot's L1
+ * table.  Called at a read-write open and after operations that move many
+ * tables (snapshots, resize, repair).  On failure the index is broken and
+ * writes are refused. */
+int vd_coroutine_fn qcow2_overlap_rebuild(struct qcow2_state *s);
+/* Incremental upkeep where metadata moves one table at a time.  Failures
+ * (out of memory) break the index: writes are refused from then on. */
+void qcow2_overlap_add(struct qcow2_state *s, unsigned bitnr, uint64_t offset, uint64_t bytes);
+void qcow2_overlap_remove(struct qcow2_state *s, unsigned bitnr, uint64_t offset, uint64_t bytes);
+
 /* compress.c */
 int qcow2_decompress(int type, uint8_t *dst, size_t dst_len, const uint8_t *src, size_t src_len);
 /* Returns the compressed length, -ENOSPC if it would not fit in @dst_len. */

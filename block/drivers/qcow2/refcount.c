@@ -2,8 +2,8 @@
 /*
  * qcow2 refcounts (qcow2.txt "Host cluster management"): a refcount table of
  * refcount block offsets; each block is one cluster of refcount_bits-wide
- * entries, one per host cluster.  Also cluster allocation and the metadata
- * overlap check.  Callers hold s->lock.
+ * entries, one per host cluster.  Also cluster allocation.  Callers hold
+ * s->lock.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -316,6 +316,13 @@ static int grow_refcounts(struct qcow2_state *s, uint64_t target)
 		s->reftable_size = new_entries;
 		s->reftable_offset = toff;
 		s->reftable_clusters = (uint32_t)t;
+		qcow2_overlap_remove(s, QCOW2_OL_REFCOUNT_TABLE_BITNR, old_off,
+				     old_clusters << s->cluster_bits);
+		qcow2_overlap_add(s, QCOW2_OL_REFCOUNT_TABLE_BITNR, toff, tbytes);
+		for (uint64_t j = 0; j < nset; j++)
+			qcow2_overlap_add(s, QCOW2_OL_REFCOUNT_BLOCK_BITNR,
+					  ((uint64_t)area + t + j) << s->cluster_bits,
+					  s->cluster_size);
 		ret = qcow2_update_refcount(s, old_off, old_clusters << s->cluster_bits, -1);
 	} else {
 		ret = vd_co_flush(file);
@@ -323,7 +330,7 @@ static int grow_refcounts(struct qcow2_state *s, uint64_t target)
 			uint8_t e[8];
 			uint64_t boff = ((uint64_t)area + t + j) << s->cluster_bits;
 			qcow2_put_be64(e, boff);
-			ret = qcow2_check_overlap(s, QCOW2_META_REFTABLE,
+			ret = qcow2_check_overlap(s, QCOW2_OL_REFCOUNT_TABLE,
 						  s->reftable_offset + set[j] * 8, 8);
 			if (ret < 0)
 				break;
@@ -331,8 +338,11 @@ static int grow_refcounts(struct qcow2_state *s, uint64_t target)
 			vd_qiov_init_buf(&q, e, 8);
 			ret = vd_co_pwritev(file, (int64_t)(s->reftable_offset + set[j] * 8), 8, &q,
 					    0);
-			if (ret == 0)
+			if (ret == 0) {
 				s->reftable[set[j]] = boff;
+				qcow2_overlap_add(s, QCOW2_OL_REFCOUNT_BLOCK_BITNR, boff,
+						  s->cluster_size);
+			}
 		}
 	}
 out:
@@ -377,6 +387,13 @@ int qcow2_update_refcount(struct qcow2_state *s, uint64_t offset, uint64_t len, 
 			if (boff <= 0)
 				return -EIO;
 		}
+		/* A refcount table entry of a crafted image may name another
+		 * table: refuse before changing it (its write-back is checked
+		 * too, but other metadata would already depend on it). */
+		ret = qcow2_check_overlap(s, QCOW2_OL_REFCOUNT_BLOCK, (uint64_t)boff,
+					  s->cluster_size);
+		if (ret < 0)
+			return ret;
 		ret = qcow2_cache_get(s, &s->rb_cache, (uint64_t)boff, false, &block);
 		if (ret < 0)
 			return ret;
@@ -438,60 +455,35 @@ int64_t qcow2_alloc_clusters(struct qcow2_state *s, uint64_t size)
 
 int qcow2_free_l2_entry(struct qcow2_state *s, uint64_t entry)
 {
+	uint64_t off, len;
+	int ret;
+
 	if (entry & QCOW2_OFLAG_COMPRESSED) {
-		uint64_t coff = entry & s->coffset_mask;
 		uint64_t sectors = ((entry >> s->csize_shift) & s->csize_mask) + 1;
-		uint64_t len = sectors * 512 - (coff & 511);
-		return qcow2_update_refcount(s, coff, len, -1);
+		off = entry & s->coffset_mask;
+		len = sectors * 512 - (off & 511);
+	} else if (entry & QCOW2_L2E_OFFSET_MASK) {
+		off = entry & QCOW2_L2E_OFFSET_MASK;
+		len = s->cluster_size;
+	} else {
+		return 0;
+	}
+	/* Callers check first (qcow2_check_free_l2_entry), before they change
+	 * anything; this is the last line. */
+	ret = qcow2_check_free_overlap(s, off, len);
+	if (ret < 0)
+		return ret;
+	return qcow2_update_refcount(s, off, len, -1);
+}
+
+int qcow2_check_free_l2_entry(struct qcow2_state *s, uint64_t entry)
+{
+	if (entry & QCOW2_OFLAG_COMPRESSED) {
+		uint64_t sectors = ((entry >> s->csize_shift) & s->csize_mask) + 1;
+		uint64_t off = entry & s->coffset_mask;
+		return qcow2_check_free_overlap(s, off, sectors * 512 - (off & 511));
 	}
 	if (entry & QCOW2_L2E_OFFSET_MASK)
-		return qcow2_update_refcount(s, entry & QCOW2_L2E_OFFSET_MASK, s->cluster_size, -1);
+		return qcow2_check_free_overlap(s, entry & QCOW2_L2E_OFFSET_MASK, s->cluster_size);
 	return 0;
-}
-
-static bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
-{
-	return alen && blen && a < b + blen && b < a + alen;
-}
-
-int qcow2_check_overlap(struct qcow2_state *s, int ignore, uint64_t offset, uint64_t size)
-{
-	const char *what = NULL;
-	uint64_t cs = s->cluster_size;
-
-	if (!(ignore & QCOW2_META_HEADER) && overlaps(offset, size, 0, cs))
-		what = "qcow2_header";
-	else if (!(ignore & QCOW2_META_L1) &&
-		 overlaps(offset, size, s->l1_offset, (uint64_t)s->l1_size * 8))
-		what = "active L1 table";
-	else if (!(ignore & QCOW2_META_REFTABLE) &&
-		 overlaps(offset, size, s->reftable_offset, (uint64_t)s->reftable_clusters * cs))
-		what = "refcount table";
-	else if (!(ignore & QCOW2_META_SNAPSHOTS) && s->nb_snapshots &&
-		 overlaps(offset, size, s->snapshots_offset, cs))
-		what = "snapshot table";
-	if (!what && !(ignore & QCOW2_META_REFBLOCK)) {
-		for (uint64_t i = 0; i < s->reftable_size; i++) {
-			uint64_t b = s->reftable[i] & QCOW2_REFT_OFFSET_MASK;
-			if (b && overlaps(offset, size, b, cs)) {
-				what = "refcount block";
-				break;
-			}
-		}
-	}
-	if (!what && !(ignore & QCOW2_META_L2)) {
-		for (uint32_t i = 0; i < s->l1_size; i++) {
-			uint64_t b = s->l1[i] & QCOW2_L1E_OFFSET_MASK;
-			if (b && overlaps(offset, size, b, cs)) {
-				what = "active L2 table";
-				break;
-			}
-		}
-	}
-	if (!what)
-		return 0;
-	return qcow2_signal_corruption(s,
-				       "Preventing invalid write on metadata (overlaps with %s); "
-				       "image marked as corrupt",
-				       what);
 }

@@ -85,6 +85,8 @@ static int grow_l1(struct qcow2_state *s, uint64_t new_size)
 	s->l1 = l1;
 	s->l1_size = (uint32_t)new_size;
 	s->l1_offset = (uint64_t)off;
+	qcow2_overlap_remove(s, QCOW2_OL_ACTIVE_L1_BITNR, old_off, old_size * 8);
+	qcow2_overlap_add(s, QCOW2_OL_ACTIVE_L1_BITNR, (uint64_t)off, bytes);
 	return qcow2_update_refcount(s, old_off, old_size * 8, -1);
 }
 
@@ -98,6 +100,9 @@ static int shrink_l1(struct qcow2_state *s, uint64_t new_size)
 		return 0;
 	ret = qcow2_cache_flush(s, &s->l2_cache);
 	if (ret == 0)
+		ret = qcow2_check_overlap(s, QCOW2_OL_ACTIVE_L1, s->l1_offset + new_size * 8,
+					  (s->l1_size - new_size) * 8);
+	if (ret == 0)
 		ret = vd_co_pwrite_zeroes(s->node->file, (int64_t)(s->l1_offset + new_size * 8),
 					  (int64_t)((s->l1_size - new_size) * 8), 0);
 	if (ret == 0)
@@ -110,6 +115,7 @@ static int shrink_l1(struct qcow2_state *s, uint64_t new_size)
 		if (!l2)
 			continue;
 		qcow2_cache_discard(&s->l2_cache, l2, s->cluster_size);
+		qcow2_overlap_remove(s, QCOW2_OL_ACTIVE_L2_BITNR, l2, s->cluster_size);
 		ret = qcow2_update_refcount(s, l2, s->cluster_size, -1);
 		if (ret < 0)
 			return ret;
@@ -159,7 +165,7 @@ static int shrink_reftable(struct qcow2_state *s)
 		goto out;
 	for (uint64_t i = 0; i < n; i++)
 		qcow2_put_be64(buf + 8 * i, table[i]);
-	ret = qcow2_check_overlap(s, QCOW2_META_REFTABLE, s->reftable_offset, n * 8);
+	ret = qcow2_check_overlap(s, QCOW2_OL_REFCOUNT_TABLE, s->reftable_offset, n * 8);
 	if (ret == 0)
 		ret = write_at(s, s->reftable_offset, buf, n * 8);
 	if (ret == 0)
@@ -171,6 +177,7 @@ static int shrink_reftable(struct qcow2_state *s)
 		if (!unused[i])
 			continue;
 		qcow2_cache_discard(&s->rb_cache, off, s->cluster_size);
+		qcow2_overlap_remove(s, QCOW2_OL_REFCOUNT_BLOCK_BITNR, off, s->cluster_size);
 		s->reftable[i] = 0;
 		if ((off >> s->cluster_bits) / per_block != i) {
 			/* Its refcount is in a block still in the table. */

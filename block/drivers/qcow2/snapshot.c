@@ -273,8 +273,10 @@ static int update_snapshot_refcount(struct qcow2_state *s, uint64_t *l1, uint64_
 			qcow2_put_be64(buf + 8 * i, l1[i]);
 		ret = qcow2_cache_flush(s, &s->l2_cache);
 		if (ret == 0)
-			ret = qcow2_check_overlap(s, QCOW2_META_L1, l1_offset,
-						  (uint64_t)l1_size * 8);
+			/* The active L1 or a snapshot's (goto writes the COPIED
+			 * flags of the one it applies back to it). */
+			ret = qcow2_check_overlap(s, QCOW2_OL_ACTIVE_L1 | QCOW2_OL_INACTIVE_L1,
+						  l1_offset, (uint64_t)l1_size * 8);
 		if (ret == 0)
 			ret = write_at(s, l1_offset, buf, (uint64_t)l1_size * 8);
 		if (ret == 0)
@@ -503,6 +505,9 @@ fail_msg:
 out:
 	free(buf);
 	qcow2_free_snapshots(sn, count > 0 ? (uint32_t)count : 0);
+	/* Tables moved (snapshot table, L1 tables): index them anew. */
+	if (s->ol_ready && !s->read_only)
+		qcow2_overlap_rebuild(s);
 	vd_co_mutex_unlock(&s->lock);
 	return ret;
 }
@@ -597,7 +602,8 @@ int qcow2_snapshot_goto(struct vd_node *n, const char *id_or_name, struct vd_err
 	if (ret == 0)
 		ret = qcow2_cache_flush(s, &s->rb_cache);
 	if (ret == 0)
-		ret = qcow2_check_overlap(s, QCOW2_META_L1, s->l1_offset, (uint64_t)s->l1_size * 8);
+		ret = qcow2_check_overlap(s, QCOW2_OL_ACTIVE_L1, s->l1_offset,
+					  (uint64_t)s->l1_size * 8);
 	if (ret == 0)
 		ret = write_at(s, s->l1_offset, buf, (uint64_t)s->l1_size * 8);
 	if (ret == 0)
@@ -623,6 +629,9 @@ out:
 	free(buf);
 	free(new_l1);
 	qcow2_free_snapshots(sn, count > 0 ? (uint32_t)count : 0);
+	/* Tables moved (snapshot table, L1 tables): index them anew. */
+	if (s->ol_ready && !s->read_only)
+		qcow2_overlap_rebuild(s);
 	vd_co_mutex_unlock(&s->lock);
 	return ret;
 }
@@ -684,6 +693,9 @@ out:
 	free(buf);
 	free(l1);
 	qcow2_free_snapshots(sn, count > 0 ? (uint32_t)count : 0);
+	/* Tables moved (snapshot table, L1 tables): index them anew. */
+	if (s->ol_ready && !s->read_only)
+		qcow2_overlap_rebuild(s);
 	vd_co_mutex_unlock(&s->lock);
 	return ret;
 }
