@@ -31,10 +31,18 @@
  *
  * The back-end channel (BACKEND_REQ, SET_BACKEND_REQ_FD) carries
  * BACKEND_CONFIG_CHANGE_MSG when the exported node is resized.
+ *
+ * The export's loop serves every connection (and in vdisk serve, QMP and
+ * the other exports too), so nothing here waits for a front end: a message
+ * is assembled from whatever each readable event brings (conn_read,
+ * msg_recv), and a reply is queued and written as the socket takes it
+ * (conn_flush, conn_write).  The next message is read only once the reply
+ * to the last is written, so a front end that does not read stops being
+ * read, and a slow or silent one delays only itself.  The back-end channel
+ * keeps its one pending message until the front end reads it.
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,8 +113,11 @@ enum {
 /* struct VhostUserInflight: le64 mmap_size, le64 mmap_offset, le16
  * num_queues, le16 queue_size, padded to 24 bytes. */
 #define INFLIGHT_MSG_SIZE 24
-/* How long a front end may take to send the rest of a message. */
-#define MSG_TIMEOUT_MS 5000
+/* The largest reply: GET_CONFIG's. */
+#define MAX_REPLY (HDR_SIZE + 12 + MAX_CONFIG)
+/* Messages handled per readable event, so that a front end that keeps its
+ * socket full does not keep the loop from everything else. */
+#define MSGS_PER_EVENT 32
 
 struct vub_region {
 	uint64_t gpa, size, uva;
@@ -127,10 +138,43 @@ struct vub_vring {
 	uint16_t *inflight_state;
 };
 
+/* What the socket's fd handler waits for. */
+enum vub_watch {
+	WATCH_NONE,
+	WATCH_READ,
+	WATCH_WRITE
+};
+
+struct vub_msg {
+	uint32_t request, flags, size;
+	uint8_t payload[MAX_PAYLOAD];
+	int fds[MAX_FDS];
+	int nfds;
+};
+
 struct vub_conn {
 	struct vd_export *e;
 	struct vub_conn *next;
 	int fd;
+	/*
+	 * The message being assembled from what each readable event brings:
+	 * its header (in_hdr), then its payload (in.payload), and the fds
+	 * that came with any of its bytes.  No read ever waits for the rest.
+	 */
+	struct vub_msg in;
+	uint8_t in_hdr[HDR_SIZE];
+	size_t in_len; /* header and payload bytes so far */
+	/*
+	 * The reply being written.  There is at most one: the next message
+	 * is read only once the reply to this one is written, so a front end
+	 * that does not read its replies stops being read (it only delays
+	 * itself) and what we hold for it is bounded.
+	 */
+	uint8_t out[MAX_REPLY];
+	size_t out_len, out_pos;
+	int out_fd; /* goes with the reply's first byte (GET_INFLIGHT_FD), or -1 */
+	bool quiesced; /* socket and kicks out of the loop (quiesce()) */
+	enum vub_watch watch; /* the socket's handler */
 	uint64_t features, protocol_features;
 	bool features_acked; /* SET_FEATURES seen */
 	struct vub_region regions[MAX_REGIONS];
@@ -139,19 +183,16 @@ struct vub_conn {
 	struct vd_virtio_blk *blk;
 	struct vub_vring *vrings;
 	int backend_fd; /* SET_BACKEND_REQ_FD channel, or -1 */
+	/* A back-end message waiting for the channel to be writable (one at
+	 * most: a second config change says nothing the first does not). */
+	uint8_t backend_out[HDR_SIZE];
+	size_t backend_out_len, backend_out_pos;
 	/* Inflight tracking region (GET/SET_INFLIGHT_FD). */
 	void *inflight_map;
 	size_t inflight_map_size;
 	uint8_t *inflight; /* mapping + mmap_offset */
 	uint16_t inflight_queues, inflight_queue_size;
 	bool dead; /* close at the end of the current message */
-};
-
-struct vub_msg {
-	uint32_t request, flags, size;
-	uint8_t payload[MAX_PAYLOAD];
-	int fds[MAX_FDS];
-	int nfds;
 };
 
 /* What a connection does (VDISK_TRACE=vhost_user_conn): one trace point,
@@ -263,6 +304,29 @@ static int ring_map(struct vub_conn *c, unsigned i)
 static void ring_kick_handlers(struct vub_conn *c, unsigned i, bool on);
 
 static void conn_read(void *opaque);
+static void conn_write(void *opaque);
+static void backend_close(struct vub_conn *c);
+static void backend_write(void *opaque);
+
+/* Watch the socket for what the connection can do next: write its reply,
+ * or else read (more of) a message. */
+static void conn_update_handlers(struct vub_conn *c)
+{
+	enum vub_watch w = c->dead || c->quiesced    ? WATCH_NONE
+			   : c->out_pos < c->out_len ? WATCH_WRITE
+						     : WATCH_READ;
+
+	if (w == c->watch)
+		return;
+	if (vd_loop_set_fd_handler(c->e->loop, c->fd, w == WATCH_READ ? conn_read : NULL,
+				   w == WATCH_WRITE ? conn_write : NULL,
+				   w == WATCH_NONE ? NULL : c) < 0) {
+		/* Out of memory in the loop: nothing watches the socket now. */
+		conn_error(c, "cannot watch the socket");
+		w = WATCH_NONE;
+	}
+	c->watch = w;
+}
 
 /*
  * Wait for every request in flight on this connection.  Draining runs the
@@ -272,7 +336,8 @@ static void conn_read(void *opaque);
  */
 static void quiesce(struct vub_conn *c)
 {
-	vd_loop_set_fd_handler(c->e->loop, c->fd, NULL, NULL, NULL);
+	c->quiesced = true;
+	conn_update_handlers(c);
 	for (unsigned i = 0; i < c->e->num_queues; i++)
 		ring_kick_handlers(c, i, false);
 	for (unsigned i = 0; i < c->e->num_queues; i++)
@@ -283,7 +348,8 @@ static void resume(struct vub_conn *c)
 {
 	if (c->dead)
 		return;
-	vd_loop_set_fd_handler(c->e->loop, c->fd, conn_read, NULL, c);
+	c->quiesced = false;
+	conn_update_handlers(c);
 	for (unsigned i = 0; i < c->e->num_queues; i++)
 		if (c->vrings[i].started)
 			ring_kick_handlers(c, i, true);
@@ -375,178 +441,163 @@ static const struct vd_virtio_blk_ops dev_ops = {.notify = dev_notify, .broken =
 
 /* --- messages ------------------------------------------------------------- */
 
-/* Read exactly @len bytes, waiting at most MSG_TIMEOUT_MS for each part. */
-static int read_full(int fd, void *buf, size_t len)
+/*
+ * Receive what the message being assembled still lacks, and no more: fds
+ * sent with the next message must not be taken with this one (a stream
+ * socket hands them over with the bytes they were sent with).  Fds may come
+ * with any byte of the message.  The header is checked as soon as it is
+ * complete, before its size is used.
+ *
+ * Returns 1 when the message is complete, 0 when the socket has no more
+ * for now, -ECONNRESET at EOF, -EPROTO for a bad header or lost fds,
+ * -EMSGSIZE for a payload over the limit, or another -errno.
+ */
+static int msg_recv(struct vub_conn *c)
 {
-	uint8_t *p = buf;
+	struct vub_msg *m = &c->in;
 
-	while (len) {
-		ssize_t n = recv(fd, p, len, 0);
+	for (;;) {
+		union {
+			char buf[CMSG_SPACE(MAX_FDS * sizeof(int))];
+			struct cmsghdr align;
+		} u;
+		struct iovec iov;
+		struct msghdr mh = {.msg_iov = &iov,
+				    .msg_iovlen = 1,
+				    .msg_control = u.buf,
+				    .msg_controllen = sizeof(u.buf)};
+		ssize_t n;
 
-		if (n > 0) {
-			p += n;
-			len -= (size_t)n;
-			continue;
+		if (c->in_len < HDR_SIZE) {
+			iov.iov_base = c->in_hdr + c->in_len;
+			iov.iov_len = HDR_SIZE - c->in_len;
+		} else if (c->in_len < HDR_SIZE + m->size) {
+			iov.iov_base = m->payload + (c->in_len - HDR_SIZE);
+			iov.iov_len = HDR_SIZE + m->size - c->in_len;
+		} else {
+			return 1;
+		}
+		n = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
 		}
 		if (n == 0)
 			return -ECONNRESET;
-		if (errno == EINTR)
-			continue;
-		if (errno == EAGAIN || errno == EWOULDBLOCK) {
-			struct pollfd pfd = {.fd = fd, .events = POLLIN};
-			int r = poll(&pfd, 1, MSG_TIMEOUT_MS);
-			if (r == 0)
-				return -ETIMEDOUT;
-			if (r < 0 && errno != EINTR)
-				return -errno;
-			continue;
-		}
-		return -errno;
-	}
-	return 0;
-}
+		for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+			if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+				int cnt = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+				int *fds = (int *)CMSG_DATA(cm);
 
-static int write_full(int fd, const void *buf, size_t len)
-{
-	const uint8_t *p = buf;
-
-	while (len) {
-		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-
-		if (n > 0) {
-			p += n;
-			len -= (size_t)n;
-			continue;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			struct pollfd pfd = {.fd = fd, .events = POLLOUT};
-			if (poll(&pfd, 1, MSG_TIMEOUT_MS) <= 0)
-				return -ETIMEDOUT;
-			continue;
-		}
-		return n < 0 ? -errno : -EIO;
-	}
-	return 0;
-}
-
-/* Read one message: the header with its fds (they arrive with its first
- * byte), then the payload. 0, -ECONNRESET at EOF, or another -errno. */
-static int read_msg(struct vub_conn *c, struct vub_msg *m)
-{
-	uint8_t hdr[HDR_SIZE];
-	union {
-		char buf[CMSG_SPACE(MAX_FDS * sizeof(int))];
-		struct cmsghdr align;
-	} u;
-	struct iovec iov = {.iov_base = hdr, .iov_len = sizeof(hdr)};
-	struct msghdr mh = {.msg_iov = &iov,
-			    .msg_iovlen = 1,
-			    .msg_control = u.buf,
-			    .msg_controllen = sizeof(u.buf)};
-	ssize_t n;
-	int ret;
-
-	m->nfds = 0;
-	do {
-		n = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC);
-	} while (n < 0 && errno == EINTR);
-	if (n < 0)
-		return errno == EAGAIN ? -EAGAIN : -errno;
-	if (n == 0)
-		return -ECONNRESET;
-	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
-		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
-			int cnt = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-			int *fds = (int *)CMSG_DATA(cm);
-
-			for (int i = 0; i < cnt; i++) {
-				if (m->nfds < MAX_FDS)
-					m->fds[m->nfds++] = fds[i];
-				else
-					close(fds[i]);
+				for (int i = 0; i < cnt; i++) {
+					if (m->nfds < MAX_FDS)
+						m->fds[m->nfds++] = fds[i];
+					else
+						close(fds[i]);
+				}
 			}
 		}
+		if (mh.msg_flags & MSG_CTRUNC)
+			return -EPROTO;
+		c->in_len += (size_t)n;
+		if (c->in_len == HDR_SIZE) {
+			memcpy(&m->request, c->in_hdr, 4);
+			memcpy(&m->flags, c->in_hdr + 4, 4);
+			memcpy(&m->size, c->in_hdr + 8, 4);
+			if ((m->flags & VHOST_USER_VERSION_MASK) != VHOST_USER_VERSION)
+				return -EPROTO;
+			if (m->size > MAX_PAYLOAD)
+				return -EMSGSIZE;
+		}
 	}
-	if (mh.msg_flags & MSG_CTRUNC)
-		return -EPROTO;
-	if (n < HDR_SIZE) {
-		ret = read_full(c->fd, hdr + n, HDR_SIZE - (size_t)n);
-		if (ret < 0)
-			return ret;
+}
+
+/* Forget the message just handled (closing fds nobody took). */
+static void msg_reset(struct vub_conn *c)
+{
+	for (int i = 0; i < c->in.nfds; i++)
+		close(c->in.fds[i]);
+	c->in.nfds = 0;
+	c->in.size = 0;
+	c->in_len = 0;
+}
+
+/*
+ * Write what the socket takes of the reply (its fd with the first byte).
+ * 0 (all written, or the rest waits for conn_write), or -errno: the front
+ * end is gone.
+ */
+static int conn_flush(struct vub_conn *c)
+{
+	while (c->out_pos < c->out_len) {
+		union {
+			char buf[CMSG_SPACE(sizeof(int))];
+			struct cmsghdr align;
+		} u;
+		struct iovec iov = {.iov_base = c->out + c->out_pos,
+				    .iov_len = c->out_len - c->out_pos};
+		struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+		ssize_t n;
+
+		if (c->out_fd >= 0) {
+			struct cmsghdr *cm;
+
+			memset(&u, 0, sizeof(u));
+			mh.msg_control = u.buf;
+			mh.msg_controllen = sizeof(u.buf);
+			cm = CMSG_FIRSTHDR(&mh);
+			cm->cmsg_level = SOL_SOCKET;
+			cm->cmsg_type = SCM_RIGHTS;
+			cm->cmsg_len = CMSG_LEN(sizeof(int));
+			memcpy(CMSG_DATA(cm), &c->out_fd, sizeof(int));
+		}
+		n = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return 0;
+			return -errno;
+		}
+		/* The fd went with the first byte; the rest is plain data. */
+		close_fd(&c->out_fd);
+		c->out_pos += (size_t)n;
 	}
-	memcpy(&m->request, hdr, 4);
-	memcpy(&m->flags, hdr + 4, 4);
-	memcpy(&m->size, hdr + 8, 4);
-	if ((m->flags & VHOST_USER_VERSION_MASK) != VHOST_USER_VERSION)
-		return -EPROTO;
-	if (m->size > MAX_PAYLOAD)
-		return -EMSGSIZE;
-	if (m->size)
-		return read_full(c->fd, m->payload, m->size);
+	c->out_len = c->out_pos = 0;
 	return 0;
+}
+
+/*
+ * Queue the reply to @req (taking @fd, or -1, to send with it) and write
+ * what the socket takes now.  0, or -errno when the connection is done for.
+ */
+static int queue_reply(struct vub_conn *c, const struct vub_msg *req, const void *payload,
+		       uint32_t size, int fd)
+{
+	uint32_t flags = VHOST_USER_VERSION | VHOST_USER_REPLY;
+
+	/* One message, one reply: nothing can be queued already. */
+	if (size > sizeof(c->out) - HDR_SIZE || c->out_len) {
+		if (fd >= 0)
+			close(fd);
+		return -EMSGSIZE;
+	}
+	memcpy(c->out, &req->request, 4);
+	memcpy(c->out + 4, &flags, 4);
+	memcpy(c->out + 8, &size, 4);
+	if (size)
+		memcpy(c->out + HDR_SIZE, payload, size);
+	c->out_len = HDR_SIZE + size;
+	c->out_pos = 0;
+	c->out_fd = fd;
+	return conn_flush(c);
 }
 
 static int send_reply(struct vub_conn *c, const struct vub_msg *req, const void *payload,
 		      uint32_t size)
 {
-	uint8_t buf[HDR_SIZE + MAX_CONFIG + 16];
-	uint32_t flags = VHOST_USER_VERSION | VHOST_USER_REPLY;
-
-	if (size > sizeof(buf) - HDR_SIZE)
-		return -EMSGSIZE;
-	memcpy(buf, &req->request, 4);
-	memcpy(buf + 4, &flags, 4);
-	memcpy(buf + 8, &size, 4);
-	if (size)
-		memcpy(buf + HDR_SIZE, payload, size);
-	return write_full(c->fd, buf, HDR_SIZE + size);
-}
-
-/* A reply that carries one file descriptor (GET_INFLIGHT_FD). */
-static int send_reply_fd(struct vub_conn *c, const struct vub_msg *req, const void *payload,
-			 uint32_t size, int fd)
-{
-	uint8_t buf[HDR_SIZE + INFLIGHT_MSG_SIZE];
-	uint32_t flags = VHOST_USER_VERSION | VHOST_USER_REPLY;
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} u;
-	struct iovec iov = {.iov_base = buf, .iov_len = HDR_SIZE + size};
-	struct msghdr mh = {.msg_iov = &iov,
-			    .msg_iovlen = 1,
-			    .msg_control = u.buf,
-			    .msg_controllen = sizeof(u.buf)};
-	struct cmsghdr *cm;
-	ssize_t n;
-
-	if (size > sizeof(buf) - HDR_SIZE)
-		return -EMSGSIZE;
-	memcpy(buf, &req->request, 4);
-	memcpy(buf + 4, &flags, 4);
-	memcpy(buf + 8, &size, 4);
-	memcpy(buf + HDR_SIZE, payload, size);
-	memset(&u, 0, sizeof(u));
-	cm = CMSG_FIRSTHDR(&mh);
-	cm->cmsg_level = SOL_SOCKET;
-	cm->cmsg_type = SCM_RIGHTS;
-	cm->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(cm), &fd, sizeof(int));
-	do {
-		n = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
-	} while (n < 0 && errno == EINTR);
-	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-		struct pollfd pfd = {.fd = c->fd, .events = POLLOUT};
-		if (poll(&pfd, 1, MSG_TIMEOUT_MS) <= 0)
-			return -ETIMEDOUT;
-		n = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
-	}
-	if (n < 0)
-		return -errno;
-	/* The fd went with the first byte; the rest is plain data. */
-	return write_full(c->fd, buf + n, HDR_SIZE + size - (size_t)n);
+	return queue_reply(c, req, payload, size, -1);
 }
 
 static int reply_u64(struct vub_conn *c, const struct vub_msg *m, uint64_t v)
@@ -727,9 +778,6 @@ static int inflight_msg(struct vub_conn *c, const struct vub_msg *m, uint64_t *s
 	return 0;
 }
 
-static int send_reply_fd(struct vub_conn *c, const struct vub_msg *req, const void *payload,
-			 uint32_t size, int fd);
-
 /* The connection's region becomes @p (mapped, @size bytes, @nq queues of
  * @qs entries); the started rings track themselves in it. */
 static void inflight_install(struct vub_conn *c, void *p, size_t size, uint16_t nq, uint16_t qs)
@@ -770,8 +818,8 @@ static int handle_get_inflight(struct vub_conn *c, struct vub_msg *m)
 	memcpy(out, &size, 8);
 	memcpy(out + 16, &nq, 2);
 	memcpy(out + 18, &qs, 2);
-	ret = send_reply_fd(c, m, out, sizeof(out), fd);
-	close(fd);
+	/* The reply takes the fd (and closes it once sent). */
+	ret = queue_reply(c, m, out, sizeof(out), fd);
 	return ret < 0 ? -EIO : 1;
 }
 
@@ -1030,7 +1078,7 @@ static int handle_msg(struct vub_conn *c, struct vub_msg *m)
 		fd = take_fd(m);
 		if (fd < 0)
 			return conn_error(c, "SET_BACKEND_REQ_FD without exactly one fd");
-		close_fd(&c->backend_fd);
+		backend_close(c);
 		c->backend_fd = fd;
 		return 0;
 	}
@@ -1073,25 +1121,23 @@ static void conn_close(struct vub_conn *c);
 static void conn_read(void *opaque)
 {
 	struct vub_conn *c = opaque;
-	struct vub_msg *m = malloc(sizeof(*m));
-	int ret;
 
-	if (!m)
-		return; /* try again on the next readiness */
-	ret = read_msg(c, m);
-	if (ret == -EAGAIN) {
-		free(m);
-		return;
-	}
-	if (ret < 0) {
-		if (ret != -ECONNRESET)
-			conn_error(c, ret == -EMSGSIZE ? "message too large"
-				      : ret == -EPROTO ? "bad message header"
-						       : "cannot read a message");
-		else
-			conn_trace(c, "front end disconnected");
-		c->dead = true;
-	} else {
+	for (int i = 0; i < MSGS_PER_EVENT && !c->dead && !c->out_len && !c->quiesced; i++) {
+		struct vub_msg *m = &c->in;
+		int ret = msg_recv(c);
+
+		if (ret == 0)
+			break; /* the rest comes with a later event */
+		if (ret < 0) {
+			if (ret != -ECONNRESET)
+				conn_error(c, ret == -EMSGSIZE ? "message too large"
+					      : ret == -EPROTO ? "bad message header"
+							       : "cannot read a message");
+			else
+				conn_trace(c, "front end disconnected");
+			c->dead = true;
+			break;
+		}
 		ret = handle_msg(c, m);
 		/* REPLY_ACK: acknowledge a message that got no other reply. */
 		if (ret == 0 && !c->dead && (m->flags & VHOST_USER_NEED_REPLY) &&
@@ -1100,10 +1146,26 @@ static void conn_read(void *opaque)
 				c->dead = true;
 		if (ret < 0)
 			c->dead = true;
+		msg_reset(c);
 	}
-	for (int i = 0; i < m->nfds; i++)
-		close(m->fds[i]);
-	free(m);
+	conn_update_handlers(c);
+	if (c->dead)
+		conn_close(c);
+}
+
+/* The socket takes more of the reply; once it is all written, reading
+ * resumes. */
+static void conn_write(void *opaque)
+{
+	struct vub_conn *c = opaque;
+
+	if (conn_flush(c) < 0) {
+		conn_trace(c, "front end gone before its reply was written");
+		c->dead = true;
+		conn_close(c);
+		return;
+	}
+	conn_update_handlers(c);
 	if (c->dead)
 		conn_close(c);
 }
@@ -1140,6 +1202,7 @@ int vub_conn_new(struct vd_export *e, int fd)
 	c = &cm->conn;
 	c->e = e;
 	c->fd = fd;
+	c->out_fd = -1;
 	c->backend_fd = -1;
 	c->mem.map = gpa_map;
 	c->mem.opaque = c;
@@ -1159,6 +1222,7 @@ int vub_conn_new(struct vd_export *e, int fd)
 	ret = vd_loop_set_fd_handler(e->loop, fd, conn_read, NULL, c);
 	if (ret < 0)
 		goto fail_blk;
+	c->watch = WATCH_READ;
 	c->next = e->conns;
 	e->conns = c;
 	e->nconns++;
@@ -1192,7 +1256,9 @@ void vub_conn_free(struct vub_conn *c)
 	}
 	/* The region stays with the front end (and the next back end). */
 	inflight_unmap(c);
-	close_fd(&c->backend_fd);
+	backend_close(c);
+	msg_reset(c);
+	close_fd(&c->out_fd);
 	vd_virtio_blk_free(c->blk);
 	for (unsigned i = 0; i < e->num_queues; i++)
 		free(c->vrings[i].inflight_state);
@@ -1209,11 +1275,57 @@ void vub_conn_free(struct vub_conn *c)
 	free(c);
 }
 
+/* --- the back-end channel ----------------------------------------------------- */
+
+/* Write what the channel takes of the pending back-end message; a channel
+ * the front end does not read keeps it pending (and the loop free), one
+ * that fails is closed: config changes are then not announced, the
+ * connection itself carries on. */
+static void backend_flush(struct vub_conn *c)
+{
+	while (c->backend_out_pos < c->backend_out_len) {
+		ssize_t n =
+			send(c->backend_fd, c->backend_out + c->backend_out_pos,
+			     c->backend_out_len - c->backend_out_pos, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			break;
+		if (n <= 0) {
+			conn_trace(c, "back-end channel failed; closing it");
+			backend_close(c);
+			return;
+		}
+		c->backend_out_pos += (size_t)n;
+	}
+	if (c->backend_out_pos == c->backend_out_len) {
+		c->backend_out_len = c->backend_out_pos = 0;
+		conn_trace(c, "config change sent");
+	}
+	vd_loop_set_fd_handler(c->e->loop, c->backend_fd, NULL,
+			       c->backend_out_len ? backend_write : NULL, c);
+}
+
+static void backend_write(void *opaque)
+{
+	backend_flush(opaque);
+}
+
+static void backend_close(struct vub_conn *c)
+{
+	if (c->backend_fd >= 0)
+		vd_loop_set_fd_handler(c->e->loop, c->backend_fd, NULL, NULL, NULL);
+	close_fd(&c->backend_fd);
+	c->backend_out_len = c->backend_out_pos = 0;
+}
+
 /*
  * The device's configuration changed (block_resize): tell the front end on
  * the back-end channel; it reads the new config with GET_CONFIG.  Without
  * NEED_REPLY: waiting here for the front end, which may be waiting for our
- * GET_CONFIG reply, would deadlock, and a full socket drops the message.
+ * GET_CONFIG reply, would deadlock.  A channel that is full keeps the
+ * message until it takes it; one already waiting says all a second would.
  */
 void vub_conn_config_changed(struct vub_conn *c)
 {
@@ -1222,11 +1334,14 @@ void vub_conn_config_changed(struct vub_conn *c)
 	if (c->backend_fd < 0 || !(c->protocol_features & (1ULL << PROTO_F_BACKEND_REQ)) ||
 	    !(c->protocol_features & (1ULL << PROTO_F_CONFIG)))
 		return;
-	if (send(c->backend_fd, hdr, sizeof(hdr), MSG_NOSIGNAL | MSG_DONTWAIT) !=
-	    (ssize_t)sizeof(hdr))
-		conn_trace(c, "config change message not sent");
-	else
-		conn_trace(c, "config change sent");
+	if (c->backend_out_len) {
+		conn_trace(c, "config change already waiting for the back-end channel");
+		return;
+	}
+	memcpy(c->backend_out, hdr, sizeof(hdr));
+	c->backend_out_len = sizeof(hdr);
+	c->backend_out_pos = 0;
+	backend_flush(c);
 }
 
 static void conn_close(struct vub_conn *c)

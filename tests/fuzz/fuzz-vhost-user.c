@@ -8,12 +8,15 @@
  *            sendmsg(); c bits 0-1: how many fds go with it (0-3); bit 2:
  *            they are memfds of 64 KiB holding a copy of the input (guest
  *            memory, an inflight region), else eventfds; bit 3: the
- *            record's length is taken modulo 64 (short messages)
+ *            record's length is taken modulo 64 (short messages); bit 4:
+ *            before this record is sent, the back end runs until it has
+ *            nothing more to do, so that it sees a message split here in
+ *            two parts (the back end assembles messages incrementally)
  *
- * After the last record our end stops writing, so a message cut short ends
- * the connection at once instead of after the back end's read timeout; a
- * thread reads and drops the replies.  Then the loop runs until the back end
- * has closed the connection, and the connection is freed.
+ * A thread reads and drops the replies.  After the last record our end
+ * stops writing, so a message cut short ends the connection; the loop runs
+ * until the back end has closed the connection, and the connection is
+ * freed.
  *
  * Invariants: no crash, no hang (every record is consumed, the connection
  * ends at EOF), no leak (LeakSanitizer in a campaign), and the export
@@ -165,11 +168,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t left = size;
 	int sv[2];
 	pthread_t reader;
+	bool served;
 
 	if (!export && setup() < 0)
 		abort();
-	/* The records must fit in the socket buffer: we send them all before
-	 * the back end reads. */
+	/* The records must fit in the socket buffer: the back end may read
+	 * none of them before the last is sent. */
 	if (size > 64 * 1024)
 		return 0;
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
@@ -178,21 +182,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		int big = 1 << 20;
 		setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
 	}
-	while (left >= 3) {
-		uint8_t c = p[0];
-		size_t len = (size_t)p[1] | (size_t)p[2] << 8;
-
-		p += 3;
-		left -= 3;
-		if (c & 8)
-			len %= 64;
-		if (len > left)
-			len = left;
-		send_record(sv[0], c, p, len, data, size);
-		p += len;
-		left -= len;
-	}
-	shutdown(sv[0], SHUT_WR);
 	if (pthread_create(&reader, NULL, drain_replies, &sv[0]) != 0) {
 		close(sv[0]);
 		close(sv[1]);
@@ -204,7 +193,29 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fcntl(sv[1], F_SETFL, fl | O_NONBLOCK);
 	}
 	FUZZ_ASSERT(vd_export_connections(export) == 0);
-	if (vub_conn_new(export, sv[1]) == 0) {
+	served = vub_conn_new(export, sv[1]) == 0;
+	/* The records fit in the socket buffer (the size check above): no
+	 * send waits for the back end, which reads only between records
+	 * marked so, and after the last. */
+	while (left >= 3) {
+		uint8_t c = p[0];
+		size_t len = (size_t)p[1] | (size_t)p[2] << 8;
+
+		p += 3;
+		left -= 3;
+		if (c & 8)
+			len %= 64;
+		if (len > left)
+			len = left;
+		if ((c & 16) && served)
+			for (int i = 0; i < 1000 && vd_loop_run_once(loop, false); i++)
+				;
+		send_record(sv[0], c, p, len, data, size);
+		p += len;
+		left -= len;
+	}
+	shutdown(sv[0], SHUT_WR);
+	if (served) {
 		/* Every message is there and then EOF: the connection must end.
 		 * Bound the loop so that a hang is an assertion, not a
 		 * timeout. */
