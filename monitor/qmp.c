@@ -17,6 +17,12 @@
  *
  * Every client's command runs in its own coroutine; while it runs the
  * client's input is not read, so commands answer in order.
+ *
+ * No read or write waits for a client: input is framed as it arrives, and
+ * output is queued and written as the socket takes it.  A client that does
+ * not read its replies stops being read once OUTPUT_PAUSE bytes wait (it
+ * only delays itself); one whose output passes MAX_OUTPUT anyway (events)
+ * is dropped.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -44,6 +50,10 @@
 #define MAX_NESTING 1024 /* as QEMU's json-streamer */
 #define DEFAULT_MAX_MESSAGE (1024 * 1024)
 #define MAX_OUTPUT (16 * 1024 * 1024) /* a client that reads nothing is dropped */
+/* Unwritten output past which a client's commands wait: one that does not
+ * read its replies stops being read (it only delays itself), and events
+ * alone can fill MAX_OUTPUT. */
+#define OUTPUT_PAUSE 65536
 #define MAX_CLIENTS 64
 #define READ_CHUNK 65536
 
@@ -176,9 +186,16 @@ static void buf_free(struct buf *b)
 static void on_readable(void *opaque);
 static void on_writable(void *opaque);
 
+/* Too much unwritten output to take more commands. */
+static bool output_full(const struct conn *c)
+{
+	return c->out.len - c->out_pos > OUTPUT_PAUSE;
+}
+
 static void update_handlers(struct conn *c)
 {
-	bool want_read = !c->closed && !c->busy && !c->eof && !c->closing && !c->broken;
+	bool want_read =
+		!c->closed && !c->busy && !c->eof && !c->closing && !c->broken && !output_full(c);
 	bool want_write = !c->closed && !c->broken && c->out_pos < c->out.len;
 	struct vd_loop *loop = c->s->loop;
 
@@ -876,7 +893,7 @@ static void conn_pump(struct conn *c)
 	if (c->closed || c->in_pump)
 		return;
 	c->in_pump = true;
-	while (!c->busy && !c->broken && !c->closing) {
+	while (!c->busy && !c->broken && !c->closing && !output_full(c)) {
 		enum frame_event ev = frame_next(c);
 
 		if (ev == FRAME_NONE)
@@ -927,12 +944,13 @@ static void on_writable(void *opaque)
 	struct conn *c = opaque;
 
 	conn_flush(c);
-	if (c->out_pos == c->out.len && (c->closing || c->eof) && !c->busy)
+	if (c->broken)
 		conn_close(c);
-	else if (c->broken)
-		conn_close(c);
-	else
+	else if (c->in_pump) /* a command runs the loop: only the handlers */
 		update_handlers(c);
+	else /* closes once done; else takes up commands that waited for
+	      * the output to drain */
+		conn_pump(c);
 	conn_settle(c);
 }
 
