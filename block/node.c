@@ -82,7 +82,7 @@ static int unknown_driver(const char *name, struct vd_error *err)
 struct open_req {
 	struct vd_opts *opts; /* owned until handed to the node */
 	int flags;
-	bool growable;
+	bool growable, metadata;
 	const char *prefix;
 	struct vd_node *node;
 	struct vd_error *err;
@@ -127,6 +127,7 @@ static int open_node(struct open_req *o)
 	n->refcnt = 1;
 	n->loop = vd_loop_current();
 	n->growable = o->growable;
+	n->metadata = o->metadata;
 	n->write_cache = true;
 	n->limits.request_alignment = 1;
 	n->limits.min_mem_alignment = 1;
@@ -237,11 +238,15 @@ static void open_entry(void *opaque)
 }
 
 /* Open in a coroutine: drivers may do I/O while opening. */
-static int open_tree(struct vd_opts *opts, int flags, bool growable, const char *prefix,
-		     struct vd_node **out, struct vd_error *err)
+static int open_tree(struct vd_opts *opts, int flags, bool growable, bool metadata,
+		     const char *prefix, struct vd_node **out, struct vd_error *err)
 {
-	struct open_req o = {
-		.opts = opts, .flags = flags, .growable = growable, .prefix = prefix, .err = err};
+	struct open_req o = {.opts = opts,
+			     .flags = flags,
+			     .growable = growable,
+			     .metadata = metadata,
+			     .prefix = prefix,
+			     .err = err};
 	int ret;
 
 	if (vd_in_coroutine()) {
@@ -266,7 +271,7 @@ int vd_node_open_opts(const struct vd_opts *opts, int flags, struct vd_node **ou
 
 	if (!copy)
 		return vd_error_set(err, -ENOMEM, "Out of memory");
-	return open_tree(copy, flags & ~VD_OPEN_PROBE, false, NULL, out, err);
+	return open_tree(copy, flags & ~VD_OPEN_PROBE, false, false, NULL, out, err);
 }
 
 static int set_or_fail(struct vd_opts *o, const char *key, const char *value)
@@ -370,7 +375,7 @@ int vd_node_open(const char *filename, const char *format, const struct vd_opts 
 		vd_opts_free(tree);
 		return vd_error_set(err, ret, "Out of memory");
 	}
-	return open_tree(tree, flags, false, NULL, out, err);
+	return open_tree(tree, flags, false, false, NULL, out, err);
 }
 
 int vd_node_open_child(struct vd_node *parent, struct vd_opts *opts, const char *key,
@@ -380,7 +385,7 @@ int vd_node_open_child(struct vd_node *parent, struct vd_opts *opts, const char 
 	struct vd_opts *sub;
 	const char *fn = vd_opts_peek(opts, key);
 	char *prefix;
-	bool growable;
+	bool growable, metadata;
 	int ret;
 
 	if (!vd_opts_has(opts, key))
@@ -427,9 +432,15 @@ int vd_node_open_child(struct vd_node *parent, struct vd_opts *opts, const char 
 	}
 	/* The protocol under a format (or a filter over it) may grow. */
 	growable = parent->drv->is_format || (parent->drv->is_filter && parent->growable);
+	/* A filter passes on what its parent asks of it (QEMU's
+	 * bdrv_filter_default_perms); a backing file is not the primary
+	 * child. */
+	metadata =
+		parent->drv->child_name && !strcmp(key, parent->drv->child_name) &&
+		(parent->drv->child_has_metadata || (parent->drv->is_filter && parent->metadata));
 	if (parent->read_only)
 		flags &= ~VD_OPEN_RDWR;
-	ret = open_tree(sub, flags, growable, prefix, child, err);
+	ret = open_tree(sub, flags, growable, metadata, prefix, child, err);
 	free(prefix);
 	return ret;
 }

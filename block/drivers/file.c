@@ -343,6 +343,11 @@ static int file_open(struct vd_node *n, struct vd_opts *opts, int flags, struct 
 	 *    unchanged and resize: what a guest device (virtio-blk without
 	 *    share-rw) holds, so two writers exclude each other;
 	 *  - force-share (-U, read-only only): consistent read, share all.
+	 * Under a qcow2 (n->metadata; QEMU's bdrv_default_perms_for_storage
+	 * for a BDRV_CHILD_METADATA child), write and resize are never shared,
+	 * also read-only (qemu-img info/check, qemu-io -r: bytes 100, 201,
+	 * 203), so that metadata does not change under a reader; read-write
+	 * also holds resize (bytes 100-101, 103, 201, 203).  -U shares all.
 	 */
 	s->use_lock = locking != LOCKING_OFF;
 	if (s->use_lock) {
@@ -351,6 +356,11 @@ static int file_open(struct vd_node *n, struct vd_opts *opts, int flags, struct 
 			perm |= PERM_WRITE;
 			if (!n->force_share)
 				shared = PERM_CONSISTENT_READ | PERM_WRITE_UNCHANGED | PERM_RESIZE;
+		}
+		if (n->metadata && !n->force_share) {
+			if (!n->read_only)
+				perm |= PERM_RESIZE;
+			shared &= ~(uint64_t)(PERM_WRITE | PERM_RESIZE);
 		}
 		ret = lock_take(s, perm, shared, locking == LOCKING_ON, filename, err);
 		if (ret < 0)

@@ -87,6 +87,12 @@ struct vd_node {
 	bool read_only;
 	bool growable; /* set by the parent: writes past the end extend it (the
 			* core raises size after such a write) */
+	/* Set by the parent: this node holds a format's metadata (the file
+	 * under a qcow2, or under a filter over one; QEMU's
+	 * BDRV_CHILD_METADATA), so no other user may write or resize it while
+	 * it is open, even read-only, unless force_share (a protocol's image
+	 * locks say so). */
+	bool metadata;
 	bool force_share; /* -U */
 	/* The format was guessed (VD_OPEN_PROBE): a probed raw node refuses
 	 * writes that would make it probe as another format. */
@@ -123,6 +129,9 @@ struct vd_block_driver {
 	bool is_filter; /* passes requests to ->file; has no data of its own */
 	bool references_files; /* may open other files named in the image: never probed */
 	const char *child_name; /* key of the primary child's options ("file", "image") */
+	/* A format whose primary child holds metadata as well as data (qcow2,
+	 * not raw): the child's node->metadata is set. */
+	bool child_has_metadata;
 
 	/* Names of the keys create() understands (NULL-terminated); the core
 	 * refuses other keys before calling create().  "size" is always allowed. */

@@ -1002,6 +1002,7 @@ const struct vd_block_driver vd_driver_qcow2 = {
 	.is_format = true,
 	.references_files = true,
 	.child_name = "file",
+	.child_has_metadata = true,
 	.create_opts = qcow2_create_opts,
 	.probe = qcow2_probe,
 	.open = qcow2_open,
