@@ -360,7 +360,8 @@ int vd_node_open(const char *filename, const char *format, const struct vd_opts 
 				ret = set_or_fail(tree, key, filename);
 				snprintf(key, sizeof(key), "%s.driver", drv->child_name);
 				if (ret == 0)
-					ret = set_or_fail(tree, key, "file");
+					ret = set_or_fail(tree, key,
+							  vd_protocol_for_filename(filename));
 			}
 		} else if (ret == 0) {
 			ret = set_or_fail(tree, "filename", filename);
@@ -402,6 +403,9 @@ int vd_node_open_child(struct vd_node *parent, struct vd_opts *opts, const char 
 			return -ENOMEM;
 	}
 	ret = 0;
+	/* A protocol named by the filename (nbd://...) rather than "file". */
+	if (default_driver && strcmp(default_driver, "file") == 0 && !vd_opts_has(sub, "driver"))
+		default_driver = vd_protocol_for_filename(vd_opts_peek(sub, "filename"));
 	if (default_driver)
 		ret = vd_opts_set_default(sub, "driver", default_driver);
 	if (ret == 0)

@@ -236,6 +236,21 @@ int vd_probe_file(const char *filename, bool allow_references, const char **form
 	ssize_t len;
 	int fd, saved;
 
+	if (strcmp(vd_protocol_for_filename(filename), "file") != 0) {
+		/* A protocol (nbd://): read the first bytes through a node of it. */
+		struct vd_node *n;
+		int ret = vd_node_open(filename, vd_protocol_for_filename(filename), NULL, 0, &n,
+				       err);
+		if (ret < 0)
+			return ret;
+		len = vd_node_size(n) < (int64_t)sizeof(buf) ? vd_node_size(n)
+							     : (ssize_t)sizeof(buf);
+		ret = len ? vd_node_pread(n, 0, buf, len) : 0;
+		vd_node_unref(n);
+		if (ret < 0)
+			return vd_error_setg_errno(err, ret, "Could not read '%s'", filename);
+		goto probe;
+	}
 	fd = open(filename, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return vd_error_setg_errno(err, -errno, "Could not open '%s'", filename);
@@ -244,6 +259,7 @@ int vd_probe_file(const char *filename, bool allow_references, const char **form
 	close(fd);
 	if (len < 0)
 		return vd_error_setg_errno(err, -saved, "Could not read '%s'", filename);
+probe:
 	if (len == 0) {
 		*format = "raw";
 		return 0;
