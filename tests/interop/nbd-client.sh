@@ -102,6 +102,12 @@ grep -q 'Pattern verification failed' v.out && fail "vdisk sees other data: $(ca
 	>/dev/null || fail "json: with nbd"
 "$VDISK" io -f raw -c 'read -P 0xab 0 4k' "nbd:unix:$S" >/dev/null || fail "nbd:unix:PATH"
 
+# -drive in vdisk machine.
+printf '%s\n' '{"execute":"qmp_capabilities"}' '{"execute":"query-block"}' '{"execute":"quit"}' |
+	"$VDISK" machine -drive "file=$U,format=raw,if=none,id=d0" --qmp stdio >qmp.out 2>&1 ||
+	fail "machine -drive: $(cat qmp.out)"
+grep -q '"virtual-size": 8388608' qmp.out || fail "machine -drive: $(cat qmp.out)"
+
 # A qcow2 overlay whose backing file is the NBD export, given by the user.
 qemu-img create -q -f qcow2 ov.qcow2 8M
 "$VDISK" io --image-opts "driver=qcow2,file.filename=ov.qcow2,backing=$U" \
