@@ -42,5 +42,8 @@ bool vd_format_is_foreign(const char *name);
  * files when @allow_references. */
 int vd_probe_file(const char *filename, bool allow_references, const char **format,
 		  struct vd_error *err);
+/* The same over the first bytes of an open node (a protocol, nbd://). */
+int vd_probe_node(struct vd_node *n, const char *filename, bool allow_references,
+		  const char **format, struct vd_error *err);
 
 #endif

@@ -62,6 +62,16 @@ norm() {
 qemu-img create -q -f qcow2 img.qcow2 8M
 qemu-io -f qcow2 -c 'write -P 0xab 0 64k' -c 'write -P 0xcd 1M 128k' -c 'write -z 3M 64k' \
 	img.qcow2 >/dev/null
+# A qemu-nbd without --persistent serves one client: probing the format
+# must not take a connection of its own.
+S1=$T/once.sock
+qemu-nbd -k "$S1" -f qcow2 img.qcow2 &
+ONCE=$!
+pids+=("$ONCE")
+wait_socket "$S1"
+"$VDISK" info "nbd+unix:///?socket=$S1" >info1.out 2>&1 || fail "info, one client: $(cat info1.out)"
+wait "$ONCE" || fail "qemu-nbd serving one client failed" # exits after its client
+
 S=$T/q.sock
 U="nbd+unix:///?socket=$S"
 start_qemu_nbd "$S" -f qcow2 img.qcow2
