@@ -58,6 +58,25 @@ norm() {
 		-e 's/ops; .*/ops/' -e 's/^qemu-io: /vdisk: /' "$@"
 }
 
+# --- names: what each spelling connects to, and the malformed ones ---------
+check_name() {
+	"$VDISK" io -f raw -c 'read 0 512' "$1" >n.out 2>&1 && fail "opened $1"
+	grep -qF "$2" n.out || fail "$1: $(cat n.out)"
+}
+check_name "nbd+unix:///exp?socket=/nonexistent/s" "Failed to connect to '/nonexistent/s'"
+check_name "nbd+unix:///a%20b?socket=/no%2Fpe" "Failed to connect to '/no/pe'"
+check_name "nbd:unix:/nonexistent/y:exportname=e" "Failed to connect to '/nonexistent/y'"
+check_name "nbd://127.0.0.1:1/exp" "Failed to connect to '127.0.0.1:1'"
+check_name "nbd+tcp://127.0.0.1:1" "Failed to connect to '127.0.0.1:1'"
+check_name "nbd:127.0.0.1:1" "Failed to connect to '127.0.0.1:1'"
+check_name "nbd+unix://host/exp?socket=/x" "a UNIX socket URI has no host"
+check_name "nbd+unix:///exp" "expected ?socket=PATH"
+check_name "nbd+unix:///e?socket=/x&foo=1" "expected ?socket=PATH"
+check_name "nbd://" "no host"
+"$VDISK" io --image-opts driver=nbd,server.type=unix,server.path=/x,tls-creds=t -c 'read 0 1' \
+	>n.out 2>&1 && fail "tls-creds accepted"
+grep -q 'TLS is not supported' n.out || fail "tls-creds: $(cat n.out)"
+
 # --- qemu-nbd, unix socket, writable qcow2 with holes ----------------------
 qemu-img create -q -f qcow2 img.qcow2 8M
 qemu-io -f qcow2 -c 'write -P 0xab 0 64k' -c 'write -P 0xcd 1M 128k' -c 'write -z 3M 64k' \
