@@ -8,6 +8,9 @@
 /* registry.c */
 size_t vd_driver_count(void);
 const struct vd_block_driver *vd_driver_at(size_t i);
+/* The protocol driver a filename names: "nbd" for nbd:, nbd+tcp:, nbd+unix:
+ * names, else "file". */
+const char *vd_protocol_for_filename(const char *filename);
 
 /* accounting.c */
 void vd_acct_done(struct vd_node *n, enum vd_acct_type type, int64_t bytes, int ret,
@@ -39,5 +42,8 @@ bool vd_format_is_foreign(const char *name);
  * files when @allow_references. */
 int vd_probe_file(const char *filename, bool allow_references, const char **format,
 		  struct vd_error *err);
+/* The same over the first bytes of an open node (a protocol, nbd://). */
+int vd_probe_node(struct vd_node *n, const char *filename, bool allow_references,
+		  const char **format, struct vd_error *err);
 
 #endif

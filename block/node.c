@@ -296,6 +296,56 @@ static int merge_opts(struct vd_opts *dst, const struct vd_opts *src, struct vd_
 	return ret;
 }
 
+/*
+ * Probing a protocol (nbd://) reads through a node of it; that node then
+ * becomes the format's child, so the open makes one connection, as QEMU's
+ * bdrv_open does (a qemu-nbd without --persistent serves one client).
+ */
+static __thread struct vd_node *probed_node;
+static __thread const char *probed_filename;
+
+static void unstash_probed(void)
+{
+	if (probed_node)
+		vd_node_unref(probed_node);
+	probed_node = NULL;
+	probed_filename = NULL;
+}
+
+static int probe_protocol(const char *filename, int flags, const char **format,
+			  struct vd_error *err)
+{
+	struct vd_node *n;
+	int ret;
+
+	unstash_probed();
+	ret = vd_node_open(filename, vd_protocol_for_filename(filename), NULL,
+			   flags & (VD_OPEN_RDWR | VD_OPEN_FORCE_SHARE), &n, err);
+	if (ret < 0)
+		return ret;
+	ret = vd_probe_node(n, filename, (flags & VD_OPEN_NO_BACKING) != 0, format, err);
+	if (ret < 0) {
+		vd_node_unref(n);
+		return ret;
+	}
+	probed_node = n;
+	probed_filename = filename;
+	return 0;
+}
+
+/* The probed node, if @sub asks for exactly that protocol and name. */
+static struct vd_node *take_probed(const struct vd_opts *sub)
+{
+	const char *fn = vd_opts_peek(sub, "filename"), *drv = vd_opts_peek(sub, "driver");
+	struct vd_node *n = probed_node;
+
+	if (!n || !fn || !drv || strcmp(fn, probed_filename) != 0 || strcmp(drv, n->drv->name) != 0)
+		return NULL;
+	probed_node = NULL;
+	probed_filename = NULL;
+	return n;
+}
+
 int vd_node_open(const char *filename, const char *format, const struct vd_opts *opts, int flags,
 		 struct vd_node **out, struct vd_error *err)
 {
@@ -340,8 +390,12 @@ int vd_node_open(const char *filename, const char *format, const struct vd_opts 
 			/* Probing never leads to opening a file an image names: a
 			 * format that can name files is only a valid answer when
 			 * the open follows no such names. */
-			ret = vd_probe_file(filename, (flags & VD_OPEN_NO_BACKING) != 0, &format,
-					    err);
+			if (strcmp(vd_protocol_for_filename(filename), "file") != 0 &&
+			    !vd_opts_has(tree, "file"))
+				ret = probe_protocol(filename, flags, &format, err);
+			else
+				ret = vd_probe_file(filename, (flags & VD_OPEN_NO_BACKING) != 0,
+						    &format, err);
 			if (ret < 0) {
 				vd_opts_free(tree);
 				return ret;
@@ -365,7 +419,8 @@ int vd_node_open(const char *filename, const char *format, const struct vd_opts 
 				ret = set_or_fail(tree, key, filename);
 				snprintf(key, sizeof(key), "%s.driver", drv->child_name);
 				if (ret == 0)
-					ret = set_or_fail(tree, key, "file");
+					ret = set_or_fail(tree, key,
+							  vd_protocol_for_filename(filename));
 			}
 		} else if (ret == 0) {
 			ret = set_or_fail(tree, "filename", filename);
@@ -373,9 +428,12 @@ int vd_node_open(const char *filename, const char *format, const struct vd_opts 
 	}
 	if (ret < 0) {
 		vd_opts_free(tree);
+		unstash_probed();
 		return vd_error_set(err, ret, "Out of memory");
 	}
-	return open_tree(tree, flags, false, false, NULL, out, err);
+	ret = open_tree(tree, flags, false, false, NULL, out, err);
+	unstash_probed();
+	return ret;
 }
 
 int vd_node_open_child(struct vd_node *parent, struct vd_opts *opts, const char *key,
@@ -407,6 +465,9 @@ int vd_node_open_child(struct vd_node *parent, struct vd_opts *opts, const char 
 			return -ENOMEM;
 	}
 	ret = 0;
+	/* A protocol named by the filename (nbd://...) rather than "file". */
+	if (default_driver && strcmp(default_driver, "file") == 0 && !vd_opts_has(sub, "driver"))
+		default_driver = vd_protocol_for_filename(vd_opts_peek(sub, "filename"));
 	if (default_driver)
 		ret = vd_opts_set_default(sub, "driver", default_driver);
 	if (ret == 0)
@@ -425,6 +486,13 @@ int vd_node_open_child(struct vd_node *parent, struct vd_opts *opts, const char 
 		return -ENOMEM;
 	}
 
+	*child = take_probed(sub);
+	if (*child) {
+		(*child)->growable =
+			parent->drv->is_format || (parent->drv->is_filter && parent->growable);
+		vd_opts_free(sub);
+		return 0;
+	}
 	prefix = join_prefix(parent->opt_prefix, key);
 	if (!prefix) {
 		vd_opts_free(sub);

@@ -227,15 +227,40 @@ bool vd_format_is_foreign(const char *name)
 	return false;
 }
 
+static int probe_bytes(const uint8_t *buf, ssize_t len, const char *filename, bool allow_references,
+		       const char **format, struct vd_error *err);
+
+int vd_probe_node(struct vd_node *n, const char *filename, bool allow_references,
+		  const char **format, struct vd_error *err)
+{
+	uint8_t buf[VD_PROBE_BYTES] = {0};
+	int64_t len =
+		vd_node_size(n) < (int64_t)sizeof(buf) ? vd_node_size(n) : (int64_t)sizeof(buf);
+	int ret = len > 0 ? vd_node_pread(n, 0, buf, len) : 0;
+
+	if (ret < 0)
+		return vd_error_setg_errno(err, ret, "Could not read '%s'", filename);
+	return probe_bytes(buf, (ssize_t)len, filename, allow_references, format, err);
+}
+
 int vd_probe_file(const char *filename, bool allow_references, const char **format,
 		  struct vd_error *err)
 {
 	uint8_t buf[VD_PROBE_BYTES] = {0};
-	const struct vd_block_driver *drv;
-	const char *name;
 	ssize_t len;
 	int fd, saved;
 
+	if (strcmp(vd_protocol_for_filename(filename), "file") != 0) {
+		/* A protocol (nbd://): read the first bytes through a node of it. */
+		struct vd_node *n;
+		int ret = vd_node_open(filename, vd_protocol_for_filename(filename), NULL, 0, &n,
+				       err);
+		if (ret < 0)
+			return ret;
+		ret = vd_probe_node(n, filename, allow_references, format, err);
+		vd_node_unref(n);
+		return ret;
+	}
 	fd = open(filename, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return vd_error_setg_errno(err, -errno, "Could not open '%s'", filename);
@@ -244,12 +269,21 @@ int vd_probe_file(const char *filename, bool allow_references, const char **form
 	close(fd);
 	if (len < 0)
 		return vd_error_setg_errno(err, -saved, "Could not read '%s'", filename);
+	return probe_bytes(buf, len, filename, allow_references, format, err);
+}
+
+static int probe_bytes(const uint8_t *buf, ssize_t len, const char *filename, bool allow_references,
+		       const char **format, struct vd_error *err)
+{
+	const struct vd_block_driver *drv;
+	const char *name;
+
 	if (len == 0) {
 		*format = "raw";
 		return 0;
 	}
 
-	name = vd_probe_buffer(buf, sizeof(buf), filename, &drv);
+	name = vd_probe_buffer(buf, VD_PROBE_BYTES, filename, &drv);
 	if (!name)
 		return vd_error_set(err, -EINVAL, "Could not determine the format of '%s'",
 				    filename);

@@ -11,8 +11,8 @@
 #include "block/internal.h"
 
 static const struct vd_block_driver *const drivers[] = {
-	&vd_driver_raw,	     &vd_driver_file,	  &vd_driver_null_co,
-	&vd_driver_null_aio, &vd_driver_blkdebug, &vd_driver_qcow2,
+	&vd_driver_raw,	     &vd_driver_file,  &vd_driver_null_co, &vd_driver_null_aio,
+	&vd_driver_blkdebug, &vd_driver_qcow2, &vd_driver_nbd,
 };
 
 #define N_DRIVERS (sizeof(drivers) / sizeof(drivers[0]))
@@ -69,6 +69,28 @@ const struct vd_block_driver *vd_driver_at(size_t i)
 		return drivers[i];
 	i -= N_DRIVERS;
 	return i < n_extra ? extra[i] : NULL;
+}
+
+/*
+ * QEMU's bdrv_find_protocol: a filename whose part before the first ':'
+ * (with no '/' before it) is a protocol's name opens that protocol, not
+ * "file".  Only names that cannot be mistaken for a relative path with a
+ * colon in it are listed.
+ */
+static const struct {
+	const char *prefix, *driver;
+} protocols[] = {
+	{"nbd:", "nbd"},
+	{"nbd+tcp:", "nbd"},
+	{"nbd+unix:", "nbd"},
+};
+
+const char *vd_protocol_for_filename(const char *filename)
+{
+	for (size_t i = 0; filename && i < sizeof(protocols) / sizeof(protocols[0]); i++)
+		if (strncmp(filename, protocols[i].prefix, strlen(protocols[i].prefix)) == 0)
+			return protocols[i].driver;
+	return "file";
 }
 
 const char *const *vd_driver_names(void)

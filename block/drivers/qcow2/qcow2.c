@@ -13,6 +13,7 @@
 
 #include "block/drivers.h"
 #include "block/drivers/qcow2/qcow2.h"
+#include "block/internal.h"
 
 #include <vdisk/trace.h>
 
@@ -471,7 +472,7 @@ open_path:
 	ret = vd_opts_set(opts, "backing.driver", drv->name);
 	if (ret == 0 && drv->child_name) {
 		snprintf(key, sizeof(key), "backing.%s.driver", drv->child_name);
-		ret = vd_opts_set(opts, key, "file");
+		ret = vd_opts_set(opts, key, vd_protocol_for_filename(path));
 		snprintf(key, sizeof(key), "backing.%s.filename", drv->child_name);
 		if (ret == 0)
 			ret = vd_opts_set(opts, key, path);
