@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Block exports: serving a block node to clients outside the process, as
- * qemu-storage-daemon's --export does.  One type so far: vhost-user-blk
- * (QEMU's docs/interop/vhost-user.rst, back-end side), on a unix socket.
+ * qemu-storage-daemon's --export does: vhost-user-blk (QEMU's
+ * docs/interop/vhost-user.rst, back-end side), on a unix socket, and NBD
+ * (the set's NBD server, below).
  *
  * An export listens on its socket; each front end that connects gets its own
  * virtio-blk device (hw/virtio) over the export's backend, an anonymous
@@ -83,6 +84,17 @@ void vd_export_set_free(struct vd_export_set *s);
  * duplicate id.
  */
 int vd_export_set_add(struct vd_export_set *s, struct vd_opts *opts, struct vd_error *err);
+/*
+ * The set's NBD server (--nbd-server, QMP nbd-server-start): keys addr.type
+ * (unix, inet, fd), addr.path | addr.host + addr.port | addr.str (also under
+ * addr.data., QMP's SocketAddressLegacy), max-connections, tls-creds (not
+ * supported yet).  Exports of type=nbd (keys name, default node-name;
+ * description; writable) are served there.  -EEXIST if running.
+ */
+int vd_export_set_nbd_server_start(struct vd_export_set *s, struct vd_opts *opts,
+				   struct vd_error *err);
+/* Remove the NBD exports, then stop the server.  -ENOENT if not running. */
+int vd_export_set_nbd_server_stop(struct vd_export_set *s, struct vd_error *err);
 /* Remove: with @hard false ("safe"), -EBUSY while front ends are connected. */
 int vd_export_set_del(struct vd_export_set *s, const char *id, bool hard, struct vd_error *err);
 int vd_export_set_count(const struct vd_export_set *s);
