@@ -31,6 +31,9 @@
 #define NBD_MAX_IN_FLIGHT 128
 /* Bytes queued for a client before we stop reading from it. */
 #define NBD_MAX_OUTPUT (64u * 1024 * 1024)
+/* Buffers of requests in flight before we stop reading requests: with
+ * NBD_MAX_IN_FLIGHT 32 MiB reads a client could make us allocate 4 GiB. */
+#define NBD_MAX_IN_FLIGHT_BYTES (64u * 1024 * 1024)
 /* The input buffer: holds an option of NBD_MAX_OPTION_LENGTH and its header. */
 #define NBD_RBUF_SIZE (128u * 1024)
 /* Connections still negotiating (CVE-2024-7409). */
@@ -118,6 +121,7 @@ struct nbd_conn {
 	size_t payload_got;
 
 	int in_flight;
+	size_t in_flight_bytes;
 	struct nbd_out *out_head, *out_tail;
 	size_t out_off; /* bytes of out_head already sent */
 	size_t out_bytes;

@@ -68,6 +68,8 @@ static void req_free(struct nbd_req *r)
 {
 	struct nbd_conn *c = r->c;
 
+	if (r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE)
+		c->in_flight_bytes -= r->len;
 	free(r->buf);
 	free(r);
 	nbd_conn_request_done(c);
@@ -419,19 +421,23 @@ ssize_t nbd_requests_input(struct nbd_conn *c, const uint8_t *p, size_t n)
 		c->close_after_output = true;
 		return REQ_HDR_LEN;
 	}
-	c->in_flight++;
 	r->err = (int)req_check(c, r);
-	if (r->type == NBD_CMD_WRITE) {
+	if (r->type == NBD_CMD_WRITE && r->len > NBD_MAX_PAYLOAD) {
 		/* The payload follows whatever we think of the request; one we
 		 * will not buffer leaves no way to find the next header. */
-		if (r->len > NBD_MAX_PAYLOAD) {
-			free(r);
-			c->in_flight--;
-			return -1;
-		}
+		free(r);
+		return -1;
+	}
+	if (r->type == NBD_CMD_READ && r->len > NBD_MAX_PAYLOAD)
+		r->len = 0; /* answered EINVAL: no buffer */
+	c->in_flight++;
+	if (r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE)
+		c->in_flight_bytes += r->len;
+	if (r->type == NBD_CMD_WRITE) {
 		if (r->len) {
 			r->buf = vd_memalign(4096, r->len);
 			if (!r->buf) {
+				c->in_flight_bytes -= r->len;
 				free(r);
 				c->in_flight--;
 				return -1;
@@ -473,6 +479,7 @@ void nbd_requests_abandon(struct nbd_conn *c)
 	if (!r)
 		return;
 	c->payload_req = NULL;
+	c->in_flight_bytes -= r->len;
 	free(r->buf);
 	free(r);
 	c->in_flight--;

@@ -12,6 +12,7 @@
  * that floods us with requests waits in its socket (NBD_MAX_IN_FLIGHT).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -133,7 +134,8 @@ int nbd_conn_queue_copy(struct nbd_conn *c, const void *buf, size_t len)
 static bool conn_wants_input(const struct nbd_conn *c)
 {
 	return !c->dead && c->in != NBD_IN_DONE && !c->close_after_output &&
-	       c->in_flight < NBD_MAX_IN_FLIGHT && c->out_bytes < NBD_MAX_OUTPUT;
+	       c->in_flight < NBD_MAX_IN_FLIGHT && c->in_flight_bytes < NBD_MAX_IN_FLIGHT_BYTES &&
+	       c->out_bytes < NBD_MAX_OUTPUT;
 }
 
 /* Parse what the buffer holds; false when the connection was closed. */
@@ -366,6 +368,7 @@ int vd_nbd_server_add_client(struct vd_nbd_server *s, int fd)
 	struct nbd_conn *c;
 	int one = 1;
 
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 	if ((s->max_connections && s->nconns >= s->max_connections) ||
 	    s->nhandshakes >= NBD_MAX_HANDSHAKES) {
 		close(fd);
