@@ -211,11 +211,17 @@ static void conn_read(void *opaque)
 			c->rlen -= c->rpos;
 			c->rpos = 0;
 		}
-		r = recv(c->fd, c->rbuf + c->rlen, NBD_RBUF_SIZE - c->rlen, MSG_DONTWAIT);
+		size_t room = NBD_RBUF_SIZE - c->rlen;
+		r = recv(c->fd, c->rbuf + c->rlen, room, MSG_DONTWAIT);
 		if (r > 0) {
 			c->rlen += (size_t)r;
 			if (!conn_parse(c))
 				return;
+			/* A short read drained the socket: the next readiness
+			 * comes from the loop (level-triggered), not from a
+			 * recv() that would only say EAGAIN. */
+			if ((size_t)r < room)
+				break;
 			continue;
 		}
 	check:
