@@ -63,7 +63,10 @@ static void nbd_usage(FILE *f)
 		"      --handshake-limit=N  seconds a client may take to negotiate (default 10)\n"
 		"      --socket-activation  serve the sockets of LISTEN_FDS (also automatic\n"
 		"                           when LISTEN_PID is our pid)\n"
-		"Not yet: --tls-creds, --object (TLS), --fork, -c (kernel client).\n");
+		"      --object tls-creds-x509,id=ID,dir=DIR,endpoint=server[,verify-peer=off]\n"
+		"      --object tls-creds-psk,id=ID,dir=DIR,endpoint=server\n"
+		"      --tls-creds=ID       require TLS with those credentials\n"
+		"Not yet: --fork, -c (kernel client).\n");
 }
 
 static struct vd_notifier term_notifier = {.fd = -1};
@@ -150,6 +153,9 @@ int cmd_nbd(int argc, char **argv)
 	struct vd_nbd_server *srv = NULL;
 	struct vd_nbd_export *exp = NULL;
 	struct vd_error err = {0};
+	const char *tls_creds = NULL, *objects[8];
+	int n_objects = 0;
+	struct vd_opts *tls_obj = NULL;
 	char *end;
 
 	while ((c = getopt_long(argc, argv, "hp:b:k:x:D:rf:e:tAnv", longopts, NULL)) != -1) {
@@ -223,9 +229,12 @@ int cmd_nbd(int argc, char **argv)
 		case OPT_DETECT_ZEROES:
 			break;
 		case OPT_TLS_CREDS:
+			tls_creds = optarg;
+			break;
 		case OPT_NBD_OBJECT:
-			tool_error("TLS is not supported by this build of vdisk nbd");
-			return 1;
+			if (n_objects < 8)
+				objects[n_objects++] = optarg;
+			break;
 		default:
 			return tool_usage_hint();
 		}
@@ -239,6 +248,51 @@ int cmd_nbd(int argc, char **argv)
 	}
 	a.writable = !ro;
 	a.probe = !a.format;
+	/* --object tls-creds-x509,id=,dir=,endpoint=server[,verify-peer=] or
+	 * tls-creds-psk,id=,dir=[,endpoint=server], named by --tls-creds. */
+	for (int i = 0; i < n_objects; i++) {
+		struct vd_opts *o = NULL;
+		const char *id;
+
+		if (vd_opts_parse(objects[i], "qom-type", &o, &err) < 0) {
+			tool_error("--object %s: %s", objects[i], err.msg);
+			return 1;
+		}
+		id = vd_opts_get(o, "id");
+		if (tls_creds && id && !strcmp(id, tls_creds) && !tls_obj)
+			tls_obj = o;
+		else
+			vd_opts_free(o);
+	}
+	if (tls_creds) {
+		const char *type, *dir, *endpoint;
+		bool verify = true;
+
+		if (!tls_obj) {
+			tool_error("No TLS credentials with id '%s'", tls_creds);
+			return 1;
+		}
+		type = vd_opts_get(tls_obj, "qom-type");
+		dir = vd_opts_get(tls_obj, "dir");
+		endpoint = vd_opts_get(tls_obj, "endpoint");
+		if (endpoint && strcmp(endpoint, "server")) {
+			tool_error("Expecting TLS credentials with a server endpoint");
+			return 1;
+		}
+		if (vd_opts_get_bool(tls_obj, "verify-peer", true, &verify, &err) < 0 || !dir) {
+			tool_error("--object %s: %s", tls_creds, dir ? err.msg : "dir= is missing");
+			return 1;
+		}
+		if (type && !strcmp(type, "tls-creds-x509")) {
+			so.tls_x509_dir = dir;
+			so.tls_verify_peer = verify;
+		} else if (type && !strcmp(type, "tls-creds-psk")) {
+			so.tls_psk_dir = dir;
+		} else {
+			tool_error("Object '%s' is not TLS credentials", tls_creds);
+			return 1;
+		}
+	}
 
 	nfds = listen_fds_from_env(fds, 8);
 	if (nfds < 0) {
@@ -316,5 +370,6 @@ out:
 	if (pid_file && status == 0)
 		unlink(pid_file);
 	tool_loop_fini(loop);
+	vd_opts_free(tls_obj);
 	return status;
 }

@@ -20,6 +20,8 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include <gnutls/gnutls.h>
+
 #include <vdisk/export.h>
 #include <vdisk/loop.h>
 #include <vdisk/nbd-proto.h>
@@ -44,6 +46,7 @@
 #define NBD_CTX_ALLOCATION_DEPTH 2
 
 struct nbd_conn;
+struct nbd_tls_creds;
 
 struct vd_nbd_export {
 	struct vd_nbd_server *srv;
@@ -69,6 +72,7 @@ struct vd_nbd_server {
 	vd_loop_fn *idle_fn;
 	void *idle_opaque;
 	struct vd_bh *idle_bh;
+	struct nbd_tls_creds *tls; /* NULL: no TLS (NOTLS mode) */
 };
 
 enum nbd_in_state {
@@ -100,6 +104,11 @@ struct nbd_conn {
 	bool watching_write;
 	bool reading;
 	bool parsing;
+	/* STARTTLS answered: the handshake starts once the ACK is out. */
+	bool tls_pending_start;
+	bool tls_handshaking;
+	bool tls_want_write;
+	gnutls_session_t tls;
 
 	uint8_t *rbuf;
 	/* Option data too long to keep, being skipped (then ERR_TOO_BIG). */
@@ -139,6 +148,17 @@ void nbd_conn_update_watch(struct nbd_conn *c);
 void nbd_conn_enter_transmission(struct nbd_conn *c, struct vd_nbd_export *exp);
 struct vd_nbd_export *nbd_server_find_export(struct vd_nbd_server *s, const char *name, size_t len);
 void nbd_conn_request_done(struct nbd_conn *c);
+
+/* tls.c */
+int nbd_tls_creds_new(const struct vd_nbd_server_opts *o, struct nbd_tls_creds **out,
+		      struct vd_error *err);
+void nbd_tls_creds_free(struct nbd_tls_creds *t);
+int nbd_tls_session_new(struct nbd_conn *c);
+void nbd_tls_session_free(struct nbd_conn *c);
+int nbd_tls_handshake(struct nbd_conn *c);
+ssize_t nbd_tls_recv(struct nbd_conn *c, void *buf, size_t len);
+ssize_t nbd_tls_sendv(struct nbd_conn *c, const struct iovec *iov, int n);
+size_t nbd_tls_pending(struct nbd_conn *c);
 
 /* negotiate.c: the greeting, and the handshake's messages from the input
  * buffer.  Returns bytes consumed (0: need more), or -1: close. */

@@ -291,6 +291,13 @@ static int opt_meta(struct nbd_conn *c, uint32_t opt, const uint8_t *p, size_t n
 
 static int handle_option(struct nbd_conn *c, uint32_t opt, const uint8_t *p, size_t n)
 {
+	/* FORCEDTLS (proto.md): before TLS only STARTTLS and ABORT; a bare
+	 * EXPORT_NAME has no error reply and ends the session. */
+	if (c->srv->tls && !c->tls && opt != NBD_OPT_STARTTLS && opt != NBD_OPT_ABORT) {
+		if (opt == NBD_OPT_EXPORT_NAME)
+			return -1;
+		return send_err(c, opt, NBD_REP_ERR_TLS_REQD, "TLS is required");
+	}
 	switch (opt) {
 	case NBD_OPT_EXPORT_NAME:
 		return opt_export_name(c, p, n);
@@ -305,7 +312,14 @@ static int handle_option(struct nbd_conn *c, uint32_t opt, const uint8_t *p, siz
 	case NBD_OPT_STARTTLS:
 		if (n)
 			return send_err(c, opt, NBD_REP_ERR_INVALID, "no data expected");
-		return send_err(c, opt, NBD_REP_ERR_POLICY, "TLS not configured");
+		if (!c->srv->tls)
+			return send_err(c, opt, NBD_REP_ERR_POLICY, "TLS not configured");
+		if (c->tls)
+			return send_err(c, opt, NBD_REP_ERR_INVALID, "TLS already negotiated");
+		if (send_ack(c, opt) < 0)
+			return -1;
+		c->tls_pending_start = true;
+		return 0;
 	case NBD_OPT_INFO:
 	case NBD_OPT_GO:
 		return opt_info(c, opt, p, n);

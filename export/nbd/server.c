@@ -28,6 +28,7 @@
 #include "export/nbd/nbd-internal.h"
 
 static void conn_free(struct nbd_conn *c);
+static void conn_tls_handshake(struct nbd_conn *c);
 
 /* --- output ------------------------------------------------------------------ */
 
@@ -53,7 +54,10 @@ static void conn_flush_output(struct nbd_conn *c)
 			}
 		}
 		mh.msg_iovlen = (size_t)n;
-		r = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (c->tls)
+			r = nbd_tls_sendv(c, iov, n);
+		else
+			r = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;
@@ -84,6 +88,17 @@ static void conn_flush_output(struct nbd_conn *c)
 		return;
 	if (!c->out_head && c->close_after_output && c->in_flight == 0) {
 		nbd_conn_close(c);
+		return;
+	}
+	if (!c->out_head && c->tls_pending_start) {
+		/* The STARTTLS ACK is out: from here on everything is TLS. */
+		c->tls_pending_start = false;
+		if (nbd_tls_session_new(c) < 0) {
+			nbd_conn_close(c);
+			return;
+		}
+		c->tls_handshaking = true;
+		conn_tls_handshake(c);
 		return;
 	}
 	nbd_conn_update_watch(c);
@@ -129,13 +144,30 @@ int nbd_conn_queue_copy(struct nbd_conn *c, const void *buf, size_t len)
 	return 0;
 }
 
+/* The TLS handshake, driven by readiness in either direction. */
+static void conn_tls_handshake(struct nbd_conn *c)
+{
+	int ret = nbd_tls_handshake(c);
+
+	if (ret < 0) {
+		nbd_conn_close(c);
+		return;
+	}
+	if (ret > 0) {
+		/* CVE-2021-3716: nothing negotiated in plaintext survives. */
+		c->tls_handshaking = false;
+		nbd_negotiate_reset(c);
+	}
+	nbd_conn_update_watch(c);
+}
+
 /* --- input ------------------------------------------------------------------- */
 
 static bool conn_wants_input(const struct nbd_conn *c)
 {
 	return !c->dead && c->in != NBD_IN_DONE && !c->close_after_output &&
-	       c->in_flight < NBD_MAX_IN_FLIGHT && c->in_flight_bytes < NBD_MAX_IN_FLIGHT_BYTES &&
-	       c->out_bytes < NBD_MAX_OUTPUT;
+	       !c->tls_pending_start && !c->tls_handshaking && c->in_flight < NBD_MAX_IN_FLIGHT &&
+	       c->in_flight_bytes < NBD_MAX_IN_FLIGHT_BYTES && c->out_bytes < NBD_MAX_OUTPUT;
 }
 
 /* Parse what the buffer holds; false when the connection was closed. */
@@ -173,6 +205,11 @@ static bool conn_parse(struct nbd_conn *c)
 		if (used == 0)
 			break;
 		c->rpos += (size_t)used;
+		/* proto.md: plaintext after STARTTLS is discarded. */
+		if (c->tls_pending_start) {
+			c->rpos = c->rlen;
+			break;
+		}
 	}
 	c->parsing = false;
 	if (c->dead)
@@ -186,6 +223,10 @@ static void conn_read(void *opaque)
 {
 	struct nbd_conn *c = opaque;
 
+	if (c->tls_handshaking) {
+		conn_tls_handshake(c);
+		return;
+	}
 	for (int rounds = 0; rounds < 16 && conn_wants_input(c); rounds++) {
 		ssize_t r;
 
@@ -196,7 +237,8 @@ static void conn_read(void *opaque)
 			/* A large payload goes straight where it belongs. */
 			nbd_requests_payload_dst(c, &dst, &need);
 			if (need >= NBD_RBUF_SIZE / 2) {
-				r = recv(c->fd, dst, need, MSG_DONTWAIT);
+				r = c->tls ? nbd_tls_recv(c, dst, need)
+					   : recv(c->fd, dst, need, MSG_DONTWAIT);
 				if (r > 0) {
 					nbd_requests_payload_got(c, (size_t)r);
 					continue;
@@ -212,7 +254,8 @@ static void conn_read(void *opaque)
 			c->rpos = 0;
 		}
 		size_t room = NBD_RBUF_SIZE - c->rlen;
-		r = recv(c->fd, c->rbuf + c->rlen, room, MSG_DONTWAIT);
+		r = c->tls ? nbd_tls_recv(c, c->rbuf + c->rlen, room)
+			   : recv(c->fd, c->rbuf + c->rlen, room, MSG_DONTWAIT);
 		if (r > 0) {
 			c->rlen += (size_t)r;
 			if (!conn_parse(c))
@@ -220,7 +263,7 @@ static void conn_read(void *opaque)
 			/* A short read drained the socket: the next readiness
 			 * comes from the loop (level-triggered), not from a
 			 * recv() that would only say EAGAIN. */
-			if ((size_t)r < room)
+			if ((size_t)r < room && !nbd_tls_pending(c))
 				break;
 			continue;
 		}
@@ -243,7 +286,12 @@ static void conn_read(void *opaque)
 
 static void conn_write(void *opaque)
 {
-	conn_flush_output(opaque);
+	struct nbd_conn *c = opaque;
+
+	if (c->tls_handshaking)
+		conn_tls_handshake(c);
+	else
+		conn_flush_output(c);
 }
 
 void nbd_conn_update_watch(struct nbd_conn *c)
@@ -262,6 +310,10 @@ void nbd_conn_update_watch(struct nbd_conn *c)
 	}
 	rd = conn_wants_input(c);
 	wr = c->out_head != NULL;
+	if (c->tls_handshaking) {
+		rd = !c->tls_want_write;
+		wr = c->tls_want_write;
+	}
 	if (rd == c->reading && wr == c->watching_write)
 		return;
 	c->reading = rd;
@@ -351,6 +403,7 @@ static void conn_free(struct nbd_conn *c)
 		c->exp->nconns--;
 	vd_bh_delete(c->out_bh);
 	vd_timer_free(c->timer);
+	nbd_tls_session_free(c);
 	close(c->fd);
 	free(c->meta_export);
 	free(c->rbuf);
@@ -524,6 +577,11 @@ int vd_nbd_server_new(const struct vd_nbd_server_opts *o, struct vd_nbd_server *
 		free(s);
 		return vd_error_set(err, -ENOMEM, "Out of memory");
 	}
+	if (o->tls_x509_dir || o->tls_psk_dir) {
+		ret = nbd_tls_creds_new(o, &s->tls, err);
+		if (ret < 0)
+			goto fail;
+	}
 	if (o->n_listen_fds > 0) {
 		if (o->n_listen_fds > 8) {
 			ret = vd_error_set(err, -EINVAL, "Too many listening sockets");
@@ -556,6 +614,7 @@ fail:
 		unlink(s->path);
 	free(s->path);
 	vd_bh_delete(s->idle_bh);
+	nbd_tls_creds_free(s->tls);
 	free(s);
 	return ret;
 }
@@ -594,6 +653,7 @@ void vd_nbd_server_free(struct vd_nbd_server *s)
 	while (s->exports)
 		vd_nbd_export_free(s->exports);
 	vd_bh_delete(s->idle_bh);
+	nbd_tls_creds_free(s->tls);
 	free(s->path);
 	free(s);
 }

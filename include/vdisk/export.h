@@ -125,6 +125,13 @@ struct vd_nbd_server_opts {
 	int n_listen_fds;
 	int max_connections; /* 0: no limit */
 	int64_t handshake_timeout_ns; /* 0: 10 s; negative: none */
+	/* TLS (then required: FORCEDTLS), as QEMU's tls-creds-x509 (a folder
+	 * with ca-cert.pem, server-cert.pem, server-key.pem; verify-peer asks
+	 * clients for a certificate signed by the CA) or tls-creds-psk (a
+	 * folder with keys.psk: "identity:hexkey" lines).  NULL: no TLS. */
+	const char *tls_x509_dir;
+	bool tls_verify_peer;
+	const char *tls_psk_dir;
 };
 
 int vd_nbd_server_new(const struct vd_nbd_server_opts *o, struct vd_nbd_server **out,
