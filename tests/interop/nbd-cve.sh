@@ -11,7 +11,7 @@ vd_setup python3 qemu-img
 qemu-img create -q -f raw img.raw 1M
 "$VDISK" nbd -f raw -t -e 0 --handshake-limit 2 -k "$T/s.sock" img.raw &
 pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$T"' EXIT
+trap 'if [ -n "$pid" ]; then kill $pid 2>/dev/null; wait $pid 2>/dev/null || true; fi; rm -rf "$T"' EXIT
 wait_socket "$T/s.sock"
 python3 "$SRCDIR/tests/interop/nbd-cve.py" "$T/s.sock" || fail "nbd-cve.py"
 kill -0 $pid || fail "vdisk nbd died"

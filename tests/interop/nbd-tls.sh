@@ -8,7 +8,7 @@ set -eu
 . "$(dirname "$0")/../lib/common.sh"
 vd_setup certtool nbdinfo qemu-io qemu-img
 PIDS=()
-trap 'for p in "${PIDS[@]}"; do kill $p 2>/dev/null; wait $p 2>/dev/null; done; rm -rf "$T"' EXIT
+trap 'for p in "${PIDS[@]}"; do kill $p 2>/dev/null || true; wait $p 2>/dev/null || true; done; rm -rf "$T"' EXIT
 
 mkdir pki
 cat >ca.info <<'X'
