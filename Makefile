@@ -26,6 +26,9 @@ ifeq ($(HAVE_ZSTD),1)
 BASE_CFLAGS += -DVD_HAVE_ZSTD $(shell $(PKG_CONFIG) --cflags libzstd)
 LIBS += $(shell $(PKG_CONFIG) --libs libzstd)
 endif
+# TLS for the NBD server.
+BASE_CFLAGS += $(shell $(PKG_CONFIG) --cflags gnutls 2>/dev/null)
+LIBS += $(shell $(PKG_CONFIG) --libs gnutls 2>/dev/null || echo -lgnutls)
 ifneq ($(SANITIZE),)
 BASE_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LIBS += -fsanitize=address,undefined

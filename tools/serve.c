@@ -47,6 +47,10 @@ static void serve_usage(FILE *f)
 		   "                    [,logical-block-size=512][,serial=S]\n"
 		   "                    [,iothread=ID[,fixed-iothread=on]]\n"
 		   "                    (or addr.type=fd,addr.str=FD for a listening socket)\n"
+		   "  --export OPTS     type=nbd,id=ID,node-name=N[,name=NAME][,writable=on]\n"
+		   "                    [,description=TEXT]  (served by --nbd-server)\n"
+		   "  --nbd-server OPTS addr.type=unix,addr.path=SOCK | addr.type=inet,\n"
+		   "                    addr.host=H,addr.port=P [,max-connections=N]\n"
 		   "  --object iothread,id=ID   an I/O thread; iothread=ID on an --export\n"
 		   "                    serves it there (fixed-iothread=on: or fail)\n"
 		   "  --chardev socket,id=ID,path=P,server=on,wait=off\n"
@@ -372,20 +376,21 @@ static int chardev_spec(char **chardevs, int n, const char *id, char **out)
 	return -ENOENT;
 }
 
-static const char *const opt_names[] = {"blockdev", "export",  "object", "chardev",
-					"monitor",  "pidfile", NULL};
+static const char *const opt_names[] = {"blockdev", "export",  "object",     "chardev",
+					"monitor",  "pidfile", "nbd-server", NULL};
+#define N_OPTS 7
 
 int cmd_serve(int argc, char **argv)
 {
-	char **lists[6];
-	int counts[6] = {0};
+	char **lists[N_OPTS];
+	int counts[N_OPTS] = {0};
 	struct vd_blk_registry *reg = NULL;
 	struct vd_export_set *exports = NULL;
 	struct vd_qmp_block *qblock = NULL;
 	struct serve s = {0};
 	int status = 1;
 
-	for (int k = 0; k < 6; k++) {
+	for (int k = 0; k < N_OPTS; k++) {
 		lists[k] = calloc((size_t)argc, sizeof(char *));
 		if (!lists[k]) {
 			tool_error("Out of memory");
@@ -453,6 +458,19 @@ int cmd_serve(int argc, char **argv)
 	}
 	if (open_blockdevs(lists[0], counts[0], reg) < 0)
 		goto out;
+	for (int i = 0; i < counts[6]; i++) {
+		struct vd_error err = {0};
+		struct vd_opts *o = NULL;
+		int ret = vd_opts_parse(lists[6][i], NULL, &o, &err);
+
+		if (ret == 0)
+			ret = vd_export_set_nbd_server_start(exports, o, &err);
+		vd_opts_free(o);
+		if (ret < 0) {
+			tool_error("--nbd-server %s: %s", lists[6][i], err.msg);
+			goto out;
+		}
+	}
 	for (int i = 0; i < counts[1]; i++) {
 		struct vd_error err = {0};
 		struct vd_opts *o = NULL;
@@ -563,7 +581,7 @@ out:
 	}
 	tool_loop_fini(s.loop);
 out_args:
-	for (int k = 0; k < 6; k++)
+	for (int k = 0; k < N_OPTS; k++)
 		free(lists[k]);
 	return status;
 }

@@ -39,6 +39,7 @@ int cmd_check(int argc, char **argv);
 int cmd_snapshot(int argc, char **argv);
 int cmd_resize(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_nbd(int argc, char **argv);
 
 /* "vdisk: MSG\n" on stderr, as qemu-img prints "qemu-img: MSG". */
 void tool_error(const char *fmt, ...) VD_PRINTF(1, 2);

@@ -31,6 +31,9 @@ static const struct subcommand subcommands[] = {
 	{"info", cmd_info, "info [-f fmt] [--output=human|json] [-U] [--image-opts] filename"},
 	{"io", cmd_io,
 	 "io [-f fmt] [--image-opts] [-r] [-n] [-t cache] [-i aio] [-U] [-c cmd]... [filename]"},
+	{"nbd", cmd_nbd,
+	 "nbd [-r] [-f fmt] [-k socket | -p port -b addr] [-x name] [-D desc] [-e shared] [-t] "
+	 "[--pid-file path] [--cache mode] [--aio mode] filename"},
 	{"resize", cmd_resize,
 	 "resize [-f fmt] [--image-opts] [--preallocation=mode] [-q] [--shrink] filename "
 	 "[+ | -]size"},

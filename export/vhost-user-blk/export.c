@@ -210,7 +210,9 @@ int vd_export_connections(const struct vd_export *e)
  * which belongs to the main loop, may be changed there too.
  */
 struct export_entry {
-	struct vd_export *e;
+	struct vd_export *e; /* type=vhost-user-blk; or */
+	struct vd_nbd_export *nbd; /* type=nbd, on the set's NBD server */
+	char *id;
 	char *node_name;
 	struct vd_node *node;
 	struct vd_loop *loop; /* the export's */
@@ -227,6 +229,7 @@ struct vd_export_set {
 	vd_export_iothread_fn *find_iothread;
 	void *iothread_opaque;
 	struct export_entry *list; /* in creation order */
+	struct vd_nbd_server *nbd; /* --nbd-server, nbd-server-start */
 };
 
 int vd_export_set_new(struct vd_blk_registry *reg, struct vd_export_set **out)
@@ -270,6 +273,7 @@ void vd_export_set_free(struct vd_export_set *s)
 		s->list = x->next;
 		entry_free(s, x);
 	}
+	vd_nbd_server_free(s->nbd);
 	free(s);
 }
 
@@ -287,7 +291,7 @@ static struct export_entry **find_entry(struct vd_export_set *s, const char *id)
 	struct export_entry **pp;
 
 	for (pp = &s->list; *pp; pp = &(*pp)->next)
-		if (!(*pp)->deleting && !strcmp(vd_export_id((*pp)->e), id))
+		if (!(*pp)->deleting && !strcmp((*pp)->id, id))
 			return pp;
 	return NULL;
 }
@@ -361,13 +365,17 @@ struct export_call {
 static void entry_free_fn(void *opaque)
 {
 	struct export_call *k = opaque;
+	int conns =
+		k->x->nbd ? vd_nbd_export_connections(k->x->nbd) : vd_export_connections(k->x->e);
 
-	if (!k->hard && vd_export_connections(k->x->e) > 0) {
-		k->ret = vd_error_set(k->err, -EBUSY, "export '%s' still in use",
-				      vd_export_id(k->x->e));
+	if (!k->hard && conns > 0) {
+		k->ret = vd_error_set(k->err, -EBUSY, "export '%s' still in use", k->x->id);
 		return;
 	}
-	vd_export_free(k->x->e);
+	if (k->x->nbd)
+		vd_nbd_export_free(k->x->nbd);
+	else
+		vd_export_free(k->x->e);
 	k->ret = 0;
 }
 
@@ -380,6 +388,7 @@ static void entry_free(struct vd_export_set *s, struct export_entry *x)
 	nodes_home(s);
 	vd_node_unref(x->node);
 	free(x->node_name);
+	free(x->id);
 	free(x);
 }
 
@@ -410,9 +419,149 @@ static void entry_create_fn(void *opaque)
 	}
 }
 
+/* --- NBD: one server per set, exports of type=nbd on it ----------------------- */
+
+int vd_export_set_nbd_server_start(struct vd_export_set *s, struct vd_opts *opts,
+				   struct vd_error *err)
+{
+	static const char *const addr_types[] = {"unix", "inet", "fd", NULL};
+	struct vd_nbd_server_opts so = {0};
+	const char *str, *tls;
+	uint64_t maxc;
+	int addr_type, fd = -1, ret;
+
+	if (s->nbd)
+		return vd_error_set(err, -EEXIST, "NBD server already running");
+	ret = vd_opts_get_enum(opts, "addr.type", addr_types, -1, &addr_type, err);
+	if (ret == 0)
+		ret = vd_opts_get_u64(opts, "max-connections", 0, &maxc, err);
+	if (ret < 0)
+		return ret;
+	if (maxc > INT32_MAX)
+		return vd_error_set(err, -EINVAL, "max-connections is out of range");
+	so.max_connections = (int)maxc;
+	/* The command line flattens SocketAddress (addr.path); QMP's
+	 * nbd-server-start has SocketAddressLegacy (addr.data.path). */
+#define ADDR(key)                                                        \
+	(vd_opts_get(opts, "addr." key) ? vd_opts_get(opts, "addr." key) \
+					: vd_opts_get(opts, "addr.data." key))
+	switch (addr_type) {
+	case 0:
+		so.path = ADDR("path");
+		if (!so.path)
+			return vd_error_set(err, -EINVAL, "Parameter 'addr.path' is missing");
+		break;
+	case 1:
+		so.host = ADDR("host");
+		so.port = ADDR("port");
+		if (!so.host || !so.port)
+			return vd_error_set(err, -EINVAL,
+					    "Parameters 'addr.host' and "
+					    "'addr.port' are needed");
+		break;
+	case 2: {
+		char *end;
+
+		str = ADDR("str");
+		if (!str)
+			return vd_error_set(err, -EINVAL, "Parameter 'addr.str' is missing");
+		fd = (int)strtol(str, &end, 10);
+		if (*end || fd < 0)
+			return vd_error_set(err, -EINVAL, "'%s' is not a file descriptor", str);
+		so.listen_fds = &fd;
+		so.n_listen_fds = 1;
+		break;
+	}
+	default:
+		return vd_error_set(err, -EINVAL, "Parameter 'addr.type' is missing");
+	}
+#undef ADDR
+	vd_opts_get_dict(opts, "addr");
+	tls = vd_opts_get(opts, "tls-creds");
+	vd_opts_get(opts, "tls-authz");
+	if (tls)
+		return vd_error_set(err, -ENOTSUP, "TLS is not supported yet (tls-creds=%s)", tls);
+	ret = vd_opts_check_unused(opts, NULL, err);
+	if (ret < 0)
+		return ret;
+	return vd_nbd_server_new(&so, &s->nbd, err);
+}
+
+int vd_export_set_nbd_server_stop(struct vd_export_set *s, struct vd_error *err)
+{
+	struct export_entry **pp;
+
+	if (!s->nbd)
+		return vd_error_set(err, -ENOENT, "NBD server not running");
+	/* Its exports go first (QEMU: nbd-server-stop removes them all). */
+	for (pp = &s->list; *pp;) {
+		struct export_entry *x = *pp;
+
+		if (!x->nbd || x->deleting) {
+			pp = &x->next;
+			continue;
+		}
+		*pp = x->next;
+		entry_free(s, x);
+	}
+	vd_nbd_server_free(s->nbd);
+	s->nbd = NULL;
+	return 0;
+}
+
+static int nbd_export_add(struct vd_export_set *s, struct vd_opts *opts, const char *id,
+			  const char *node_name, struct vd_node *node, struct vd_error *err)
+{
+	struct vd_nbd_export_opts o = {.node = node, .reg = s->reg, .multi_conn = true};
+	struct export_entry *x, **pp;
+	bool writable;
+	int ret;
+
+	if (!s->nbd)
+		return vd_error_set(err, -EINVAL, "NBD server not running");
+	ret = vd_opts_get_bool(opts, "writable", false, &writable, err);
+	if (ret < 0)
+		return ret;
+	o.writable = writable;
+	o.name = vd_opts_get(opts, "name");
+	if (!o.name)
+		o.name = node_name;
+	o.description = vd_opts_get(opts, "description");
+	if (vd_opts_get(opts, "iothread"))
+		return vd_error_set(err, -ENOTSUP, "NBD exports run on the main loop only");
+	vd_opts_get(opts, "writethrough");
+	vd_opts_get(opts, "allocation-depth");
+	ret = vd_opts_check_unused(opts, NULL, err);
+	if (ret < 0)
+		return ret;
+	if (vd_node_loop(node) != s->loop)
+		return vd_error_set(err, -EINVAL, "node '%s' runs in an iothread", node_name);
+	x = calloc(1, sizeof(*x));
+	if (!x || !(x->node_name = strdup(node_name)) || !(x->id = strdup(id))) {
+		if (x)
+			free(x->node_name);
+		free(x);
+		return vd_error_set(err, -ENOMEM, "Out of memory");
+	}
+	ret = vd_nbd_export_new(s->nbd, &o, &x->nbd, err);
+	if (ret < 0) {
+		free(x->node_name);
+		free(x->id);
+		free(x);
+		return ret;
+	}
+	x->node = node;
+	x->loop = s->loop;
+	vd_node_ref(node);
+	for (pp = &s->list; *pp; pp = &(*pp)->next)
+		;
+	*pp = x;
+	return 0;
+}
+
 int vd_export_set_add(struct vd_export_set *s, struct vd_opts *opts, struct vd_error *err)
 {
-	static const char *const types[] = {"vhost-user-blk", NULL};
+	static const char *const types[] = {"vhost-user-blk", "nbd", NULL};
 	static const char *const addr_types[] = {"unix", "fd", NULL};
 	struct vd_vhost_user_blk_opts o = {.listen_fd = -1};
 	struct export_entry *x;
@@ -439,6 +588,8 @@ int vd_export_set_add(struct vd_export_set *s, struct vd_opts *opts, struct vd_e
 	if (!o.node)
 		return vd_error_set(err, -ENOENT, "Cannot find device=%s nor node_name=%s",
 				    node_name, node_name);
+	if (type == 1)
+		return nbd_export_add(s, opts, o.id, node_name, o.node, err);
 	ret = vd_opts_get_bool(opts, "writable", false, &writable, err);
 	if (ret == 0)
 		ret = vd_opts_get_u64(opts, "num-queues", 1, &nq, err);
@@ -512,6 +663,13 @@ int vd_export_set_add(struct vd_export_set *s, struct vd_opts *opts, struct vd_e
 	}
 	x->node = o.node;
 	x->loop = loop;
+	x->id = strdup(o.id);
+	if (!x->id) {
+		free(x->node_name);
+		free(x);
+		nodes_home(s);
+		return vd_error_set(err, -ENOMEM, "Out of memory");
+	}
 	{
 		struct export_call k = {.s = s, .o = &o, .x = x, .err = err};
 
@@ -520,6 +678,7 @@ int vd_export_set_add(struct vd_export_set *s, struct vd_opts *opts, struct vd_e
 	}
 	if (ret < 0) {
 		free(x->node_name);
+		free(x->id);
 		free(x);
 		nodes_home(s);
 		return ret;
@@ -556,6 +715,7 @@ int vd_export_set_del(struct vd_export_set *s, const char *id, bool hard, struct
 	nodes_home(s);
 	vd_node_unref(x->node);
 	free(x->node_name);
+	free(x->id);
 	free(x);
 	if (s->qmp)
 		vd_qmp_emit_event(s->qmp, "BLOCK_EXPORT_DELETED", json_pack("{s:s}", "id", id));
@@ -613,10 +773,111 @@ static json_t *qmp_query_exports(json_t *args, void *opaque, struct vd_qmp_error
 		return NULL;
 	list = json_array();
 	for (struct export_entry *x = s->list; x; x = x->next)
-		json_array_append_new(list, json_pack("{s:s,s:s,s:s,s:b}", "type", "vhost-user-blk",
-						      "id", vd_export_id(x->e), "node-name",
-						      x->node_name, "shutting-down", 0));
+		json_array_append_new(list,
+				      json_pack("{s:s,s:s,s:s,s:b}", "type",
+						x->nbd ? "nbd" : "vhost-user-blk", "id", x->id,
+						"node-name", x->node_name, "shutting-down", 0));
 	return list;
+}
+
+/* nbd-server-start (QEMU 7.2: addr is a SocketAddressLegacy, {"type":
+ * "unix", "data": {"path": ...}}), nbd-server-add, nbd-server-remove,
+ * nbd-server-stop. */
+static json_t *qmp_nbd_start(json_t *args, void *opaque, struct vd_qmp_error *qerr)
+{
+	struct vd_error err = {0};
+	struct vd_opts *o;
+	int ret = vd_qmp_args_to_opts(args, &o, &err);
+
+	if (ret == 0)
+		ret = vd_export_set_nbd_server_start(opaque, o, &err);
+	vd_opts_free(o);
+	if (ret < 0)
+		vd_qmp_error_set(qerr, VD_QMP_GENERIC_ERROR, "%s", err.msg);
+	return NULL;
+}
+
+static json_t *qmp_nbd_add(json_t *args, void *opaque, struct vd_qmp_error *qerr)
+{
+	static const struct vd_qmp_arg spec[] = {{"device", VD_QMP_ARG_STR},
+						 {"name", VD_QMP_ARG_STR, true},
+						 {"description", VD_QMP_ARG_STR, true},
+						 {"writable", VD_QMP_ARG_BOOL, true},
+						 {"bitmap", VD_QMP_ARG_STR, true},
+						 {NULL}};
+	struct vd_error err = {0};
+	const char *dev, *name, *desc;
+	struct vd_opts *o;
+	int ret;
+
+	if (vd_qmp_check_args(args, spec, qerr) < 0)
+		return NULL;
+	if (json_object_get(args, "bitmap")) {
+		vd_qmp_error_set(qerr, VD_QMP_GENERIC_ERROR, "Dirty bitmaps are not exported yet");
+		return NULL;
+	}
+	dev = json_string_value(json_object_get(args, "device"));
+	name = json_string_value(json_object_get(args, "name"));
+	desc = json_string_value(json_object_get(args, "description"));
+	o = vd_opts_new();
+	ret = o ? 0 : -ENOMEM;
+	if (ret == 0)
+		ret = vd_opts_set(o, "type", "nbd");
+	if (ret == 0)
+		ret = vd_opts_set(o, "id", name ? name : dev);
+	if (ret == 0)
+		ret = vd_opts_set(o, "node-name", dev);
+	if (ret == 0)
+		ret = vd_opts_set(o, "name", name ? name : dev);
+	if (ret == 0 && desc)
+		ret = vd_opts_set(o, "description", desc);
+	if (ret == 0)
+		ret = vd_opts_set(o, "writable",
+				  json_is_true(json_object_get(args, "writable")) ? "on" : "off");
+	if (ret < 0)
+		vd_error_set(&err, ret, "Out of memory");
+	else
+		ret = vd_export_set_add(opaque, o, &err);
+	vd_opts_free(o);
+	if (ret < 0)
+		vd_qmp_error_set(qerr, VD_QMP_GENERIC_ERROR, "%s", err.msg);
+	return NULL;
+}
+
+/* As block-export-del, by export name (nbd-server-add made id = name). */
+static json_t *qmp_nbd_remove(json_t *args, void *opaque, struct vd_qmp_error *qerr)
+{
+	static const char *const modes[] = {"safe", "hard", NULL};
+	static const struct vd_qmp_arg spec[] = {
+		{"name", VD_QMP_ARG_STR}, {"mode", VD_QMP_ARG_ENUM, true, modes}, {NULL}};
+	struct vd_error err = {0};
+	const char *mode;
+	char *name;
+
+	if (vd_qmp_check_args(args, spec, qerr) < 0)
+		return NULL;
+	mode = json_string_value(json_object_get(args, "mode"));
+	name = strdup(json_string_value(json_object_get(args, "name")));
+	if (!name) {
+		vd_qmp_error_set(qerr, VD_QMP_GENERIC_ERROR, "Out of memory");
+		return NULL;
+	}
+	if (vd_export_set_del(opaque, name, mode && !strcmp(mode, "hard"), &err) < 0)
+		vd_qmp_error_set(qerr, VD_QMP_GENERIC_ERROR, "%s", err.msg);
+	free(name);
+	return NULL;
+}
+
+static json_t *qmp_nbd_stop(json_t *args, void *opaque, struct vd_qmp_error *qerr)
+{
+	static const struct vd_qmp_arg spec[] = {{NULL}};
+	struct vd_error err = {0};
+
+	if (vd_qmp_check_args(args, spec, qerr) < 0)
+		return NULL;
+	if (vd_export_set_nbd_server_stop(opaque, &err) < 0)
+		vd_qmp_error_set(qerr, VD_QMP_GENERIC_ERROR, "%s", err.msg);
+	return NULL;
 }
 
 int vd_export_set_register_qmp(struct vd_export_set *s, struct vd_qmp_server *qmp)
@@ -629,5 +890,13 @@ int vd_export_set_register_qmp(struct vd_export_set *s, struct vd_qmp_server *qm
 		ret = vd_qmp_register(qmp, "block-export-del", qmp_export_del, s);
 	if (ret == 0)
 		ret = vd_qmp_register(qmp, "query-block-exports", qmp_query_exports, s);
+	if (ret == 0)
+		ret = vd_qmp_register(qmp, "nbd-server-start", qmp_nbd_start, s);
+	if (ret == 0)
+		ret = vd_qmp_register(qmp, "nbd-server-add", qmp_nbd_add, s);
+	if (ret == 0)
+		ret = vd_qmp_register(qmp, "nbd-server-remove", qmp_nbd_remove, s);
+	if (ret == 0)
+		ret = vd_qmp_register(qmp, "nbd-server-stop", qmp_nbd_stop, s);
 	return ret;
 }

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Block exports: serving a block node to clients outside the process, as
- * qemu-storage-daemon's --export does.  One type so far: vhost-user-blk
- * (QEMU's docs/interop/vhost-user.rst, back-end side), on a unix socket.
+ * qemu-storage-daemon's --export does: vhost-user-blk (QEMU's
+ * docs/interop/vhost-user.rst, back-end side), on a unix socket, and NBD
+ * (the set's NBD server, below).
  *
  * An export listens on its socket; each front end that connects gets its own
  * virtio-blk device (hw/virtio) over the export's backend, an anonymous
@@ -29,6 +30,7 @@
 
 #include <vdisk/backend.h>
 #include <vdisk/error.h>
+#include <vdisk/loop.h>
 #include <vdisk/opts.h>
 
 #ifdef __cplusplus
@@ -82,12 +84,85 @@ void vd_export_set_free(struct vd_export_set *s);
  * duplicate id.
  */
 int vd_export_set_add(struct vd_export_set *s, struct vd_opts *opts, struct vd_error *err);
+/*
+ * The set's NBD server (--nbd-server, QMP nbd-server-start): keys addr.type
+ * (unix, inet, fd), addr.path | addr.host + addr.port | addr.str (also under
+ * addr.data., QMP's SocketAddressLegacy), max-connections, tls-creds (not
+ * supported yet).  Exports of type=nbd (keys name, default node-name;
+ * description; writable) are served there.  -EEXIST if running.
+ */
+int vd_export_set_nbd_server_start(struct vd_export_set *s, struct vd_opts *opts,
+				   struct vd_error *err);
+/* Remove the NBD exports, then stop the server.  -ENOENT if not running. */
+int vd_export_set_nbd_server_stop(struct vd_export_set *s, struct vd_error *err);
 /* Remove: with @hard false ("safe"), -EBUSY while front ends are connected. */
 int vd_export_set_del(struct vd_export_set *s, const char *id, bool hard, struct vd_error *err);
 int vd_export_set_count(const struct vd_export_set *s);
 /* block-export-add, block-export-del, query-block-exports; the event
  * BLOCK_EXPORT_DELETED. */
 int vd_export_set_register_qmp(struct vd_export_set *s, struct vd_qmp_server *qmp);
+
+/* --- the NBD server ---------------------------------------------------------- */
+
+/*
+ * An NBD server (the NBD project's doc/proto.md, fixed newstyle only), as
+ * QEMU's nbd-server-start and qemu-nbd: listeners, and named exports that
+ * clients pick by name.  Each export does its I/O through its own anonymous
+ * backend on the node (error policy report).  The server and its exports
+ * run on the loop current at vd_nbd_server_new(), which must be the loop of
+ * every exported node.  A client that stalls, sends garbage or goes away
+ * ends only its own connection; clients that do not finish the handshake
+ * within the timeout are dropped, and at most max_connections are served.
+ */
+struct vd_nbd_server;
+struct vd_nbd_export;
+
+struct vd_nbd_server_opts {
+	const char *path; /* a unix socket to create; or */
+	const char *host; /* TCP: host (NULL: every address) and port */
+	const char *port; /* NULL: 10809 */
+	const int *listen_fds; /* or listening sockets (socket activation) */
+	int n_listen_fds;
+	int max_connections; /* 0: no limit */
+	int64_t handshake_timeout_ns; /* 0: 10 s; negative: none */
+	/* TLS (then required: FORCEDTLS), as QEMU's tls-creds-x509 (a folder
+	 * with ca-cert.pem, server-cert.pem, server-key.pem; verify-peer asks
+	 * clients for a certificate signed by the CA) or tls-creds-psk (a
+	 * folder with keys.psk: "identity:hexkey" lines).  NULL: no TLS. */
+	const char *tls_x509_dir;
+	bool tls_verify_peer;
+	const char *tls_psk_dir;
+};
+
+int vd_nbd_server_new(const struct vd_nbd_server_opts *o, struct vd_nbd_server **out,
+		      struct vd_error *err);
+/* Close every connection (their requests finish first), every export and
+ * the listeners. */
+void vd_nbd_server_free(struct vd_nbd_server *s);
+/* Serve a connected socket (takes @fd).  0 or -errno. */
+int vd_nbd_server_add_client(struct vd_nbd_server *s, int fd);
+int vd_nbd_server_connections(const struct vd_nbd_server *s);
+/* @fn runs (from a bottom half) whenever the last connection has gone. */
+void vd_nbd_server_set_idle_handler(struct vd_nbd_server *s, vd_loop_fn *fn, void *opaque);
+
+struct vd_nbd_export_opts {
+	const char *name; /* "" is the default export */
+	const char *description; /* NULL: none */
+	struct vd_node *node; /* the export's backend takes a reference */
+	struct vd_blk_registry *reg; /* where the backend is listed; NULL: nowhere */
+	bool writable;
+	/* Advertise NBD_FLAG_CAN_MULTI_CONN: every connection goes through the
+	 * same backend, so a flush on one covers writes completed on all. */
+	bool multi_conn;
+};
+
+/* -EEXIST if the server has an export of that name. */
+int vd_nbd_export_new(struct vd_nbd_server *s, const struct vd_nbd_export_opts *o,
+		      struct vd_nbd_export **out, struct vd_error *err);
+/* Close the export's connections, flush, and free it. */
+void vd_nbd_export_free(struct vd_nbd_export *e);
+int vd_nbd_export_connections(const struct vd_nbd_export *e);
+struct vd_blk *vd_nbd_export_blk(const struct vd_nbd_export *e);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,206 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Private to export/nbd: the NBD server, its exports and its connections.
+ *
+ * server.c    the listeners, the connection objects, their non-blocking
+ *             input buffer and output queue, the handshake timer;
+ * negotiate.c the fixed-newstyle handshake (proto.md "Option haggling");
+ * requests.c  the transmission phase (proto.md "Transmission").
+ *
+ * Everything runs on the server's loop, which is also the loop of every
+ * exported node: the event loop never blocks on a client.  Input is read
+ * into a buffer as it comes and parsed when a whole message is there; output
+ * is queued and written when the socket takes it.
+ */
+#ifndef VDISK_NBD_INTERNAL_H
+#define VDISK_NBD_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include <gnutls/gnutls.h>
+
+#include <vdisk/export.h>
+#include <vdisk/loop.h>
+#include <vdisk/nbd-proto.h>
+
+/* The largest payload we take or send (proto.md: 32 MiB is the size that
+ * every client may assume). */
+#define NBD_MAX_PAYLOAD (32u * 1024 * 1024)
+/* Requests of one connection in flight at once; more wait in the socket. */
+#define NBD_MAX_IN_FLIGHT 128
+/* Bytes queued for a client before we stop reading from it. */
+#define NBD_MAX_OUTPUT (64u * 1024 * 1024)
+/* Buffers of requests in flight before we stop reading requests: with
+ * NBD_MAX_IN_FLIGHT 32 MiB reads a client could make us allocate 4 GiB. */
+#define NBD_MAX_IN_FLIGHT_BYTES (64u * 1024 * 1024)
+/* The input buffer: holds an option of NBD_MAX_OPTION_LENGTH and its header. */
+#define NBD_RBUF_SIZE (128u * 1024)
+/* Connections still negotiating (CVE-2024-7409). */
+#define NBD_MAX_HANDSHAKES 16
+#define NBD_HANDSHAKE_TIMEOUT_NS (10LL * 1000 * 1000 * 1000)
+/* Metadata context ids. */
+#define NBD_CTX_BASE_ALLOCATION 1
+#define NBD_CTX_ALLOCATION_DEPTH 2
+
+struct nbd_conn;
+struct nbd_tls_creds;
+
+struct vd_nbd_export {
+	struct vd_nbd_server *srv;
+	char *name;
+	char *description; /* NULL: none */
+	struct vd_blk *blk;
+	bool writable;
+	bool multi_conn;
+	int nconns; /* connections in transmission on it */
+	struct vd_nbd_export *next;
+};
+
+struct vd_nbd_server {
+	struct vd_loop *loop;
+	int listen_fds[8];
+	int nlisten;
+	char *path; /* unix socket file we created */
+	int max_connections; /* 0: no limit */
+	int64_t handshake_timeout_ns;
+	struct vd_nbd_export *exports; /* in creation order */
+	struct nbd_conn *conns;
+	int nconns, nhandshakes;
+	vd_loop_fn *idle_fn;
+	void *idle_opaque;
+	struct vd_bh *idle_bh;
+	struct nbd_tls_creds *tls; /* NULL: no TLS (NOTLS mode) */
+};
+
+enum nbd_in_state {
+	NBD_IN_CLIENT_FLAGS,
+	NBD_IN_OPTION,
+	NBD_IN_REQUEST,
+	NBD_IN_PAYLOAD, /* a WRITE's data */
+	NBD_IN_DONE, /* nothing more is read */
+};
+
+struct nbd_out {
+	struct nbd_out *next;
+	int niov;
+	struct iovec iov[3];
+	void *data; /* freed once sent */
+	uint8_t hdr[40];
+};
+
+struct nbd_req;
+
+struct nbd_conn {
+	struct vd_nbd_server *srv;
+	struct nbd_conn *next;
+	int fd;
+	enum nbd_in_state in;
+	bool dead; /* closed: nothing more is read or written */
+	bool close_after_output; /* ABORT, DISC: close once the queue is sent */
+	bool handshaking;
+	bool watching_write;
+	bool reading;
+	bool parsing;
+	/* STARTTLS answered: the handshake starts once the ACK is out. */
+	bool tls_pending_start;
+	bool tls_handshaking;
+	bool tls_want_write;
+	gnutls_session_t tls;
+
+	uint8_t *rbuf;
+	/* Option data too long to keep, being skipped (then ERR_TOO_BIG). */
+	uint64_t opt_skip;
+	uint32_t opt_skipped;
+	size_t rpos, rlen;
+
+	/* Negotiated state; reset as a whole (STARTTLS, CVE-2021-3716). */
+	bool no_zeroes;
+	bool structured;
+	bool meta_base, meta_depth;
+	char *meta_export; /* the export SET_META_CONTEXT named */
+
+	struct vd_nbd_export *exp;
+	int64_t size;
+
+	/* A WRITE whose payload is being read. */
+	struct nbd_req *payload_req;
+	size_t payload_got;
+
+	int in_flight;
+	size_t in_flight_bytes;
+	struct nbd_out *out_head, *out_tail;
+	size_t out_off; /* bytes of out_head already sent */
+	size_t out_bytes;
+	struct vd_bh *out_bh;
+	struct vd_timer *timer;
+};
+
+/* server.c */
+void nbd_conn_queue(struct nbd_conn *c, struct nbd_out *o);
+/* Queue @len bytes copied from @buf (handshake messages). */
+int nbd_conn_queue_copy(struct nbd_conn *c, const void *buf, size_t len);
+void nbd_conn_close(struct nbd_conn *c);
+/* Input or output state changed: watch the fd accordingly. */
+void nbd_conn_update_watch(struct nbd_conn *c);
+void nbd_conn_enter_transmission(struct nbd_conn *c, struct vd_nbd_export *exp);
+struct vd_nbd_export *nbd_server_find_export(struct vd_nbd_server *s, const char *name, size_t len);
+void nbd_conn_request_done(struct nbd_conn *c);
+
+/* tls.c */
+int nbd_tls_creds_new(const struct vd_nbd_server_opts *o, struct nbd_tls_creds **out,
+		      struct vd_error *err);
+void nbd_tls_creds_free(struct nbd_tls_creds *t);
+int nbd_tls_session_new(struct nbd_conn *c);
+void nbd_tls_session_free(struct nbd_conn *c);
+int nbd_tls_handshake(struct nbd_conn *c);
+ssize_t nbd_tls_recv(struct nbd_conn *c, void *buf, size_t len);
+ssize_t nbd_tls_sendv(struct nbd_conn *c, const struct iovec *iov, int n);
+size_t nbd_tls_pending(struct nbd_conn *c);
+
+/* negotiate.c: the greeting, and the handshake's messages from the input
+ * buffer.  Returns bytes consumed (0: need more), or -1: close. */
+void nbd_negotiate_start(struct nbd_conn *c);
+ssize_t nbd_negotiate_input(struct nbd_conn *c, const uint8_t *p, size_t n);
+void nbd_negotiate_reset(struct nbd_conn *c);
+
+/* requests.c: the same for the transmission phase. */
+ssize_t nbd_requests_input(struct nbd_conn *c, const uint8_t *p, size_t n);
+/* Where a WRITE's payload goes and how much of it is missing. */
+void nbd_requests_payload_dst(struct nbd_conn *c, uint8_t **dst, size_t *need);
+/* @n bytes arrived at the destination. */
+void nbd_requests_payload_got(struct nbd_conn *c, size_t n);
+/* Free a WRITE whose payload will never come (the connection closed). */
+void nbd_requests_abandon(struct nbd_conn *c);
+
+static inline void nbd_put16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)(v >> 8);
+	p[1] = (uint8_t)v;
+}
+static inline void nbd_put32(uint8_t *p, uint32_t v)
+{
+	nbd_put16(p, (uint16_t)(v >> 16));
+	nbd_put16(p + 2, (uint16_t)v);
+}
+static inline void nbd_put64(uint8_t *p, uint64_t v)
+{
+	nbd_put32(p, (uint32_t)(v >> 32));
+	nbd_put32(p + 4, (uint32_t)v);
+}
+static inline uint16_t nbd_get16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] << 8 | p[1]);
+}
+static inline uint32_t nbd_get32(const uint8_t *p)
+{
+	return (uint32_t)nbd_get16(p) << 16 | nbd_get16(p + 2);
+}
+static inline uint64_t nbd_get64(const uint8_t *p)
+{
+	return (uint64_t)nbd_get32(p) << 32 | nbd_get32(p + 4);
+}
+
+#endif

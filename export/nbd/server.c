@@ -1,0 +1,756 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The NBD server: listeners (unix, TCP, inherited sockets), exports, and the
+ * connections with their non-blocking input buffer and output queue.
+ *
+ * A connection never blocks the loop: input is read as it comes (into a
+ * 64 KiB buffer, or straight into a large WRITE's payload) and handed to the
+ * handshake or the request parser once a whole message is there; replies go
+ * to a queue that a bottom half writes out with one sendmsg(), so the replies
+ * completed in one loop iteration leave in one system call.  A client that
+ * stops reading its replies stops being read from (NBD_MAX_OUTPUT), and one
+ * that floods us with requests waits in its socket (NBD_MAX_IN_FLIGHT).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <vdisk/backend.h>
+
+#include "export/nbd/nbd-internal.h"
+
+static void conn_free(struct nbd_conn *c);
+static void conn_tls_handshake(struct nbd_conn *c);
+
+/* --- output ------------------------------------------------------------------ */
+
+static void conn_flush_output(struct nbd_conn *c)
+{
+	while (c->out_head && !c->dead) {
+		struct iovec iov[64];
+		struct msghdr mh = {.msg_iov = iov};
+		size_t skip = c->out_off;
+		int n = 0;
+		ssize_t r;
+
+		for (struct nbd_out *o = c->out_head; o && n < 64; o = o->next) {
+			for (int i = 0; i < o->niov && n < 64; i++) {
+				if (skip >= o->iov[i].iov_len) {
+					skip -= o->iov[i].iov_len;
+					continue;
+				}
+				iov[n].iov_base = (uint8_t *)o->iov[i].iov_base + skip;
+				iov[n].iov_len = o->iov[i].iov_len - skip;
+				skip = 0;
+				n++;
+			}
+		}
+		mh.msg_iovlen = (size_t)n;
+		if (c->tls)
+			r = nbd_tls_sendv(c, iov, n);
+		else
+			r = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				break;
+			nbd_conn_close(c);
+			return;
+		}
+		c->out_off += (size_t)r;
+		c->out_bytes -= (size_t)r;
+		while (c->out_head) {
+			struct nbd_out *o = c->out_head;
+			size_t len = 0;
+
+			for (int i = 0; i < o->niov; i++)
+				len += o->iov[i].iov_len;
+			if (c->out_off < len)
+				break;
+			c->out_off -= len;
+			c->out_head = o->next;
+			if (!c->out_head)
+				c->out_tail = NULL;
+			free(o->data);
+			free(o);
+		}
+	}
+	if (c->dead)
+		return;
+	if (!c->out_head && c->close_after_output && c->in_flight == 0) {
+		nbd_conn_close(c);
+		return;
+	}
+	if (!c->out_head && c->tls_pending_start) {
+		/* The STARTTLS ACK is out: from here on everything is TLS. */
+		c->tls_pending_start = false;
+		if (nbd_tls_session_new(c) < 0) {
+			nbd_conn_close(c);
+			return;
+		}
+		c->tls_handshaking = true;
+		conn_tls_handshake(c);
+		return;
+	}
+	nbd_conn_update_watch(c);
+}
+
+static void out_bh(void *opaque)
+{
+	conn_flush_output(opaque);
+}
+
+void nbd_conn_queue(struct nbd_conn *c, struct nbd_out *o)
+{
+	if (c->dead) {
+		free(o->data);
+		free(o);
+		return;
+	}
+	o->next = NULL;
+	for (int i = 0; i < o->niov; i++)
+		c->out_bytes += o->iov[i].iov_len;
+	if (c->out_tail)
+		c->out_tail->next = o;
+	else
+		c->out_head = o;
+	c->out_tail = o;
+	vd_bh_schedule(c->out_bh);
+}
+
+int nbd_conn_queue_copy(struct nbd_conn *c, const void *buf, size_t len)
+{
+	struct nbd_out *o = calloc(1, sizeof(*o));
+
+	if (!o || !(o->data = malloc(len ? len : 1))) {
+		free(o);
+		nbd_conn_close(c);
+		return -ENOMEM;
+	}
+	memcpy(o->data, buf, len);
+	o->iov[0].iov_base = o->data;
+	o->iov[0].iov_len = len;
+	o->niov = 1;
+	nbd_conn_queue(c, o);
+	return 0;
+}
+
+/* The TLS handshake, driven by readiness in either direction. */
+static void conn_tls_handshake(struct nbd_conn *c)
+{
+	int ret = nbd_tls_handshake(c);
+
+	if (ret < 0) {
+		nbd_conn_close(c);
+		return;
+	}
+	if (ret > 0) {
+		/* CVE-2021-3716: nothing negotiated in plaintext survives. */
+		c->tls_handshaking = false;
+		nbd_negotiate_reset(c);
+	}
+	nbd_conn_update_watch(c);
+}
+
+/* --- input ------------------------------------------------------------------- */
+
+static bool conn_wants_input(const struct nbd_conn *c)
+{
+	return !c->dead && c->in != NBD_IN_DONE && !c->close_after_output &&
+	       !c->tls_pending_start && !c->tls_handshaking && c->in_flight < NBD_MAX_IN_FLIGHT &&
+	       c->in_flight_bytes < NBD_MAX_IN_FLIGHT_BYTES && c->out_bytes < NBD_MAX_OUTPUT;
+}
+
+/* Parse what the buffer holds; false when the connection was closed. */
+static bool conn_parse(struct nbd_conn *c)
+{
+	c->parsing = true;
+	while (!c->dead && conn_wants_input(c)) {
+		ssize_t used;
+
+		if (c->in == NBD_IN_PAYLOAD) {
+			uint8_t *dst;
+			size_t need, n = c->rlen - c->rpos;
+
+			nbd_requests_payload_dst(c, &dst, &need);
+			if (n > need)
+				n = need;
+			if (n == 0)
+				break;
+			memcpy(dst, c->rbuf + c->rpos, n);
+			c->rpos += n;
+			nbd_requests_payload_got(c, n);
+			continue;
+		}
+		if (c->rpos == c->rlen)
+			break;
+		if (c->handshaking)
+			used = nbd_negotiate_input(c, c->rbuf + c->rpos, c->rlen - c->rpos);
+		else
+			used = nbd_requests_input(c, c->rbuf + c->rpos, c->rlen - c->rpos);
+		if (used < 0) {
+			c->parsing = false;
+			nbd_conn_close(c);
+			return false;
+		}
+		if (used == 0)
+			break;
+		c->rpos += (size_t)used;
+		/* proto.md: plaintext after STARTTLS is discarded. */
+		if (c->tls_pending_start) {
+			c->rpos = c->rlen;
+			break;
+		}
+	}
+	c->parsing = false;
+	if (c->dead)
+		return false;
+	if (c->rpos == c->rlen)
+		c->rpos = c->rlen = 0;
+	return true;
+}
+
+static void conn_read(void *opaque)
+{
+	struct nbd_conn *c = opaque;
+
+	if (c->tls_handshaking) {
+		conn_tls_handshake(c);
+		return;
+	}
+	for (int rounds = 0; rounds < 16 && conn_wants_input(c); rounds++) {
+		ssize_t r;
+
+		if (c->in == NBD_IN_PAYLOAD && c->rpos == c->rlen) {
+			uint8_t *dst;
+			size_t need;
+
+			/* A large payload goes straight where it belongs. */
+			nbd_requests_payload_dst(c, &dst, &need);
+			if (need >= NBD_RBUF_SIZE / 2) {
+				r = c->tls ? nbd_tls_recv(c, dst, need)
+					   : recv(c->fd, dst, need, MSG_DONTWAIT);
+				if (r > 0) {
+					nbd_requests_payload_got(c, (size_t)r);
+					continue;
+				}
+				goto check;
+			}
+		}
+		if (c->rpos > 0 && c->rpos == c->rlen)
+			c->rpos = c->rlen = 0;
+		if (c->rpos > 0 && c->rlen == NBD_RBUF_SIZE) {
+			memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
+			c->rlen -= c->rpos;
+			c->rpos = 0;
+		}
+		size_t room = NBD_RBUF_SIZE - c->rlen;
+		r = c->tls ? nbd_tls_recv(c, c->rbuf + c->rlen, room)
+			   : recv(c->fd, c->rbuf + c->rlen, room, MSG_DONTWAIT);
+		if (r > 0) {
+			c->rlen += (size_t)r;
+			if (!conn_parse(c))
+				return;
+			/* A short read drained the socket: the next readiness
+			 * comes from the loop (level-triggered), not from a
+			 * recv() that would only say EAGAIN. */
+			if ((size_t)r < room && !nbd_tls_pending(c))
+				break;
+			continue;
+		}
+	check:
+		if (r == 0) {
+			/* EOF: what is in flight still completes, its replies
+			 * are dropped; a client gone mid-message is just gone. */
+			nbd_conn_close(c);
+			return;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			nbd_conn_close(c);
+		break;
+	}
+	if (!c->dead)
+		nbd_conn_update_watch(c);
+}
+
+static void conn_write(void *opaque)
+{
+	struct nbd_conn *c = opaque;
+
+	if (c->tls_handshaking)
+		conn_tls_handshake(c);
+	else
+		conn_flush_output(c);
+}
+
+void nbd_conn_update_watch(struct nbd_conn *c)
+{
+	bool rd, wr;
+
+	if (c->dead)
+		return;
+	/* Reading resumed: first parse what the buffer already holds. */
+	if (!c->parsing && c->rpos < c->rlen && conn_wants_input(c) && !conn_parse(c))
+		return;
+	/* ABORT or DISC, and everything answered. */
+	if (c->close_after_output && !c->out_head && c->in_flight == 0 && !c->parsing) {
+		nbd_conn_close(c);
+		return;
+	}
+	rd = conn_wants_input(c);
+	wr = c->out_head != NULL;
+	if (c->tls_handshaking) {
+		rd = !c->tls_want_write;
+		wr = c->tls_want_write;
+	}
+	if (rd == c->reading && wr == c->watching_write)
+		return;
+	c->reading = rd;
+	c->watching_write = wr;
+	vd_loop_set_fd_handler(c->srv->loop, c->fd, rd ? conn_read : NULL, wr ? conn_write : NULL,
+			       c);
+}
+
+/* --- lifecycle ---------------------------------------------------------------- */
+
+static void idle_check(struct vd_nbd_server *s)
+{
+	if (s->nconns == 0 && s->idle_fn)
+		vd_bh_schedule(s->idle_bh);
+}
+
+static void idle_bh_fn(void *opaque)
+{
+	struct vd_nbd_server *s = opaque;
+
+	if (s->nconns == 0 && s->idle_fn)
+		s->idle_fn(s->idle_opaque);
+}
+
+static void handshake_timeout(void *opaque)
+{
+	struct nbd_conn *c = opaque;
+
+	if (c->handshaking)
+		nbd_conn_close(c);
+}
+
+void nbd_conn_close(struct nbd_conn *c)
+{
+	if (c->dead)
+		return;
+	c->dead = true;
+	vd_loop_set_fd_handler(c->srv->loop, c->fd, NULL, NULL, NULL);
+	shutdown(c->fd, SHUT_RDWR);
+	vd_timer_del(c->timer);
+	if (c->handshaking) {
+		c->handshaking = false;
+		c->srv->nhandshakes--;
+	}
+	nbd_requests_abandon(c);
+	while (c->out_head) {
+		struct nbd_out *o = c->out_head;
+		c->out_head = o->next;
+		free(o->data);
+		free(o);
+	}
+	c->out_tail = NULL;
+	c->out_bytes = 0;
+	if (c->in_flight == 0)
+		vd_loop_oneshot(c->srv->loop, (vd_loop_fn *)conn_free, c);
+}
+
+/* A request ended; a closed connection goes with its last one. */
+void nbd_conn_request_done(struct nbd_conn *c)
+{
+	c->in_flight--;
+	if (c->dead) {
+		if (c->in_flight == 0)
+			vd_loop_oneshot(c->srv->loop, (vd_loop_fn *)conn_free, c);
+		return;
+	}
+	if (c->close_after_output && c->in_flight == 0 && !c->out_head) {
+		nbd_conn_close(c);
+		return;
+	}
+	/* Not at once: a request that completed without yielding is still
+	 * inside the parser. */
+	vd_bh_schedule(c->out_bh);
+}
+
+static void conn_free(struct nbd_conn *c)
+{
+	struct vd_nbd_server *s = c->srv;
+	struct nbd_conn **pp;
+
+	for (pp = &s->conns; *pp && *pp != c; pp = &(*pp)->next)
+		;
+	if (*pp)
+		*pp = c->next;
+	s->nconns--;
+	if (c->exp)
+		c->exp->nconns--;
+	vd_bh_delete(c->out_bh);
+	vd_timer_free(c->timer);
+	nbd_tls_session_free(c);
+	close(c->fd);
+	free(c->meta_export);
+	free(c->rbuf);
+	free(c);
+	idle_check(s);
+}
+
+void nbd_conn_enter_transmission(struct nbd_conn *c, struct vd_nbd_export *exp)
+{
+	c->handshaking = false;
+	c->srv->nhandshakes--;
+	vd_timer_del(c->timer);
+	c->exp = exp;
+	exp->nconns++;
+	c->size = vd_blk_getlength(exp->blk);
+	c->in = NBD_IN_REQUEST;
+}
+
+int vd_nbd_server_add_client(struct vd_nbd_server *s, int fd)
+{
+	struct nbd_conn *c;
+	int one = 1;
+
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	if ((s->max_connections && s->nconns >= s->max_connections) ||
+	    s->nhandshakes >= NBD_MAX_HANDSHAKES) {
+		close(fd);
+		return -EBUSY;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c || !(c->rbuf = malloc(NBD_RBUF_SIZE))) {
+		free(c);
+		close(fd);
+		return -ENOMEM;
+	}
+	c->srv = s;
+	c->fd = fd;
+	c->out_bh = vd_bh_new(s->loop, out_bh, c);
+	c->timer = vd_timer_new(s->loop, handshake_timeout, c);
+	if (!c->out_bh || !c->timer) {
+		if (c->out_bh)
+			vd_bh_delete(c->out_bh);
+		if (c->timer)
+			vd_timer_free(c->timer);
+		free(c->rbuf);
+		free(c);
+		close(fd);
+		return -ENOMEM;
+	}
+	/* Non-blocking, and replies leave at once (proto.md: TCP_NODELAY). */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c->handshaking = true;
+	c->in = NBD_IN_CLIENT_FLAGS;
+	c->next = s->conns;
+	s->conns = c;
+	s->nconns++;
+	s->nhandshakes++;
+	if (s->handshake_timeout_ns > 0)
+		vd_timer_mod(c->timer, vd_clock_ns() + s->handshake_timeout_ns);
+	nbd_negotiate_start(c);
+	nbd_conn_update_watch(c);
+	return 0;
+}
+
+static void accept_conn(void *opaque)
+{
+	struct vd_nbd_server *s = opaque;
+
+	for (int i = 0; i < s->nlisten; i++) {
+		int fd = accept4(s->listen_fds[i], NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+
+		if (fd >= 0)
+			vd_nbd_server_add_client(s, fd);
+	}
+}
+
+int vd_nbd_server_connections(const struct vd_nbd_server *s)
+{
+	return s->nconns;
+}
+
+void vd_nbd_server_set_idle_handler(struct vd_nbd_server *s, vd_loop_fn *fn, void *opaque)
+{
+	s->idle_fn = fn;
+	s->idle_opaque = opaque;
+}
+
+/* --- listeners ------------------------------------------------------------------ */
+
+static int listen_unix(struct vd_nbd_server *s, const char *path, struct vd_error *err)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int fd, ret;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return vd_error_set(err, -ENAMETOOLONG, "UNIX socket path '%s' is too long", path);
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return vd_error_setg_errno(err, -errno, "Failed to create a socket");
+	unlink(path);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 128) < 0) {
+		ret = -errno;
+		close(fd);
+		return vd_error_setg_errno(err, ret, "Failed to bind socket to %s", path);
+	}
+	s->path = strdup(path);
+	s->listen_fds[s->nlisten++] = fd;
+	return 0;
+}
+
+static int listen_inet(struct vd_nbd_server *s, const char *host, const char *port,
+		       struct vd_error *err)
+{
+	struct addrinfo hints = {.ai_family = AF_UNSPEC,
+				 .ai_socktype = SOCK_STREAM,
+				 .ai_flags = AI_PASSIVE | AI_ADDRCONFIG},
+			*res, *ai;
+	int ret = getaddrinfo(host && *host ? host : NULL, port ? port : "10809", &hints, &res);
+
+	if (ret != 0)
+		return vd_error_set(err, -EINVAL, "address resolution failed for %s:%s: %s",
+				    host ? host : "", port ? port : "10809", gai_strerror(ret));
+	ret = 0;
+	for (ai = res; ai && s->nlisten < 8; ai = ai->ai_next) {
+		int one = 1;
+		int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
+				ai->ai_protocol);
+
+		if (fd < 0) {
+			ret = -errno;
+			continue;
+		}
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (ai->ai_family == AF_INET6)
+			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 128) < 0) {
+			ret = -errno;
+			close(fd);
+			continue;
+		}
+		s->listen_fds[s->nlisten++] = fd;
+	}
+	freeaddrinfo(res);
+	if (s->nlisten == 0)
+		return vd_error_setg_errno(err, ret ? ret : -EADDRNOTAVAIL,
+					   "Failed to listen on %s:%s", host ? host : "",
+					   port ? port : "10809");
+	return 0;
+}
+
+int vd_nbd_server_new(const struct vd_nbd_server_opts *o, struct vd_nbd_server **out,
+		      struct vd_error *err)
+{
+	struct vd_nbd_server *s;
+	int ret = 0;
+
+	if (!vd_loop_current())
+		return vd_error_set(err, -EINVAL, "No event loop");
+	if (o->max_connections < 0)
+		return vd_error_set(err, -EINVAL, "max-connections must not be negative");
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return vd_error_set(err, -ENOMEM, "Out of memory");
+	s->loop = vd_loop_current();
+	s->max_connections = o->max_connections;
+	s->handshake_timeout_ns =
+		o->handshake_timeout_ns ? o->handshake_timeout_ns : NBD_HANDSHAKE_TIMEOUT_NS;
+	s->idle_bh = vd_bh_new(s->loop, idle_bh_fn, s);
+	if (!s->idle_bh) {
+		free(s);
+		return vd_error_set(err, -ENOMEM, "Out of memory");
+	}
+	if (o->tls_x509_dir || o->tls_psk_dir) {
+		ret = nbd_tls_creds_new(o, &s->tls, err);
+		if (ret < 0)
+			goto fail;
+	}
+	if (o->n_listen_fds > 0) {
+		if (o->n_listen_fds > 8) {
+			ret = vd_error_set(err, -EINVAL, "Too many listening sockets");
+			goto fail;
+		}
+		for (int i = 0; i < o->n_listen_fds; i++)
+			s->listen_fds[s->nlisten++] = o->listen_fds[i];
+	} else if (o->path) {
+		ret = listen_unix(s, o->path, err);
+	} else {
+		ret = listen_inet(s, o->host, o->port, err);
+	}
+	if (ret < 0)
+		goto fail;
+	for (int i = 0; i < s->nlisten; i++) {
+		ret = vd_loop_set_fd_handler(s->loop, s->listen_fds[i], accept_conn, NULL, s);
+		if (ret < 0) {
+			vd_error_setg_errno(err, ret, "Cannot watch the socket");
+			goto fail;
+		}
+	}
+	*out = s;
+	return 0;
+fail:
+	for (int i = 0; i < s->nlisten; i++) {
+		vd_loop_set_fd_handler(s->loop, s->listen_fds[i], NULL, NULL, NULL);
+		close(s->listen_fds[i]);
+	}
+	if (s->path)
+		unlink(s->path);
+	free(s->path);
+	vd_bh_delete(s->idle_bh);
+	nbd_tls_creds_free(s->tls);
+	free(s);
+	return ret;
+}
+
+/* Close @exp's connections (all with NULL) and wait until they are gone. */
+static void close_conns(struct vd_nbd_server *s, struct vd_nbd_export *exp)
+{
+	for (struct nbd_conn *c = s->conns; c; c = c->next)
+		if (!exp || c->exp == exp)
+			nbd_conn_close(c);
+	for (;;) {
+		bool left = false;
+
+		for (struct nbd_conn *c = s->conns; c; c = c->next)
+			if (!exp || c->exp == exp)
+				left = true;
+		if (!left)
+			break;
+		vd_loop_run_once(s->loop, true);
+	}
+}
+
+void vd_nbd_server_free(struct vd_nbd_server *s)
+{
+	if (!s)
+		return;
+	for (int i = 0; i < s->nlisten; i++) {
+		vd_loop_set_fd_handler(s->loop, s->listen_fds[i], NULL, NULL, NULL);
+		close(s->listen_fds[i]);
+	}
+	s->nlisten = 0;
+	if (s->path)
+		unlink(s->path);
+	s->idle_fn = NULL;
+	close_conns(s, NULL);
+	while (s->exports)
+		vd_nbd_export_free(s->exports);
+	vd_bh_delete(s->idle_bh);
+	nbd_tls_creds_free(s->tls);
+	free(s->path);
+	free(s);
+}
+
+/* --- exports ----------------------------------------------------------------------- */
+
+struct vd_nbd_export *nbd_server_find_export(struct vd_nbd_server *s, const char *name, size_t len)
+{
+	for (struct vd_nbd_export *e = s->exports; e; e = e->next)
+		if (strlen(e->name) == len && !memcmp(e->name, name, len))
+			return e;
+	return NULL;
+}
+
+int vd_nbd_export_new(struct vd_nbd_server *s, const struct vd_nbd_export_opts *o,
+		      struct vd_nbd_export **out, struct vd_error *err)
+{
+	const char *name = o->name ? o->name : "";
+	struct vd_nbd_export *e, **pp;
+	int ret;
+
+	if (!o->node)
+		return vd_error_set(err, -EINVAL, "An export needs a node");
+	if (strlen(name) > NBD_MAX_STRING)
+		return vd_error_set(err, -EINVAL, "export name '%s' too long", name);
+	if (o->description && strlen(o->description) > NBD_MAX_STRING)
+		return vd_error_set(err, -EINVAL, "description '%s' too long", o->description);
+	if (nbd_server_find_export(s, name, strlen(name)))
+		return vd_error_set(err, -EEXIST, "NBD server already has export named '%s'", name);
+	if (o->writable && vd_node_is_read_only(o->node))
+		return vd_error_set(err, -EROFS, "Cannot export read-only node as writable");
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return vd_error_set(err, -ENOMEM, "Out of memory");
+	e->srv = s;
+	e->name = strdup(name);
+	e->description = o->description ? strdup(o->description) : NULL;
+	if (!e->name || (o->description && !e->description)) {
+		ret = vd_error_set(err, -ENOMEM, "Out of memory");
+		goto fail;
+	}
+	e->writable = o->writable;
+	e->multi_conn = o->multi_conn;
+	ret = vd_blk_new(o->reg, NULL, &e->blk);
+	if (ret < 0) {
+		vd_error_set(err, ret, "Out of memory");
+		goto fail;
+	}
+	/* Errors go to the client as NBD errors (QEMU's exports have no
+	 * rerror/werror). */
+	vd_blk_set_on_error(e->blk, VD_BLK_ON_ERROR_REPORT, VD_BLK_ON_ERROR_REPORT);
+	vd_blk_set_read_only(e->blk, !o->writable);
+	ret = vd_blk_insert_node(e->blk, o->node);
+	if (ret < 0) {
+		vd_error_setg_errno(err, ret, "Cannot attach the export to its node");
+		vd_blk_unref(e->blk);
+		goto fail;
+	}
+	for (pp = &s->exports; *pp; pp = &(*pp)->next)
+		;
+	*pp = e;
+	*out = e;
+	return 0;
+fail:
+	free(e->name);
+	free(e->description);
+	free(e);
+	return ret;
+}
+
+void vd_nbd_export_free(struct vd_nbd_export *e)
+{
+	struct vd_nbd_server *s;
+	struct vd_nbd_export **pp;
+
+	if (!e)
+		return;
+	s = e->srv;
+	for (pp = &s->exports; *pp && *pp != e; pp = &(*pp)->next)
+		;
+	if (*pp)
+		*pp = e->next;
+	close_conns(s, e);
+	/* What clients wrote is on disk before the export goes. */
+	vd_blk_flush(e->blk);
+	vd_blk_unref(e->blk);
+	free(e->name);
+	free(e->description);
+	free(e);
+}
+
+int vd_nbd_export_connections(const struct vd_nbd_export *e)
+{
+	return e->nconns;
+}
+
+struct vd_blk *vd_nbd_export_blk(const struct vd_nbd_export *e)
+{
+	return e->blk;
+}
