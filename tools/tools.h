@@ -30,6 +30,7 @@ enum {
 	OPT_OBJECT,
 };
 
+int cmd_convert(int argc, char **argv);
 int cmd_create(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_io(int argc, char **argv);
