@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <vdisk/coroutine.h>
 
@@ -430,6 +431,37 @@ static bool format_known(const char *fmt)
 	return false;
 }
 
+/* Is @st the file of @n or of a node below it (file child, backing chain)? */
+static bool node_uses_file(struct vd_node *n, const struct stat *st)
+{
+	struct stat nst;
+
+	if (!n)
+		return false;
+	if (!stat(vd_node_filename(n), &nst) && nst.st_dev == st->st_dev &&
+	    nst.st_ino == st->st_ino)
+		return true;
+	return node_uses_file(vd_node_file_child(n), st) || node_uses_file(vd_node_backing(n), st);
+}
+
+/*
+ * QEMU's create takes the write lock of the target, which fails while a
+ * source (or a backing file of one) holds it open without -U: so creating
+ * over an image that is being read fails before the file is touched.
+ */
+static bool target_is_open(const struct convert *c, const char *name, bool force_share)
+{
+	struct stat st;
+	int i;
+
+	if (force_share || stat(name, &st) < 0)
+		return false;
+	for (i = 0; i < c->nsrc; i++)
+		if (node_uses_file(vd_blk_root(c->src[i].blk), &st))
+			return true;
+	return false;
+}
+
 struct flush_args {
 	struct vd_blk *blk;
 	int ret;
@@ -643,7 +675,6 @@ int cmd_convert(int argc, char **argv)
 	c.nsrc = argc - optind - 1;
 	if (c.nsrc < 1) {
 		tool_error("Must specify image file name");
-		tool_usage_hint();
 		goto out;
 	}
 	out_name = argv[argc - 1];
@@ -723,9 +754,20 @@ int cmd_convert(int argc, char **argv)
 			tool_error("Out of memory");
 			goto out;
 		}
+		if (target_is_open(&c, out_name, force_share)) {
+			tool_error("%s: error while converting %s: Failed to get \"write\" lock",
+				   out_name, out_fmt);
+			fprintf(stderr, "Is another process using the image [%s]?\n", out_name);
+			goto out;
+		}
 		if (vd_image_create(out_name, out_fmt, opts, &err) < 0) {
-			tool_error("%s: error while converting %s: %s", out_name, out_fmt,
-				   err.msg[0] ? err.msg : strerror(-err.code));
+			/* QEMU checks -o before creating: those errors have no
+			 * prefix. */
+			if (!strncmp(err.msg, "Invalid parameter", 17))
+				tool_error("%s", err.msg);
+			else
+				tool_error("%s: error while converting %s: %s", out_name, out_fmt,
+					   err.msg[0] ? err.msg : strerror(-err.code));
 			goto out;
 		}
 	}
