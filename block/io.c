@@ -792,11 +792,16 @@ int vd_coroutine_fn vd_co_block_status_above(struct vd_node *top, struct vd_node
 			break;
 		}
 		if (!next || offset >= next->size) {
-			ret = VD_BLOCK_ZERO;
-			if (map)
-				*map = 0;
-			if (file)
-				*file = NULL;
+			/* Where the node keeps storage for it (qcow2's
+			 * unallocated subclusters of an allocated cluster)
+			 * the offset stays valid. */
+			ret = (ret & VD_BLOCK_OFFSET_VALID) | VD_BLOCK_ZERO;
+			if (!(ret & VD_BLOCK_OFFSET_VALID)) {
+				if (map)
+					*map = 0;
+				if (file)
+					*file = NULL;
+			}
 			break;
 		}
 	}

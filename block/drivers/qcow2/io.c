@@ -734,11 +734,24 @@ int qcow2_co_block_status(struct vd_node *n, int64_t offset, int64_t bytes, int6
 		*file = n->file;
 		return VD_BLOCK_DATA | VD_BLOCK_OFFSET_VALID;
 	case QCOW2_SC_ZERO:
-		return VD_BLOCK_ZERO;
+	case QCOW2_SC_UNALLOCATED:
+		ret = m.type == QCOW2_SC_ZERO ? VD_BLOCK_ZERO : 0;
+		/* A zero or unallocated (sub)cluster in a cluster that keeps
+		 * its host storage: QEMU's *_ALLOC subcluster types report
+		 * where it lives, one cluster at a time. */
+		if (!(m.l2_entry & QCOW2_OFLAG_COMPRESSED) &&
+		    (m.l2_entry & QCOW2_L2E_OFFSET_MASK)) {
+			uint64_t in = qcow2_offset_into_cluster(s, (uint64_t)offset);
+
+			*map = (int64_t)((m.l2_entry & QCOW2_L2E_OFFSET_MASK) + in);
+			*file = n->file;
+			if ((uint64_t)*pnum > s->cluster_size - in)
+				*pnum = (int64_t)(s->cluster_size - in);
+			ret |= VD_BLOCK_OFFSET_VALID;
+		}
+		return ret;
 	case QCOW2_SC_COMPRESSED:
 		return VD_BLOCK_DATA;
-	case QCOW2_SC_UNALLOCATED:
-		return 0;
 	default:
 		return -EIO;
 	}
