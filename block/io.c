@@ -745,6 +745,75 @@ int vd_coroutine_fn vd_co_is_allocated_above(struct vd_node *top, struct vd_node
 	return 0;
 }
 
+static struct vd_node *skip_filters(struct vd_node *n)
+{
+	while (n && n->drv && n->drv->is_filter && n->file && !n->backing)
+		n = n->file;
+	return n;
+}
+
+int vd_coroutine_fn vd_co_block_status_above(struct vd_node *top, struct vd_node *base,
+					     int64_t offset, int64_t bytes, int64_t *pnum,
+					     int64_t *map, struct vd_node **file, int *depth)
+{
+	struct vd_node *p, *next;
+	int64_t want, num = 0;
+	int d = 0, ret;
+
+	if (!top || !top->drv)
+		return -ENOMEDIUM;
+	if (offset < 0 || bytes < 0 || offset > VD_MAX_LENGTH - bytes)
+		return -EINVAL;
+	if (depth)
+		*depth = 0;
+	if (map)
+		*map = 0;
+	if (file)
+		*file = NULL;
+	if (offset >= top->size || bytes == 0) {
+		*pnum = 0;
+		return offset >= top->size ? VD_BLOCK_EOF : 0;
+	}
+	want = min64(bytes, top->size - offset);
+	for (p = skip_filters(top);; p = next, d++) {
+		ret = vd_co_block_status(p, offset, want, &num, map, file);
+		if (ret < 0)
+			return ret;
+		if (num > 0 && num < want)
+			want = num;
+		if (ret & (VD_BLOCK_DATA | VD_BLOCK_ZERO))
+			break;
+		/* Unallocated here: the backing node answers, and where there
+		 * is none (or it is shorter) the range reads as zeroes, as
+		 * QEMU's bdrv_co_block_status says for a format with backing. */
+		next = skip_filters(p->backing);
+		if (next && next == skip_filters(base)) {
+			ret = 0;
+			break;
+		}
+		if (!next || offset >= next->size) {
+			/* Where the node keeps storage for it (qcow2's
+			 * unallocated subclusters of an allocated cluster)
+			 * the offset stays valid. */
+			ret = (ret & VD_BLOCK_OFFSET_VALID) | VD_BLOCK_ZERO;
+			if (!(ret & VD_BLOCK_OFFSET_VALID)) {
+				if (map)
+					*map = 0;
+				if (file)
+					*file = NULL;
+			}
+			break;
+		}
+	}
+	ret &= ~VD_BLOCK_EOF;
+	if (offset + want == top->size)
+		ret |= VD_BLOCK_EOF;
+	*pnum = want;
+	if (depth)
+		*depth = d;
+	return ret;
+}
+
 int vd_coroutine_fn vd_co_truncate(struct vd_node *n, int64_t size, bool exact,
 				   enum vd_prealloc prealloc, struct vd_error *err)
 {

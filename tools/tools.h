@@ -30,6 +30,9 @@ enum {
 	OPT_OBJECT,
 };
 
+int cmd_compare(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
+int cmd_map(int argc, char **argv);
 int cmd_create(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_io(int argc, char **argv);

@@ -27,10 +27,21 @@ static const struct subcommand subcommands[] = {
 	 "[--seed=N] [--image-opts] filename"},
 	{"check", cmd_check,
 	 "check [-f fmt] [-r leaks|all] [--output=human|json] [-q] [-U] [--image-opts] filename"},
+	{"compare", cmd_compare,
+	 "compare [--object objectdef] [--image-opts] [-f fmt] [-F fmt] [-T src_cache] [-p] [-q] "
+	 "[-s] [-U] filename1 filename2"},
+	{"convert", cmd_convert,
+	 "convert [--object objectdef] [--image-opts] [--target-image-opts] [--target-is-zero] "
+	 "[-U] [-C] [-c] [-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] "
+	 "[-B backing_file [-F backing_fmt]] [-o options] [-S sparse_size] [-r rate_limit] "
+	 "[-m num_coroutines] [-W] [--salvage] filename [filename2 [...]] output_filename"},
 	{"create", cmd_create, "create [-f fmt] [-o options] [-q] filename [size]"},
 	{"info", cmd_info, "info [-f fmt] [--output=human|json] [-U] [--image-opts] filename"},
 	{"io", cmd_io,
 	 "io [-f fmt] [--image-opts] [-r] [-n] [-t cache] [-i aio] [-U] [-c cmd]... [filename]"},
+	{"map", cmd_map,
+	 "map [--object objectdef] [--image-opts] [-f fmt] [--start-offset=offset] "
+	 "[--max-length=len] [--output=ofmt] [-U] filename"},
 	{"nbd", cmd_nbd,
 	 "nbd [-r] [-f fmt] [-k socket | -p port -b addr] [-x name] [-D desc] [-e shared] [-t] "
 	 "[--pid-file path] [--cache mode] [--aio mode] filename"},

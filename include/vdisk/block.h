@@ -193,6 +193,23 @@ int vd_coroutine_fn vd_co_block_status(struct vd_node *n, int64_t offset, int64_
 int vd_coroutine_fn vd_co_is_allocated_above(struct vd_node *top, struct vd_node *base,
 					     int64_t offset, int64_t bytes, int64_t *pnum);
 
+/*
+ * Status of [offset, offset + bytes) as reads of @top see it, through its
+ * backing chain down to @base (exclusive; NULL: the whole chain), as QEMU's
+ * bdrv_block_status_above: the first node from the top that has the range
+ * allocated (VD_BLOCK_DATA or VD_BLOCK_ZERO) answers, for *pnum bytes (1 <=
+ * *pnum <= bytes, 0 only at the end of @top), with its *map and *file.  A
+ * range allocated in no node reads as zeroes where the chain ends (no
+ * backing node, or past the end of a shorter one): VD_BLOCK_ZERO without
+ * VD_BLOCK_ALLOCATED; where it reaches @base it is 0.  *depth is the index
+ * in the chain of the node that answered (0 for @top), as qemu-img map's
+ * "depth".  VD_BLOCK_EOF refers to @top.  @map, @file and @depth may be
+ * NULL.  Filters (blkdebug) are looked through.
+ */
+int vd_coroutine_fn vd_co_block_status_above(struct vd_node *top, struct vd_node *base,
+					     int64_t offset, int64_t bytes, int64_t *pnum,
+					     int64_t *map, struct vd_node **file, int *depth);
+
 enum vd_prealloc {
 	VD_PREALLOC_OFF,
 	VD_PREALLOC_METADATA,

@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <vdisk/aio.h>
+
 #include "block/drivers/qcow2/qcow2.h"
 
 #define BITMAP_ALL_ALLOC 0xffffffffull
@@ -595,6 +597,37 @@ int qcow2_co_pwritev(struct vd_node *n, int64_t offset, int64_t bytes, struct vd
  * qcow2_alloc_bytes).  The target cluster must be unallocated, as in QEMU.
  * Data that does not compress is written normally.
  */
+struct compress_job {
+	int type;
+	uint8_t *dst;
+	size_t dst_len;
+	const uint8_t *src;
+	size_t src_len;
+	long ret;
+};
+
+static int compress_worker(void *opaque)
+{
+	struct compress_job *j = opaque;
+
+	j->ret = qcow2_compress(j->type, j->dst, j->dst_len, j->src, j->src_len);
+	return 0;
+}
+
+/* Deflate on the loop's worker threads, as QEMU's qcow2_co_compress does:
+ * the requests of a convert -c compress on every core while the loop
+ * thread goes on allocating and writing. */
+static long compress_in_worker(struct qcow2_state *s, uint8_t *dst, size_t dst_len,
+			       const uint8_t *src, size_t src_len)
+{
+	struct compress_job j = {s->compression_type, dst, dst_len, src, src_len, -EIO};
+	int ret = vd_thread_pool_co(s->node->loop, compress_worker, &j);
+
+	if (ret < 0) /* no worker thread: do it here */
+		return qcow2_compress(s->compression_type, dst, dst_len, src, src_len);
+	return j.ret;
+}
+
 static int write_compressed(struct qcow2_state *s, uint64_t offset, uint64_t bytes,
 			    struct vd_qiov *qiov)
 {
@@ -619,7 +652,7 @@ static int write_compressed(struct qcow2_state *s, uint64_t offset, uint64_t byt
 	}
 	memset(in, 0, cs);
 	vd_qiov_to_buf(qiov, 0, in, bytes);
-	clen = qcow2_compress(s->compression_type, out, cs - 1, in, cs);
+	clen = compress_in_worker(s, out, cs - 1, in, cs);
 	if (clen == -ENOSPC) {
 		vd_qiov_init_buf(&q, in, bytes);
 		ret = qcow2_co_pwritev(s->node, (int64_t)offset, (int64_t)bytes, &q, 0);
@@ -726,11 +759,24 @@ int qcow2_co_block_status(struct vd_node *n, int64_t offset, int64_t bytes, int6
 		*file = n->file;
 		return VD_BLOCK_DATA | VD_BLOCK_OFFSET_VALID;
 	case QCOW2_SC_ZERO:
-		return VD_BLOCK_ZERO;
+	case QCOW2_SC_UNALLOCATED:
+		ret = m.type == QCOW2_SC_ZERO ? VD_BLOCK_ZERO : 0;
+		/* A zero or unallocated (sub)cluster in a cluster that keeps
+		 * its host storage: QEMU's *_ALLOC subcluster types report
+		 * where it lives, one cluster at a time. */
+		if (!(m.l2_entry & QCOW2_OFLAG_COMPRESSED) &&
+		    (m.l2_entry & QCOW2_L2E_OFFSET_MASK)) {
+			uint64_t in = qcow2_offset_into_cluster(s, (uint64_t)offset);
+
+			*map = (int64_t)((m.l2_entry & QCOW2_L2E_OFFSET_MASK) + in);
+			*file = n->file;
+			if ((uint64_t)*pnum > s->cluster_size - in)
+				*pnum = (int64_t)(s->cluster_size - in);
+			ret |= VD_BLOCK_OFFSET_VALID;
+		}
+		return ret;
 	case QCOW2_SC_COMPRESSED:
 		return VD_BLOCK_DATA;
-	case QCOW2_SC_UNALLOCATED:
-		return 0;
 	default:
 		return -EIO;
 	}
