@@ -116,12 +116,6 @@ static int vhdx_probe(const uint8_t *buf, size_t len, const char *filename)
 	return len >= 8 && memcmp(buf, "vhdxfile", 8) == 0 ? 100 : 0;
 }
 
-/* vpc.c: the footer copy's cookie at the start of a dynamic disk. */
-static int vpc_probe(const uint8_t *buf, size_t len, const char *filename)
-{
-	return len >= 8 && memcmp(buf, "conectix", 8) == 0 ? 100 : 0;
-}
-
 /* Does a descriptor line "version=N" (N in 1..3, \n or \r\n) start at @p? */
 static bool vmdk_version_line(const uint8_t *p, const uint8_t *end)
 {
@@ -182,7 +176,6 @@ static const struct vd_probe_format {
 	{"vdi", vdi_probe},
 	{"vhdx", vhdx_probe},
 	{"vmdk", vmdk_probe},
-	{"vpc", vpc_probe},
 };
 
 #define N_FOREIGN (sizeof(foreign_formats) / sizeof(foreign_formats[0]))

@@ -3,7 +3,7 @@
 #
 # Probing, against QEMU 7.2:
 #  - images qemu-img makes in formats vdisk cannot open (vmdk, also as a
-#    descriptor file, vdi, vhdx, vpc, qed, qcow, parallels, luks) are refused
+#    descriptor file, vdi, vhdx, qed, qcow, parallels, luks) are refused
 #    by name with a non-zero exit by info, io, bench and resize without -f,
 #    and the file is left as it was (never taken for raw and written);
 #  - crafted bochs, cloop and dmg files and truncated headers are never raw;
@@ -47,7 +47,7 @@ refused() {
 }
 
 # Images made by qemu-img; qemu-img info probes them as their format.
-for fmt in vmdk vdi vhdx vpc qed qcow parallels; do
+for fmt in vmdk vdi vhdx qed qcow parallels; do
 	qemu-img create -q -f "$fmt" "img.$fmt" 1M
 	qemu-img info "img.$fmt" | grep -qx "file format: $fmt" ||
 		fail "qemu-img does not probe img.$fmt as $fmt"
