@@ -150,6 +150,8 @@ static int write_meta(struct vd_node *n, uint64_t offset, const void *buf, size_
 	return ret < 0 ? ret : vd_co_flush(n->file);
 }
 
+static void vpc_close(struct vd_node *n);
+
 static int open_dynamic(struct vd_node *n, int64_t file_size, struct vd_error *err)
 {
 	struct vpc_state *s = n->opaque;
@@ -298,7 +300,10 @@ static int vpc_open(struct vd_node *n, struct vd_opts *opts, int flags, struct v
 		n->supported_write_flags = VD_REQ_FUA;
 		return 0;
 	}
-	return open_dynamic(n, file_size, err);
+	ret = open_dynamic(n, file_size, err);
+	if (ret < 0)
+		vpc_close(n); /* the core calls close only after a successful open */
+	return ret;
 }
 
 static void vpc_close(struct vd_node *n)
