@@ -104,12 +104,6 @@ static int qed_probe(const uint8_t *buf, size_t len, const char *filename)
 	return len >= 64 && le32(buf) == 0x00444551 ? 100 : 0;
 }
 
-/* vdi.c: the signature after the 64-byte text, a 512-byte header. */
-static int vdi_probe(const uint8_t *buf, size_t len, const char *filename)
-{
-	return len >= 512 && le32(buf + 64) == 0xbeda107f ? 100 : 0;
-}
-
 /* vhdx.c: the file type identifier. */
 static int vhdx_probe(const uint8_t *buf, size_t len, const char *filename)
 {
@@ -166,16 +160,9 @@ static const struct vd_probe_format {
 	const char *name;
 	int (*probe)(const uint8_t *buf, size_t len, const char *filename);
 } foreign_formats[] = {
-	{"bochs", bochs_probe},
-	{"cloop", cloop_probe},
-	{"dmg", dmg_probe},
-	{"luks", luks_probe},
-	{"parallels", parallels_probe},
-	{"qcow", qcow_probe},
-	{"qed", qed_probe},
-	{"vdi", vdi_probe},
-	{"vhdx", vhdx_probe},
-	{"vmdk", vmdk_probe},
+	{"bochs", bochs_probe}, {"cloop", cloop_probe},		{"dmg", dmg_probe},
+	{"luks", luks_probe},	{"parallels", parallels_probe}, {"qcow", qcow_probe},
+	{"qed", qed_probe},	{"vhdx", vhdx_probe},		{"vmdk", vmdk_probe},
 };
 
 #define N_FOREIGN (sizeof(foreign_formats) / sizeof(foreign_formats[0]))

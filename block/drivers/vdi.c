@@ -14,7 +14,9 @@
  * Header fields are hostile until checked here, once, at open
  * (CVE-2014-0143/0144 were vdi's block count and map size): the map must
  * lie in the file (which bounds its allocation) and clear of the header and
- * the data area; a new block's number must stay below blocks_in_image.
+ * the data area; a new block's number must stay below blocks_in_image and
+ * above every number the map already holds (else writes fail with EIO:
+ * QEMU would hand out a block twice).
  *
  * Locking: s->lock (a coroutine mutex) serialises allocations: the whole
  * new block (guest data, zeroes around it) is written under it, then the
@@ -86,6 +88,10 @@ struct vdi_state {
 	uint64_t offset_bmap, offset_data;
 	uint32_t *bmap; /* host-endian, a whole number of sectors */
 	uint64_t bmap_bytes;
+	/* The highest data block a map entry names: a new block must come
+	 * after it, or two entries would share one (a corrupt count). */
+	uint32_t max_in_use;
+	bool any_in_use;
 };
 
 static bool is_zero(const uint8_t *p, size_t n)
@@ -139,14 +145,17 @@ static int vdi_open(struct vd_node *n, struct vd_opts *opts, int flags, struct v
 	/* VBoxManage convertfromraw makes odd sizes: round up to a sector. */
 	disk_size = (disk_size + 511) & ~511ull;
 	if (ld_le32(h + H_SIGNATURE) != VDI_SIGNATURE)
-		return vd_error_set(err, -EINVAL, "Image not in VDI format (bad signature %08" PRIx32 ")",
+		return vd_error_set(err, -EINVAL,
+				    "Image not in VDI format (bad signature %08" PRIx32 ")",
 				    ld_le32(h + H_SIGNATURE));
 	if (version != VDI_VERSION_1_1)
-		return vd_error_set(err, -ENOTSUP, "unsupported VDI image (version %" PRIu32 ".%" PRIu32 ")",
+		return vd_error_set(err, -ENOTSUP,
+				    "unsupported VDI image (version %" PRIu32 ".%" PRIu32 ")",
 				    version >> 16, version & 0xffff);
 	if (s->offset_bmap % 512)
 		return vd_error_set(err, -ENOTSUP,
-				    "unsupported VDI image (unaligned block map offset 0x%" PRIx64 ")",
+				    "unsupported VDI image (unaligned block map offset 0x%" PRIx64
+				    ")",
 				    s->offset_bmap);
 	if (s->offset_data % 512)
 		return vd_error_set(err, -ENOTSUP,
@@ -162,7 +171,8 @@ static int vdi_open(struct vd_node *n, struct vd_opts *opts, int flags, struct v
 				    s->block_size, VDI_BLOCK_SIZE);
 	if (disk_size > (uint64_t)s->blocks_in_image * s->block_size)
 		return vd_error_set(err, -ENOTSUP,
-				    "unsupported VDI image (disk size %" PRIu64 ", image bitmap has "
+				    "unsupported VDI image (disk size %" PRIu64
+				    ", image bitmap has "
 				    "room for %" PRIu64 ")",
 				    disk_size, (uint64_t)s->blocks_in_image * s->block_size);
 	if (!is_zero(h + H_UUID_LINK, 16))
@@ -171,8 +181,8 @@ static int vdi_open(struct vd_node *n, struct vd_opts *opts, int flags, struct v
 		return vd_error_set(err, -ENOTSUP, "unsupported VDI image (non-NULL parent UUID)");
 	if (s->blocks_in_image > VDI_BLOCKS_IN_IMAGE_MAX)
 		return vd_error_set(err, -ENOTSUP,
-				    "unsupported VDI image (too many blocks %" PRIu32 ", max is %" PRIu32
-				    ")",
+				    "unsupported VDI image (too many blocks %" PRIu32
+				    ", max is %" PRIu32 ")",
 				    s->blocks_in_image, VDI_BLOCKS_IN_IMAGE_MAX);
 
 	/* Ours: the map in the file, clear of the header and the data. */
@@ -197,11 +207,20 @@ static int vdi_open(struct vd_node *n, struct vd_opts *opts, int flags, struct v
 	if (s->bmap_bytes) {
 		vd_qiov_init_buf(&q, s->bmap, s->bmap_bytes);
 		ret = vd_co_preadv(n->file, (int64_t)s->offset_bmap, (int64_t)s->bmap_bytes, &q, 0);
-		if (ret < 0)
+		if (ret < 0) {
+			free(s->bmap); /* close is called only after a successful open */
+			s->bmap = NULL;
 			return vd_error_setg_errno(err, ret, "Could not read the VDI block map");
+		}
 	}
-	for (uint64_t i = 0; i < s->bmap_bytes / 4; i++)
+	for (uint64_t i = 0; i < s->bmap_bytes / 4; i++) {
 		s->bmap[i] = ld_le32((const uint8_t *)&s->bmap[i]);
+		if (i < s->blocks_in_image && VDI_IS_ALLOCATED(s->bmap[i]) &&
+		    (!s->any_in_use || s->bmap[i] > s->max_in_use)) {
+			s->max_in_use = s->bmap[i];
+			s->any_in_use = true;
+		}
+	}
 	n->size = (int64_t)disk_size;
 	return 0;
 }
@@ -245,8 +264,9 @@ static int vdi_co_preadv(struct vd_node *n, int64_t offset, int64_t bytes, struc
 			vd_qiov_reset(&local);
 			ret = vd_qiov_concat_slice(&local, qiov, (size_t)done, (size_t)chunk);
 			if (ret == 0)
-				ret = vd_co_preadv(n->file, (int64_t)data_offset(s, entry, in_block),
-						   chunk, &local, 0);
+				ret = vd_co_preadv(n->file,
+						   (int64_t)data_offset(s, entry, in_block), chunk,
+						   &local, 0);
 		}
 		offset += chunk;
 		bytes -= chunk;
@@ -275,7 +295,7 @@ static int alloc_block(struct vd_node *n, uint32_t index, uint64_t in_block, int
 
 	/* A header that counts more blocks than the image has is corrupt:
 	 * the next block would go anywhere (QEMU writes it there). */
-	if (entry >= s->blocks_in_image)
+	if (entry >= s->blocks_in_image || (s->any_in_use && entry <= s->max_in_use))
 		return -EIO;
 	block = vd_memalign(4096, s->block_size);
 	if (!block)
@@ -307,8 +327,11 @@ static int alloc_block(struct vd_node *n, uint32_t index, uint64_t in_block, int
 	vd_qiov_init_buf(&q, map, 512);
 	ret = vd_co_pwritev(n->file, (int64_t)(s->offset_bmap + sector * 512), 512, &q, 0);
 	free(map);
-	if (ret == 0)
+	if (ret == 0) {
 		s->bmap[index] = entry;
+		s->max_in_use = entry;
+		s->any_in_use = true;
+	}
 	return ret;
 }
 
@@ -345,9 +368,9 @@ static int vdi_co_pwritev(struct vd_node *n, int64_t offset, int64_t bytes, stru
 		vd_qiov_reset(&local);
 		ret = vd_qiov_concat_slice(&local, qiov, (size_t)done, (size_t)chunk);
 		if (ret == 0)
-			ret = vd_co_pwritev(n->file, (int64_t)data_offset(s, entry, in_block), chunk,
-					    &local, 0);
-next:
+			ret = vd_co_pwritev(n->file, (int64_t)data_offset(s, entry, in_block),
+					    chunk, &local, 0);
+	next:
 		offset += chunk;
 		bytes -= chunk;
 		done += chunk;
