@@ -12,5 +12,7 @@ extern const struct vd_block_driver vd_driver_null_aio; /* "null-aio": same, com
 extern const struct vd_block_driver vd_driver_blkdebug; /* "blkdebug": fault injection */
 extern const struct vd_block_driver vd_driver_qcow2; /* "qcow2": QEMU copy-on-write v2/v3 */
 extern const struct vd_block_driver vd_driver_nbd; /* "nbd": client of an NBD server */
+extern const struct vd_block_driver vd_driver_vpc; /* "vpc": VHD fixed and dynamic */
+extern const struct vd_block_driver vd_driver_vdi; /* "vdi": VirtualBox, dynamic and static */
 
 #endif

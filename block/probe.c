@@ -104,22 +104,10 @@ static int qed_probe(const uint8_t *buf, size_t len, const char *filename)
 	return len >= 64 && le32(buf) == 0x00444551 ? 100 : 0;
 }
 
-/* vdi.c: the signature after the 64-byte text, a 512-byte header. */
-static int vdi_probe(const uint8_t *buf, size_t len, const char *filename)
-{
-	return len >= 512 && le32(buf + 64) == 0xbeda107f ? 100 : 0;
-}
-
 /* vhdx.c: the file type identifier. */
 static int vhdx_probe(const uint8_t *buf, size_t len, const char *filename)
 {
 	return len >= 8 && memcmp(buf, "vhdxfile", 8) == 0 ? 100 : 0;
-}
-
-/* vpc.c: the footer copy's cookie at the start of a dynamic disk. */
-static int vpc_probe(const uint8_t *buf, size_t len, const char *filename)
-{
-	return len >= 8 && memcmp(buf, "conectix", 8) == 0 ? 100 : 0;
 }
 
 /* Does a descriptor line "version=N" (N in 1..3, \n or \r\n) start at @p? */
@@ -172,17 +160,9 @@ static const struct vd_probe_format {
 	const char *name;
 	int (*probe)(const uint8_t *buf, size_t len, const char *filename);
 } foreign_formats[] = {
-	{"bochs", bochs_probe},
-	{"cloop", cloop_probe},
-	{"dmg", dmg_probe},
-	{"luks", luks_probe},
-	{"parallels", parallels_probe},
-	{"qcow", qcow_probe},
-	{"qed", qed_probe},
-	{"vdi", vdi_probe},
-	{"vhdx", vhdx_probe},
-	{"vmdk", vmdk_probe},
-	{"vpc", vpc_probe},
+	{"bochs", bochs_probe}, {"cloop", cloop_probe},		{"dmg", dmg_probe},
+	{"luks", luks_probe},	{"parallels", parallels_probe}, {"qcow", qcow_probe},
+	{"qed", qed_probe},	{"vhdx", vhdx_probe},		{"vmdk", vmdk_probe},
 };
 
 #define N_FOREIGN (sizeof(foreign_formats) / sizeof(foreign_formats[0]))
