@@ -55,7 +55,7 @@ SHARED_LIB := $(BUILD)/libvdisk.so.0
 VDISK := $(BUILD)/vdisk
 
 .PHONY: all lib tools tests benches run check check-unit check-interop check-fault \
-	check-format check-layering check-fuzz check-crash check-guest check-guest-qsd \
+	check-format check-layering check-fuzz check-crash check-crash-sim check-guest check-guest-qsd \
 	bench-vhost-user bench-ide check-asan format install clean deps bench fuzz abi-map
 
 # Keep intermediate objects of tests and benchmarks (incremental builds).
@@ -130,6 +130,11 @@ check-guest-qsd:
 check-crash: all
 	@BUILD=$(BUILD) CRASH_ITERATIONS=$${CRASH_ITERATIONS:-1000} TEST_TIMEOUT=7200 \
 		tests/run.sh image
+# Long run, not part of make check: 100,000 power cuts of the crash-sim
+# campaign (tests/image/crash-sim.sh; about 40 s per 1,000 points here).
+check-crash-sim: all
+	@BUILD=$(BUILD) CRASH_SIM_POINTS=$${CRASH_SIM_POINTS:-100000} \
+		bash tests/image/crash-sim.sh
 check-fuzz: $(STATIC_LIB)
 	@BUILD=$(BUILD) tests/run.sh fuzz-corpus
 

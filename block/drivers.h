@@ -10,6 +10,7 @@ extern const struct vd_block_driver vd_driver_raw; /* "raw": format with offset/
 extern const struct vd_block_driver vd_driver_null_co; /* "null-co": reads zeroes */
 extern const struct vd_block_driver vd_driver_null_aio; /* "null-aio": same, completes later */
 extern const struct vd_block_driver vd_driver_blkdebug; /* "blkdebug": fault injection */
+extern const struct vd_block_driver vd_driver_crash_sim; /* "crash-sim": power-cut simulation */
 extern const struct vd_block_driver vd_driver_qcow2; /* "qcow2": QEMU copy-on-write v2/v3 */
 extern const struct vd_block_driver vd_driver_nbd; /* "nbd": client of an NBD server */
 extern const struct vd_block_driver vd_driver_vpc; /* "vpc": VHD fixed and dynamic */
