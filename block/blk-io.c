@@ -70,15 +70,13 @@ static void blk_dec_in_flight(struct vd_blk *blk)
 		vd_co_queue_restart_all(&blk->drain_waiters);
 }
 
-/* The request itself, on the medium, once checked.  In a coroutine. */
-static int vd_coroutine_fn blk_do(struct vd_blk *blk, enum blk_op op, int64_t offset, int64_t bytes,
-				  const struct vd_qiov *qiov, int flags)
+/* The request itself, on the medium, once blk_check() passed.  In a
+ * coroutine. */
+static int vd_coroutine_fn blk_dispatch(struct vd_blk *blk, enum blk_op op, int64_t offset,
+					int64_t bytes, const struct vd_qiov *qiov, int flags)
 {
 	struct vd_node *n = blk->root;
-	int ret = blk_check(blk, op, offset, bytes);
 
-	if (ret < 0)
-		return ret;
 	switch (op) {
 	case BLK_READ:
 		return vd_co_preadv(n, offset, bytes, qiov, flags);
@@ -92,6 +90,14 @@ static int vd_coroutine_fn blk_do(struct vd_blk *blk, enum blk_op op, int64_t of
 		return vd_co_pwrite_zeroes(n, offset, bytes, flags);
 	}
 	return -EINVAL;
+}
+
+static int vd_coroutine_fn blk_do(struct vd_blk *blk, enum blk_op op, int64_t offset, int64_t bytes,
+				  const struct vd_qiov *qiov, int flags)
+{
+	int ret = blk_check(blk, op, offset, bytes);
+
+	return ret < 0 ? ret : blk_dispatch(blk, op, offset, bytes, qiov, flags);
 }
 
 static int vd_coroutine_fn blk_co(struct vd_blk *blk, enum blk_op op, int64_t offset, int64_t bytes,
@@ -182,7 +188,8 @@ static void blk_aio_entry(void *opaque)
 {
 	struct blk_aio *r = opaque;
 
-	r->ret = blk_do(r->blk, r->op, r->offset, r->bytes, r->qiov, r->flags);
+	/* Checked at submission, and entered at once: nothing changed since. */
+	r->ret = blk_dispatch(r->blk, r->op, r->offset, r->bytes, r->qiov, r->flags);
 	r->done = true;
 	if (r->returned)
 		blk_aio_complete(r);
