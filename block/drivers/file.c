@@ -275,6 +275,15 @@ static void probe_direct_alignment(struct vd_node *n, int fd, bool is_bdev, uint
 	(void)n;
 }
 
+/* Does a buffered read of @fd honour RWF_NOWAIT (else EOPNOTSUPP)? */
+static bool fd_reads_nowait(int fd)
+{
+	char byte;
+	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+
+	return preadv2(fd, &iov, 1, 0, RWF_NOWAIT) >= 0 || errno != EOPNOTSUPP;
+}
+
 static int file_open(struct vd_node *n, struct vd_opts *opts, int flags, struct vd_error *err)
 {
 	struct file_state *s = n->opaque;
@@ -374,6 +383,15 @@ static int file_open(struct vd_node *n, struct vd_opts *opts, int flags, struct 
 		goto fail;
 	}
 	n->size = len;
+
+	/* Left to us, io_uring only where the kernel completes page-cache hits
+	 * in the submitting call: without RWF_NOWAIT support (tmpfs) every
+	 * io_uring request is handed to a kernel worker, and writes to one
+	 * file queue behind a single worker, where the pool runs them in
+	 * parallel without the hand-off. */
+	if (!vd_opts_get(opts, "aio") && kind == VD_AIO_IO_URING && !direct &&
+	    !fd_reads_nowait(s->fd))
+		kind = VD_AIO_THREADS;
 
 	s->aio_kind = kind;
 	ret = vd_aio_get(n->loop, kind, &s->aio);
