@@ -179,14 +179,91 @@ static int validate_l1(struct qcow2_state *s, const struct qcow2_snapshot *sn)
 }
 
 /*
+ * What update_snapshot_refcount() changed in memory, so that a failed
+ * snapshot create can put it back (undo_snapshot_refcount()): every
+ * refcount it raised (one cluster each) and every L2 entry whose COPIED flag
+ * it changed, with the old entry.
+ */
+struct rc_journal {
+	uint64_t *rc; /* cluster offsets raised by one */
+	size_t n_rc, cap_rc;
+	struct {
+		uint64_t slice; /* host offset of the L2 slice */
+		uint64_t j; /* entry index in the slice */
+		uint64_t old;
+	} * l2;
+	size_t n_l2, cap_l2;
+	bool oom; /* a record could not be kept: no undo */
+};
+
+static void journal_free(struct rc_journal *jn)
+{
+	free(jn->rc);
+	free(jn->l2);
+}
+
+static void journal_rc(struct rc_journal *jn, uint64_t off)
+{
+	if (!jn)
+		return;
+	if (jn->n_rc == jn->cap_rc) {
+		size_t cap = jn->cap_rc ? jn->cap_rc * 2 : 256;
+		uint64_t *p = realloc(jn->rc, cap * sizeof(*p));
+		if (!p) {
+			jn->oom = true;
+			return;
+		}
+		jn->rc = p;
+		jn->cap_rc = cap;
+	}
+	jn->rc[jn->n_rc++] = off;
+}
+
+static void journal_l2(struct rc_journal *jn, uint64_t slice, uint64_t j, uint64_t old)
+{
+	if (!jn)
+		return;
+	if (jn->n_l2 == jn->cap_l2) {
+		size_t cap = jn->cap_l2 ? jn->cap_l2 * 2 : 256;
+		void *p = realloc(jn->l2, cap * sizeof(*jn->l2));
+		if (!p) {
+			jn->oom = true;
+			return;
+		}
+		jn->l2 = p;
+		jn->cap_l2 = cap;
+	}
+	jn->l2[jn->n_l2].slice = slice;
+	jn->l2[jn->n_l2].j = j;
+	jn->l2[jn->n_l2].old = old;
+	jn->n_l2++;
+}
+
+/* Raise the refcount of each cluster of [off, off + len) by one, recorded
+ * cluster by cluster (a compressed cluster may straddle two). */
+static int raise_refcounts(struct qcow2_state *s, uint64_t off, uint64_t len, struct rc_journal *jn)
+{
+	uint64_t first = off >> s->cluster_bits, last = (off + len - 1) >> s->cluster_bits;
+
+	for (uint64_t c = first; c <= last; c++) {
+		int ret = qcow2_update_refcount(s, c << s->cluster_bits, s->cluster_size, 1);
+		if (ret < 0)
+			return ret;
+		journal_rc(jn, c << s->cluster_bits);
+	}
+	return 0;
+}
+
+/*
  * Add @addend (+1, -1 or 0) to the refcount of every cluster an L1 table
  * references (its L2 tables and their data clusters) and make the COPIED
  * flags of the entries say "refcount == 1" (QEMU's
  * qcow2_update_snapshot_refcount).  @l1 is the table, host-endian; when it
  * changes (COPIED) and @addend >= 0 it is written back to @l1_offset.
+ * With @jn (addend > 0), what changed is recorded for an undo.
  */
-static int update_snapshot_refcount(struct qcow2_state *s, uint64_t *l1, uint64_t l1_offset,
-				    uint32_t l1_size, int addend)
+static int update_snapshot_refcount_j(struct qcow2_state *s, uint64_t *l1, uint64_t l1_offset,
+				      uint32_t l1_size, int addend, struct rc_journal *jn)
 {
 	bool l1_modified = false;
 	int ret = 0;
@@ -222,8 +299,8 @@ static int update_snapshot_refcount(struct qcow2_state *s, uint64_t *l1, uint64_
 						uint64_t coff = e & s->coffset_mask;
 						uint64_t n =
 							((e >> s->csize_shift) & s->csize_mask) + 1;
-						ret = qcow2_update_refcount(
-							s, coff, n * 512 - (coff & 511), 1);
+						ret = raise_refcounts(s, coff,
+								      n * 512 - (coff & 511), jn);
 					} else if (addend < 0) {
 						ret = qcow2_free_l2_entry(s, e);
 					}
@@ -233,7 +310,9 @@ static int update_snapshot_refcount(struct qcow2_state *s, uint64_t *l1, uint64_
 							s, "Cluster %#" PRIx64 " unaligned", off);
 						break;
 					}
-					if (addend)
+					if (addend > 0)
+						ret = raise_refcounts(s, off, s->cluster_size, jn);
+					else if (addend)
 						ret = qcow2_update_refcount(s, off, s->cluster_size,
 									    addend);
 					if (ret == 0)
@@ -242,6 +321,8 @@ static int update_snapshot_refcount(struct qcow2_state *s, uint64_t *l1, uint64_
 					ne = rc == 1 ? e | QCOW2_OFLAG_COPIED
 						     : e & ~QCOW2_OFLAG_COPIED;
 					if (ret == 0 && ne != e) {
+						journal_l2(jn, l2_off + so * s->l2_entry_bytes, j,
+							   e);
 						qcow2_set_l2_entry(s, slice, j, ne);
 						qcow2_cache_mark_dirty(&s->l2_cache, slice);
 					}
@@ -253,7 +334,9 @@ static int update_snapshot_refcount(struct qcow2_state *s, uint64_t *l1, uint64_
 			if (ret < 0)
 				return ret;
 		}
-		if (addend)
+		if (addend > 0)
+			ret = raise_refcounts(s, l2_off, s->cluster_size, jn);
+		else if (addend)
 			ret = qcow2_update_refcount(s, l2_off, s->cluster_size, addend);
 		if (ret == 0)
 			ret = qcow2_get_refcount(s, l2_off >> s->cluster_bits, &rc);
@@ -284,6 +367,62 @@ static int update_snapshot_refcount(struct qcow2_state *s, uint64_t *l1, uint64_
 		free(buf);
 	}
 	return ret;
+}
+
+static int update_snapshot_refcount(struct qcow2_state *s, uint64_t *l1, uint64_t l1_offset,
+				    uint32_t l1_size, int addend)
+{
+	return update_snapshot_refcount_j(s, l1, l1_offset, l1_size, addend, NULL);
+}
+
+/*
+ * Put back what a failed update_snapshot_refcount_j(+1) of the active L1
+ * changed: the COPIED flags of the L2 entries and of @old_l1 (the active L1
+ * as it was), then the refcounts, and write it all out, refcounts first.
+ * The failure was an I/O error on one kind of metadata (or a full disk):
+ * writing the old state back over whatever part of the new one reached the
+ * disk leaves the image as it was before the snapshot, where stopping
+ * would leave refcounts of 2 under COPIED flags (or refcounts of 1 under
+ * cleared ones), which qemu-img check counts as corruption.  Best effort:
+ * when the old state cannot be written either, the image keeps the mix.
+ */
+static void undo_snapshot_refcount(struct qcow2_state *s, struct rc_journal *jn,
+				   const uint64_t *old_l1)
+{
+	bool l1_changed = memcmp(old_l1, s->l1, (size_t)s->l1_size * 8) != 0;
+	int ret;
+
+	if (jn->oom)
+		return;
+	for (size_t i = jn->n_l2; i-- > 0;) {
+		void *slice;
+
+		if (qcow2_cache_get(s, &s->l2_cache, jn->l2[i].slice, false, &slice) < 0)
+			return;
+		qcow2_set_l2_entry(s, slice, jn->l2[i].j, jn->l2[i].old);
+		qcow2_cache_mark_dirty(&s->l2_cache, slice);
+		qcow2_cache_put(&s->l2_cache, slice);
+	}
+	memcpy(s->l1, old_l1, (size_t)s->l1_size * 8);
+	for (size_t i = jn->n_rc; i-- > 0;)
+		if (qcow2_update_refcount(s, jn->rc[i], s->cluster_size, -1) < 0)
+			return;
+	/* Refcounts back to 1 first: the COPIED flags they mirror may still
+	 * be cleared on disk until the L2 tables follow. */
+	qcow2_cache_flush(s, &s->rb_cache);
+	qcow2_cache_flush(s, &s->l2_cache);
+	if (l1_changed && s->l1_size) {
+		uint8_t *buf = malloc((size_t)s->l1_size * 8);
+		if (!buf)
+			return;
+		for (uint32_t i = 0; i < s->l1_size; i++)
+			qcow2_put_be64(buf + 8 * i, s->l1[i]);
+		ret = qcow2_check_overlap(s, QCOW2_OL_ACTIVE_L1, s->l1_offset,
+					  (uint64_t)s->l1_size * 8);
+		if (ret == 0 && write_at(s, s->l1_offset, buf, (uint64_t)s->l1_size * 8) == 0)
+			vd_co_flush(s->node->file);
+		free(buf);
+	}
 }
 
 static uint64_t entry_bytes(const struct qcow2_snapshot *sn)
@@ -461,9 +600,27 @@ int qcow2_snapshot_create(struct vd_node *n, const struct vd_snapshot_info *info
 	} else {
 		l1_off = 0;
 	}
-	ret = update_snapshot_refcount(s, s->l1, s->l1_offset, s->l1_size, 1);
-	if (ret < 0)
-		goto fail_msg;
+	{
+		struct rc_journal jn = {0};
+		uint64_t *old_l1 = malloc((size_t)s->l1_size * 8 + 8);
+
+		if (!old_l1) {
+			ret = -ENOMEM;
+			goto fail_msg;
+		}
+		memcpy(old_l1, s->l1, (size_t)s->l1_size * 8);
+		ret = update_snapshot_refcount_j(s, s->l1, s->l1_offset, s->l1_size, 1, &jn);
+		if (ret < 0) {
+			/* Not named by any table yet: back to the state before. */
+			undo_snapshot_refcount(s, &jn, old_l1);
+			if (l1_bytes)
+				qcow2_update_refcount(s, (uint64_t)l1_off, l1_bytes, -1);
+		}
+		free(old_l1);
+		journal_free(&jn);
+		if (ret < 0)
+			goto fail_msg;
+	}
 
 	/* 2. The table with the new entry, then the header. */
 	all = realloc(sn, sizeof(*sn) * ((size_t)count + 1));
