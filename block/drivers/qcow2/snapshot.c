@@ -384,7 +384,8 @@ static int update_snapshot_refcount(struct qcow2_state *s, uint64_t *l1, uint64_
  * disk leaves the image as it was before the snapshot, where stopping
  * would leave refcounts of 2 under COPIED flags (or refcounts of 1 under
  * cleared ones), which qemu-img check counts as corruption.  Best effort:
- * when the old state cannot be written either, the image keeps the mix.
+ * when the old state cannot be written either (an L2 write that fails
+ * after others succeeded), the image keeps the mix.
  */
 static void undo_snapshot_refcount(struct qcow2_state *s, struct rc_journal *jn,
 				   const uint64_t *old_l1)
@@ -394,22 +395,23 @@ static void undo_snapshot_refcount(struct qcow2_state *s, struct rc_journal *jn,
 
 	if (jn->oom)
 		return;
+	/* Refcounts first: their cache does not depend on the L2 one, which
+	 * may be the one that cannot be written (a full L2 cache then cannot
+	 * even load a slice), and a failure that starts in the middle of this
+	 * leaves the L2 tables as they were on disk more often than not. */
+	memcpy(s->l1, old_l1, (size_t)s->l1_size * 8);
+	for (size_t i = jn->n_rc; i-- > 0;)
+		qcow2_update_refcount(s, jn->rc[i], s->cluster_size, -1);
+	qcow2_cache_flush(s, &s->rb_cache);
 	for (size_t i = jn->n_l2; i-- > 0;) {
 		void *slice;
 
 		if (qcow2_cache_get(s, &s->l2_cache, jn->l2[i].slice, false, &slice) < 0)
-			return;
+			continue;
 		qcow2_set_l2_entry(s, slice, jn->l2[i].j, jn->l2[i].old);
 		qcow2_cache_mark_dirty(&s->l2_cache, slice);
 		qcow2_cache_put(&s->l2_cache, slice);
 	}
-	memcpy(s->l1, old_l1, (size_t)s->l1_size * 8);
-	for (size_t i = jn->n_rc; i-- > 0;)
-		if (qcow2_update_refcount(s, jn->rc[i], s->cluster_size, -1) < 0)
-			return;
-	/* Refcounts back to 1 first: the COPIED flags they mirror may still
-	 * be cleared on disk until the L2 tables follow. */
-	qcow2_cache_flush(s, &s->rb_cache);
 	qcow2_cache_flush(s, &s->l2_cache);
 	if (l1_changed && s->l1_size) {
 		uint8_t *buf = malloc((size_t)s->l1_size * 8);
