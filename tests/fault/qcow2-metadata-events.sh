@@ -55,7 +55,7 @@ for e in $events; do
 	grep -q "\"$e\"" "$SRCDIR/block/node.c" || fail "event $e has no name in block/node.c"
 done
 SEED=${QCOW2_FAULT_SEED:-$RANDOM}
-if [ -n "${QCOW2_FAULT_ONLY:-}" ]; then
+if [ -n "${QCOW2_FAULT_ONLY:-}" ] && [ -z "${QCOW2_FAULT_NOKEEP:-}" ]; then
 	trap - EXIT
 	echo "kept in $T"
 fi
@@ -236,8 +236,8 @@ only = os.environ.get("QCOW2_FAULT_ONLY")  # "CONFIG EVENT|none once|sticky|late
 if only:
     c, e, m = only.split()
     one([x for x in CONFIGS if x[0] == c][0], None if e == "none" else e, m)
-    print("\n".join(failures))
-    sys.exit(0)
+    print("\n".join("FAIL: " + f for f in failures))
+    sys.exit(1 if failures else 0)
 for cfg in CONFIGS:
     n = one(cfg, None, "once")
     if n:

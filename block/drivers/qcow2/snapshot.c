@@ -46,6 +46,15 @@ static int read_at(struct qcow2_state *s, uint64_t off, void *buf, uint64_t len)
 int qcow2_read_snapshots(struct qcow2_state *s, struct qcow2_snapshot **out, uint64_t *table_bytes,
 			 struct vd_error *err)
 {
+	return qcow2_read_snapshots_repair(s, out, table_bytes, NULL, err);
+}
+
+/* With @dropped (check -r all): an entry with more extra data than
+ * QCOW2_MAX_SNAPSHOT_EXTRA keeps its first QCOW2_MAX_SNAPSHOT_EXTRA bytes
+ * and is counted there, as QEMU's qcow2_do_read_snapshots(repair=true). */
+int qcow2_read_snapshots_repair(struct qcow2_state *s, struct qcow2_snapshot **out,
+				uint64_t *table_bytes, uint32_t *dropped, struct vd_error *err)
+{
 	struct qcow2_snapshot *sn;
 	uint64_t off = s->snapshots_offset;
 	uint8_t h[40];
@@ -80,21 +89,30 @@ int qcow2_read_snapshots(struct qcow2_state *s, struct qcow2_snapshot **out, uin
 		extra = qcow2_be32(h + 36);
 		e->disk_size = s->size;
 		e->icount = UINT64_MAX;
-		if (extra > QCOW2_MAX_SNAPSHOT_EXTRA) {
+		if (extra > QCOW2_MAX_SNAPSHOT_EXTRA && !dropped) {
 			ret = vd_error_set(err, -EFBIG,
 					   "Too much extra metadata in snapshot table entry %u", i);
 			goto fail;
 		}
 		off += sizeof(h);
-		e->extra_size = extra;
-		e->extra = malloc(extra ? extra : 1);
+		if (extra > QCOW2_MAX_SNAPSHOT_EXTRA) {
+			vd_message(VD_MSG_ERROR,
+				   "Discarding too much extra metadata in snapshot table entry %u "
+				   "(%u > %u)",
+				   i, extra, QCOW2_MAX_SNAPSHOT_EXTRA);
+			(*dropped)++;
+			e->extra_size = QCOW2_MAX_SNAPSHOT_EXTRA;
+		} else {
+			e->extra_size = extra;
+		}
+		e->extra = malloc(e->extra_size ? e->extra_size : 1);
 		e->id = calloc(1, id_len + 1);
 		e->name = calloc(1, name_len + 1);
 		if (!e->extra || !e->id || !e->name) {
 			ret = vd_error_set(err, -ENOMEM, "Out of memory");
 			goto fail;
 		}
-		ret = read_at(s, off, e->extra, extra);
+		ret = read_at(s, off, e->extra, e->extra_size);
 		if (ret == 0)
 			ret = read_at(s, off + extra, e->id, id_len);
 		if (ret == 0)
@@ -103,11 +121,11 @@ int qcow2_read_snapshots(struct qcow2_state *s, struct qcow2_snapshot **out, uin
 			vd_error_setg_errno(err, ret, "Could not read the snapshot table");
 			goto fail;
 		}
-		if (extra >= 8)
+		if (e->extra_size >= 8)
 			e->vm_state_size = qcow2_be64(e->extra);
-		if (extra >= 16)
+		if (e->extra_size >= 16)
 			e->disk_size = qcow2_be64(e->extra + 8);
-		if (extra >= 24)
+		if (e->extra_size >= 24)
 			e->icount = qcow2_be64(e->extra + 16);
 		off += (uint64_t)extra + id_len + name_len;
 		off = (off + 7) & ~7ull;
@@ -509,6 +527,41 @@ static int write_snapshots(struct qcow2_state *s, const struct qcow2_snapshot *s
 	s->snapshots_offset = (uint64_t)off;
 	if (old_off && old_bytes)
 		ret = qcow2_update_refcount(s, old_off, old_bytes, -1);
+	return ret;
+}
+
+/*
+ * check -r all: write @sn (repaired entries) as the snapshot table, as a
+ * snapshot operation does; *@new_bytes is its size.  An incomplete entry of a
+ * version 3 image (less than 16 bytes of extra data) gets the extra data
+ * QEMU's repair gives it: vm_state_size_large, the current disk size, no
+ * icount.
+ */
+int qcow2_rewrite_snapshots(struct qcow2_state *s, struct qcow2_snapshot *sn, uint32_t n,
+			    uint64_t old_bytes, uint64_t *new_bytes)
+{
+	int ret;
+
+	for (uint32_t i = 0; i < n; i++) {
+		if (s->version >= 3 && sn[i].extra_size < 16) {
+			uint8_t *x = calloc(1, 24);
+			if (!x)
+				return -ENOMEM;
+			memcpy(x, sn[i].extra, sn[i].extra_size);
+			qcow2_put_be64(x, sn[i].vm_state_size);
+			qcow2_put_be64(x + 8, s->size);
+			qcow2_put_be64(x + 16, UINT64_MAX);
+			free(sn[i].extra);
+			sn[i].extra = x;
+			sn[i].extra_size = 24;
+			sn[i].disk_size = s->size;
+			sn[i].icount = UINT64_MAX;
+		}
+	}
+	ret = write_snapshots(s, sn, n, old_bytes);
+	*new_bytes = 0;
+	for (uint32_t i = 0; ret == 0 && i < n; i++)
+		*new_bytes += entry_bytes(&sn[i]);
 	return ret;
 }
 
