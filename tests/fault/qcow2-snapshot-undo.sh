@@ -6,8 +6,9 @@
 # once with EIO used to leave the refcounts it had raised (and flushed) under
 # L1/L2 entries still flagged COPIED: update_snapshot_refcount skipped the
 # L1 write after the failed L2 flush, and nothing was put back, so
-# `qemu-img check` found OFLAG_COPIED corruption.  A failed create now puts
-# the refcounts and COPIED flags back as they were (leaks at most).  Runs
+# `qemu-img check` found OFLAG_COPIED corruption.  Snapshot create and delete
+# now write new tables beside the old ones and switch with one header write,
+# so a failure before it leaves the old image (leaks at most).  Runs
 # those cases of tests/fault/qcow2-metadata-events.sh with its snapshot steps
 # (create before a resize, delete after), on both of its configurations.
 set -eu
