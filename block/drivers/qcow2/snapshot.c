@@ -388,6 +388,8 @@ struct cow {
 	size_t np, capp;
 };
 
+static void cow_merge(struct cow *c);
+
 static void cow_free(struct cow *c)
 {
 	free(c->dl);
@@ -399,6 +401,15 @@ static int cow_delta(struct qcow2_state *s, struct cow *c, uint64_t off, uint64_
 	uint64_t first = off >> s->cluster_bits, last = (off + len - 1) >> s->cluster_bits;
 
 	for (uint64_t i = first; i <= last; i++) {
+		/* Many references to few clusters (a crafted image can name one
+		 * cluster from every entry): sum them up before growing, so the
+		 * array stays within one entry per cluster of the file. */
+		if (c->n == c->cap && c->cap >= (1u << 20)) {
+			cow_merge(c);
+			/* Still mostly distinct: grow below. */
+			if (c->n <= c->cap / 2)
+				goto add;
+		}
 		if (c->n == c->cap) {
 			size_t cap = c->cap ? c->cap * 2 : 1024;
 			void *p = realloc(c->dl, cap * sizeof(*c->dl));
@@ -407,6 +418,7 @@ static int cow_delta(struct qcow2_state *s, struct cow *c, uint64_t off, uint64_
 			c->dl = p;
 			c->cap = cap;
 		}
+	add:
 		c->dl[c->n].idx = i;
 		c->dl[c->n].d = d;
 		c->n++;
