@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 """Power cuts at every write of a mixed qcow2 workload, through crash-sim.
 
-usage: crash-sim.py VDISK [--points N] [--seed S] [--only K[:MODE[:SEED[:torn]]]] [--steps KINDS]
+usage: crash-sim.py VDISK [--points N] [--seed S] [--only K[:MODE[:SEED[:torn]]]] [--steps KINDS] [--with-apply]
                           [--keep DIR]
 
 The workload (seeded) is a list of steps, each one process opened on
@@ -44,7 +44,7 @@ SLOT = 4096
 MODES = ("drop", "reorder", "prefix")
 
 
-def gen_workload(seed):
+def gen_workload(seed, with_apply=False):
     """Steps: ("io", [cmd...]) | ("snap-c", name) | ("snap-d", name) | ("resize", size).
     A cmd is (kind, slot, offset, length, pattern), kind in write, zero,
     discard, cwrite, sync."""
@@ -98,6 +98,9 @@ def gen_workload(seed):
     r.shuffle(first)
     steps.append(("snap-c", "s1"))
     steps.append(io(16, [free.pop() for _ in range(20)], overwrite=first[: len(first) // 2]))
+    if with_apply:
+        # Back to s1 (the overwrites of the step before are undone).
+        steps.append(("snap-a", "s1"))
     steps.append(("resize", SIZE + GROW))
     grown = list(range(SIZE // SLOT, (SIZE + GROW) // SLOT))
     r.shuffle(grown)
@@ -143,6 +146,8 @@ def run_step(vdisk, step, sp, trace=False):
         p = run([vdisk, "snapshot", "--image-opts", "-c", step[1], sp], env=env)
     elif kind == "snap-d":
         p = run([vdisk, "snapshot", "--image-opts", "-d", step[1], sp], env=env)
+    elif kind == "snap-a":
+        p = run([vdisk, "snapshot", "--image-opts", "-a", step[1], sp], env=env)
     else:
         p = run([vdisk, "resize", "--image-opts", sp, str(step[1])], env=env)
     return p.returncode, p.stdout, p.stderr
@@ -171,10 +176,15 @@ def expected_reads(steps, upto_step, cut_durable):
     if durable and not a discard.  Steps before upto_step are all durable;
     cut_durable: list of (cmd, durable, attempted) of the cut step."""
     last = {}
+    saved = {}
     for i in range(upto_step):
         if steps[i][0] == "io":
             for c in steps[i][1]:
                 last[c[1]] = (c, True)
+        elif steps[i][0] == "snap-c":
+            saved[steps[i][1]] = dict(last)
+        elif steps[i][0] == "snap-a":
+            last = dict(saved[steps[i][1]])
     for c, d, attempted in cut_durable:
         if attempted:
             last[c[1]] = (c, d)
@@ -212,10 +222,13 @@ def main():
     # Only the writes of these step kinds (e.g. snap-c,snap-d), each in
     # every mode, torn and not.
     ap.add_argument("--steps", default="")
+    # A `vdisk snapshot -a s1` step after the overwrites (not in the
+    # default workload, whose cut points stay as documented).
+    ap.add_argument("--with-apply", action="store_true")
     a = ap.parse_args()
     vdisk = a.vdisk
     t0 = time.time()
-    steps = gen_workload(a.seed)
+    steps = gen_workload(a.seed, a.with_apply)
 
     with open("base.raw", "wb") as f:
         f.write(bytes([0x11]) * BACKING)
@@ -301,12 +314,17 @@ def main():
             first_fail = next((j for j, x in enumerate(ok) if not x), len(ok))
             cut = [(c, durable[j], j <= first_fail) for j, c in enumerate(st[1])]
         reads = expected_reads(steps, i, cut)
+        # A cut inside an apply leaves the state before it or after it.
+        alt = expected_reads(steps, i + 1, []) if st[0] == "snap-a" else None
         if reads and not e:
-            args = ["qemu-io", "-r", "-f", "qcow2"]
-            for r_ in reads:
-                args += ["-c", r_]
-            p = run(args + ["img"])
-            bad = [l for l in (p.stdout + p.stderr).splitlines() if "fail" in l.lower()]
+            for rs in ([reads, alt] if alt else [reads]):
+                args = ["qemu-io", "-r", "-f", "qcow2"]
+                for r_ in rs:
+                    args += ["-c", r_]
+                p = run(args + ["img"])
+                bad = [l for l in (p.stdout + p.stderr).splitlines() if "fail" in l.lower()]
+                if not (p.returncode or bad):
+                    break
             if p.returncode or bad:
                 problems.append("flushed data lost (%d reads): %s" %
                                 (len(reads), "; ".join(bad[:3]) or p.stderr[-200:]))

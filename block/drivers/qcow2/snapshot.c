@@ -196,114 +196,6 @@ static int validate_l1(struct qcow2_state *s, const struct qcow2_snapshot *sn)
 	return 0;
 }
 
-/*
- * Add @addend (+1, -1 or 0) to the refcount of every cluster an L1 table
- * references (its L2 tables and their data clusters) and make the COPIED
- * flags of the entries say "refcount == 1" (QEMU's
- * qcow2_update_snapshot_refcount).  @l1 is the table, host-endian; when it
- * changes (COPIED) and @addend >= 0 it is written back to @l1_offset.
- */
-static int update_snapshot_refcount(struct qcow2_state *s, uint64_t *l1, uint64_t l1_offset,
-				    uint32_t l1_size, int addend)
-{
-	bool l1_modified = false;
-	int ret = 0;
-
-	if (addend > 0) {
-		/* Refcounts reach the disk before the entries that rely on them. */
-		ret = qcow2_cache_set_dependency(s, &s->l2_cache, &s->rb_cache);
-		if (ret < 0)
-			return ret;
-	}
-	for (uint32_t i = 0; i < l1_size; i++) {
-		uint64_t l2_off = l1[i] & QCOW2_L1E_OFFSET_MASK, rc = 0, ne;
-
-		if (!l2_off)
-			continue;
-		if (qcow2_offset_into_cluster(s, l2_off) || l2_off < s->cluster_size)
-			return qcow2_signal_corruption(
-				s, "L2 table offset %#" PRIx64 " invalid (L1 index %#" PRIx32 ")",
-				l2_off, i);
-		for (uint64_t so = 0; so < s->l2_entries; so += s->l2_slice_entries) {
-			void *slice;
-
-			ret = qcow2_cache_get(s, &s->l2_cache, l2_off + so * s->l2_entry_bytes,
-					      false, &slice);
-			if (ret < 0)
-				return ret;
-			for (uint64_t j = 0; j < s->l2_slice_entries; j++) {
-				uint64_t e = qcow2_l2_entry(s, slice, j);
-				uint64_t off = e & QCOW2_L2E_OFFSET_MASK;
-
-				if (e & QCOW2_OFLAG_COMPRESSED) {
-					if (addend > 0) {
-						uint64_t coff = e & s->coffset_mask;
-						uint64_t n =
-							((e >> s->csize_shift) & s->csize_mask) + 1;
-						ret = qcow2_update_refcount(
-							s, coff, n * 512 - (coff & 511), 1);
-					} else if (addend < 0) {
-						ret = qcow2_free_l2_entry(s, e);
-					}
-				} else if (off) {
-					if (qcow2_offset_into_cluster(s, off)) {
-						ret = qcow2_signal_corruption(
-							s, "Cluster %#" PRIx64 " unaligned", off);
-						break;
-					}
-					if (addend)
-						ret = qcow2_update_refcount(s, off, s->cluster_size,
-									    addend);
-					if (ret == 0)
-						ret = qcow2_get_refcount(s, off >> s->cluster_bits,
-									 &rc);
-					ne = rc == 1 ? e | QCOW2_OFLAG_COPIED
-						     : e & ~QCOW2_OFLAG_COPIED;
-					if (ret == 0 && ne != e) {
-						qcow2_set_l2_entry(s, slice, j, ne);
-						qcow2_cache_mark_dirty(&s->l2_cache, slice);
-					}
-				}
-				if (ret < 0)
-					break;
-			}
-			qcow2_cache_put(&s->l2_cache, slice);
-			if (ret < 0)
-				return ret;
-		}
-		if (addend)
-			ret = qcow2_update_refcount(s, l2_off, s->cluster_size, addend);
-		if (ret == 0)
-			ret = qcow2_get_refcount(s, l2_off >> s->cluster_bits, &rc);
-		if (ret < 0)
-			return ret;
-		ne = rc == 1 ? l1[i] | QCOW2_OFLAG_COPIED : l1[i] & ~QCOW2_OFLAG_COPIED;
-		if (ne != l1[i]) {
-			l1[i] = ne;
-			l1_modified = true;
-		}
-	}
-	if (addend >= 0 && l1_modified && l1_size) {
-		uint8_t *buf = malloc((size_t)l1_size * 8);
-		if (!buf)
-			return -ENOMEM;
-		for (uint32_t i = 0; i < l1_size; i++)
-			qcow2_put_be64(buf + 8 * i, l1[i]);
-		ret = qcow2_cache_flush(s, &s->l2_cache);
-		if (ret == 0)
-			/* The active L1 or a snapshot's (goto writes the COPIED
-			 * flags of the one it applies back to it). */
-			ret = qcow2_check_overlap(s, QCOW2_OL_ACTIVE_L1 | QCOW2_OL_INACTIVE_L1,
-						  l1_offset, (uint64_t)l1_size * 8);
-		if (ret == 0)
-			ret = write_at(s, l1_offset, buf, (uint64_t)l1_size * 8);
-		if (ret == 0)
-			ret = vd_co_flush(s->node->file);
-		free(buf);
-	}
-	return ret;
-}
-
 static uint64_t entry_bytes(const struct qcow2_snapshot *sn)
 {
 	uint64_t len = 40 + (uint64_t)sn->extra_size + strlen(sn->id) + strlen(sn->name);
@@ -523,11 +415,13 @@ static int cow_l2_refs(struct qcow2_state *s, struct cow *c, const uint8_t *l2, 
 
 /*
  * The switch itself: @c holds the refcount changes of data clusters (the
- * caller counted them) and what to free afterwards; @sn/@n the new
- * snapshot table; @old_sn_bytes the size of the current one.
+ * caller counted them) and what to free afterwards; @src_l1 (s->l1_size
+ * entries) the L1 table whose L2 tables, copied, become the active layer's
+ * (the active one, or on apply the snapshot's); @sn/@n the new snapshot
+ * table; @old_sn_bytes the size of the current one.
  */
-static int cow_switch(struct qcow2_state *s, struct cow *c, const struct qcow2_snapshot *sn,
-		      uint32_t n, uint64_t old_sn_bytes)
+static int cow_switch(struct qcow2_state *s, struct cow *c, const uint64_t *src_l1,
+		      const struct qcow2_snapshot *sn, uint32_t n, uint64_t old_sn_bytes)
 {
 	uint64_t cs = s->cluster_size, l1_bytes = (uint64_t)s->l1_size * 8, sn_bytes = 0;
 	uint64_t *new_l2 = NULL, *blocks = NULL, *new_block = NULL, *new_l1 = NULL;
@@ -561,7 +455,7 @@ static int cow_switch(struct qcow2_state *s, struct cow *c, const struct qcow2_s
 	/* 1. Allocations, in the current refcount structure (leaks if the
 	 * switch never comes). */
 	for (uint32_t i = 0; i < s->l1_size; i++) {
-		if (!(s->l1[i] & QCOW2_L1E_OFFSET_MASK))
+		if (!(src_l1[i] & QCOW2_L1E_OFFSET_MASK))
 			continue;
 		off = qcow2_alloc_clusters(s, cs);
 		if (off < 0) {
@@ -643,10 +537,10 @@ static int cow_switch(struct qcow2_state *s, struct cow *c, const struct qcow2_s
 	 * refcounts, and the new active L1 table. */
 	for (uint32_t i = 0; i < s->l1_size; i++) {
 		if (!new_l2[i]) {
-			new_l1[i] = s->l1[i] & ~QCOW2_OFLAG_COPIED;
+			new_l1[i] = src_l1[i] & ~QCOW2_OFLAG_COPIED;
 			continue;
 		}
-		ret = read_l2(s, s->l1[i], i, buf);
+		ret = read_l2(s, src_l1[i], i, buf);
 		if (ret < 0)
 			goto out;
 		for (uint64_t j = 0; j < s->l2_entries; j++) {
@@ -783,9 +677,12 @@ static int cow_switch(struct qcow2_state *s, struct cow *c, const struct qcow2_s
 		goto out;
 
 	/* 6. In memory as on disk. */
-	for (uint32_t i = 0; i < s->l1_size; i++)
-		if (new_l2[i])
+	for (uint32_t i = 0; i < s->l1_size; i++) {
+		if (s->l1[i] & QCOW2_L1E_OFFSET_MASK)
 			qcow2_cache_discard(&s->l2_cache, s->l1[i] & QCOW2_L1E_OFFSET_MASK, cs);
+		if (src_l1[i] & QCOW2_L1E_OFFSET_MASK)
+			qcow2_cache_discard(&s->l2_cache, src_l1[i] & QCOW2_L1E_OFFSET_MASK, cs);
+	}
 	memcpy(s->l1, new_l1, l1_bytes);
 	if (l1_bytes)
 		s->l1_offset = new_l1_off;
@@ -1034,7 +931,7 @@ int qcow2_snapshot_create(struct vd_node *n, const struct vd_snapshot_info *info
 	qcow2_put_be64(e->extra, 0);
 	qcow2_put_be64(e->extra + 8, s->size);
 	qcow2_put_be64(e->extra + 16, info->icount);
-	ret = cow_switch(s, &c, sn, (uint32_t)count, bytes);
+	ret = cow_switch(s, &c, s->l1, sn, (uint32_t)count, bytes);
 	if (ret < 0)
 		goto fail_msg;
 	ret = 0;
@@ -1079,7 +976,8 @@ int qcow2_snapshot_goto(struct vd_node *n, const char *id_or_name, struct vd_err
 	struct qcow2_state *s = n->opaque;
 	struct qcow2_snapshot *sn = NULL;
 	uint64_t bytes, *new_l1 = NULL;
-	uint8_t *buf = NULL;
+	uint8_t *buf = NULL, *l2 = NULL;
+	struct cow c = {0};
 	int count, idx, ret;
 
 	vd_co_mutex_lock(&s->lock);
@@ -1122,45 +1020,43 @@ int qcow2_snapshot_goto(struct vd_node *n, const char *id_or_name, struct vd_err
 		goto fail_msg;
 	for (uint32_t i = 0; i < s->l1_size; i++)
 		new_l1[i] = qcow2_be64(buf + 8 * i);
-	/* 1. Raise the refcounts of what the snapshot references (its L1 on
-	 * disk is left as it is: addend > 0 writes only changed COPIED flags,
-	 * which do not matter in snapshot tables, so use a scratch copy). */
-	{
-		uint64_t *tmp = malloc((size_t)s->l1_size * 8 + 8);
-		if (!tmp) {
-			ret = -ENOMEM;
-			goto fail_msg;
-		}
-		memcpy(tmp, new_l1, (size_t)s->l1_size * 8);
-		ret = update_snapshot_refcount(s, tmp, sn[idx].l1_offset, sn[idx].l1_size, 1);
-		free(tmp);
-		if (ret < 0)
-			goto fail_msg;
-	}
-	/* 2. The new active L1 on disk, after the refcounts. */
+	/* The snapshot's L2 tables, copied, become the active layer's: every
+	 * data cluster they name gains a reference and every one the active
+	 * tables name loses one (in the switch, with the COPIED flags); the
+	 * active L1 and L2 tables are freed once nothing names them
+	 * (cow_switch()). */
 	ret = qcow2_cache_flush(s, &s->l2_cache);
 	if (ret == 0)
 		ret = qcow2_cache_flush(s, &s->rb_cache);
-	if (ret == 0)
-		ret = qcow2_check_overlap(s, QCOW2_OL_ACTIVE_L1, s->l1_offset,
-					  (uint64_t)s->l1_size * 8);
-	if (ret == 0)
-		ret = write_at(s, s->l1_offset, buf, (uint64_t)s->l1_size * 8);
-	if (ret == 0)
-		ret = vd_co_flush(s->node->file);
 	if (ret < 0)
 		goto fail_msg;
-	/* 3. Drop the references of the old active L1 (in memory), then
-	 * switch to the new one and fix its COPIED flags. */
-	qcow2_cache_depends_on_flush(&s->rb_cache);
-	ret = update_snapshot_refcount(s, s->l1, s->l1_offset, s->l1_size, -1);
-	memcpy(s->l1, new_l1, (size_t)s->l1_size * 8);
+	l2 = malloc(s->cluster_size);
+	if (!l2) {
+		ret = -ENOMEM;
+		goto fail_msg;
+	}
+	for (uint32_t i = 0; i < s->l1_size; i++) {
+		if (new_l1[i] & QCOW2_L1E_OFFSET_MASK) {
+			ret = read_l2(s, new_l1[i], i, l2);
+			if (ret == 0)
+				ret = cow_l2_refs(s, &c, l2, 1);
+			if (ret < 0)
+				goto fail_msg;
+		}
+		if (s->l1[i] & QCOW2_L1E_OFFSET_MASK) {
+			ret = read_l2(s, s->l1[i], i, l2);
+			if (ret == 0)
+				ret = cow_l2_refs(s, &c, l2, -1);
+			if (ret == 0)
+				ret = cow_post(&c, s->l1[i] & QCOW2_L1E_OFFSET_MASK,
+					       s->cluster_size);
+			if (ret < 0)
+				goto fail_msg;
+		}
+	}
+	ret = cow_post(&c, s->l1_offset, (uint64_t)s->l1_size * 8);
 	if (ret == 0)
-		ret = update_snapshot_refcount(s, s->l1, s->l1_offset, s->l1_size, 0);
-	if (ret == 0)
-		ret = qcow2_cache_flush(s, &s->l2_cache);
-	if (ret == 0)
-		ret = qcow2_cache_flush(s, &s->rb_cache);
+		ret = cow_switch(s, &c, new_l1, sn, (uint32_t)count, bytes);
 	if (ret == 0)
 		goto out;
 fail_msg:
@@ -1168,6 +1064,8 @@ fail_msg:
 out:
 	free(buf);
 	free(new_l1);
+	free(l2);
+	cow_free(&c);
 	qcow2_free_snapshots(sn, count > 0 ? (uint32_t)count : 0);
 	/* Tables moved (snapshot table, L1 tables): index them anew. */
 	if (s->ol_ready && !s->read_only)
@@ -1240,7 +1138,7 @@ int qcow2_snapshot_delete(struct vd_node *n, const char *id_or_name, struct vd_e
 		goto fail_msg;
 	memmove(&sn[idx], &sn[idx + 1], sizeof(*sn) * (size_t)(count - idx - 1));
 	count--;
-	ret = cow_switch(s, &c, sn, (uint32_t)count, bytes);
+	ret = cow_switch(s, &c, s->l1, sn, (uint32_t)count, bytes);
 	free(victim.id);
 	free(victim.name);
 	free(victim.extra);
