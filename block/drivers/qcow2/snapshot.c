@@ -413,6 +413,19 @@ static int cow_l2_refs(struct qcow2_state *s, struct cow *c, const uint8_t *l2, 
 	return 0;
 }
 
+/* Allocate @bytes (in the current refcount structure) and note them in
+ * @a, so that a switch that never happens can give them back. */
+static int64_t cow_alloc(struct qcow2_state *s, struct cow *a, uint64_t bytes)
+{
+	int64_t off = qcow2_alloc_clusters(s, bytes);
+	int ret;
+
+	if (off < 0)
+		return off;
+	ret = cow_post(a, (uint64_t)off, bytes);
+	return ret < 0 ? ret : off;
+}
+
 /*
  * The switch itself: @c holds the refcount changes of data clusters (the
  * caller counted them) and what to free afterwards; @src_l1 (s->l1_size
@@ -429,6 +442,8 @@ static int cow_switch(struct qcow2_state *s, struct cow *c, const uint64_t *src_
 	uint64_t old_rt;
 	uint32_t old_rt_clusters;
 	uint8_t *sbuf = NULL, *buf = NULL, hdr[36];
+	struct cow alloc = {0}; /* clusters allocated here (in ->post) */
+	bool header_written = false;
 	int64_t off;
 	int ret;
 
@@ -457,7 +472,7 @@ static int cow_switch(struct qcow2_state *s, struct cow *c, const uint64_t *src_
 	for (uint32_t i = 0; i < s->l1_size; i++) {
 		if (!(src_l1[i] & QCOW2_L1E_OFFSET_MASK))
 			continue;
-		off = qcow2_alloc_clusters(s, cs);
+		off = cow_alloc(s, &alloc, cs);
 		if (off < 0) {
 			ret = (int)off;
 			goto out;
@@ -465,7 +480,7 @@ static int cow_switch(struct qcow2_state *s, struct cow *c, const uint64_t *src_
 		new_l2[i] = (uint64_t)off;
 	}
 	if (l1_bytes) {
-		off = qcow2_alloc_clusters(s, l1_bytes);
+		off = cow_alloc(s, &alloc, l1_bytes);
 		if (off < 0) {
 			ret = (int)off;
 			goto out;
@@ -473,7 +488,7 @@ static int cow_switch(struct qcow2_state *s, struct cow *c, const uint64_t *src_
 		new_l1_off = (uint64_t)off;
 	}
 	if (sn_bytes) {
-		off = qcow2_alloc_clusters(s, sn_bytes);
+		off = cow_alloc(s, &alloc, sn_bytes);
 		if (off < 0) {
 			ret = (int)off;
 			goto out;
@@ -500,7 +515,7 @@ static int cow_switch(struct qcow2_state *s, struct cow *c, const uint64_t *src_
 		blocks[nblocks++] = rbi;
 	}
 	for (uint64_t i = 0; i < nblocks; i++) {
-		off = qcow2_alloc_clusters(s, cs);
+		off = cow_alloc(s, &alloc, cs);
 		if (off < 0) {
 			ret = (int)off;
 			goto out;
@@ -511,7 +526,7 @@ static int cow_switch(struct qcow2_state *s, struct cow *c, const uint64_t *src_
 	 * then once more with the new size (the first copy is freed after). */
 	for (int tries = 0;; tries++) {
 		rt_clusters = s->reftable_clusters;
-		off = qcow2_alloc_clusters(s, rt_clusters * cs);
+		off = cow_alloc(s, &alloc, rt_clusters * cs);
 		if (off < 0) {
 			ret = (int)off;
 			goto out;
@@ -670,6 +685,7 @@ static int cow_switch(struct qcow2_state *s, struct cow *c, const uint64_t *src_
 	qcow2_put_be32(hdr + 20, (uint32_t)rt_clusters);
 	qcow2_put_be32(hdr + 24, n);
 	qcow2_put_be64(hdr + 28, sn_off);
+	header_written = true; /* even if it fails: it may have landed */
 	ret = write_at(s, 36, hdr, sizeof(hdr));
 	if (ret == 0)
 		ret = vd_co_flush(s->node->file);
@@ -706,6 +722,15 @@ static int cow_switch(struct qcow2_state *s, struct cow *c, const uint64_t *src_
 	qcow2_cache_flush(s, &s->rb_cache);
 	ret = 0;
 out:
+	if (ret < 0 && !header_written) {
+		/* Nothing refers to the new clusters: give them back (a leak if
+		 * this fails too). */
+		for (size_t i = 0; i < alloc.np; i++)
+			if (qcow2_update_refcount(s, alloc.post[i].off, alloc.post[i].len, -1) < 0)
+				break;
+		qcow2_cache_flush(s, &s->rb_cache);
+	}
+	cow_free(&alloc);
 	free(new_l2);
 	free(new_l1);
 	free(blocks);
