@@ -21,7 +21,7 @@ vd_setup qemu-img qemu-io python3
 mkdir mnt
 mount -t tmpfs -o size=8M tmpfs mnt 2>/dev/null || skip "cannot mount a tmpfs (needs root and CAP_SYS_ADMIN)"
 srv=
-trap '[ -n "$srv" ] && kill $srv 2>/dev/null; umount "$T/mnt" 2>/dev/null; rm -rf "$T"' EXIT
+trap 'if [ -n "$srv" ]; then kill $srv 2>/dev/null || true; fi; umount "$T/mnt" 2>/dev/null || true; rm -rf "$T"' EXIT
 
 fill() {
 	dd if=/dev/zero of=mnt/fill bs=64k 2>/dev/null || true
@@ -102,6 +102,7 @@ out=$(qemu-io -f raw -c "write -P 0x5a 1M 1M" -c "read -P 0x5a 1M 1M" -c flush "
 	fail "nbd: the write still fails after space was freed: $out"
 kill -TERM $srv
 wait $srv || fail "vdisk serve exited $? on SIGTERM"
+srv=
 qemu-img check mnt/nbd.qcow2 || fail "nbd: qemu-img check"
 qemu-io -r -f qcow2 -c "read -P 0x5a 1M 1M" -c "read -P 0x11 0 64k" mnt/nbd.qcow2 | grep -c "^read" |
 	grep -q 2 || fail "nbd: data after the server exited"
