@@ -11,9 +11,10 @@
 # sector (docs/reliability.md).  The crash-sim campaign of
 # tests/image/crash-sim.sh with an apply step added (`snapshot -a s1` after
 # overwrites), restricted to the writes of the three snapshot steps: every
-# write, in each of the three modes (drop, reorder, prefix), torn or not;
-# qemu-img check must find no corruption (leaks allowed), and the data
-# reads back as before the step (or, for the apply, as after it).
+# write, in each of the three modes (drop, reorder, prefix; one per write
+# under VDISK_QUICK), torn or not; qemu-img check must find no corruption
+# (leaks allowed), and the data reads back as before the step (or, for the
+# apply, as after it).
 set -eu
 
 . "$(dirname "$0")/../lib/common.sh"
