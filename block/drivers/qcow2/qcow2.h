@@ -473,6 +473,11 @@ struct qcow2_snapshot {
  * (*table_bytes: its size on disk), or -errno. */
 int vd_coroutine_fn qcow2_read_snapshots(struct qcow2_state *s, struct qcow2_snapshot **out,
 					 uint64_t *table_bytes, struct vd_error *err);
+int vd_coroutine_fn qcow2_read_snapshots_repair(struct qcow2_state *s, struct qcow2_snapshot **out,
+						uint64_t *table_bytes, uint32_t *dropped,
+						struct vd_error *err);
+int vd_coroutine_fn qcow2_rewrite_snapshots(struct qcow2_state *s, struct qcow2_snapshot *sn,
+					    uint32_t n, uint64_t old_bytes, uint64_t *new_bytes);
 void qcow2_free_snapshots(struct qcow2_snapshot *sn, uint32_t n);
 int vd_coroutine_fn qcow2_snapshot_list(struct vd_node *n, struct vd_snapshot_info **out);
 int vd_coroutine_fn qcow2_snapshot_create(struct vd_node *n, const struct vd_snapshot_info *info,
