@@ -152,8 +152,8 @@ int vd_coroutine_fn vd_blk_co_block_status(struct vd_blk *blk, int64_t offset, i
 	return ret;
 }
 
-int vd_coroutine_fn vd_blk_co_block_status_above(struct vd_blk *blk, int64_t offset,
-						 int64_t bytes, int64_t *pnum, int *depth)
+int vd_coroutine_fn vd_blk_co_block_status_above(struct vd_blk *blk, int64_t offset, int64_t bytes,
+						 int64_t *pnum, int *depth)
 {
 	int ret = blk_check(blk, BLK_READ, offset, bytes);
 	int d = 0;
