@@ -75,7 +75,10 @@ static void rate_wait(int64_t rate, uint64_t done, const struct timespec *start)
 	}
 }
 
-/* Copy into @base_rw what is allocated in @top above @base. */
+/* Copy into @base_rw what is allocated in @top above @base.  The chain's
+ * own node for the base may cache tables that the writes through @base_rw
+ * make stale: reads through it only ever return what the top shows, which
+ * is what the base gets, so they stay right. */
 static int copy_above(struct vd_node *top, struct vd_node *base, struct vd_node *base_rw,
 		      int64_t rate, bool progress_on)
 {
@@ -85,11 +88,19 @@ static int copy_above(struct vd_node *top, struct vd_node *base, struct vd_node 
 	struct vd_error err = {0};
 	uint64_t done = 0;
 	uint8_t *buf = malloc(COMMIT_BUF);
+	struct vd_image_info info;
+	int64_t gran = 4096, copied_end = 0;
 	int ret = 0;
 
 	if (!buf) {
 		tool_error("Out of memory");
 		return -ENOMEM;
+	}
+	/* QEMU's default granularity: the base's cluster size, at least 4k. */
+	if (vd_node_get_info(base_rw, &info, &err) == 0) {
+		if (info.cluster_size > gran)
+			gran = info.cluster_size;
+		vd_image_info_cleanup(&info);
 	}
 	clock_gettime(CLOCK_MONOTONIC, &start);
 	tool_progress_start(&progress, progress_on);
@@ -109,21 +120,36 @@ static int copy_above(struct vd_node *top, struct vd_node *base, struct vd_node 
 			goto out;
 		}
 		if (ret) {
-			ret = vd_node_pread(top, offset, buf, n);
-			if (ret < 0) {
-				tool_error("Could not read image: %s", strerror(-ret));
-				goto out;
+			/* Whole granules of the base, as QEMU's commit job copies
+			 * (what the top reads there, all of it). */
+			int64_t from = offset / gran * gran, to = (offset + n + gran - 1) / gran * gran;
+
+			if (from < copied_end)
+				from = copied_end;
+			if (to > size)
+				to = size;
+			while (from < to) {
+				int64_t len = to - from < COMMIT_BUF ? to - from : COMMIT_BUF;
+
+				ret = vd_node_pread(top, from, buf, len);
+				if (ret < 0) {
+					tool_error("Could not read image: %s", strerror(-ret));
+					goto out;
+				}
+				if (all_zero(buf, len))
+					ret = vd_node_pwrite_zeroes(base_rw, from, len, 0);
+				else
+					ret = vd_node_pwrite(base_rw, from, buf, len, 0);
+				if (ret < 0) {
+					tool_error("Could not write to the base image: %s",
+						   strerror(-ret));
+					goto out;
+				}
+				from += len;
+				done += (uint64_t)len;
+				rate_wait(rate, done, &start);
 			}
-			if (all_zero(buf, n))
-				ret = vd_node_pwrite_zeroes(base_rw, offset, n, 0);
-			else
-				ret = vd_node_pwrite(base_rw, offset, buf, n, 0);
-			if (ret < 0) {
-				tool_error("Could not write to the base image: %s", strerror(-ret));
-				goto out;
-			}
-			done += (uint64_t)n;
-			rate_wait(rate, done, &start);
+			copied_end = to;
 		}
 		tool_progress_update(&progress, 100.0 * (double)(offset + n) / (double)size);
 	}

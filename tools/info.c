@@ -59,7 +59,9 @@ static json_t *opts_to_json(const struct vd_opts *o)
 {
 	const struct vd_opts *dict;
 	const char *key, *value;
-	bool array = is_array(o);
+	/* QEMU's format-specific data has no empty objects, but has empty
+	 * lists (a bitmap's "flags"): an empty dictionary is one. */
+	bool array = is_array(o) || vd_opts_count(o) == 0;
 	json_t *j = array ? json_array() : json_object();
 	int iter = 0;
 
