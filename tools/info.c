@@ -329,22 +329,30 @@ int cmd_info(int argc, char **argv)
 		int nsn;
 
 		/* A chain that comes back to an image already shown (QEMU's
-		 * "infinite loop" check, on the names as opened). */
+		 * "infinite loop" check), on the real paths of the files. */
+		char *id = a.image_opts ? NULL : realpath(a.filename, NULL);
+
+		if (!id)
+			id = strdup(a.filename);
+		if (!id) {
+			tool_error("Out of memory");
+			goto out;
+		}
 		for (int i = 0; i < nseen; i++) {
-			if (!strcmp(seen[i], a.filename)) {
+			if (!strcmp(seen[i], id)) {
 				tool_error("Backing file '%s' creates an infinite loop.",
 					   a.filename);
+				free(id);
 				goto out;
 			}
 		}
 		grown = realloc(seen, (size_t)(nseen + 1) * sizeof(*seen));
-		if (!grown || !(grown[nseen] = strdup(a.filename))) {
-			free(grown ? grown : seen);
-			seen = NULL;
-			nseen = 0;
+		if (!grown) {
+			free(id);
 			tool_error("Out of memory");
 			goto out;
 		}
+		grown[nseen] = id;
 		seen = grown;
 		nseen++;
 		if (query_one(&a, &info, &sn, &nsn) < 0)
