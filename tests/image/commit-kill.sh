@@ -93,6 +93,12 @@ while [ "$killed" -lt "$KILLS" ] && [ "$tries" -lt $((KILLS * 3)) ]; do
 	if kill -KILL "$pid" 2>/dev/null; then
 		wait "$pid" 2>/dev/null || true
 		killed=$((killed + 1))
+		# The kernel tears an io_uring instance down after the process is
+		# gone: its files (and their image locks) go a moment later.
+		for _ in $(seq 50); do
+			qemu-img info top.qcow2 >/dev/null 2>&1 && break
+			sleep 0.1
+		done
 		# Killed while the top was being emptied?
 		now=$(own_bytes top.qcow2)
 		[ "$now" -lt "$(cat own.before)" ] && emptying=$((emptying + 1))
