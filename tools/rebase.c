@@ -98,12 +98,12 @@ static int read_or_zero(struct vd_node *n, int64_t size, int64_t offset, int64_t
 }
 
 static int copy_differences(struct vd_node *top, struct vd_node *old_backing,
-			    struct vd_node *new_backing, struct vd_node *prefix, bool progress_on)
+			    struct vd_node *new_backing, struct vd_node *prefix,
+			    struct tool_progress *progress)
 {
 	int64_t size = vd_node_size(top), offset, n;
 	int64_t old_size = old_backing ? vd_node_size(old_backing) : 0;
 	int64_t new_size = new_backing ? vd_node_size(new_backing) : 0;
-	struct tool_progress progress;
 	uint8_t *buf_old = malloc(REBASE_BUF), *buf_new = malloc(REBASE_BUF);
 	int ret = 0;
 
@@ -112,7 +112,6 @@ static int copy_differences(struct vd_node *top, struct vd_node *old_backing,
 		ret = -ENOMEM;
 		goto out;
 	}
-	tool_progress_start(&progress, progress_on);
 	for (offset = 0; offset < size; offset += n) {
 		bool old_is_zero = false;
 		int64_t written = 0;
@@ -174,12 +173,11 @@ static int copy_differences(struct vd_node *top, struct vd_node *old_backing,
 			}
 			written += pnum;
 		}
-		tool_progress_update(&progress, 100.0 * (double)(offset + n) / (double)size);
+		tool_progress_update(progress, 100.0 * (double)(offset + n) / (double)size);
 	}
 	ret = vd_node_flush(top);
 	if (ret < 0)
 		tool_error("Error while writing to COW image: %s", strerror(-ret));
-	tool_progress_end(&progress);
 out:
 	free(buf_old);
 	free(buf_new);
@@ -200,6 +198,7 @@ int cmd_rebase(int argc, char **argv)
 	struct vd_node *top = NULL, *new_backing = NULL, *prefix = NULL;
 	struct vd_loop *loop;
 	bool unsafe = false, progress = false, quiet = false;
+	struct tool_progress meter = {0};
 	int c, ret = 1;
 
 	while ((c = getopt_long(argc, argv, "hf:F:b:upt:T:qU", longopts, NULL)) != -1) {
@@ -301,9 +300,11 @@ int cmd_rebase(int argc, char **argv)
 		free(path);
 	}
 
+	/* As qemu-img: the meter runs (0% first) in either mode. */
+	tool_progress_start(&meter, progress);
 	if (!unsafe) {
 		if (copy_differences(top, vd_node_backing(top), prefix ? prefix : new_backing,
-				     prefix, progress) < 0)
+				     prefix, &meter) < 0)
 			goto out;
 	}
 
@@ -321,10 +322,10 @@ int cmd_rebase(int argc, char **argv)
 				   out_base ? out_base : "");
 		else
 			tool_error("Could not change the backing file to '%s': %s",
-				   out_base ? out_base : "",
-				   err.msg[0] ? err.msg : strerror(-err.code));
+				   out_base ? out_base : "", strerror(-err.code));
 		goto out;
 	}
+	tool_progress_end(&meter);
 	ret = 0;
 out:
 	if (new_backing)
