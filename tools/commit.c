@@ -122,7 +122,8 @@ static int copy_above(struct vd_node *top, struct vd_node *base, struct vd_node 
 		if (ret) {
 			/* Whole granules of the base, as QEMU's commit job copies
 			 * (what the top reads there, all of it). */
-			int64_t from = offset / gran * gran, to = (offset + n + gran - 1) / gran * gran;
+			int64_t from = offset / gran * gran,
+				to = (offset + n + gran - 1) / gran * gran;
 
 			if (from < copied_end)
 				from = copied_end;
