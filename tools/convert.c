@@ -621,8 +621,7 @@ int cmd_convert(int argc, char **argv)
 			}
 			break;
 		case OPT_OBJECT:
-			tool_error("--object is not supported: vdisk has no secrets or other "
-				   "objects");
+			tool_error("--object %s: only secret objects are supported here", optarg);
 			goto out;
 		case OPT_IMAGE_OPTS:
 			image_opts = true;
