@@ -111,6 +111,13 @@ int tool_open_image(const struct tool_open_args *a, struct vd_node **out, struct
 		}
 	}
 
+	if (a->key_secret) {
+		ret = vd_opts_set(opts, "key-secret", a->key_secret);
+		if (ret < 0) {
+			vd_error_set(err, ret, "Out of memory");
+			goto out;
+		}
+	}
 	if (a->writable) {
 		flags |= VD_OPEN_RDWR;
 	}

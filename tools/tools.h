@@ -81,6 +81,7 @@ struct tool_open_args {
 	bool no_backing; /* do not open backing files (qemu-img info) */
 	bool check; /* opened to be repaired: VD_OPEN_CHECK */
 	bool no_io; /* metadata only (info): VD_OPEN_NO_IO, no key needed */
+	const char *key_secret; /* key-secret= for the format (a new luks image) */
 };
 
 /*

@@ -806,6 +806,15 @@ static int luks_co_truncate(struct vd_node *n, int64_t size, bool exact, enum vd
 	return ret;
 }
 
+/* All data, none of it at an offset another tool could read as plain
+ * text: qemu-img map shows no "Mapped to" for luks. */
+static int luks_co_block_status(struct vd_node *n, int64_t offset, int64_t bytes, int64_t *pnum,
+				int64_t *map, struct vd_node **file)
+{
+	*pnum = bytes;
+	return VD_BLOCK_DATA;
+}
+
 static int add_u64(struct vd_opts *o, const char *key, uint64_t v)
 {
 	char buf[32];
@@ -1132,6 +1141,7 @@ const struct vd_block_driver vd_driver_luks = {
 	.co_preadv = luks_co_preadv,
 	.co_pwritev = luks_co_pwritev,
 	.co_truncate = luks_co_truncate,
+	.co_block_status = luks_co_block_status,
 	.get_info = luks_get_info,
 	.refresh_limits = luks_refresh_limits,
 };
