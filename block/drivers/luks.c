@@ -214,10 +214,17 @@ static int essiv_cipher(struct luks_spec *sp, struct vd_error *err)
 {
 	unsigned digest = sp->ivgen_hash->nh->digest_size;
 
+	static const char *const shown[][2] = {
+		{"aes", "AES"}, {"serpent", "Serpent"}, {"twofish", "Twofish"}};
+	const char *family = sp->cipher->family;
+
+	for (size_t i = 0; i < sizeof(shown) / sizeof(shown[0]); i++)
+		if (!strcmp(shown[i][0], family))
+			family = shown[i][1];
 	sp->essiv_cipher = find_cipher(sp->cipher->family, digest);
 	if (!sp->essiv_cipher)
 		return vd_error_set(err, -ENOTSUP, "No %s cipher with key size %u available",
-				    sp->cipher->family, digest);
+				    family, digest);
 	return 0;
 }
 
@@ -953,6 +960,24 @@ static int make_uuid(char out[LUKS_UUID_LEN])
 	return 0;
 }
 
+/* The names QEMU 7.2's enums know (QCryptoCipherAlgorithm, ...Mode,
+ * QCryptoHashAlgorithm), for its error messages. */
+static const char *const qemu_cipher_algs[] = {
+	"aes-128",     "aes-192",     "aes-256",     "des",	    "3des",
+	"cast5-128",   "serpent-128", "serpent-192", "serpent-256", "twofish-128",
+	"twofish-192", "twofish-256", "sm4",	     NULL};
+static const char *const qemu_cipher_modes[] = {"ecb", "cbc", "xts", "ctr", NULL};
+static const char *const qemu_hash_algs[] = {"md5",    "sha1",	 "sha224",    "sha256",
+					     "sha384", "sha512", "ripemd160", NULL};
+
+static bool in_list(const char *const *list, const char *name)
+{
+	for (; *list; list++)
+		if (!strcmp(*list, name))
+			return true;
+	return false;
+}
+
 /* The creation options, QEMU's defaults: aes-256 xts-plain64, sha256. */
 static int create_spec(struct vd_opts *opts, struct luks_spec *sp, char *name, char *mode,
 		       struct vd_error *err)
@@ -972,12 +997,38 @@ static int create_spec(struct vd_opts *opts, struct luks_spec *sp, char *name, c
 	for (size_t i = 0; i < sizeof(cipher_algs) / sizeof(cipher_algs[0]); i++)
 		if (!strcmp(cipher_algs[i].name, alg))
 			c = &cipher_algs[i];
+	/* QEMU's words: a name its enum knows but we cannot use is "not
+	 * supported", any other name is refused by the option parser. */
 	if (!c)
-		return vd_error_set(err, -EINVAL, "Invalid parameter '%s'", alg);
+		return vd_error_set(err, -EINVAL,
+				    in_list(qemu_cipher_algs, alg)
+					    ? "Algorithm '%s' not supported"
+					    : "Parameter 'cipher-alg' does not accept value '%s'",
+				    alg);
 	for (m = 0; mode_names[m] && strcmp(mode_names[m], cmode); m++)
 		;
 	if (!mode_names[m])
-		return vd_error_set(err, -EINVAL, "Invalid parameter '%s'", cmode);
+		return vd_error_set(err, -EINVAL,
+				    in_list(qemu_cipher_modes, cmode)
+					    ? "Cipher mode '%s' is not supported"
+					    : "Parameter 'cipher-mode' does not accept value '%s'",
+				    cmode);
+	if (!in_list(ivgen_names, ivgen))
+		return vd_error_set(err, -EINVAL,
+				    "Parameter 'ivgen-alg' does not accept value '%s'", ivgen);
+	if (!find_hash(hash))
+		return vd_error_set(err, -EINVAL,
+				    in_list(qemu_hash_algs, hash)
+					    ? "Hash algorithm '%s' not supported"
+					    : "Parameter 'hash-alg' does not accept value '%s'",
+				    hash);
+	if (ivhash && !find_hash(ivhash))
+		return vd_error_set(
+			err, -EINVAL,
+			in_list(qemu_hash_algs, ivhash)
+				? "Hash algorithm '%s' not supported"
+				: "Parameter 'ivgen-hash-alg' does not accept value '%s'",
+			ivhash);
 	if (!strcmp(ivgen, "essiv") && !ivhash)
 		ivhash = "sha256";
 	if (ivhash && strcmp(ivgen, "essiv"))
