@@ -1048,7 +1048,8 @@ static int luks_create(const char *filename, struct vd_opts *opts, struct vd_err
 	char name[32], mode[32];
 	struct luks_spec sp;
 	struct luks_crypt c;
-	const char *secret_id;
+	const char *secret_id, *prealloc;
+	char sizebuf[32];
 	uint8_t *password = NULL, *split = NULL;
 	size_t password_len = 0, split_len, split_sectors;
 	uint64_t size, iter_time;
@@ -1061,7 +1062,11 @@ static int luks_create(const char *filename, struct vd_opts *opts, struct vd_err
 		ret = vd_opts_get_u64(opts, "iter-time", 2000, &iter_time, err);
 	if (ret < 0)
 		return ret;
-	vd_opts_get(opts, "preallocation"); /* only "off" is ours */
+	prealloc = vd_opts_get(opts, "preallocation");
+	/* QEMU's crypto driver takes metadata as off: the header is all the
+	 * metadata there is. */
+	if (prealloc && !strcmp(prealloc, "metadata"))
+		prealloc = NULL;
 	secret_id = vd_opts_get(opts, "key-secret");
 	ret = create_spec(opts, &sp, name, mode, err);
 	if (ret < 0)
@@ -1141,8 +1146,12 @@ static int luks_create(const char *filename, struct vd_opts *opts, struct vd_err
 	st_be32(h + H_SLOTS + S_ACTIVE, LUKS_SLOT_ENABLED);
 	st_be32(h + H_SLOTS + S_ITERATIONS, slot_iters);
 
+	/* The whole file first (preallocated as asked), then the header and
+	 * slot 0's key material over it. */
+	snprintf(sizebuf, sizeof(sizebuf), "%" PRIu64, (uint64_t)payload * LUKS_SECTOR + size);
 	fopts = vd_opts_new();
-	if (!fopts || vd_opts_set(fopts, "size", "0") < 0) {
+	if (!fopts || vd_opts_set(fopts, "size", sizebuf) < 0 ||
+	    (prealloc && vd_opts_set(fopts, "preallocation", prealloc) < 0)) {
 		vd_opts_free(fopts);
 		ret = vd_error_set(err, -ENOMEM, "Out of memory");
 		goto out;
@@ -1159,8 +1168,6 @@ static int luks_create(const char *filename, struct vd_opts *opts, struct vd_err
 	ret = pwrite_all(fd, split, split_len, (off_t)LUKS_KEY_SLOT_OFFSET);
 	if (ret == 0)
 		ret = pwrite_all(fd, h, sizeof(h), 0);
-	if (ret == 0 && ftruncate(fd, (off_t)((uint64_t)payload * LUKS_SECTOR + size)) < 0)
-		ret = -errno;
 	if (ret == 0 && fsync(fd) < 0)
 		ret = -errno;
 	if (ret < 0)
