@@ -211,6 +211,17 @@ if [ -x "$CRYPTSETUP" ]; then
 			fail "vdisk convert of a cryptsetup image ($spec)"
 		cmp -s cs-q.raw cs-v.raw || fail "cryptsetup image ($spec): vdisk decrypts otherwise"
 	done
+	# aes-192 in CBC mode: key material that ends in a partial sector.
+	# qemu-img 7.2 aborts on an assertion; vdisk unlocks it (the master key
+	# digest matches only if the last partial sector decrypted right).
+	rm -f cs.img cs-v.raw
+	truncate -s 3M cs.img
+	printf 'hunter2' | "$CRYPTSETUP" luksFormat --type luks1 --batch-mode \
+		--pbkdf-force-iterations 1000 -c aes-cbc-plain64 -s 192 -h sha256 --key-file=- \
+		cs.img >/dev/null 2>&1 || fail "cryptsetup luksFormat aes-192"
+	# shellcheck disable=SC2086
+	"$VDISK" io $SEC --image-opts "$(opts cs.img)" -c 'read 0 4k' >/dev/null ||
+		fail "vdisk cannot unlock an aes-192-cbc header"
 else
 	echo "(cryptsetup not installed: luksDump and --test-passphrase not run)"
 fi
