@@ -29,6 +29,9 @@ endif
 # TLS for the NBD server.
 BASE_CFLAGS += $(shell $(PKG_CONFIG) --cflags gnutls 2>/dev/null)
 LIBS += $(shell $(PKG_CONFIG) --libs gnutls 2>/dev/null || echo -lgnutls)
+# Ciphers, hashes and PBKDF2 for luks (nettle is GnuTLS's crypto library).
+BASE_CFLAGS += $(shell $(PKG_CONFIG) --cflags nettle 2>/dev/null)
+LIBS += $(shell $(PKG_CONFIG) --libs nettle 2>/dev/null || echo -lnettle)
 ifneq ($(SANITIZE),)
 BASE_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LIBS += -fsanitize=address,undefined

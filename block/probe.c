@@ -71,15 +71,6 @@ static int dmg_probe(const uint8_t *buf, size_t len, const char *filename)
 	return n > 4 && strcmp(filename + n - 4, ".dmg") == 0 ? 2 : 0;
 }
 
-/* crypto.c (LUKS v1 header): magic, then a big-endian version 1 before the
- * cipher name at offset 8. */
-static int luks_probe(const uint8_t *buf, size_t len, const char *filename)
-{
-	if (len >= 8 && memcmp(buf, "LUKS\xba\xbe", 6) == 0 && buf[6] == 0 && buf[7] == 1)
-		return 100;
-	return 0;
-}
-
 /* parallels.c: either signature, header version 2, a 64-byte header. */
 static int parallels_probe(const uint8_t *buf, size_t len, const char *filename)
 {
@@ -160,9 +151,9 @@ static const struct vd_probe_format {
 	const char *name;
 	int (*probe)(const uint8_t *buf, size_t len, const char *filename);
 } foreign_formats[] = {
-	{"bochs", bochs_probe}, {"cloop", cloop_probe},		{"dmg", dmg_probe},
-	{"luks", luks_probe},	{"parallels", parallels_probe}, {"qcow", qcow_probe},
-	{"qed", qed_probe},	{"vhdx", vhdx_probe},		{"vmdk", vmdk_probe},
+	{"bochs", bochs_probe},		{"cloop", cloop_probe}, {"dmg", dmg_probe},
+	{"parallels", parallels_probe}, {"qcow", qcow_probe},	{"qed", qed_probe},
+	{"vhdx", vhdx_probe},		{"vmdk", vmdk_probe},
 };
 
 #define N_FOREIGN (sizeof(foreign_formats) / sizeof(foreign_formats[0]))

@@ -127,6 +127,9 @@ static void print_human(const struct vd_image_info *info, const struct vd_snapsh
 	if (info->cluster_size) {
 		printf("cluster_size: %" PRId64 "\n", info->cluster_size);
 	}
+	if (info->encrypted) {
+		printf("encrypted: yes\n");
+	}
 	if (info->has_dirty_flag && info->dirty_flag) {
 		printf("cleanly shut down: no\n");
 	}
@@ -209,6 +212,9 @@ static json_t *info_to_json(const struct vd_image_info *info, const struct vd_sn
 	if (info->backing_filename) {
 		json_object_set_new(o, "backing-filename", json_string(info->backing_filename));
 	}
+	if (info->encrypted) {
+		json_object_set_new(o, "encrypted", json_true());
+	}
 	json_object_set_new(o, "dirty-flag",
 			    json_boolean(info->has_dirty_flag && info->dirty_flag));
 	return o;
@@ -278,7 +284,7 @@ int cmd_info(int argc, char **argv)
 		{NULL, 0, NULL, 0},
 	};
 	/* As qemu-img info: the backing chain is named, not opened. */
-	struct tool_open_args a = {.probe = true, .no_backing = true};
+	struct tool_open_args a = {.probe = true, .no_backing = true, .no_io = true};
 	struct vd_loop *loop;
 	bool json = false, chain = false, failed = false;
 	json_t *array = NULL;

@@ -85,6 +85,8 @@ struct tool_open_args {
 	bool writable; /* read-write */
 	bool no_backing; /* do not open backing files (qemu-img info) */
 	bool check; /* opened to be repaired: VD_OPEN_CHECK */
+	bool no_io; /* metadata only (info): VD_OPEN_NO_IO, no key needed */
+	const char *key_secret; /* key-secret= for the format (a new luks image) */
 };
 
 /*
@@ -118,6 +120,16 @@ void tool_progress_end(struct tool_progress *p);
 
 /* 0 if @mode is a cache mode vd_cache_mode_apply() takes, else -EINVAL. */
 int tool_check_cache_mode(const char *mode);
+
+/*
+ * --object secret,id=ID,data=STR|file=PATH[,format=raw|base64] on the
+ * command line of every subcommand: vdisk's main() takes them out of argv
+ * (stopping at "--") and registers them with vd_secret_add() before the
+ * subcommand parses the rest, so each subcommand sees only the objects of
+ * other types (nbd's TLS credentials, serve's iothreads).  Returns the new
+ * argc, or -1 after printing the error.
+ */
+int tool_take_secret_objects(int argc, char **argv);
 
 /* Create a loop and make it current; exits the process on failure. */
 struct vd_loop *tool_loop_init(void);

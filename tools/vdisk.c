@@ -11,6 +11,7 @@
 
 #include <vdisk/aio.h>
 #include <vdisk/block.h>
+#include <vdisk/secret.h>
 
 #include "tools/tools.h"
 
@@ -132,8 +133,16 @@ int main(int argc, char **argv)
 	}
 	for (i = 0; i < N_SUBCOMMANDS; i++) {
 		if (!strcmp(argv[1], subcommands[i].name)) {
+			int n, ret;
+
 			argv[1] = (char *)"vdisk"; /* getopt messages say "vdisk: ..." */
-			return subcommands[i].fn(argc - 1, argv + 1);
+			n = tool_take_secret_objects(argc - 1, argv + 1);
+			if (n < 0) {
+				return 1;
+			}
+			ret = subcommands[i].fn(n, argv + 1);
+			vd_secret_remove_all();
+			return ret;
 		}
 	}
 	tool_error("Command not found: %s", argv[1]);

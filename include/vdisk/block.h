@@ -69,6 +69,10 @@ enum {
 	 * accept read-write what it otherwise refuses, such as a qcow2 image
 	 * with the corrupt bit set (QEMU's BDRV_O_CHECK). */
 	VD_OPEN_CHECK = 1 << 4,
+	/* Opened for its metadata only, no data I/O will follow (qemu-img
+	 * info, QEMU's BDRV_O_NO_IO): an encrypted format reads its header
+	 * without a key; reads and writes on the node fail with -EIO. */
+	VD_OPEN_NO_IO = 1 << 5,
 };
 
 /*
@@ -296,6 +300,7 @@ struct vd_image_info {
 	int64_t cluster_size; /* 0 if the format has none */
 	bool dirty_flag;
 	bool has_dirty_flag;
+	bool encrypted; /* the data is encrypted (luks) */
 	char *backing_filename; /* NULL if none */
 	char *full_backing_filename; /* resolved, NULL if none */
 	char *backing_filename_format;

@@ -71,7 +71,7 @@ fi
 cflags=(-std=c11 -D_GNU_SOURCE -DVD_LIBFUZZER -O1 -g -Iinclude -I. -pthread
 	-fno-omit-frame-pointer "-fsanitize=fuzzer,$san")
 libs=()
-for pkg in liburing libzstd jansson gnutls; do
+for pkg in liburing libzstd jansson gnutls nettle; do
 	if pkg-config --exists "$pkg" 2>/dev/null; then
 		read -ra f <<<"$(pkg-config --cflags "$pkg")"
 		cflags+=("${f[@]}")
