@@ -159,6 +159,11 @@ qemu-img convert -f qcow2 -O vmdk -o subformat=streamOptimized src.qcow2 q-strea
 qemu-img compare -f qcow2 -F vmdk src.qcow2 v-stream.vmdk >out 2>&1 ||
 	fail "qemu-img reads vdisk's streamOptimized: $(cat out)"
 qemu-img check -q -f vmdk v-stream.vmdk || fail "qemu-img check on vdisk's streamOptimized"
+# Without -c too: the target takes compressed grains only, as qemu-img knows.
+"$VDISK" convert -f qcow2 -O vmdk -o subformat=streamOptimized src.qcow2 v-stream2.vmdk ||
+	fail "vdisk convert to streamOptimized without -c"
+qemu-img compare -f qcow2 -F vmdk src.qcow2 v-stream2.vmdk >out 2>&1 ||
+	fail "streamOptimized without -c: $(cat out)"
 # A grain written twice is refused, as qemu-io does.
 "$VDISK" io -f vmdk -c 'write -P 1 0 64k' v-stream.vmdk >out 2>&1
 grep -q "write failed" out || fail "rewrite of a compressed grain: $(cat out)"

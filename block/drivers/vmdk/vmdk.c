@@ -950,6 +950,7 @@ static int vmdk_get_info(struct vd_node *n, struct vd_image_info *info, struct v
 	}
 	if (same && !s->extents[0].flat)
 		info->cluster_size = (int64_t)s->extents[0].grain_sectors * 512;
+	info->needs_compressed_writes = same && s->extents[0].compressed;
 	if (s->parent_hint) {
 		const char *dfile = node_filename(n->file), *slash = strrchr(dfile, '/');
 
