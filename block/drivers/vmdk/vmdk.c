@@ -76,11 +76,13 @@ static int load_gd(struct vmdk_extent *e, uint64_t offset, int64_t file_size, ui
 		gt = (uint64_t)gd[i] * 512;
 		if (gd[i] && (gd[i] < 1 || gt > (uint64_t)file_size ||
 			      (uint64_t)file_size - gt < gt_bytes)) {
+			uint32_t bad = gd[i];
+
 			free(gd);
 			return vd_error_set(err, -EINVAL,
 					    "Grain table %" PRIu32 " (sector %" PRIu32
 					    ") is outside the file '%s'",
-					    i, gd[i], node_filename(e->file));
+					    i, bad, node_filename(e->file));
 		}
 	}
 	*out = gd;
