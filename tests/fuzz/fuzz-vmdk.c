@@ -14,8 +14,7 @@
 
 #include "tests/fuzz/fuzz-image.h"
 
-static void put_file(const char *dir, const char *name, const void *data, size_t len,
-		     off_t size)
+static void put_file(const char *dir, const char *name, const void *data, size_t len, off_t size)
 {
 	char path[512];
 	int fd;

@@ -237,10 +237,26 @@ int vmdk_co_preadv(struct vd_node *n, int64_t offset, int64_t bytes, struct vd_q
 		if (e->flat) {
 			kind = G_DATA;
 		} else {
-			in_grain = eoff % ((uint64_t)e->grain_sectors * 512);
-			chunk = (uint64_t)e->grain_sectors * 512 - in_grain;
+			uint64_t gbytes = (uint64_t)e->grain_sectors * 512, next_gte;
+
+			in_grain = eoff % gbytes;
+			chunk = gbytes - in_grain;
 			vd_co_mutex_lock(&s->lock);
 			kind = get_gte(e, eoff, &r);
+			/* One host request for a run of grains that follow each
+			 * other in the file (as sequential writes leave them),
+			 * or of holes. */
+			next_gte = r.gte;
+			while (kind >= 0 && !e->compressed && chunk < (uint64_t)bytes &&
+			       eoff + chunk < e->sectors * 512) {
+				struct gte_ref r2;
+				int k2 = get_gte(e, eoff + chunk, &r2);
+
+				next_gte += e->grain_sectors;
+				if (k2 != kind || (kind == G_DATA && r2.gte != next_gte))
+					break;
+				chunk += gbytes;
+			}
 			vd_co_mutex_unlock(&s->lock);
 			if (kind < 0) {
 				ret = kind;
