@@ -151,7 +151,8 @@ qemu-img create -q -f qcow2 src.qcow2 6M
 qemu-io -f qcow2 -c 'write -P 0x21 0 1M' -c 'write -P 0x22 3M 65k' -c 'write -P 0x23 6029312 12k' \
 	src.qcow2 >/dev/null
 qemu-img convert -f qcow2 -O vmdk -o subformat=streamOptimized src.qcow2 q-stream.vmdk
-"$VDISK" info -f vmdk q-stream.vmdk | grep -q "create type: streamOptimized" || fail "stream info"
+diff <(qemu-img info -f vmdk q-stream.vmdk | strip_cid) <("$VDISK" info -f vmdk q-stream.vmdk | strip_cid) ||
+	fail "streamOptimized info differs from qemu-img's"
 "$VDISK" compare -f qcow2 -F vmdk src.qcow2 q-stream.vmdk >out 2>&1 ||
 	fail "vdisk reads qemu-img's streamOptimized: $(cat out)"
 "$VDISK" convert -c -f qcow2 -O vmdk -o subformat=streamOptimized src.qcow2 v-stream.vmdk ||

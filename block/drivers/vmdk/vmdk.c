@@ -972,18 +972,19 @@ static int vmdk_get_info(struct vd_node *n, struct vd_image_info *info, struct v
 	for (int i = 0; i < s->num_extents && ret == 0; i++) {
 		const struct vmdk_extent *e = &s->extents[i];
 
+		/* Key order as qemu-img prints it. */
+		if (e->compressed) {
+			snprintf(key, sizeof(key), "extents.%d.compressed", i);
+			ret = vd_opts_set(o, key, "true");
+		}
 		snprintf(key, sizeof(key), "extents.%d.virtual-size", i);
-		ret = set_fmt(o, key, "%" PRIu64, e->sectors * 512);
+		ret = ret ? ret : set_fmt(o, key, "%" PRIu64, e->sectors * 512);
 		snprintf(key, sizeof(key), "extents.%d.filename", i);
 		ret = ret ? ret : vd_opts_set(o, key, node_filename(e->file));
 		if (!e->flat) {
 			snprintf(key, sizeof(key), "extents.%d.cluster-size", i);
 			ret = ret ? ret
 				  : set_fmt(o, key, "%" PRIu64, (uint64_t)e->grain_sectors * 512);
-		}
-		if (e->compressed) {
-			snprintf(key, sizeof(key), "extents.%d.compressed", i);
-			ret = ret ? ret : vd_opts_set(o, key, "true");
 		}
 		snprintf(key, sizeof(key), "extents.%d.format", i);
 		ret = ret ? ret : vd_opts_set(o, key, e->type);
