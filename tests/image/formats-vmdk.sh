@@ -165,6 +165,21 @@ qemu-img check -q -f vmdk v-stream.vmdk || fail "qemu-img check on vdisk's strea
 	fail "vdisk convert to streamOptimized without -c"
 qemu-img compare -f qcow2 -F vmdk src.qcow2 v-stream2.vmdk >out 2>&1 ||
 	fail "streamOptimized without -c: $(cat out)"
+# The VMware layout: grain directory in a footer (header says all ones),
+# then an end-of-stream marker.  Read by both; writes refused by vdisk.
+python3 - <<'PY'
+import struct
+img = bytearray(open("q-stream.vmdk", "rb").read())
+hdr = bytearray(img[:512])
+img[56:64] = struct.pack("<Q", 0xFFFFFFFFFFFFFFFF)
+img += bytes((-len(img)) % 512)
+img += struct.pack("<QII", 1, 0, 3) + bytes(496) + hdr + struct.pack("<QII", 0, 0, 0) + bytes(496)
+open("footer.vmdk", "wb").write(img)
+PY
+qemu-img compare -f qcow2 -F vmdk src.qcow2 footer.vmdk >out 2>&1 || fail "qemu-img on footer.vmdk: $(cat out)"
+"$VDISK" compare -f qcow2 -F vmdk src.qcow2 footer.vmdk >out 2>&1 || fail "footer.vmdk: $(cat out)"
+"$VDISK" io -f vmdk -c 'write 1M 64k' footer.vmdk >out 2>&1 && fail "footer.vmdk opened read-write"
+grep -q "can only be opened read-only" out || fail "footer.vmdk write: $(cat out)"
 # A grain written twice is refused, as qemu-io does.
 "$VDISK" io -f vmdk -c 'write -P 1 0 64k' v-stream.vmdk >out 2>&1
 grep -q "write failed" out || fail "rewrite of a compressed grain: $(cat out)"

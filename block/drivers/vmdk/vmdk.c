@@ -226,6 +226,12 @@ static int open_vmdk4(struct vd_node *n, struct vmdk_extent *e, int64_t file_siz
 		return ret < 0 ? ret : 1;
 	}
 	if (ld_le64(h + H4_GD_OFFSET) == VMDK4_GD_AT_END) {
+		/* Grains appended after the footer would hide it: such a
+		 * stream is read-only (QEMU writes and loses the footer). */
+		if (flags & VD_OPEN_RDWR)
+			return vd_error_set(err, -ENOTSUP,
+					    "A streamOptimized image with its grain directory "
+					    "in the footer can only be opened read-only");
 		ret = read_footer(e, file_size, h, err);
 		if (ret < 0)
 			return ret;
