@@ -104,6 +104,18 @@ diff <(qemu-img info -f vmdk --output=json z.vmdk | grep -v actual-size) \
 	<("$VDISK" info -f vmdk --output=json z.vmdk | grep -v actual-size) || fail "info json differs"
 diff <(qemu-img map -f vmdk --output=json z.vmdk) <("$VDISK" map -f vmdk --output=json z.vmdk) ||
 	fail "map differs from qemu-img's"
+# Descriptor files and their extents, in a subdirectory (names as qemu-img
+# shows them), and the holes of a flat extent (QEMU recurses into the file).
+mkdir -p sub
+qemu-img create -q -f vmdk -o subformat=twoGbMaxExtentSparse sub/t.vmdk 3G
+qemu-img create -q -f vmdk -o subformat=monolithicFlat sub/f.vmdk 3M
+qemu-io -f vmdk -c 'write -P 0x12 64k 8k' sub/f.vmdk >/dev/null
+for f in sub/t.vmdk sub/f.vmdk; do
+	diff <(qemu-img info -f vmdk "$f" | grep -v "disk size") \
+		<("$VDISK" info -f vmdk "$f" | grep -v "disk size") || fail "$f: info differs"
+	diff <(qemu-img map -f vmdk --output=json "$f") <("$VDISK" map -f vmdk --output=json "$f") ||
+		fail "$f: map differs"
+done
 "$VDISK" check -f vmdk z.vmdk >out 2>&1 || fail "check: $(cat out)"
 grep -q "No errors were found on the image." out || fail "check output: $(cat out)"
 # A grain pointing past the end of the file: the check fails, as qemu-img's.

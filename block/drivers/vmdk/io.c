@@ -511,10 +511,23 @@ int vmdk_co_block_status(struct vd_node *n, int64_t offset, int64_t bytes, int64
 	eoff = (uint64_t)offset - e->start * 512;
 	ext_end = e->sectors * 512;
 	if (e->flat) {
+		int64_t fpnum = 0, fmap = 0;
+		struct vd_node *ffile = NULL;
+
 		*pnum = (int64_t)(ext_end - eoff) < bytes ? (int64_t)(ext_end - eoff) : bytes;
 		*map = (int64_t)(e->flat_offset + eoff);
 		*file = e->file;
-		return VD_BLOCK_DATA | VD_BLOCK_OFFSET_VALID;
+		ret = VD_BLOCK_DATA | VD_BLOCK_OFFSET_VALID;
+		/* QEMU's BDRV_BLOCK_RECURSE: holes of the flat file read as
+		 * zeroes, and map shows them so. */
+		kind = vd_co_block_status(e->file, *map, *pnum, &fpnum, &fmap, &ffile);
+		if (kind >= 0 && fpnum > 0) {
+			*pnum = fpnum;
+			ret |= kind & VD_BLOCK_ZERO;
+		} else if (kind >= 0 && (kind & VD_BLOCK_EOF)) {
+			ret |= VD_BLOCK_ZERO; /* past the end of the file */
+		}
+		return ret;
 	}
 	gbytes = (uint64_t)e->grain_sectors * 512;
 	vd_co_mutex_lock(&s->lock);
