@@ -145,6 +145,13 @@ qemu-io -f vmdk -c 'write -P 0x44 64k 4k' delta.vmdk >/dev/null
 	delta.vmdk >out 2>&1 || fail "delta read: $(cat out)"
 grep -qi "fail\|error" out && fail "delta read: $(cat out)"
 "$VDISK" info -f vmdk delta.vmdk | grep -qx "backing file: base.vmdk" || fail "delta info"
+# The delta's descriptor is qemu-img's (but for the CID).
+rm -rf q2 v2 && mkdir q2 v2 && cp base.vmdk q2/ && cp base.vmdk v2/
+qemu-img create -q -f vmdk -b base.vmdk -F vmdk q2/d.vmdk 4M
+"$VDISK" create -f vmdk -o backing_file=base.vmdk,backing_fmt=vmdk v2/d.vmdk 4M >/dev/null ||
+	fail "vdisk create delta in v2"
+[ "$(desc q2/d.vmdk 512)" = "$(desc v2/d.vmdk 512)" ] ||
+	fail "delta descriptors differ: $(diff <(desc q2/d.vmdk 512) <(desc v2/d.vmdk 512))"
 # vdisk's own delta, read by qemu-io.
 "$VDISK" create -f vmdk -o backing_file=base.vmdk,backing_fmt=vmdk vd.vmdk 4M >/dev/null || fail "vdisk create delta"
 "$VDISK" io -f vmdk -c 'write -P 0x55 8k 4k' vd.vmdk >/dev/null || fail "write into the delta"

@@ -235,7 +235,8 @@ int vmdk_create(const char *filename, struct vd_opts *opts, struct vd_error *err
 		ret = parent_cid(filename, backing, &pcid, err);
 		if (ret < 0)
 			goto out;
-		snprintf(parent_line, sizeof(parent_line), "parentFileNameHint=\"%s\"\n", backing);
+		/* No newline: in QEMU's text the template's blank line ends it. */
+		snprintf(parent_line, sizeof(parent_line), "parentFileNameHint=\"%s\"", backing);
 	}
 	extent_size = split ? 0x80000000ull : size;
 	for (idx = 1; created < size; idx++) {
