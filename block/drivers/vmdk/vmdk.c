@@ -296,12 +296,18 @@ static struct vmdk_extent *add_extent(struct vmdk_state *s, struct vd_error *err
 		vd_error_set(err, -EFBIG, "Too many extents (more than %d)", VMDK_MAX_EXTENTS);
 		return NULL;
 	}
-	e = realloc(s->extents, sizeof(*e) * (size_t)(s->num_extents + 1));
-	if (!e) {
-		vd_error_set(err, -ENOMEM, "Out of memory");
-		return NULL;
+	if (s->num_extents == s->cap_extents) {
+		/* Doubling: a descriptor of thousands of extents stays linear. */
+		int cap = s->cap_extents ? 2 * s->cap_extents : 4;
+
+		e = realloc(s->extents, sizeof(*e) * (size_t)cap);
+		if (!e) {
+			vd_error_set(err, -ENOMEM, "Out of memory");
+			return NULL;
+		}
+		s->extents = e;
+		s->cap_extents = cap;
 	}
-	s->extents = e;
 	e = &s->extents[s->num_extents++];
 	memset(e, 0, sizeof(*e));
 	e->type = "";
@@ -698,7 +704,7 @@ static void vmdk_close(struct vd_node *n)
 	free(s->parent_hint);
 	free(s->desc);
 	s->extents = NULL;
-	s->num_extents = 0;
+	s->num_extents = s->cap_extents = 0;
 	s->create_type = s->parent_hint = s->desc = NULL;
 }
 

@@ -97,7 +97,7 @@ struct vmdk_extent {
 struct vmdk_state {
 	struct vd_co_mutex lock;
 	struct vmdk_extent *extents;
-	int num_extents;
+	int num_extents, cap_extents;
 	uint32_t cid, parent_cid;
 	bool cid_updated, parent_checked, parent_ok;
 	char *create_type;
