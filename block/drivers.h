@@ -16,5 +16,6 @@ extern const struct vd_block_driver vd_driver_nbd; /* "nbd": client of an NBD se
 extern const struct vd_block_driver vd_driver_vpc; /* "vpc": VHD fixed and dynamic */
 extern const struct vd_block_driver vd_driver_vdi; /* "vdi": VirtualBox, dynamic and static */
 extern const struct vd_block_driver vd_driver_luks; /* "luks": LUKS1 encryption */
+extern const struct vd_block_driver vd_driver_vmdk; /* "vmdk": VMware sparse, flat, stream */
 
 #endif

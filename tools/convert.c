@@ -702,7 +702,7 @@ int cmd_convert(int argc, char **argv)
 		tool_error("Unknown file format '%s'", out_fmt);
 		goto out;
 	}
-	if (c.compressed && out_fmt && strcmp(out_fmt, "qcow2")) {
+	if (c.compressed && out_fmt && strcmp(out_fmt, "qcow2") && strcmp(out_fmt, "vmdk")) {
 		tool_error("Compression not supported for this file format");
 		goto out;
 	}
@@ -807,6 +807,15 @@ int cmd_convert(int argc, char **argv)
 		vd_image_info_cleanup(&info);
 	}
 	c.buf_size = CONVERT_BUF_SIZE;
+	if (!c.compressed) {
+		/* A target that takes compressed data only (vmdk
+		 * streamOptimized) is written as with -c, as qemu-img does. */
+		struct vd_image_info info = {0};
+
+		if (vd_node_get_info(vd_blk_root(c.dst), &info, &err) == 0)
+			c.compressed = info.needs_compressed_writes;
+		vd_image_info_cleanup(&info);
+	}
 	if (c.compressed) {
 		struct vd_image_info info = {0};
 

@@ -305,6 +305,10 @@ struct vd_image_info {
 	char *full_backing_filename; /* resolved, NULL if none */
 	char *backing_filename_format;
 	struct vd_opts *format_specific; /* driver-specific fields, may be NULL */
+	/* Data can only be written compressed, whole clusters once each (vmdk
+	 * streamOptimized): copying tools write as with -c (QEMU's
+	 * needs_compressed_writes). */
+	bool needs_compressed_writes;
 };
 int vd_node_get_info(struct vd_node *n, struct vd_image_info *info, struct vd_error *err);
 void vd_image_info_cleanup(struct vd_image_info *info);
