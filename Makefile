@@ -17,6 +17,8 @@ WARN := -Wall -Wextra -Werror -Wno-unused-parameter -Wmissing-prototypes -Wstric
 BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -fPIC -Iinclude -I. $(WARN) -pthread \
 	-DVDISK_VERSION='"$(VERSION)"' -MMD -MP
 LIBS := -pthread -lz $(shell $(PKG_CONFIG) --libs jansson 2>/dev/null || echo -ljansson)
+# bzip2 chunks of dmg images; Debian's libbz2-dev has no .pc file.
+LIBS += $(shell $(PKG_CONFIG) --libs bzip2 2>/dev/null || echo -lbz2)
 BASE_CFLAGS += $(shell $(PKG_CONFIG) --cflags jansson 2>/dev/null)
 ifeq ($(HAVE_URING),1)
 BASE_CFLAGS += -DVD_HAVE_URING $(shell $(PKG_CONFIG) --cflags liburing)

@@ -8,8 +8,9 @@
  * probe, a magic or a text descriptor, is its driver's.)  So the
  * formats QEMU probes for that have no driver here are known by their magic
  * alone (the table below), with QEMU's scores (block/<format>.c *_probe):
- * 100 for a magic, 2 for the weak guesses (cloop's shell header, dmg's file
- * name), 1 for raw, which matches anything.  The highest score wins; on a
+ * 100 for a magic, 1 for raw, which matches anything.  The drivers' own
+ * probes use the same scores (2 for cloop's shell header and dmg's file
+ * name).  The highest score wins; on a
  * tie the first one met (registered drivers first, then the table).
  *
  * As QEMU's find_image_format, an empty file is raw without probing, and
@@ -26,76 +27,6 @@
 #include "block/drivers.h"
 #include "block/internal.h"
 
-static uint32_t be32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static uint32_t le32(const uint8_t *p)
-{
-	return (uint32_t)p[3] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[1] << 8 | p[0];
-}
-
-/* bochs.c: a growing redolog, header version 1 or 2.  The three names are
- * compared as C strings, so each must end with its NUL inside its field. */
-static int bochs_probe(const uint8_t *buf, size_t len, const char *filename)
-{
-	static const char magic[] = "Bochs Virtual HD Image";
-	uint32_t version;
-
-	if (len < 512)
-		return 0;
-	version = le32(buf + 64);
-	if (memcmp(buf, magic, sizeof(magic)) == 0 && memcmp(buf + 32, "Redolog", 8) == 0 &&
-	    memcmp(buf + 48, "Growing", 8) == 0 && (version == 0x20000 || version == 0x10000))
-		return 100;
-	return 0;
-}
-
-/* cloop.c: the V2.0 shell header, compared over as many bytes as there are. */
-static int cloop_probe(const uint8_t *buf, size_t len, const char *filename)
-{
-	static const char magic[] = "#!/bin/sh\n#V2.0 Format\n"
-				    "modprobe cloop file=$0 && mount -r -t iso9660 /dev/cloop $1\n";
-	size_t n = sizeof(magic) - 1;
-
-	if (n > len)
-		n = len;
-	return memcmp(buf, magic, n) == 0 ? 2 : 0;
-}
-
-/* dmg.c: no magic at the start of the file; QEMU goes by the name. */
-static int dmg_probe(const uint8_t *buf, size_t len, const char *filename)
-{
-	size_t n = filename ? strlen(filename) : 0;
-
-	return n > 4 && strcmp(filename + n - 4, ".dmg") == 0 ? 2 : 0;
-}
-
-/* parallels.c: either signature, header version 2, a 64-byte header. */
-static int parallels_probe(const uint8_t *buf, size_t len, const char *filename)
-{
-	if (len < 64)
-		return 0;
-	if ((memcmp(buf, "WithoutFreeSpace", 16) == 0 ||
-	     memcmp(buf, "WithouFreSpacExt", 16) == 0) &&
-	    le32(buf + 16) == 2)
-		return 100;
-	return 0;
-}
-
-/* qcow.c: QFI\xfb, version 1, a 48-byte header. */
-static int qcow_probe(const uint8_t *buf, size_t len, const char *filename)
-{
-	return len >= 48 && be32(buf) == 0x514649fb && be32(buf + 4) == 1 ? 100 : 0;
-}
-
-/* qed.c: "QED\0" little-endian, a 64-byte header. */
-static int qed_probe(const uint8_t *buf, size_t len, const char *filename)
-{
-	return len >= 64 && le32(buf) == 0x00444551 ? 100 : 0;
-}
-
 /* vhdx.c: the file type identifier. */
 static int vhdx_probe(const uint8_t *buf, size_t len, const char *filename)
 {
@@ -107,8 +38,6 @@ static const struct vd_probe_format {
 	const char *name;
 	int (*probe)(const uint8_t *buf, size_t len, const char *filename);
 } foreign_formats[] = {
-	{"bochs", bochs_probe},		{"cloop", cloop_probe}, {"dmg", dmg_probe},
-	{"parallels", parallels_probe}, {"qcow", qcow_probe},	{"qed", qed_probe},
 	{"vhdx", vhdx_probe},
 };
 

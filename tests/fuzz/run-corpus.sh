@@ -54,6 +54,12 @@ done
 "$PKG_CONFIG" --exists liburing 2>/dev/null && cflags+=(-DVD_HAVE_URING)
 "$PKG_CONFIG" --exists libzstd 2>/dev/null && cflags+=(-DVD_HAVE_ZSTD)
 "$PKG_CONFIG" --exists jansson 2>/dev/null || libs+=(-ljansson)
+if "$PKG_CONFIG" --exists bzip2 2>/dev/null; then
+	read -ra f <<<"$("$PKG_CONFIG" --libs bzip2)"
+	libs+=("${f[@]}")
+else
+	libs+=(-lbz2)
+fi
 libs+=(-lz -pthread)
 # (grep without -q: with pipefail, an early exit would fail nm with SIGPIPE.)
 if nm "$lib" 2>/dev/null | grep ' U __asan_' >/dev/null; then

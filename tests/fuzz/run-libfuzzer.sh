@@ -82,6 +82,12 @@ done
 pkg-config --exists liburing 2>/dev/null && cflags+=(-DVD_HAVE_URING)
 pkg-config --exists libzstd 2>/dev/null && cflags+=(-DVD_HAVE_ZSTD)
 pkg-config --exists jansson 2>/dev/null || libs+=(-ljansson)
+if pkg-config --exists bzip2 2>/dev/null; then
+	read -ra f <<<"$(pkg-config --libs bzip2)"
+	libs+=("${f[@]}")
+else
+	libs+=(-lbz2)
+fi
 libs+=(-lz -pthread)
 
 bin=$FUZZ_BUILD/fuzz/fuzz-$name

@@ -2,13 +2,15 @@
 # SPDX-License-Identifier: MIT
 #
 # Probing, against QEMU 7.2:
-#  - images qemu-img makes in formats vdisk cannot open (vhdx, qed, qcow,
-#    parallels) are refused by name with a non-zero exit by info, io,
-#    bench and resize without -f, and the file is left as it was (never
-#    taken for raw and written);
+#  - images qemu-img makes in formats vdisk cannot open (vhdx) are refused
+#    by name with a non-zero exit by info, io, bench and resize without -f,
+#    and the file is left as it was (never taken for raw and written);
 #  - vmdk (sparse, or a text descriptor file) is probed as QEMU does, and
 #    treated as qcow2 is: info opens it, io asks for -f (it names files);
-#  - crafted bochs, cloop and dmg files and truncated headers are never raw;
+#  - qed, qcow and parallels images qemu-img makes probe as what qemu-img
+#    says they are;
+#  - crafted bochs, cloop and dmg files that fail to open, and truncated
+#    headers, are never raw: they fail naming their format, untouched;
 #  - a probed raw image refuses a block-0 write of a qcow2 header or a vmdk
 #    magic with EPERM, as qemu-io does, accepts ordinary writes, and -f raw
 #    lifts the restriction; the warning is QEMU's, and only for read-write.
@@ -53,7 +55,10 @@ for fmt in vhdx qed qcow parallels; do
 	qemu-img create -q -f "$fmt" "img.$fmt" 1M
 	qemu-img info "img.$fmt" | grep -qx "file format: $fmt" ||
 		fail "qemu-img does not probe img.$fmt as $fmt"
-	refused "img.$fmt" "$fmt"
+	case $fmt in
+	vhdx) refused "img.$fmt" "$fmt" ;;
+	*) "$VDISK" info "img.$fmt" | grep -qx "file format: $fmt" || fail "img.$fmt not probed as $fmt" ;;
+	esac
 done
 # -f names such a format the same way.
 "$VDISK" info -f vhdx img.vhdx 2>err && fail "vdisk info -f vhdx accepted"
@@ -100,12 +105,24 @@ open("short.luks", "wb").write(b"LUKS\xba\xbe\0\1")
 open("short.vdi", "wb").write(bytes(64) + struct.pack("<I", 0xbeda107f))
 open("short.qcow2", "wb").write(b"QFI\xfb\0\0\0\3")
 PY
-refused crafted.bochs bochs
-refused crafted.cloop cloop
-refused crafted.dmg dmg
-for fmt in vhdx qed qcow; do
-	refused "short.$fmt" "$fmt"
-done
+# not_raw FILE FORMAT: a file that probes as FORMAT but does not open
+# fails naming it (one line), is never written, and never taken for raw.
+not_raw() {
+	local f=$1 fmt=$2 before
+	before=$(sum "$f")
+	"$VDISK" info "$f" >out 2>err && fail "$f: vdisk info opened a broken $fmt: $(cat out)"
+	[ "$(wc -l <err)" = 1 ] || fail "$f: more than one line of error: $(cat err)"
+	grep -qi "raw" err && fail "$f: taken for raw: $(cat err)"
+	"$VDISK" info -f "$fmt" "$f" >/dev/null 2>&1 && fail "$f: vdisk info -f $fmt opened it"
+	"$VDISK" io -c 'write -P 0xaa 0 4k' "$f" >out 2>&1 && fail "$f: vdisk io wrote into it"
+	[ "$(sum "$f")" = "$before" ] || fail "$f: the $fmt file changed"
+}
+not_raw crafted.bochs bochs
+not_raw crafted.cloop cloop
+not_raw crafted.dmg dmg
+not_raw short.qed qed
+not_raw short.qcow qcow
+refused short.vhdx vhdx
 # A truncated vdi header is vdi (which then fails to open), never raw.
 "$VDISK" info short.vdi >out 2>&1 && fail "vdisk opened short.vdi: $(cat out)"
 grep -q "VDI" out || fail "short.vdi: $(cat out)"
