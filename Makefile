@@ -10,6 +10,12 @@ SANITIZE ?=
 PKG_CONFIG ?= pkg-config
 HAVE_URING := $(shell $(PKG_CONFIG) --exists liburing 2>/dev/null && echo 1)
 HAVE_ZSTD := $(shell $(PKG_CONFIG) --exists libzstd 2>/dev/null && echo 1)
+# librbd (the rbd driver): Debian's librbd-dev ships no .pc file, so fall back
+# to finding the header.  RBD=0 builds without it.
+ifneq ($(RBD),0)
+HAVE_RBD := $(shell $(PKG_CONFIG) --exists librbd 2>/dev/null && echo 1 || \
+	(echo '\#include <rbd/librbd.h>' | $(CC) -E -x c - >/dev/null 2>&1 && echo 1))
+endif
 
 CFLAGS ?= -O2 -g
 WARN := -Wall -Wextra -Werror -Wno-unused-parameter -Wmissing-prototypes -Wstrict-prototypes \
@@ -25,6 +31,10 @@ endif
 ifeq ($(HAVE_ZSTD),1)
 BASE_CFLAGS += -DVD_HAVE_ZSTD $(shell $(PKG_CONFIG) --cflags libzstd)
 LIBS += $(shell $(PKG_CONFIG) --libs libzstd)
+endif
+ifeq ($(HAVE_RBD),1)
+BASE_CFLAGS += -DVD_HAVE_RBD
+LIBS += $(shell $(PKG_CONFIG) --libs librbd librados 2>/dev/null || echo -lrbd -lrados)
 endif
 # TLS for the NBD server.
 BASE_CFLAGS += $(shell $(PKG_CONFIG) --cflags gnutls 2>/dev/null)

@@ -15,5 +15,8 @@ extern const struct vd_block_driver vd_driver_qcow2; /* "qcow2": QEMU copy-on-wr
 extern const struct vd_block_driver vd_driver_nbd; /* "nbd": client of an NBD server */
 extern const struct vd_block_driver vd_driver_vpc; /* "vpc": VHD fixed and dynamic */
 extern const struct vd_block_driver vd_driver_vdi; /* "vdi": VirtualBox, dynamic and static */
+#ifdef VD_HAVE_RBD
+extern const struct vd_block_driver vd_driver_rbd; /* "rbd": Ceph RBD images through librbd */
+#endif
 
 #endif

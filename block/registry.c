@@ -14,6 +14,9 @@ static const struct vd_block_driver *const drivers[] = {
 	&vd_driver_raw,	     &vd_driver_file,	   &vd_driver_null_co, &vd_driver_null_aio,
 	&vd_driver_blkdebug, &vd_driver_crash_sim, &vd_driver_qcow2,   &vd_driver_nbd,
 	&vd_driver_vpc,	     &vd_driver_vdi,
+#ifdef VD_HAVE_RBD
+	&vd_driver_rbd,
+#endif
 };
 
 #define N_DRIVERS (sizeof(drivers) / sizeof(drivers[0]))
@@ -84,6 +87,9 @@ static const struct {
 	{"nbd:", "nbd"},
 	{"nbd+tcp:", "nbd"},
 	{"nbd+unix:", "nbd"},
+#ifdef VD_HAVE_RBD
+	{"rbd:", "rbd"},
+#endif
 };
 
 const char *vd_protocol_for_filename(const char *filename)
