@@ -127,6 +127,9 @@ osd fast fail on connection refused = true
 mgr initial modules =
 debug ms = 0
 crash dir = $CEPH_DIR/crash
+[client]
+# Clients (many at once in the tests) need no admin socket.
+admin socket =
 [mon]
 mon data = $CEPH_DIR/mon.\$id
 [mgr]
@@ -146,8 +149,9 @@ ceph_osd_start() {
 ceph_osd_kill() {
 	local p
 	p=$(_ceph_pid_of "osd.$1")
-	[ -n "$p" ] && kill -9 "$p" 2>/dev/null
-	wait "$p" 2>/dev/null || true
+	[ -n "$p" ] || return 1
+	kill -9 "$p" 2>/dev/null || true
+	while kill -0 "$p" 2>/dev/null; do sleep 0.05; done
 }
 
 # ceph_wait_clean [SECONDS]: until every PG is active+clean.
@@ -166,11 +170,24 @@ ceph_wait_clean() {
 	return 1
 }
 
+# _ceph_make_osd ID: register OSD ID with the monitor, make its store,
+# start it; touches osd.ID/made when all went well.
+_ceph_make_osd() {
+	local uuid
+	uuid=$(python3 -c 'import uuid; print(uuid.uuid4())')
+	_ceph osd new "$uuid" "$1" >/dev/null || return 1
+	mkdir -p "$CEPH_DIR/osd.$1"
+	ceph-osd -c "$CEPH_CONF" -i "$1" --mkfs --osd-uuid "$uuid" \
+		>>"$CEPH_DIR/log/mkfs.out" 2>&1 || return 1
+	ceph_osd_start "$1"
+	touch "$CEPH_DIR/osd.$1/made"
+}
+
 # ceph_cluster_start [DIR]: create and start the cluster; exports CEPH_DIR,
 # CEPH_CONF, CEPH_POOL.  Installs an EXIT trap that stops it unless
 # CEPH_NO_TRAP is set (the command-line start).
 ceph_cluster_start() {
-	local t0 id uuid
+	local t0 id
 	_ceph_need
 	t0=$(date +%s.%N)
 	_ceph_reap_stale
@@ -205,19 +222,21 @@ ceph_cluster_start() {
 	}
 	_ceph_spawn mon.a ceph-mon -c "$CEPH_CONF" -i a
 	_ceph_spawn mgr.x ceph-mgr -c "$CEPH_CONF" -i x
-	_ceph osd set-require-min-compat-client luminous >/dev/null 2>&1 || true
+	# The OSDs are registered, made and started in parallel: each ceph
+	# command costs a second of python here.  The pool is created meanwhile.
+	local jobs=()
 	for ((id = 0; id < CEPH_OSDS; id++)); do
-		uuid=$(python3 -c 'import uuid; print(uuid.uuid4())')
-		_ceph osd new "$uuid" >/dev/null || return 1
-		mkdir -p "$CEPH_DIR/osd.$id"
-		ceph-osd -c "$CEPH_CONF" -i "$id" --mkfs --osd-uuid "$uuid" \
-			>>"$CEPH_DIR/log/mkfs.out" 2>&1 || {
+		_ceph_make_osd "$id" &
+		jobs+=($!)
+	done
+	_ceph osd pool create "$CEPH_POOL" 16 16 >/dev/null 2>&1 || return 1
+	wait "${jobs[@]}" # not a bare wait: the mon and mgr are children too
+	for ((id = 0; id < CEPH_OSDS; id++)); do
+		[ -e "$CEPH_DIR/osd.$id/made" ] || {
 			cat "$CEPH_DIR/log/mkfs.out" >&2
 			return 1
 		}
-		ceph_osd_start "$id"
 	done
-	_ceph osd pool create "$CEPH_POOL" 16 16 >/dev/null 2>&1 || return 1
 	timeout 60 rbd -c "$CEPH_CONF" pool init "$CEPH_POOL" || return 1
 	ceph_wait_clean 60 || return 1
 	_ceph_log "up in $(python3 -c "import time; print('%.1f' % (time.time() - $t0))") s: $CEPH_DIR (mon 127.0.0.1:$CEPH_MON_PORT)"
