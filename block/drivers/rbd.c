@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "block/drivers.h"
+#include "block/drivers/rbd-name.h"
 
 #ifdef VD_HAVE_RBD
 
@@ -38,16 +39,8 @@
 #include <vdisk/aio.h>
 #include <vdisk/loop.h>
 
-#define RBD_MAX_CONF 32
 #define RBD_MIN_OBJ_ORDER 12 /* QEMU: objects of at least 4 KiB */
 #define RBD_MAX_OBJ_ORDER 25 /* librbd: at most 32 MiB */
-
-/* What a name or option tree says to open. */
-struct rbd_spec {
-	char *pool, *namespace, *image, *snapshot, *conf, *user;
-	int nkeys;
-	char *keys[RBD_MAX_CONF], *values[RBD_MAX_CONF];
-};
 
 struct rbd_req;
 
@@ -78,142 +71,6 @@ struct rbd_req {
 
 /* --- names ---------------------------------------------------------------- */
 
-static void spec_free(struct rbd_spec *sp)
-{
-	free(sp->pool);
-	free(sp->namespace);
-	free(sp->image);
-	free(sp->snapshot);
-	free(sp->conf);
-	free(sp->user);
-	for (int i = 0; i < sp->nkeys; i++) {
-		free(sp->keys[i]);
-		free(sp->values[i]);
-	}
-	memset(sp, 0, sizeof(*sp));
-}
-
-/*
- * QEMU's qemu_rbd_next_tok(): cut @src at the first @delim not escaped by a
- * backslash; *next is what follows it (NULL when there is no @delim).
- */
-static char *next_tok(char *src, char delim, char **next)
-{
-	char *end;
-
-	*next = NULL;
-	for (end = src; *end; end++) {
-		if (*end == delim)
-			break;
-		if (*end == '\\' && end[1] != '\0')
-			end++;
-	}
-	if (*end == delim) {
-		*next = end + 1;
-		*end = '\0';
-	}
-	return src;
-}
-
-/* QEMU's qemu_rbd_unescape(): drop each escaping backslash. */
-static void unescape(char *s)
-{
-	char *w = s;
-
-	for (; *s; s++) {
-		if (*s == '\\' && s[1] != '\0')
-			s++;
-		*w++ = *s;
-	}
-	*w = '\0';
-}
-
-static int set_str(char **dst, const char *v)
-{
-	free(*dst);
-	*dst = strdup(v);
-	return *dst ? 0 : -ENOMEM;
-}
-
-/* QEMU's qemu_rbd_parse_filename(). */
-static int parse_filename(const char *filename, struct rbd_spec *sp, struct vd_error *err)
-{
-	char *buf, *p, *tok, *image;
-	int ret = 0;
-
-	if (strncmp(filename, "rbd:", 4) != 0)
-		return vd_error_set(err, -EINVAL, "File name must start with 'rbd:'");
-	buf = strdup(filename + 4);
-	if (!buf)
-		return vd_error_set(err, -ENOMEM, "Out of memory");
-	p = buf;
-	tok = next_tok(p, '/', &p);
-	if (!p) {
-		ret = vd_error_set(err, -EINVAL, "Pool name is required");
-		goto out;
-	}
-	unescape(tok);
-	if ((ret = set_str(&sp->pool, tok)) < 0)
-		goto oom;
-	if (strchr(p, '@')) {
-		image = next_tok(p, '@', &p);
-		tok = next_tok(p, ':', &p);
-		unescape(tok);
-		if ((ret = set_str(&sp->snapshot, tok)) < 0)
-			goto oom;
-	} else {
-		image = next_tok(p, ':', &p);
-	}
-	if (strchr(image, '/')) {
-		tok = next_tok(image, '/', &image);
-		unescape(tok);
-		if ((ret = set_str(&sp->namespace, tok)) < 0)
-			goto oom;
-	}
-	unescape(image);
-	if (!*image) {
-		ret = vd_error_set(err, -EINVAL, "Image name is required");
-		goto out;
-	}
-	if ((ret = set_str(&sp->image, image)) < 0)
-		goto oom;
-	while (p) {
-		char *name = next_tok(p, '=', &p), *value;
-
-		if (!p) {
-			ret = vd_error_set(err, -EINVAL, "conf option %s has no value", name);
-			goto out;
-		}
-		value = next_tok(p, ':', &p);
-		unescape(name);
-		unescape(value);
-		if (strcmp(name, "conf") == 0) {
-			ret = set_str(&sp->conf, value);
-		} else if (strcmp(name, "id") == 0) {
-			ret = set_str(&sp->user, value);
-		} else {
-			if (sp->nkeys == RBD_MAX_CONF) {
-				ret = vd_error_set(err, -EINVAL, "Too many options in '%s'",
-						   filename);
-				goto out;
-			}
-			sp->keys[sp->nkeys] = strdup(name);
-			sp->values[sp->nkeys] = strdup(value);
-			sp->nkeys++;
-			if (!sp->keys[sp->nkeys - 1] || !sp->values[sp->nkeys - 1])
-				ret = -ENOMEM;
-		}
-		if (ret < 0)
-			goto oom;
-	}
-	goto out;
-oom:
-	ret = vd_error_set(err, -ENOMEM, "Out of memory");
-out:
-	free(buf);
-	return ret;
-}
-
 /* The option tree (driver=rbd,pool=...), or the file name in it. */
 static int read_spec(struct vd_opts *opts, struct rbd_spec *sp, struct vd_error *err)
 {
@@ -229,11 +86,11 @@ static int read_spec(struct vd_opts *opts, struct rbd_spec *sp, struct vd_error 
 				return vd_error_set(err, -EINVAL,
 						    "No '%s' option allowed with a file name",
 						    keys[i]);
-		return parse_filename(fn, sp, err);
+		return rbd_parse_filename(fn, sp, err);
 	}
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
 		const char *v = vd_opts_get(opts, keys[i]);
-		if (v && (ret = set_str(dst[i], v)) < 0)
+		if (v && (ret = rbd_set_str(dst[i], v)) < 0)
 			return vd_error_set(err, ret, "Out of memory");
 	}
 	if (!sp->pool)
@@ -241,19 +98,6 @@ static int read_spec(struct vd_opts *opts, struct rbd_spec *sp, struct vd_error 
 	if (!sp->image)
 		return vd_error_set(err, -EINVAL, "Parameter 'image' is missing");
 	return 0;
-}
-
-/* QEMU's qemu_rbd_refresh_filename, in the file-name spelling. */
-static char *spec_filename(const struct rbd_spec *sp)
-{
-	char *out = NULL;
-	int r;
-
-	r = asprintf(&out, "rbd:%s/%s%s%s%s%s%s%s", sp->pool, sp->namespace ? sp->namespace : "",
-		     sp->namespace ? "/" : "", sp->image, sp->snapshot ? "@" : "",
-		     sp->snapshot ? sp->snapshot : "", sp->conf ? ":conf=" : "",
-		     sp->conf ? sp->conf : "");
-	return r < 0 ? NULL : out;
 }
 
 /* --- connection ----------------------------------------------------------- */
@@ -492,7 +336,7 @@ static int rbd_node_open(struct vd_node *n, struct vd_opts *opts, int flags, str
 		goto fail;
 	}
 	free(n->filename);
-	n->filename = spec_filename(&s->spec);
+	n->filename = rbd_spec_filename(&s->spec);
 	if (!n->filename) {
 		ret = vd_error_set(err, -ENOMEM, "Out of memory");
 		goto fail;
@@ -512,7 +356,7 @@ fail:
 	disconnect_cluster(s);
 	if (s->notifier.fd >= 0)
 		vd_notifier_cleanup(&s->notifier);
-	spec_free(&s->spec);
+	rbd_spec_free(&s->spec);
 	return ret;
 }
 
@@ -525,7 +369,7 @@ static void rbd_node_close(struct vd_node *n)
 		vd_loop_set_fd_handler(s->fd_loop, s->notifier.fd, NULL, NULL, NULL);
 	disconnect_cluster(s);
 	vd_notifier_cleanup(&s->notifier);
-	spec_free(&s->spec);
+	rbd_spec_free(&s->spec);
 }
 
 struct resize_job {
@@ -925,7 +769,7 @@ static int rbd_create_image(const char *filename, struct vd_opts *opts, struct v
 			return vd_error_set(err, -ENOTSUP, "Unsupported preallocation mode '%s'",
 					    p);
 	}
-	ret = parse_filename(filename, &s.spec, err);
+	ret = rbd_parse_filename(filename, &s.spec, err);
 	if (ret < 0)
 		goto out;
 	if (s.spec.snapshot) {
@@ -939,7 +783,7 @@ static int rbd_create_image(const char *filename, struct vd_opts *opts, struct v
 		vd_error_setg_errno(err, ret, "%s", j.msg);
 out:
 	disconnect_cluster(&s);
-	spec_free(&s.spec);
+	rbd_spec_free(&s.spec);
 	return ret;
 }
 

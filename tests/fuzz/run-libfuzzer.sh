@@ -79,6 +79,10 @@ pkg-config --exists liburing 2>/dev/null && cflags+=(-DVD_HAVE_URING)
 pkg-config --exists libzstd 2>/dev/null && cflags+=(-DVD_HAVE_ZSTD)
 pkg-config --exists jansson 2>/dev/null || libs+=(-ljansson)
 libs+=(-lz -pthread)
+# The rbd driver, when the library was built with it (librbd has no .pc file).
+if nm "$FUZZ_BUILD/libvdisk.a" 2>/dev/null | grep ' U rbd_aio_' >/dev/null; then
+	libs+=(-lrbd -lrados)
+fi
 
 bin=$FUZZ_BUILD/fuzz/fuzz-$name
 mkdir -p "$FUZZ_BUILD/fuzz" "$FUZZ_BUILD/corpus/$name" "$FUZZ_BUILD/artifacts"
