@@ -8,7 +8,9 @@
 # spellings (rbd:pool[/ns]/image[@snap][:k=v] and driver=rbd,...); create
 # with cluster_size, resize, map, qcow2 in an RBD image and a qcow2 overlay
 # on an RBD backing image, convert in and out, and `vdisk serve` exporting
-# an RBD image over NBD and vhost-user-blk.  The cluster starts once.
+# an RBD image over NBD and vhost-user-blk, and a real Linux guest filling a
+# filesystem on an RBD-backed vhost-user-blk export (tests/guest/run.sh --rbd).
+# The cluster starts once.
 set -eu
 . "$(dirname "$0")/../lib/common.sh"
 vd_setup qemu-io qemu-img nbdinfo python3
@@ -193,4 +195,21 @@ python3 "$SRCDIR/tests/interop/vhost-user-proto.py" "$T/vu.sock" none $((32 << 2
 	{ cat vu.out serve.log; fail "vhost-user-blk on rbd"; }
 stop_servers
 grep -qi 'error' serve.log && { cat serve.log; fail "serve logged errors"; }
+
+# --- a real Linux guest (TCG) fills a filesystem on an RBD-backed export -------------------
+# tests/guest/run.sh --rbd on this cluster: vhost-user-blk, 2 queues, I/O thread.
+if [ -n "${VDISK_QUICK:-}" ]; then
+	echo "guest on rbd: not run under VDISK_QUICK"
+elif ! command -v qemu-system-x86_64 >/dev/null; then
+	echo "guest on rbd: qemu-system-x86_64 not installed"
+else
+	rc=0
+	RBD_GUEST_ONE=1 "$SRCDIR/tests/guest/run.sh" --rbd >guest.out 2>&1 || rc=$?
+	cat guest.out
+	case $rc in
+	0) ;;
+	77) echo "guest on rbd: $(grep SKIP guest.out)" ;;
+	*) fail "the guest on an RBD export" ;;
+	esac
+fi
 echo "PASS"
