@@ -17,6 +17,7 @@ set -eu
 . "$(dirname "$0")/../lib/common.sh"
 vd_setup qemu-io fio python3
 fio --enghelp 2>/dev/null | grep -qw nbd || skip "fio has no nbd engine"
+"$VDISK" --version | grep -q '^formats:.* rbd' || skip "vdisk was built without librbd (librbd-dev)"
 . "$SRCDIR/tests/lib/ceph-cluster.sh"
 
 pid=

@@ -16,6 +16,7 @@ set -eu
 vd_setup qemu-io qemu-img nbdinfo python3
 [ -e /usr/lib/x86_64-linux-gnu/qemu/block-rbd.so ] ||
 	ls /usr/lib/*/qemu/block-rbd.so >/dev/null 2>&1 || skip "qemu-block-extra (qemu's rbd:) not installed"
+"$VDISK" --version | grep -q '^formats:.* rbd' || skip "vdisk was built without librbd (librbd-dev)"
 . "$SRCDIR/tests/lib/ceph-cluster.sh"
 
 PIDS=()
