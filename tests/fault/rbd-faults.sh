@@ -13,6 +13,8 @@
 #    an export opened with rados_osd_op_timeout=5 fails with an I/O error
 #    within the timeout (no hang), a file-backed export of the same server
 #    keeps serving, and once the cluster runs again the RBD export does too.
+# 3. The pool is full (a quota): the same, an I/O error within the timeout,
+#    and writes again once the quota is lifted.
 set -eu
 . "$(dirname "$0")/../lib/common.sh"
 vd_setup qemu-io fio python3
@@ -91,6 +93,36 @@ done
 echo "recovered $i s after the cluster was resumed"
 qemu-io -f raw -c 'read -P 0x44 2M 64k' -c 'read -P 0x11 0 64k' "rbd:$P/h:conf=$C" | grep -q 'verification failed' &&
 	fail "data after recovery"
+
+# --- 3. a full pool (its quota reached) ----------------------------------------------------
+# librados holds writes to a full pool until it has room: with the op timeout
+# the client gets an I/O error instead, and the server goes on.
+timeout 60 ceph -c "$C" osd pool set-quota "$P" max_bytes 1048576 >/dev/null 2>&1 || fail "set-quota"
+for i in $(seq 60); do
+	timeout 30 ceph -c "$C" health 2>/dev/null | grep -q 'pool(s) full' && break
+	sleep 1
+done
+timeout 30 ceph -c "$C" health 2>/dev/null | grep -q 'pool(s) full' || fail "the pool did not fill"
+t0=$(date +%s.%N)
+out=$(timeout 120 qemu-io -f raw -c 'write -P 0x55 3M 64k' "nbd+unix:///h?socket=$S" 2>&1) &&
+	fail "a write succeeded on a full pool: $out"
+el=$(python3 -c "print('%.1f' % ($(date +%s.%N) - $t0))")
+echo "write on the full pool failed after $el s: $(grep -o 'write failed.*' <<<"$out")"
+grep -q 'write failed: Input/output error' <<<"$out" || fail "not an I/O error: $out"
+qemu-io -f raw -c 'read -P 0x33 0 64k' "nbd+unix:///l?socket=$S" | grep -q 'read 65536' ||
+	fail "the file export stopped serving"
+timeout 60 ceph -c "$C" osd pool set-quota "$P" max_bytes 0 >/dev/null 2>&1 || fail "quota off"
+ok=
+for i in $(seq 60); do
+	if qemu-io -f raw -c 'write -P 0x66 3M 64k' "nbd+unix:///h?socket=$S" 2>&1 | grep -q 'wrote 65536'; then
+		ok=1
+		break
+	fi
+	sleep 1
+done
+[ -n "$ok" ] || fail "writes did not resume after the quota was lifted"
+echo "writes resumed $i s after the quota was lifted"
+
 kill -TERM $pid
 wait $pid || fail "vdisk serve exited with an error"
 pid=
