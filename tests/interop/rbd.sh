@@ -67,6 +67,17 @@ import json, sys; print(json.dumps([(e["start"], e["length"], e["data"], e["zero
 cmp map.vd map.qemu || { cat map.vd map.qemu; fail "vdisk map differs from qemu-img map"; }
 grep -q 'false, true' map.vd || { cat map.vd; fail "map shows no hole"; }
 
+# Without fast-diff (only layering): block status asks object by object,
+# exact where qemu-img reports everything as data.
+RBD create --size 32M --image-feature layering "$P/nofd" || fail "create without fast-diff"
+"$VDISK" io -f raw -c 'write -P 0x12 8M 4k' "$(R nofd)" >/dev/null
+"$VDISK" map -f raw --output=json "$(R nofd)" | python3 -c '
+import json, sys
+m = [(e["start"], e["length"], e["data"]) for e in json.load(sys.stdin)]
+data = [(s, l) for s, l, d in m if d]
+assert len(data) == 1 and data[0][0] <= 8 << 20 < data[0][0] + data[0][1] <= 12 << 20, m
+assert sum(l for s, l, d in m) == 32 << 20, m' || fail "map without fast-diff"
+
 # --- the other way: qemu-io and rbd import write, vdisk reads ---------------------
 qemu-img create -q -f raw "$(R b)" 16M
 qemu-io -f raw -c 'write -P 0xb1 0 64k' -c 'write -P 0xb2 15M 1M' "$(R b)" >/dev/null
