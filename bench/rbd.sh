@@ -10,7 +10,8 @@
 # stride of 769 blocks (a prime: the walk visits every 4 KiB block of the
 # image once per lap, never two neighbours in a row) for both bench tools;
 # fio uses its own random offsets (randread/randwrite).  Every tool opens the
-# image without the librbd cache (-t none; fio's engine has none).
+# image without the librbd cache (-t none for the bench tools, a ceph.conf
+# with "rbd cache = false" for fio).
 #
 #   qemu-img bench -f raw -t none -d D -s S -S STEP -c C [-w] rbd:POOL/IMG:conf=CONF
 #   $BUILD/vdisk bench -f raw -t none -d D -s S -S STEP -c C [-w] rbd:POOL/IMG:conf=CONF
@@ -48,12 +49,20 @@ if [ -z "${CEPH_CONF:-}" ]; then
 	ceph_cluster_start || die "the ceph cluster did not start"
 	started=1
 fi
-export CEPH_CONF # fio's rbd engine reads it through librados
 POOL=${CEPH_POOL:-rbd}
 IMG=vdisk-bench
 NAME="rbd:$POOL/$IMG:conf=$CEPH_CONF"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"; [ -z "${started:-}" ] || ceph_cluster_stop' EXIT
+
+# fio's rbd engine reads $CEPH_CONF and cannot turn the librbd cache off,
+# which acknowledges writes before the OSDs have them (pacific's default
+# rbd_cache_policy is writearound): it gets a copy of the conf that does.
+FIO_CONF=$tmp/fio-ceph.conf
+{
+	cat "$CEPH_CONF"
+	printf '[client]\nrbd cache = false\n'
+} >"$FIO_CONF"
 
 bytes=$(numfmt --from=iec "${IMAGE_SIZE^^}")
 bytes=$((bytes / 1048576 * 1048576))
@@ -94,7 +103,7 @@ fio_iops()
 		--rw="$rw" --bs="$s" --iodepth="$d" --size="$bytes" --number_ios="$c"
 		--io_size=$((c * $(numfmt --from=iec "${s^^}"))) --randrepeat=0
 		--output-format=json --output="$out")
-	if ! "${cmd[@]}" >"$tmp/fio.err" 2>&1; then
+	if ! CEPH_CONF=$FIO_CONF "${cmd[@]}" >"$tmp/fio.err" 2>&1; then
 		log "FAILED: ${cmd[*]}"
 		sed 's/^/    /' "$tmp/fio.err" >&2
 		echo -
