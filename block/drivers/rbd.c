@@ -183,6 +183,13 @@ static int connect_worker(void *opaque)
 		snprintf(j->msg, sizeof(j->msg), "error getting image info from %s", sp->image);
 		return r;
 	}
+	/* librbd's own checks give 4 KiB .. 32 MiB; the limits divide by it. */
+	if (st.obj_size < 512 || st.obj_size > (UINT64_C(1) << 30) ||
+	    (st.obj_size & (st.obj_size - 1)) || st.size > (uint64_t)VD_MAX_LENGTH) {
+		snprintf(j->msg, sizeof(j->msg), "unexpected object or image size in %s",
+			 sp->image);
+		return -EINVAL;
+	}
 	s->obj_size = st.obj_size;
 	s->node->size = (int64_t)st.size;
 	return 0;
