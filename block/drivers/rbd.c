@@ -210,18 +210,21 @@ static void rbd_completions(void *opaque)
 		req = stack;
 		stack = next;
 	}
-	while (req) {
-		struct rbd_req *next = req->next;
-		req->finished = true;
+	for (struct rbd_req *r = req; r; r = r->next)
 		s->inflight--;
-		vd_co_wake(req->co);
-		req = next;
-	}
 	/* Stop watching when nothing is owed: an idle image keeps no loop
-	 * awake (and no fd handler survives a move to another loop). */
+	 * awake (and no fd handler survives a move to another loop).  Done
+	 * before the wakes, which may submit again (and register again), and
+	 * after which @s is not touched. */
 	if (s->inflight == 0 && s->fd_loop) {
 		vd_loop_set_fd_handler(s->fd_loop, s->notifier.fd, NULL, NULL, NULL);
 		s->fd_loop = NULL;
+	}
+	while (req) {
+		struct rbd_req *next = req->next;
+		req->finished = true;
+		vd_co_wake(req->co);
+		req = next;
 	}
 }
 
