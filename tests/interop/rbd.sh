@@ -115,6 +115,10 @@ out=$("$VDISK" info "rbd:nopool" 2>&1) && fail "no pool"
 grep -q 'Pool name is required' <<<"$out" || fail "message: $out"
 out=$("$VDISK" info "rbd:$P/a:conf" 2>&1) && fail "option without a value"
 grep -q 'conf option conf has no value' <<<"$out" || fail "message: $out"
+# No monitor there: an error after client_mount_timeout, not a hang.
+out=$(timeout 30 "$VDISK" info "rbd:$P/a:mon_host=127.0.0.1\\:9:client_mount_timeout=3" 2>&1) &&
+	fail "opened without a monitor"
+grep -q 'error connecting: Connection timed out' <<<"$out" || fail "message: $out"
 out=$("$VDISK" create -f raw -o cluster_size=3000 "$(R bad)" 1M 2>&1) && fail "odd cluster_size"
 grep -q 'power of 2' <<<"$out" || fail "message: $out"
 
