@@ -645,7 +645,7 @@ static int snap_list(struct snap_job *j)
 		snprintf(sn->id, sizeof(sn->id), "%s", snaps[i].name);
 		snprintf(sn->name, sizeof(sn->name), "%s", snaps[i].name);
 		sn->vm_state_size = snaps[i].size;
-		sn->icount = UINT64_MAX;
+		sn->icount = 0; /* QEMU leaves it 0, and prints it */
 	}
 	j->count = r;
 	rbd_snap_list_end(snaps);
