@@ -65,7 +65,7 @@ SHARED_LIB := $(BUILD)/libvdisk.so.0
 VDISK := $(BUILD)/vdisk
 
 .PHONY: all lib tools tests benches run check check-unit check-interop check-fault \
-	check-format check-layering check-fuzz check-crash check-crash-sim check-guest check-guest-qsd \
+	check-format check-layering check-fuzz check-crash check-crash-sim check-guest check-guest-qsd check-guest-rbd \
 	bench-vhost-user bench-ide check-asan format install clean deps bench fuzz abi-map
 
 # Keep intermediate objects of tests and benchmarks (incremental builds).
@@ -135,6 +135,9 @@ check-guest: all
 	@BUILD=$(BUILD) tests/guest/run.sh
 check-guest-qsd:
 	@tests/guest/run.sh --server qsd
+# The same guest on an RBD image (a throw-away ceph cluster, docs/rbd.md).
+check-guest-rbd: all
+	@BUILD=$(BUILD) tests/guest/run.sh --rbd
 
 # Long runs, not part of make check: 1000 SIGKILLs per format.
 check-crash: all
