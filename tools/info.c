@@ -105,8 +105,7 @@ void tool_dump_specific(const struct vd_opts *o, int indent)
 	}
 }
 
-static void print_human(const struct vd_image_info *info, const struct vd_snapshot_info *sn,
-			int nsn)
+static void print_human(const struct vd_image_info *info)
 {
 	char buf[64];
 
@@ -138,14 +137,13 @@ static void print_human(const struct vd_image_info *info, const struct vd_snapsh
 	if (info->backing_filename_format) {
 		printf("backing file format: %s\n", info->backing_filename_format);
 	}
-	tool_print_snapshot_list(sn, nsn);
 	if (info->format_specific && vd_opts_count(info->format_specific) > 0) {
 		printf("Format specific information:\n");
 		tool_dump_specific(info->format_specific, 4);
 	}
 }
 
-static int print_json(const struct vd_image_info *info, const struct vd_snapshot_info *sn, int nsn)
+static int print_json(const struct vd_image_info *info)
 {
 	json_t *o = json_object();
 	char *text;
@@ -154,30 +152,6 @@ static int print_json(const struct vd_image_info *info, const struct vd_snapshot
 	if (info->backing_filename_format) {
 		json_object_set_new(o, "backing-filename-format",
 				    json_string(info->backing_filename_format));
-	}
-	if (nsn > 0) {
-		/* QEMU's SnapshotInfo, in the order qemu-img prints its keys. */
-		json_t *list = json_array();
-
-		for (int i = 0; i < nsn; i++) {
-			json_t *e = json_object();
-
-			json_object_set_new(e, "icount", json_integer((json_int_t)sn[i].icount));
-			json_object_set_new(
-				e, "vm-clock-nsec",
-				json_integer((json_int_t)(sn[i].vm_clock_nsec % 1000000000)));
-			json_object_set_new(e, "name", json_string(sn[i].name));
-			json_object_set_new(e, "date-sec", json_integer(sn[i].date_sec));
-			json_object_set_new(e, "date-nsec", json_integer(sn[i].date_nsec));
-			json_object_set_new(
-				e, "vm-clock-sec",
-				json_integer((json_int_t)(sn[i].vm_clock_nsec / 1000000000)));
-			json_object_set_new(e, "id", json_string(sn[i].id));
-			json_object_set_new(e, "vm-state-size",
-					    json_integer((json_int_t)sn[i].vm_state_size));
-			json_array_append_new(list, e);
-		}
-		json_object_set_new(o, "snapshots", list);
 	}
 	json_object_set_new(o, "virtual-size", json_integer(info->virtual_size));
 	json_object_set_new(o, "filename", json_string(info->filename));
@@ -235,8 +209,6 @@ int cmd_info(int argc, char **argv)
 	/* As qemu-img info: the backing chain is named, not opened. */
 	struct tool_open_args a = {.probe = true, .no_backing = true};
 	struct vd_image_info info;
-	struct vd_snapshot_info *sn = NULL;
-	int nsn;
 	struct vd_error err = {0};
 	struct vd_node *node = NULL;
 	struct vd_loop *loop;
@@ -283,18 +255,12 @@ int cmd_info(int argc, char **argv)
 		tool_error("%s", err.msg[0] ? err.msg : strerror(-err.code));
 		goto out;
 	}
-	/* Snapshots as qemu-img info shows them (none when the format has
-	 * none, or cannot list them). */
-	nsn = vd_node_snapshot_list(node, &sn);
-	if (nsn < 0)
-		nsn = 0;
 	if (json) {
-		ret = print_json(&info, sn, nsn) < 0 ? 1 : 0;
+		ret = print_json(&info) < 0 ? 1 : 0;
 	} else {
-		print_human(&info, sn, nsn);
+		print_human(&info);
 		ret = 0;
 	}
-	free(sn);
 	vd_image_info_cleanup(&info);
 out:
 	if (node) {

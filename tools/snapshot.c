@@ -24,8 +24,8 @@ enum action {
 	ACTION_DELETE,
 };
 
-/* The rows of qemu-img's bdrv_snapshot_dump (also under `vdisk info`). */
-void tool_print_snapshot_list(const struct vd_snapshot_info *sn, int count)
+/* The rows of qemu-img's bdrv_snapshot_dump. */
+static void print_list(const struct vd_snapshot_info *sn, int count)
 {
 	if (count <= 0)
 		return;
@@ -127,7 +127,7 @@ int cmd_snapshot(int argc, char **argv)
 		if (n < 0 && n != -ENOTSUP) {
 			tool_error("Could not list snapshots: %s", strerror(-n));
 		} else {
-			tool_print_snapshot_list(list, n);
+			print_list(list, n);
 			ret = 0;
 		}
 		free(list);

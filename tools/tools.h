@@ -40,9 +40,6 @@ int cmd_bench(int argc, char **argv);
 int cmd_machine(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_snapshot(int argc, char **argv);
-/* "Snapshot list:" and its rows, as qemu-img prints them (nothing if @count <= 0). */
-struct vd_snapshot_info;
-void tool_print_snapshot_list(const struct vd_snapshot_info *sn, int count);
 int cmd_resize(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_nbd(int argc, char **argv);
