@@ -28,6 +28,8 @@ enum {
 	OPT_RANDOM,
 	OPT_SEED,
 	OPT_OBJECT,
+	OPT_SIZE,
+	OPT_BACKING_CHAIN,
 };
 
 int cmd_compare(int argc, char **argv);
@@ -43,6 +45,9 @@ int cmd_snapshot(int argc, char **argv);
 int cmd_resize(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_nbd(int argc, char **argv);
+int cmd_rebase(int argc, char **argv);
+int cmd_commit(int argc, char **argv);
+int cmd_measure(int argc, char **argv);
 
 /* "vdisk: MSG\n" on stderr, as qemu-img prints "qemu-img: MSG". */
 void tool_error(const char *fmt, ...) VD_PRINTF(1, 2);
@@ -96,6 +101,20 @@ int tool_open_blk(const struct tool_open_args *a, struct vd_blk **out, struct vd
 
 /* qemu-img's human dump of format-specific information (info.c). */
 void tool_dump_specific(const struct vd_opts *o, int indent);
+
+/* qemu-img's "Snapshot list:" table (nothing when @count is 0). */
+struct vd_snapshot_info;
+void tool_print_snapshots(const struct vd_snapshot_info *sn, int count);
+
+/* qemu-img's -p: "    (12.34/100%)\r" as the work advances, a line
+ * at the end. */
+struct tool_progress {
+	bool enabled;
+	double last;
+};
+void tool_progress_start(struct tool_progress *p, bool enabled);
+void tool_progress_update(struct tool_progress *p, double pct);
+void tool_progress_end(struct tool_progress *p);
 
 /* 0 if @mode is a cache mode vd_cache_mode_apply() takes, else -EINVAL. */
 int tool_check_cache_mode(const char *mode);
