@@ -23,5 +23,8 @@ extern const struct vd_block_driver vd_driver_parallels; /* "parallels": read-on
 extern const struct vd_block_driver vd_driver_bochs; /* "bochs": growing redolog, read-only */
 extern const struct vd_block_driver vd_driver_cloop; /* "cloop": compressed loop, read-only */
 extern const struct vd_block_driver vd_driver_dmg; /* "dmg": Apple disk image, read-only */
+#ifdef VD_HAVE_RBD
+extern const struct vd_block_driver vd_driver_rbd; /* "rbd": Ceph RBD images through librbd */
+#endif
 
 #endif

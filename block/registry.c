@@ -16,6 +16,9 @@ static const struct vd_block_driver *const drivers[] = {
 	&vd_driver_vpc,	     &vd_driver_vdi,	   &vd_driver_luks,	 &vd_driver_vmdk,
 	&vd_driver_qed,	     &vd_driver_qcow,	   &vd_driver_parallels, &vd_driver_bochs,
 	&vd_driver_cloop,    &vd_driver_dmg,
+#ifdef VD_HAVE_RBD
+	&vd_driver_rbd,
+#endif
 };
 
 #define N_DRIVERS (sizeof(drivers) / sizeof(drivers[0]))
@@ -86,6 +89,9 @@ static const struct {
 	{"nbd:", "nbd"},
 	{"nbd+tcp:", "nbd"},
 	{"nbd+unix:", "nbd"},
+#ifdef VD_HAVE_RBD
+	{"rbd:", "rbd"},
+#endif
 };
 
 const char *vd_protocol_for_filename(const char *filename)

@@ -287,9 +287,93 @@ static int raw_co_truncate(struct vd_node *n, int64_t size, bool exact, enum vd_
 	return 0;
 }
 
+/* The union of the protocols' options; raw_create() checks them against the
+ * protocol it uses. */
+static const char *const raw_create_opts[] = {"preallocation", "nocow", "cluster_size", NULL};
+
+/* QEMU's raw creates through the protocol that the name selects (rbd:,
+ * not only files), with the protocol's own options (cluster_size for rbd). */
 static int raw_create(const char *filename, struct vd_opts *opts, struct vd_error *err)
 {
-	return vd_driver_file.create(filename, opts, err);
+	const struct vd_block_driver *proto = vd_driver_find(vd_protocol_for_filename(filename));
+
+	if (!proto || !proto->create)
+		return vd_error_set(err, -ENOTSUP,
+				    "Protocol driver '%s' does not support image creation",
+				    vd_protocol_for_filename(filename));
+	for (const char *const *k = raw_create_opts; *k; k++) {
+		bool known = false;
+		if (!vd_opts_has(opts, *k))
+			continue;
+		for (const char *const *pk = proto->create_opts; !known && pk && *pk; pk++)
+			known = strcmp(*pk, *k) == 0;
+		if (!known)
+			return vd_error_set(err, -EINVAL, "Invalid parameter '%s'", *k);
+	}
+	return proto->create(filename, opts, err);
+}
+
+/* QEMU's raw_get_info: the protocol's cluster size (an RBD object). */
+static int raw_get_info(struct vd_node *n, struct vd_image_info *info, struct vd_error *err)
+{
+	struct vd_image_info child = {0};
+	int ret;
+
+	if (!n->file->drv->get_info)
+		return 0;
+	ret = n->file->drv->get_info(n->file, &child, err);
+	info->cluster_size = child.cluster_size;
+	vd_image_info_cleanup(&child);
+	return ret;
+}
+
+/*
+ * Snapshots of the protocol (rbd), when raw is a plain window onto all of
+ * it: QEMU's bdrv_snapshot_fallback to the filtered child.
+ */
+static struct vd_node *raw_snapshot_child(struct vd_node *n)
+{
+	struct raw_state *s = n->opaque;
+
+	return s->offset == 0 && !s->has_size ? n->file : NULL;
+}
+
+static int raw_snapshot_list(struct vd_node *n, struct vd_snapshot_info **out)
+{
+	struct vd_node *c = raw_snapshot_child(n);
+
+	return c && c->drv->snapshot_list ? c->drv->snapshot_list(c, out) : -ENOTSUP;
+}
+
+static int raw_snapshot_create(struct vd_node *n, const struct vd_snapshot_info *sn,
+			       struct vd_error *err)
+{
+	struct vd_node *c = raw_snapshot_child(n);
+
+	return c && c->drv->snapshot_create ? c->drv->snapshot_create(c, sn, err) : -ENOTSUP;
+}
+
+static int raw_snapshot_goto(struct vd_node *n, const char *id_or_name, struct vd_error *err)
+{
+	struct vd_node *c = raw_snapshot_child(n);
+	int ret;
+
+	if (!c || !c->drv->snapshot_goto)
+		return -ENOTSUP;
+	ret = c->drv->snapshot_goto(c, id_or_name, err);
+	if (ret == 0) {
+		((struct raw_state *)n->opaque)->size = c->size;
+		n->size = c->size;
+	}
+	return ret;
+}
+
+static int raw_snapshot_delete(struct vd_node *n, const char *id_or_name, struct vd_error *err)
+{
+	struct vd_node *c = raw_snapshot_child(n);
+
+	return c && c->drv->snapshot_delete ? c->drv->snapshot_delete(c, id_or_name, err)
+					    : -ENOTSUP;
 }
 
 /* Anything is raw: the lowest score, as QEMU's raw_probe. */
@@ -308,6 +392,7 @@ static int raw_co_measure(struct vd_opts *opts, struct vd_node *in, struct vd_me
 
 	vd_opts_get(opts, "preallocation");
 	vd_opts_get(opts, "nocow");
+	vd_opts_get(opts, "cluster_size");
 	if (in) {
 		int64_t len = vd_node_size(in);
 
@@ -323,8 +408,6 @@ static int raw_co_measure(struct vd_opts *opts, struct vd_node *in, struct vd_me
 	info->required = info->fully_allocated = size;
 	return 0;
 }
-
-static const char *const raw_create_opts[] = {"preallocation", "nocow", NULL};
 
 const struct vd_block_driver vd_driver_raw = {
 	.name = "raw",
@@ -345,4 +428,9 @@ const struct vd_block_driver vd_driver_raw = {
 	.co_truncate = raw_co_truncate,
 	/* get_allocated_size NULL: the child's. */
 	.refresh_limits = raw_refresh_limits,
+	.get_info = raw_get_info,
+	.snapshot_list = raw_snapshot_list,
+	.snapshot_create = raw_snapshot_create,
+	.snapshot_goto = raw_snapshot_goto,
+	.snapshot_delete = raw_snapshot_delete,
 };

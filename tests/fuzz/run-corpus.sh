@@ -61,6 +61,10 @@ else
 	libs+=(-lbz2)
 fi
 libs+=(-lz -pthread)
+# The rbd driver, when the library was built with it (librbd has no .pc file).
+if nm "$lib" 2>/dev/null | grep ' U rbd_aio_' >/dev/null; then
+	libs+=(-lrbd -lrados)
+fi
 # (grep without -q: with pipefail, an early exit would fail nm with SIGPIPE.)
 if nm "$lib" 2>/dev/null | grep ' U __asan_' >/dev/null; then
 	echo "libvdisk.a is built with sanitizers: building the replays with them"

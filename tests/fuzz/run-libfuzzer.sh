@@ -89,6 +89,10 @@ else
 	libs+=(-lbz2)
 fi
 libs+=(-lz -pthread)
+# The rbd driver, when the library was built with it (librbd has no .pc file).
+if nm "$FUZZ_BUILD/libvdisk.a" 2>/dev/null | grep ' U rbd_aio_' >/dev/null; then
+	libs+=(-lrbd -lrados)
+fi
 
 bin=$FUZZ_BUILD/fuzz/fuzz-$name
 artifacts=${FUZZ_ARTIFACTS:-$FUZZ_BUILD/artifacts}

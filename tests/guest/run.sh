@@ -21,6 +21,13 @@
 # the qcow2 driver).  --server qsd runs the same
 # against qemu-storage-daemon, to prove the test itself.
 #
+# tests/guest/run.sh [--server S] --rbd instead runs the raw scenario (1
+# queue, then 2 queues from an I/O thread) on an RBD image: the pattern is
+# imported with `rbd import`, the export is driver=rbd under raw, and the
+# host checks run on what `rbd export` gives back.  It uses the cluster of
+# $CEPH_CONF when set (tests/interop/rbd.sh runs it so), else starts one
+# (tests/lib/ceph-cluster.sh).
+#
 # tests/guest/run.sh [--server S] --reconnect [--packed] instead kills and
 # restarts the server under a running guest (QEMU's reconnect=1 chardev),
 # with split or packed virtqueues; not in make check.
@@ -35,12 +42,14 @@ VDISK=${VDISK:-$BUILD/vdisk}
 SERVER=vdisk
 RECONNECT=
 PACKED=
+RBD=
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--server) SERVER=$2; shift 2 ;;
+	--rbd) RBD=1; shift ;;
 	--reconnect) RECONNECT=1; shift ;;
 	--packed) PACKED=,packed=on; shift ;;
-	*) echo "usage: tests/guest/run.sh [--server vdisk|qsd] [--reconnect [--packed]]" >&2; exit 2 ;;
+	*) echo "usage: tests/guest/run.sh [--server vdisk|qsd] [--reconnect [--packed] | --rbd]" >&2; exit 2 ;;
 	esac
 done
 
@@ -99,7 +108,12 @@ GUEST_MD5=$(yes vdisk-guest-pattern | head -c 1048576 | md5)
 # run_scenario NAME FORMAT QUEUES SMP [DEVICE-OPTIONS] [IOTHREAD]
 run_scenario() {
 	local name=$1 fmt=$2 nq=$3 smp=$4 devopts=${5:-} iothread=${6:-} img line start
-	if [ "$fmt" = raw ]; then
+	if [ "$fmt" = rbd ]; then
+		timeout 60 rbd -c "$CEPH_CONF" import pattern.raw "$CEPH_POOL/$name" >/dev/null 2>&1 ||
+			fail "$name: rbd import"
+		blockdevs=(--blockdev "driver=rbd,node-name=f,pool=$CEPH_POOL,image=$name,conf=$CEPH_CONF"
+			--blockdev "driver=raw,node-name=d,file=f")
+	elif [ "$fmt" = raw ]; then
 		img=$name.raw
 		cp pattern.raw "$img"
 		blockdevs=(--blockdev "driver=file,node-name=f,filename=$img"
@@ -146,6 +160,13 @@ run_scenario() {
 	wait "$server_pid" || src=$?
 	server_pid=
 	[ $src = 0 ] || { cat server.log; fail "$name: $SERVER exited $src on SIGTERM"; }
+	if [ "$fmt" = rbd ]; then
+		# The host checks below read what the cluster holds.
+		img=$name.raw
+		fmt=raw
+		timeout 60 rbd -c "$CEPH_CONF" export "$CEPH_POOL/$name" "$img" >/dev/null 2>&1 ||
+			fail "$name: rbd export"
+	fi
 	case "$line" in
 	"VDISK-RESULT ok "*) ;;
 	*) tail -n 30 console.log; cat server.log; fail "$name: the guest did not finish" ;;
@@ -292,6 +313,20 @@ PY
 }
 if [ -n "$RECONNECT" ]; then
 	reconnect_test
+	echo "ok"
+	exit 0
+fi
+
+if [ -n "$RBD" ]; then
+	if [ -z "${CEPH_CONF:-}" ]; then
+		. "$SRCDIR/tests/lib/ceph-cluster.sh"
+		ceph_cluster_start || fail "the ceph cluster did not start"
+	fi
+	CEPH_POOL=${CEPH_POOL:-rbd}
+	# RBD_GUEST_ONE=1 (tests/interop/rbd.sh): only the second, which also
+	# moves the node to an I/O thread's loop.
+	[ -n "${RBD_GUEST_ONE:-}" ] || run_scenario rbd1q rbd 1 1
+	run_scenario rbd-2q-iothread rbd 2 2 "" io0
 	echo "ok"
 	exit 0
 fi

@@ -9,12 +9,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "block/drivers.h"
 #include "block/drivers/qcow2/qcow2.h"
+#include "block/internal.h"
 
 const char *const qcow2_create_opts[] = {
 	"compat",	  "cluster_size", "refcount_bits",
@@ -328,6 +330,8 @@ int qcow2_create(const char *filename, struct vd_opts *opts, struct vd_error *er
 	uint32_t cluster_bits = 0;
 	uint8_t *buf = NULL;
 	struct vd_opts *fopts = NULL, *oopts = NULL;
+	const struct vd_block_driver *proto;
+	char fsize[32];
 	struct vd_node *n = NULL;
 	struct create_job j = {0};
 	uint64_t cs;
@@ -340,13 +344,20 @@ int qcow2_create(const char *filename, struct vd_opts *opts, struct vd_error *er
 		cluster_bits++;
 	cs = p.cluster_size;
 
-	/* The protocol file, empty. */
+	/* The protocol file, empty; another protocol (rbd:) cannot grow by
+	 * plain writes outside a format, so it starts at the header's size. */
+	proto = vd_driver_find(vd_protocol_for_filename(filename));
+	if (!proto || !proto->create)
+		return vd_error_set(err, -ENOTSUP,
+				    "Protocol driver '%s' does not support image creation",
+				    vd_protocol_for_filename(filename));
 	fopts = vd_opts_new();
-	if (!fopts || vd_opts_set(fopts, "size", "0") < 0) {
+	snprintf(fsize, sizeof(fsize), "%" PRIu64, proto == &vd_driver_file ? 0 : 3 * cs);
+	if (!fopts || vd_opts_set(fopts, "size", fsize) < 0) {
 		vd_opts_free(fopts);
 		return vd_error_set(err, -ENOMEM, "Out of memory");
 	}
-	ret = vd_driver_file.create(filename, fopts, err);
+	ret = proto->create(filename, fopts, err);
 	vd_opts_free(fopts);
 	if (ret < 0)
 		return ret;
@@ -361,7 +372,21 @@ int qcow2_create(const char *filename, struct vd_opts *opts, struct vd_error *er
 		return vd_error_set(err, -EINVAL, "Header extensions do not fit in one cluster");
 	}
 	qcow2_put_be64(buf + cs, 2 * cs);
-	{
+	if (proto != &vd_driver_file) {
+		struct vd_node *pn = NULL;
+		ret = vd_node_open(filename, proto->name, NULL, VD_OPEN_RDWR, &pn, err);
+		if (ret == 0) {
+			ret = vd_node_pwrite(pn, 0, buf, (int64_t)(3 * cs), 0);
+			if (ret >= 0)
+				ret = vd_node_flush(pn);
+			vd_node_unref(pn);
+			if (ret < 0)
+				vd_error_setg_errno(err, ret, "Could not write qcow2 header");
+		}
+		free(buf);
+		if (ret < 0)
+			return ret;
+	} else {
 		int fd = open(filename, O_WRONLY | O_CLOEXEC);
 		ssize_t w;
 		if (fd < 0) {
