@@ -124,6 +124,8 @@ int tool_open_image(const struct tool_open_args *a, struct vd_node **out, struct
 	} else {
 		if (!a->format && a->probe) {
 			flags |= VD_OPEN_PROBE;
+			if (a->probe_references)
+				flags |= VD_OPEN_PROBE_REFERENCES;
 		}
 		ret = vd_node_open(a->filename, a->format, opts, flags, out, err);
 	}

@@ -282,6 +282,7 @@ int cmd_compare(int argc, char **argv)
 			.filename = argv[optind + i],
 			.format = fmt[i],
 			.probe = true,
+			.probe_references = true,
 			.image_opts = image_opts,
 			.cache = cache,
 			.force_share = force_share,

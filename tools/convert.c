@@ -719,6 +719,7 @@ int cmd_convert(int argc, char **argv)
 			.filename = argv[optind + i],
 			.format = fmt,
 			.probe = true,
+			.probe_references = true,
 			.image_opts = image_opts,
 			.cache = src_cache,
 			.force_share = force_share,

@@ -72,6 +72,9 @@ struct tool_open_args {
 			       * option string */
 	const char *format; /* -f; NULL: probe (when probe) */
 	bool probe; /* no format: probe it as qemu-img info does */
+	/* With probe: a probed qcow2 is opened with its backing chain, as
+	 * qemu-img does (VD_OPEN_PROBE_REFERENCES). */
+	bool probe_references;
 	bool image_opts; /* --image-opts */
 	const char *cache; /* -t; NULL: the tool's default mode */
 	const char *default_cache; /* used when cache is NULL */

@@ -60,7 +60,8 @@ enum {
 	/* No format given: probe, as QEMU 7.2 does (the formats QEMU knows
 	 * and vdisk cannot open are refused by name, never taken for raw).
 	 * A format that can name other files (qcow2) is only accepted
-	 * together with VD_OPEN_NO_BACKING, so probing never leads to opening
+	 * together with VD_OPEN_NO_BACKING or VD_OPEN_PROBE_REFERENCES, so
+	 * probing alone never leads to opening
 	 * a file that an image names.  A probed raw node refuses (-EPERM)
 	 * writes that would make the file probe as another format. */
 	VD_OPEN_PROBE = 1 << 2,
@@ -69,6 +70,12 @@ enum {
 	 * accept read-write what it otherwise refuses, such as a qcow2 image
 	 * with the corrupt bit set (QEMU's BDRV_O_CHECK). */
 	VD_OPEN_CHECK = 1 << 4,
+	/* With VD_OPEN_PROBE: a probed format that can name other files
+	 * (qcow2) is accepted and its backing chain opened, as qemu-img,
+	 * qemu-io and QEMU do.  What keeps this safe is the probed-raw rule
+	 * above: a raw image opened by probing can never be given a header
+	 * that would make it probe as such a format. */
+	VD_OPEN_PROBE_REFERENCES = 1 << 5,
 };
 
 /*

@@ -102,12 +102,21 @@ grep -q "VDI" out || fail "short.vdi: $(cat out)"
 qemu-img info short.qcow2 >/dev/null 2>&1 && fail "qemu-img opened short.qcow2"
 "$VDISK" info short.qcow2 >out 2>&1 && fail "vdisk opened short.qcow2: $(cat out)"
 grep -q raw out && fail "short.qcow2 taken for raw: $(cat out)"
-# A qcow2 image without -f: info opens it without its backing chain; io
-# and resize keep the rule that probing never picks a format naming files.
-qemu-img create -q -f qcow2 img.qcow2 1M
+# A qcow2 image without -f: info opens it without its backing chain; io,
+# bench and resize probe it as qemu-io / qemu-img do, backing chain included.
+qemu-img create -q -f raw base.raw 1M
+qemu-io -f raw -c 'write -P 0x5a 0 64k' base.raw >/dev/null
+qemu-img create -q -f qcow2 -b base.raw -F raw img.qcow2 1M
 "$VDISK" info img.qcow2 | grep -qx "file format: qcow2" || fail "info img.qcow2"
-"$VDISK" io -c 'read 0 512' img.qcow2 2>err && fail "vdisk io probed qcow2"
-grep -q "give it with -f qcow2" err || fail "io on qcow2: $(cat err)"
+"$VDISK" io -c 'read -P 0x5a 0 64k' img.qcow2 >out 2>err || fail "io on qcow2: $(cat err)"
+grep -q "read 65536/65536" out || fail "io on probed qcow2: $(cat out)"
+"$VDISK" io -c 'write -P 0x33 64k 4k' img.qcow2 >/dev/null || fail "io write on probed qcow2"
+"$VDISK" bench -c 4 img.qcow2 >/dev/null 2>err || fail "bench on qcow2: $(cat err)"
+"$VDISK" resize img.qcow2 2M >out 2>err || fail "resize on qcow2: $(cat err)"
+qemu-img info --output=json img.qcow2 | grep -q '"virtual-size": 2097152' ||
+	fail "resize of a probed qcow2 did not reach the image"
+qemu-io -f qcow2 -c 'read -P 0x5a 0 64k' -c 'read -P 0x33 64k 4k' img.qcow2 >/dev/null ||
+	fail "data written through a probed qcow2 is not what qemu-io reads"
 
 # --- the probing attack on a raw image ------------------------------------
 head -c 512 img.qcow2 >qcow2-header
