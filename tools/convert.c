@@ -68,28 +68,18 @@ struct convert {
 	int ret;
 
 	bool progress;
+	struct tool_progress pr;
 	int64_t done;
-	double last_print;
 	int64_t rate, t0;
 };
-
-static void progress_print(struct convert *c, double pct)
-{
-	printf("    (%3.2f/100%%)\r", pct);
-	fflush(stdout);
-	c->last_print = pct;
-}
 
 static void account(struct convert *c, int64_t n)
 {
 	double pct;
 
 	c->done += n;
-	if (c->progress) {
-		pct = c->total ? 100.0 * (double)c->done / (double)c->total : 100.0;
-		if (pct - c->last_print >= 1.0)
-			progress_print(c, pct);
-	}
+	pct = c->total ? 100.0 * (double)c->done / (double)c->total : 100.0;
+	tool_progress_print(&c->pr, (float)pct, 0);
 	if (c->rate > 0) {
 		/* -r: never ahead of RATE bytes per second since the start. */
 		int64_t due = c->t0 + (int64_t)((double)c->done * 1e9 / (double)c->rate);
@@ -394,8 +384,9 @@ static int run_copy(struct convert *c, int workers, struct vd_loop *loop)
 	vd_co_mutex_init(&c->lock);
 	vd_co_queue_init(&c->order);
 	c->t0 = vd_clock_ns();
-	if (c->progress)
-		progress_print(c, 0.0);
+	tool_progress_init(&c->pr, c->progress, 1.0f);
+	tool_progress_set_bytes(&c->pr, c->total);
+	tool_progress_print(&c->pr, 0, 100);
 	for (i = 0; i < workers; i++) {
 		struct vd_co *co = vd_co_create(convert_worker, c);
 
@@ -413,11 +404,8 @@ static int run_copy(struct convert *c, int workers, struct vd_loop *loop)
 		vd_loop_run_once(loop, true);
 	if (c->ret)
 		return c->ret;
-	if (c->progress) {
-		progress_print(c, 100.0);
-		printf("    (100.00/100%%)\r\n");
-		fflush(stdout);
-	}
+	tool_progress_print(&c->pr, 100, 0);
+	tool_progress_end(&c->pr);
 	return 0;
 }
 

@@ -103,6 +103,26 @@ void tool_dump_specific(const struct vd_opts *o, int indent);
 /* 0 if @mode is a cache mode vd_cache_mode_apply() takes, else -EINVAL. */
 int tool_check_cache_mode(const char *mode);
 
+/* -p progress, as qemu-img prints it (progress.c). */
+struct tool_progress {
+	bool enabled; /* -p */
+	bool tty; /* stdout is a terminal: rate and time left too */
+	float current, last_print, min_skip; /* percent */
+	int64_t total_bytes; /* for the rate; 0: unknown */
+	double t0;
+	int width; /* of the last line on the terminal */
+};
+/* Start reporting; without @enabled only SIGUSR1 asks for a report (on
+ * stderr).  A report is printed when the percentage moved by more than
+ * @min_skip, and at 0 and 100. */
+void tool_progress_init(struct tool_progress *p, bool enabled, float min_skip);
+void tool_progress_set_bytes(struct tool_progress *p, int64_t total);
+/* qemu_progress_print(): @max 0 makes @delta the absolute percentage, else
+ * @delta percent of a part worth @max percent of the whole was done. */
+void tool_progress_print(struct tool_progress *p, float delta, int max);
+/* The newline after the last report (with -p). */
+void tool_progress_end(struct tool_progress *p);
+
 /* Create a loop and make it current; exits the process on failure. */
 struct vd_loop *tool_loop_init(void);
 void tool_loop_fini(struct vd_loop *loop);
