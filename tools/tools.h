@@ -32,6 +32,9 @@ enum {
 
 int cmd_compare(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
+int cmd_dd(int argc, char **argv);
+int cmd_amend(int argc, char **argv);
+int cmd_bitmap(int argc, char **argv);
 int cmd_map(int argc, char **argv);
 int cmd_create(int argc, char **argv);
 int cmd_info(int argc, char **argv);

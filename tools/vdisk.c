@@ -35,6 +35,9 @@ static const struct subcommand subcommands[] = {
 	 "[-U] [-C] [-c] [-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] "
 	 "[-B backing_file [-F backing_fmt]] [-o options] [-S sparse_size] [-r rate_limit] "
 	 "[-m num_coroutines] [-W] [--salvage] filename [filename2 [...]] output_filename"},
+	{"dd", cmd_dd,
+	 "dd [--image-opts] [-U] [-f fmt] [-O output_fmt] [-p] [bs=block_size] [count=blocks] "
+	 "[skip=blocks] if=input of=output"},
 	{"create", cmd_create, "create [-f fmt] [-o options] [-q] filename [size]"},
 	{"info", cmd_info, "info [-f fmt] [--output=human|json] [-U] [--image-opts] filename"},
 	{"io", cmd_io,
