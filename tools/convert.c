@@ -498,7 +498,7 @@ int cmd_convert(int argc, char **argv)
 	const char *out_name;
 	bool image_opts = false, target_image_opts = false, force_share = false;
 	bool skip_create = false, quiet = false, copy_range = false, target_is_zero = false;
-	bool bitmaps = false;
+	bool bitmaps = false, help = false;
 	struct convert c = {.min_sparse = 4096, .in_order = true};
 	struct vd_opts *opts = NULL;
 	struct vd_error err = {0};
@@ -548,6 +548,10 @@ int cmd_convert(int argc, char **argv)
 			copy_range = true;
 			break;
 		case 'o':
+			if (tool_is_help_option(optarg)) {
+				help = true;
+				break;
+			}
 			if (vd_opts_parse_into(opts, optarg, NULL, &err) < 0) {
 				tool_error("Invalid option list: %s", optarg);
 				goto out;
@@ -634,6 +638,13 @@ int cmd_convert(int argc, char **argv)
 		c.progress = false;
 	if (!out_fmt && !target_image_opts)
 		out_fmt = "raw";
+	if (help) {
+		/* As qemu-img: the last argument names the target. */
+		tool_print_create_help(out_fmt ? out_fmt : "raw",
+				       optind < argc ? argv[argc - 1] : NULL);
+		ret = 0;
+		goto out;
+	}
 
 	/* QEMU's checks, in its order. */
 	if (target_image_opts && !skip_create) {

@@ -126,6 +126,15 @@ void tool_progress_print(struct tool_progress *p, float delta, int max);
 /* The newline after the last report (with -p). */
 void tool_progress_end(struct tool_progress *p);
 
+/* -o help (opt-help.c): is the option string a request for help ("help",
+ * "?", or ending in ",help")? */
+bool tool_is_help_option(const char *opts);
+/* The format's creation options as qemu-img lists them; with @filename the
+ * protocol's too. */
+void tool_print_create_help(const char *format, const char *filename);
+/* The format's amend options; 1 after an error if it has none. */
+int tool_print_amend_help(const char *format);
+
 /* Create a loop and make it current; exits the process on failure. */
 struct vd_loop *tool_loop_init(void);
 void tool_loop_fini(struct vd_loop *loop);
