@@ -641,7 +641,7 @@ int cmd_convert(int argc, char **argv)
 	if (help) {
 		/* As qemu-img: the last argument names the target. */
 		tool_print_create_help(out_fmt ? out_fmt : "raw",
-				       optind < argc ? argv[argc - 1] : NULL);
+				       argc - optind > 1 ? argv[argc - 1] : NULL);
 		ret = 0;
 		goto out;
 	}
