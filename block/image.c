@@ -18,6 +18,7 @@ enum image_op {
 	OP_CREATE,
 	OP_GOTO,
 	OP_DELETE,
+	OP_AMEND,
 };
 
 struct image_req {
@@ -28,6 +29,8 @@ struct image_req {
 	struct vd_snapshot_info **list;
 	struct vd_snapshot_info sn;
 	const char *id_or_name;
+	struct vd_opts *opts;
+	bool force;
 	struct vd_error *err;
 	int ret;
 };
@@ -57,6 +60,9 @@ static void image_entry(void *opaque)
 		r->ret = drv->snapshot_delete ? drv->snapshot_delete(n, r->id_or_name, r->err)
 					      : -ENOTSUP;
 		break;
+	case OP_AMEND:
+		r->ret = drv->co_amend ? drv->co_amend(n, r->opts, r->force, r->err) : -ENOTSUP;
+		break;
 	}
 }
 
@@ -82,6 +88,20 @@ int vd_node_check(struct vd_node *n, struct vd_check_result *res, int fix)
 	memset(res, 0, sizeof(*res));
 	if (fix && n && n->read_only)
 		return -EROFS;
+	return run(&r);
+}
+
+int vd_node_amend(struct vd_node *n, struct vd_opts *opts, bool force, struct vd_error *err)
+{
+	struct image_req r = {.n = n, .op = OP_AMEND, .opts = opts, .force = force, .err = err};
+
+	if (n && n->read_only)
+		return vd_error_set(err, -EROFS, "Image is read-only");
+	if (n && n->drv && !n->drv->co_amend)
+		return vd_error_set(err, -ENOTSUP,
+				    "Format driver '%s' does not support option "
+				    "amendment",
+				    n->drv->name);
 	return run(&r);
 }
 

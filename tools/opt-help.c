@@ -7,6 +7,7 @@
  * and an option vdisk does not implement is refused when used, with a
  * message that says so.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -168,5 +169,70 @@ int tool_print_amend_help(const char *format)
 	printf("Amend options for '%s':\n", format);
 	for (; a->name; a++)
 		print_one(a);
+	return 0;
+}
+
+static bool listed(const struct opt_help *list, const char *name)
+{
+	for (; list && list->name; list++)
+		if (!strcmp(list->name, name))
+			return true;
+	return false;
+}
+
+/* The first name of @o (dotted for nested ones) not in @list, or NULL. */
+static const char *first_unknown(const struct vd_opts *o, const char *prefix,
+				 const struct opt_help *list, char *buf, size_t len)
+{
+	const char *key, *value;
+	const struct vd_opts *dict;
+	int iter = 0;
+
+	while (vd_opts_next(o, &iter, &key, &value, &dict)) {
+		char name[128];
+
+		snprintf(name, sizeof(name), "%s%s%s", prefix ? prefix : "", prefix ? "." : "",
+			 key);
+		if (dict) {
+			const char *bad = first_unknown(dict, name, list, buf, len);
+
+			if (bad)
+				return bad;
+		} else if (!listed(list, name)) {
+			snprintf(buf, len, "%s", name);
+			return buf;
+		}
+	}
+	return NULL;
+}
+
+int tool_check_amend_options(const char *format, const char *options, struct vd_opts **out)
+{
+	const struct opt_help *amend = find(format, true);
+	struct vd_error err = {0};
+	struct vd_opts *o = vd_opts_new();
+	const char *bad;
+	char buf[128];
+
+	*out = NULL;
+	if (!amend) {
+		vd_opts_free(o);
+		tool_error("Format driver '%s' does not support option amendment", format);
+		return -ENOTSUP;
+	}
+	if (!o || vd_opts_parse_into(o, options, NULL, &err) < 0) {
+		tool_error("Invalid option list: %s", options);
+		vd_opts_free(o);
+		return -EINVAL;
+	}
+	bad = first_unknown(o, NULL, amend, buf, sizeof(buf));
+	if (bad) {
+		tool_error("Invalid parameter '%s'", bad);
+		if (listed(find(format, false), bad) || listed(file_create_help, bad))
+			fprintf(stderr, "This option is only supported for image creation\n");
+		vd_opts_free(o);
+		return -EINVAL;
+	}
+	*out = o;
 	return 0;
 }

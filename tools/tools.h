@@ -134,6 +134,9 @@ bool tool_is_help_option(const char *opts);
 void tool_print_create_help(const char *format, const char *filename);
 /* The format's amend options; 1 after an error if it has none. */
 int tool_print_amend_help(const char *format);
+/* Parse amend's -o list into *out, refusing names the format cannot amend
+ * with qemu-img's messages; -errno after printing them. */
+int tool_check_amend_options(const char *format, const char *options, struct vd_opts **out);
 
 /* Create a loop and make it current; exits the process on failure. */
 struct vd_loop *tool_loop_init(void);

@@ -21,6 +21,9 @@ struct subcommand {
 };
 
 static const struct subcommand subcommands[] = {
+	{"amend", cmd_amend,
+	 "amend [--object objectdef] [--image-opts] [-p] [-q] [-f fmt] [-t cache] [--force] -o "
+	 "options filename"},
 	{"bench", cmd_bench,
 	 "bench [-c count] [-d depth] [-f fmt] [--flush-interval=N] [-i aio] [-n] [--no-drain] "
 	 "[-o offset] [--pattern=P] [-q] [-s size] [-S step] [-t cache] [-w] [-U] [--random] "

@@ -339,6 +339,15 @@ struct vd_check_result {
 /* -ENOTSUP when the format has no checks; otherwise 0 (see @res) or -errno. */
 int vd_node_check(struct vd_node *n, struct vd_check_result *res, int fix);
 
+/*
+ * Change creation options of an open, writable image (qemu-img amend):
+ * @opts holds only the options to change (qcow2: compat, lazy_refcounts,
+ * refcount_bits, size, backing_file/backing_fmt naming the current ones).
+ * Runs drained, like a check.  -ENOTSUP (with the message) when the format
+ * cannot amend; -errno with @err set otherwise.
+ */
+int vd_node_amend(struct vd_node *n, struct vd_opts *opts, bool force, struct vd_error *err);
+
 /* Internal snapshots (qcow2). */
 struct vd_snapshot_info {
 	char id[128];

@@ -1021,6 +1021,7 @@ const struct vd_block_driver vd_driver_qcow2 = {
 	.refresh_limits = qcow2_refresh_limits,
 	.co_truncate = qcow2_co_truncate,
 	.co_check = qcow2_co_check,
+	.co_amend = qcow2_co_amend,
 	.snapshot_list = qcow2_snapshot_list,
 	.snapshot_create = qcow2_snapshot_create,
 	.snapshot_goto = qcow2_snapshot_goto,

@@ -496,6 +496,13 @@ int vd_coroutine_fn qcow2_co_check(struct vd_node *n, struct vd_check_result *re
 /* With s->lock held: check and repair everything (dirty image on open). */
 int vd_coroutine_fn qcow2_check_locked(struct qcow2_state *s, struct vd_check_result *res, int fix);
 
+/* The refcount width change of amend (s->lock held): a new structure with
+ * entries of 2^@order bits, the old one freed. */
+int vd_coroutine_fn qcow2_change_refcount_order(struct qcow2_state *s, uint32_t order,
+						struct vd_error *err);
+/* amend.c: qemu-img amend (compat, lazy_refcounts, refcount_bits, size). */
+int vd_coroutine_fn qcow2_co_amend(struct vd_node *n, struct vd_opts *opts, bool force,
+				   struct vd_error *err);
 /* create.c */
 int qcow2_create(const char *filename, struct vd_opts *opts, struct vd_error *err);
 extern const char *const qcow2_create_opts[];
