@@ -28,6 +28,10 @@ static const struct subcommand subcommands[] = {
 	 "bench [-c count] [-d depth] [-f fmt] [--flush-interval=N] [-i aio] [-n] [--no-drain] "
 	 "[-o offset] [--pattern=P] [-q] [-s size] [-S step] [-t cache] [-w] [-U] [--random] "
 	 "[--seed=N] [--image-opts] filename"},
+	{"bitmap", cmd_bitmap,
+	 "bitmap (--merge SOURCE | --add | --remove | --clear | --enable | --disable)... "
+	 "[-b source_file [-F source_fmt]] [-g granularity] [--object objectdef] "
+	 "[--image-opts | -f fmt] filename bitmap"},
 	{"check", cmd_check,
 	 "check [-f fmt] [-r leaks|all] [--output=human|json] [-q] [-U] [--image-opts] filename"},
 	{"compare", cmd_compare,

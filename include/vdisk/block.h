@@ -348,6 +348,25 @@ int vd_node_check(struct vd_node *n, struct vd_check_result *res, int fix);
  */
 int vd_node_amend(struct vd_node *n, struct vd_opts *opts, bool force, struct vd_error *err);
 
+/* Persistent dirty bitmaps (qemu-img bitmap; qcow2). */
+enum vd_bitmap_action {
+	VD_BITMAP_ADD,
+	VD_BITMAP_REMOVE,
+	VD_BITMAP_CLEAR,
+	VD_BITMAP_ENABLE,
+	VD_BITMAP_DISABLE,
+	VD_BITMAP_MERGE,
+};
+/*
+ * Apply @act to bitmap @name of @n (open read-write, its data not yet
+ * written through this open: vdisk does not track writes in bitmaps).
+ * ADD takes @granularity (0: the default); MERGE ORs bitmap @src_name of
+ * @src (NULL: @n) into @name.  -errno with QEMU's message in @err.
+ */
+int vd_node_bitmap(struct vd_node *n, enum vd_bitmap_action act, const char *name,
+		   uint64_t granularity, struct vd_node *src, const char *src_name,
+		   struct vd_error *err);
+
 /* Internal snapshots (qcow2). */
 struct vd_snapshot_info {
 	char id[128];

@@ -220,6 +220,15 @@ struct vd_block_driver {
 	 * NULL: the format cannot amend.
 	 */
 	int (*co_amend)(struct vd_node *n, struct vd_opts *opts, bool force, struct vd_error *err);
+	/*
+	 * qemu-img bitmap: one action on the persistent dirty bitmap @name
+	 * (@granularity for ADD, 0: the format's default; @src and @src_name
+	 * for MERGE, @src NULL meaning @n).  Same context as co_amend.
+	 * NULL: the format stores no bitmaps.
+	 */
+	int (*co_bitmap)(struct vd_node *n, enum vd_bitmap_action act, const char *name,
+			 uint64_t granularity, struct vd_node *src, const char *src_name,
+			 struct vd_error *err);
 
 	/*
 	 * Internal snapshots.  Run in a coroutine, no request in flight.

@@ -52,7 +52,7 @@ static bool put_ext(uint8_t *h, size_t cs, size_t *off, uint32_t type, const voi
 }
 
 /* Rewrite cluster 0 from the state (QEMU's qcow2_update_header). */
-static int write_header(struct qcow2_state *s, struct vd_error *err)
+int qcow2_write_header(struct qcow2_state *s, struct vd_error *err)
 {
 	size_t cs = s->cluster_size, off, name_len = 0;
 	uint8_t *h = vd_memalign(4096, cs);
@@ -381,7 +381,7 @@ static int downgrade(struct qcow2_state *s, struct vd_error *err)
 		s->compression_type = QCOW2_COMPRESSION_ZLIB;
 	}
 	s->version = 2;
-	ret = write_header(s, err);
+	ret = qcow2_write_header(s, err);
 	if (ret < 0)
 		s->version = 3;
 out:
@@ -413,7 +413,7 @@ static int upgrade(struct qcow2_state *s, struct vd_error *err)
 	if (ret < 0)
 		return ret;
 	s->version = 3;
-	ret = write_header(s, err);
+	ret = qcow2_write_header(s, err);
 	if (ret < 0)
 		s->version = 2;
 	return ret;
@@ -514,6 +514,13 @@ int qcow2_co_amend(struct vd_node *n, struct vd_opts *opts, bool force, struct v
 		return ret;
 
 	vd_co_mutex_lock(&s->lock);
+	/* The bitmaps stay valid through amend (their clusters are counted by
+	 * a refcount width change; a resize resizes them). */
+	ret = qcow2_bitmaps_revalidate(s);
+	if (ret < 0) {
+		vd_error_setg_errno(err, ret, "Failed to update the image header");
+		goto out;
+	}
 	if (new_version > old_version) {
 		ret = upgrade(s, err);
 		if (ret < 0)
@@ -564,14 +571,16 @@ int qcow2_co_amend(struct vd_node *n, struct vd_opts *opts, bool force, struct v
 			}
 			s->compat &= ~QCOW2_COMPAT_LAZY_REFCOUNTS;
 		}
-		ret = write_header(s, err);
+		ret = qcow2_write_header(s, err);
 		if (ret < 0) {
 			s->compat ^= QCOW2_COMPAT_LAZY_REFCOUNTS;
 			goto out;
 		}
 	}
 	if (new_size) {
-		ret = qcow2_truncate_locked(s, new_size, err);
+		/* The bitmaps are resized with the image. */
+		ret = qcow2_truncate_with_bitmaps(s, new_size, err);
+		s->data_changed = true;
 		if (ret < 0)
 			goto out;
 		n->size = (int64_t)s->size;

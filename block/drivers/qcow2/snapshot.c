@@ -540,6 +540,8 @@ int qcow2_snapshot_goto(struct vd_node *n, const char *id_or_name, struct vd_err
 	struct qcow2_snapshot *sn = NULL;
 	uint64_t bytes, *new_l1 = NULL;
 	uint8_t *buf = NULL;
+
+	s->data_changed = true;
 	int count, idx, ret;
 
 	vd_co_mutex_lock(&s->lock);
