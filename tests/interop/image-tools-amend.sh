@@ -195,6 +195,78 @@ done
 same v3.qcow2 check --output=json
 same zlib.qcow2 check --output=json
 
+# --- bitmap ----------------------------------------------------------------------
+# same_bits IMG ARGS... BITMAP: as same, and the bits of every bitmap equal.
+dump=$(dirname "$0")/qcow2-bitmap-dump.py
+[ -f "$dump" ] || dump=$SRCDIR/tests/interop/qcow2-bitmap-dump.py
+same_bits() {
+	local img=$1 bm=${*: -1}
+	shift
+	set -- "${@:1:$#-1}"
+	rm -f q.img v.img
+	cp "$img" q.img
+	cp "$img" v.img
+	local qrc=0 vrc=0
+	qemu-img bitmap "$@" q.img "$bm" >q.out 2>&1 || qrc=$?
+	"$VDISK" bitmap "$@" v.img "$bm" >v.out 2>&1 || vrc=$?
+	sed -i 's/^vdisk:/qemu-img:/; s/v\.img/q.img/g' v.out
+	# QEMU names its anonymous node ('#block123'), vdisk the file.
+	sed -i -E "s/ in '[^']*': / in NODE: /; s/ to [^ ]*: Operation/ to NODE: Operation/" q.out v.out
+	[ "$qrc" = "$vrc" ] || fail "bitmap $*: exit $vrc, qemu-img $qrc: $(cat v.out)"
+	cmp -s q.out v.out || fail "bitmap $*: output differs: $(diff q.out v.out)"
+	qemu-img info --output=json q.img | grep -v '"filename"\|actual-size\|dirty-flag' >qi.json
+	qemu-img info --output=json v.img | grep -v '"filename"\|actual-size\|dirty-flag' >vi.json
+	cmp -s qi.json vi.json || fail "bitmap $*: qemu-img info differs: $(diff qi.json vi.json)"
+	python3 "$dump" q.img >q.bm
+	python3 "$dump" v.img >v.bm
+	cmp -s q.bm v.bm || fail "bitmap $*: bits differ: $(diff q.bm v.bm)"
+	qemu-img check v.img >c.out 2>&1 || fail "bitmap $*: vdisk left $(cat c.out)"
+	n=$((n + 1))
+}
+cp v3.qcow2 bm.qcow2
+qemu-img bitmap --add bm.qcow2 b0
+qemu-img bitmap --add -g 512 bm.qcow2 fine
+qemu-img bitmap --disable bm.qcow2 fine
+qio -c 'write -P 4 0 64k' -c 'write -P 4 60M 2M' bm.qcow2
+cp bm.qcow2 other.qcow2
+qio -c 'write -P 5 3M 5k' other.qcow2
+same_bits v3.qcow2 --add b0
+same_bits v3.qcow2 --add -g 1M b0
+same_bits v3.qcow2 --add -g 1000 b0
+same_bits v3.qcow2 --add ""
+same_bits v3.qcow2 --remove b0
+same_bits v3.qcow2 -g 64k --remove b0
+same_bits v3.qcow2 --add -F raw b0
+same_bits v3.qcow2 b0
+same_bits v2.qcow2 --add b0
+same_bits bm.qcow2 --add b0
+same_bits bm.qcow2 --remove b0
+same_bits bm.qcow2 --clear b0
+same_bits bm.qcow2 --disable b0
+same_bits bm.qcow2 --disable --enable b0
+same_bits bm.qcow2 --merge fine b0
+same_bits bm.qcow2 --merge nope b0
+same_bits bm.qcow2 --remove --add b0
+same_bits bm.qcow2 --add --merge b0 new
+same_bits bm.qcow2 --add -g 4k --merge b0 new
+same_bits bm.qcow2 --add -g 2M --merge b0 new
+same_bits bm.qcow2 --enable --merge b0 --disable fine
+same_bits bm.qcow2 --merge b0 -b other.qcow2 fine
+same_bits bm.qcow2 --merge b0 -b other.qcow2 -F qcow2 b0
+same_bits bm.qcow2 --merge b0 -b base.raw -F raw b0
+# amend keeps the bitmaps (a resize resizes them).
+for o in refcount_bits=8 lazy_refcounts=on size=128M size=32M compat=1.1,refcount_bits=2; do
+	same bm.qcow2 amend -o "$o"
+	python3 "$dump" q.img >q.bm
+	python3 "$dump" v.img >v.bm
+	cmp -s q.bm v.bm || fail "amend -o $o: bitmaps differ: $(diff q.bm v.bm)"
+done
+# A write by vdisk still makes the bitmaps invalid (they do not track it),
+# for qemu-img too; a bitmap command after it is refused, image unchanged.
+cp bm.qcow2 w.qcow2
+"$VDISK" io -c 'write -P 6 0 4k' w.qcow2 >/dev/null
+qemu-img info w.qcow2 2>&1 | grep -q 'name: b0' && fail "bitmaps trusted after a vdisk write"
+
 # --- -p ----------------------------------------------------------------------------
 qemu-img create -q -f raw big.raw 64M
 qio -f raw -c 'write -P 1 10M 20M' big.raw

@@ -493,7 +493,12 @@ static int bitmap_locked(struct qcow2_state *s, enum vd_bitmap_action act, const
 	if (s->read_only)
 		return vd_error_set(err, -EROFS, "The image is open read-only");
 	if (s->version < 3)
-		return vd_error_set(err, -ENOTSUP, "Cannot store dirty bitmaps in qcow2 v2 files");
+		return act == VD_BITMAP_ADD
+			       ? vd_error_set(err, -ENOTSUP,
+					      "Can't make bitmap '%s' persistent in '%s': Cannot "
+					      "store dirty bitmaps in qcow2 v2 files",
+					      name, s->node->filename)
+			       : vd_error_set(err, -ENOENT, "Dirty bitmap '%s' not found", name);
 	if (s->data_changed)
 		return vd_error_set(err, -EBUSY,
 				    "The image was written since it was opened: its bitmaps are "
