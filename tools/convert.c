@@ -69,17 +69,16 @@ struct convert {
 
 	bool progress;
 	struct tool_progress pr;
+	/* Progress counts the bytes that are copied as data, as qemu-img's
+	 * does (its "allocated sectors"), found by a first pass. */
+	int64_t alloc_total, alloc_done;
 	int64_t done;
 	int64_t rate, t0;
 };
 
 static void account(struct convert *c, int64_t n)
 {
-	double pct;
-
 	c->done += n;
-	pct = c->total ? 100.0 * (double)c->done / (double)c->total : 100.0;
-	tool_progress_print(&c->pr, (float)pct, 0);
 	if (c->rate > 0) {
 		/* -r: never ahead of RATE bytes per second since the start. */
 		int64_t due = c->t0 + (int64_t)((double)c->done * 1e9 / (double)c->rate);
@@ -370,11 +369,37 @@ static void convert_worker(void *opaque)
 			set_error(c, ret);
 			break;
 		}
+		if (st == CHUNK_DATA && c->alloc_total) {
+			c->alloc_done += bytes;
+			tool_progress_print(
+				&c->pr,
+				(float)(100.0 * (double)c->alloc_done / (double)c->alloc_total), 0);
+		}
 		account(c, bytes);
 	}
 out:
 	free(buf);
 	c->running--;
+}
+
+/* The bytes that will be copied as data (QEMU's allocated_sectors). */
+static void count_allocated(void *opaque)
+{
+	struct convert *c = opaque;
+
+	for (int64_t off = 0; off < c->total;) {
+		int64_t end;
+
+		if (query_status(c, off) < 0) {
+			c->alloc_total = 0;
+			break;
+		}
+		end = c->status_end < c->total ? c->status_end : c->total;
+		if (c->status == CHUNK_DATA || (c->min_sparse == 0 && c->status == CHUNK_ZERO))
+			c->alloc_total += end - off;
+		off = end;
+	}
+	c->status_end = 0;
 }
 
 static int run_copy(struct convert *c, int workers, struct vd_loop *loop)
@@ -385,7 +410,9 @@ static int run_copy(struct convert *c, int workers, struct vd_loop *loop)
 	vd_co_queue_init(&c->order);
 	c->t0 = vd_clock_ns();
 	tool_progress_init(&c->pr, c->progress, 1.0f);
-	tool_progress_set_bytes(&c->pr, c->total);
+	/* Always, as qemu-img: SIGUSR1 asks for a report without -p too. */
+	vd_co_run_sync(count_allocated, c);
+	tool_progress_set_bytes(&c->pr, c->alloc_total);
 	tool_progress_print(&c->pr, 0, 100);
 	for (i = 0; i < workers; i++) {
 		struct vd_co *co = vd_co_create(convert_worker, c);
