@@ -30,6 +30,11 @@ same() {
 	sed -i 's/^vdisk:/qemu-img:/; s/v\.img/q.img/g' v.out
 	[ "$qrc" = "$vrc" ] || fail "$*: exit $vrc, qemu-img $qrc: $(cat v.out)"
 	cmp -s q.out v.out || fail "$*: output differs: $(diff q.out v.out)"
+	# Neither tool changed the image (refused, or read only): done.
+	if cmp -s "$img" q.img && cmp -s "$img" v.img; then
+		n=$((n + 1))
+		return 0
+	fi
 	qemu-img compare q.img v.img >/dev/null 2>&1 || fail "$*: images differ"
 	qemu-img info --output=json q.img | grep -v '"filename"\|actual-size\|dirty-flag' >qi.json
 	qemu-img info --output=json v.img | grep -v '"filename"\|actual-size\|dirty-flag' >vi.json
@@ -42,11 +47,11 @@ same() {
 }
 
 # --- images ----------------------------------------------------------------
-qemu-img create -q -f raw base.raw 64M
-qio -f raw -c 'write -P 9 0 8M' -c 'write -P 7 60M 1M' base.raw
-qemu-img create -q -f qcow2 v3.qcow2 64M
+qemu-img create -q -f raw base.raw 16M
+qio -f raw -c 'write -P 9 0 8M' -c 'write -P 7 14M 1M' base.raw
+qemu-img create -q -f qcow2 v3.qcow2 16M
 qio -c 'write -P 1 0 1M' -c 'write -z 2M 1M' -c 'write -P 2 5M 64k' v3.qcow2
-qemu-img create -q -f qcow2 -o compat=0.10 v2.qcow2 64M
+qemu-img create -q -f qcow2 -o compat=0.10 v2.qcow2 16M
 qio -c 'write -P 1 0 1M' v2.qcow2
 qemu-img create -q -f qcow2 -b base.raw -F raw ov.qcow2
 qio -c 'write -z 1M 1M' -c 'write -P 3 4M 64k' ov.qcow2
@@ -61,13 +66,13 @@ qio -c 'write -P 6 0 64k' snap.qcow2
 cp snap.qcow2 snap-resized.qcow2
 qemu-img resize -q snap-resized.qcow2 2M
 qemu-img create -q -f qcow2 -o lazy_refcounts=on lazy.qcow2 1M
-qemu-img create -q -f qcow2 -o cluster_size=4k small.qcow2 64M
+qemu-img create -q -f qcow2 -o cluster_size=4k small.qcow2 16M
 qio -c 'write -P 1 0 3M' small.qcow2
 
 # --- amend -----------------------------------------------------------------
 for o in compat=1.1 compat=0.10 compat=v2 compat=0.9 lazy_refcounts=on \
 	lazy_refcounts=off,compat=0.10 refcount_bits=8 refcount_bits=1 refcount_bits=64 \
-	refcount_bits=3 refcount_bits=128 size=32M size=128M backing_file=x foo=bar \
+	refcount_bits=3 refcount_bits=128 size=8M size=128M backing_file=x foo=bar \
 	cluster_size=4k extended_l2=on preallocation=full encrypt.format=luks data_file=x \
 	help; do
 	same v3.qcow2 amend -o "$o"
@@ -133,7 +138,7 @@ done
 for args in "" "if=base.raw" "if=base.raw of=o bs=0" "if=base.raw of=o bs=abc" \
 	"if=base.raw of=o bs=4G" "if=base.raw of=o count=-1" "if=base.raw of=o skip=x" \
 	"if=base.raw of=o foo=1" "if=base.raw of=o bar" "if=nonexist of=o" \
-	"-O qcow2 if=base.raw of=o bs=1M count=3" "if=base.raw of=o bs=1M skip=90" \
+	"-O qcow2 if=base.raw of=o bs=1M count=3" "if=base.raw of=o bs=1M skip=20" \
 	"if=base.raw of=o bs=1M skip=3" "-O foo if=base.raw of=o" "-f qcow2 if=base.raw of=o" \
 	"if=base.raw of=o bs=3000 count=2" "if=base.raw of=o bs=1.5k count=100" \
 	"if=base.raw of=o skip=0x10 count=0x100" "if=base.raw of=o skip=1k bs=1k count=2" \
@@ -227,7 +232,7 @@ cp v3.qcow2 bm.qcow2
 qemu-img bitmap --add bm.qcow2 b0
 qemu-img bitmap --add -g 512 bm.qcow2 fine
 qemu-img bitmap --disable bm.qcow2 fine
-qio -c 'write -P 4 0 64k' -c 'write -P 4 60M 2M' bm.qcow2
+qio -c 'write -P 4 0 64k' -c 'write -P 4 12M 2M' bm.qcow2
 cp bm.qcow2 other.qcow2
 qio -c 'write -P 5 3M 5k' other.qcow2
 same_bits v3.qcow2 --add b0
@@ -255,7 +260,7 @@ same_bits bm.qcow2 --merge b0 -b other.qcow2 fine
 same_bits bm.qcow2 --merge b0 -b other.qcow2 -F qcow2 b0
 same_bits bm.qcow2 --merge b0 -b base.raw -F raw b0
 # amend keeps the bitmaps (a resize resizes them).
-for o in refcount_bits=8 lazy_refcounts=on size=128M size=32M compat=1.1,refcount_bits=2; do
+for o in refcount_bits=8 lazy_refcounts=on size=128M size=8M compat=1.1,refcount_bits=2; do
 	same bm.qcow2 amend -o "$o"
 	python3 "$dump" q.img >q.bm
 	python3 "$dump" v.img >v.bm
