@@ -311,9 +311,16 @@ static int free_bits(struct qcow2_state *s, const struct bm *b)
 	for (uint32_t i = 0; ret == 0 && i < b->table_size; i++) {
 		uint64_t off = qcow2_be64(table + 8 * (size_t)i) & BME_TABLE_OFFSET_MASK;
 
+		/* A crafted table may name metadata: refuse (corrupt bit)
+		 * rather than free it. */
 		if (off)
+			ret = qcow2_check_free_overlap(s, off, cs);
+		if (off && ret == 0)
 			ret = qcow2_update_refcount(s, off, cs, -1);
 	}
+	if (ret == 0)
+		ret = qcow2_check_free_overlap(s, b->table_offset,
+					       qcow2_round_up_cluster(s, tbytes ? tbytes : 1));
 	if (ret == 0)
 		ret = qcow2_update_refcount(s, b->table_offset,
 					    qcow2_round_up_cluster(s, tbytes ? tbytes : 1), -1);

@@ -938,6 +938,10 @@ int qcow2_co_check(struct vd_node *n, struct vd_check_result *res, int fix)
 	int ret;
 
 	vd_co_mutex_lock(&s->lock);
+	/* Repairs change no data: valid bitmaps stay valid (and their
+	 * clusters are counted, not freed as leaks). */
+	if (fix && !s->read_only)
+		qcow2_bitmaps_revalidate(s);
 	ret = qcow2_check_locked(s, res, fix);
 	vd_co_mutex_unlock(&s->lock);
 	return ret;
