@@ -56,7 +56,7 @@ VDISK := $(BUILD)/vdisk
 
 .PHONY: all lib tools tests benches run check check-unit check-interop check-fault \
 	check-format check-layering check-fuzz check-crash check-crash-sim check-guest check-guest-qsd \
-	bench-vhost-user bench-ide check-asan format install clean deps bench fuzz abi-map
+	bench-vhost-user bench-ide check-asan format install clean deps bench fuzz soak abi-map
 
 # Keep intermediate objects of tests and benchmarks (incremental builds).
 .SECONDARY:
@@ -137,6 +137,13 @@ check-crash-sim: all
 		bash tests/image/crash-sim.sh
 check-fuzz: $(STATIC_LIB)
 	@BUILD=$(BUILD) tests/run.sh fuzz-corpus
+# Long runs, not part of make check: every fuzz target under libFuzzer for
+# FUZZ_SECONDS each (crashes in build-fuzz/crashes/NAME/), and `vdisk serve`
+# under 8 verifying clients for SOAK_SECONDS (docs/reliability.md).
+fuzz:
+	@FUZZ_SECONDS=$${FUZZ_SECONDS:-60} bash tests/fuzz/run-all.sh
+soak: all
+	@BUILD=$(BUILD) SOAK_SECONDS=$${SOAK_SECONDS:-600} bash tests/soak/soak.sh
 
 # Unit suites and a reduced interop set under ASan + UBSan, in their own tree.
 check-asan: deps

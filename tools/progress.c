@@ -102,3 +102,20 @@ void tool_progress_end(struct tool_progress *p)
 	if (p->enabled)
 		printf("\n");
 }
+
+void tool_progress_start(struct tool_progress *p, bool enabled)
+{
+	tool_progress_init(p, enabled, 1.0f);
+	tool_progress_print(p, 0, 100);
+}
+
+void tool_progress_update(struct tool_progress *p, double pct)
+{
+	tool_progress_print(p, (float)pct, 0);
+}
+
+void tool_progress_finish(struct tool_progress *p)
+{
+	tool_progress_print(p, 100, 0);
+	tool_progress_end(p);
+}

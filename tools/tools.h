@@ -28,6 +28,8 @@ enum {
 	OPT_RANDOM,
 	OPT_SEED,
 	OPT_OBJECT,
+	OPT_SIZE,
+	OPT_BACKING_CHAIN,
 };
 
 int cmd_compare(int argc, char **argv);
@@ -46,6 +48,9 @@ int cmd_snapshot(int argc, char **argv);
 int cmd_resize(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_nbd(int argc, char **argv);
+int cmd_rebase(int argc, char **argv);
+int cmd_commit(int argc, char **argv);
+int cmd_measure(int argc, char **argv);
 
 /* "vdisk: MSG\n" on stderr, as qemu-img prints "qemu-img: MSG". */
 void tool_error(const char *fmt, ...) VD_PRINTF(1, 2);
@@ -103,6 +108,10 @@ int tool_open_blk(const struct tool_open_args *a, struct vd_blk **out, struct vd
 /* qemu-img's human dump of format-specific information (info.c). */
 void tool_dump_specific(const struct vd_opts *o, int indent);
 
+/* qemu-img's "Snapshot list:" table (nothing when @count is 0). */
+struct vd_snapshot_info;
+void tool_print_snapshots(const struct vd_snapshot_info *sn, int count);
+
 /* 0 if @mode is a cache mode vd_cache_mode_apply() takes, else -EINVAL. */
 int tool_check_cache_mode(const char *mode);
 
@@ -125,6 +134,11 @@ void tool_progress_set_bytes(struct tool_progress *p, int64_t total);
 void tool_progress_print(struct tool_progress *p, float delta, int max);
 /* The newline after the last report (with -p). */
 void tool_progress_end(struct tool_progress *p);
+/* Shorthands (commit, rebase): init with a 1% step and print 0%; print the
+ * percentage @pct; print 100% and end. */
+void tool_progress_start(struct tool_progress *p, bool enabled);
+void tool_progress_update(struct tool_progress *p, double pct);
+void tool_progress_finish(struct tool_progress *p);
 
 /* -o help (opt-help.c): is the option string a request for help ("help",
  * "?", or ending in ",help")? */

@@ -45,16 +45,28 @@ static const struct subcommand subcommands[] = {
 	{"dd", cmd_dd,
 	 "dd [--image-opts] [-U] [-f fmt] [-O output_fmt] [-p] [bs=block_size] [count=blocks] "
 	 "[skip=blocks] if=input of=output"},
-	{"create", cmd_create, "create [-f fmt] [-o options] [-q] filename [size]"},
-	{"info", cmd_info, "info [-f fmt] [--output=human|json] [-U] [--image-opts] filename"},
+	{"commit", cmd_commit,
+	 "commit [--image-opts] [-q] [-f fmt] [-t cache] [-b base] [-r rate_limit] [-d] [-p] "
+	 "filename"},
+	{"create", cmd_create,
+	 "create [-f fmt] [-b backing_file [-F backing_fmt]] [-u] [-o options] [-q] filename "
+	 "[size]"},
+	{"info", cmd_info,
+	 "info [-f fmt] [--output=human|json] [--backing-chain] [-U] [--image-opts] filename"},
 	{"io", cmd_io,
 	 "io [-f fmt] [--image-opts] [-r] [-n] [-t cache] [-i aio] [-U] [-c cmd]... [filename]"},
 	{"map", cmd_map,
 	 "map [--object objectdef] [--image-opts] [-f fmt] [--start-offset=offset] "
 	 "[--max-length=len] [--output=ofmt] [-U] filename"},
+	{"measure", cmd_measure,
+	 "measure [--output=human|json] [-O output_fmt] [-o options] [--size N | "
+	 "[--image-opts] [-f fmt] [-U] filename]"},
 	{"nbd", cmd_nbd,
 	 "nbd [-r] [-f fmt] [-k socket | -p port -b addr] [-x name] [-D desc] [-e shared] [-t] "
 	 "[--pid-file path] [--cache mode] [--aio mode] filename"},
+	{"rebase", cmd_rebase,
+	 "rebase [--image-opts] [-U] [-q] [-f fmt] [-t cache] [-T src_cache] [-p] [-u] "
+	 "-b backing_file [-F backing_fmt] filename"},
 	{"resize", cmd_resize,
 	 "resize [-f fmt] [--image-opts] [--preallocation=mode] [-q] [--shrink] filename "
 	 "[+ | -]size"},
