@@ -18,6 +18,8 @@ enum image_op {
 	OP_CREATE,
 	OP_GOTO,
 	OP_DELETE,
+	OP_AMEND,
+	OP_BITMAP,
 	OP_CHANGE_BACKING,
 	OP_MAKE_EMPTY,
 };
@@ -30,6 +32,12 @@ struct image_req {
 	struct vd_snapshot_info **list;
 	struct vd_snapshot_info sn;
 	const char *id_or_name;
+	struct vd_opts *opts;
+	bool force;
+	enum vd_bitmap_action bm_act;
+	uint64_t granularity;
+	struct vd_node *src;
+	const char *name, *src_name;
 	const char *backing_file, *backing_fmt;
 	struct vd_error *err;
 	int ret;
@@ -59,6 +67,16 @@ static void image_entry(void *opaque)
 	case OP_DELETE:
 		r->ret = drv->snapshot_delete ? drv->snapshot_delete(n, r->id_or_name, r->err)
 					      : -ENOTSUP;
+		break;
+	case OP_BITMAP:
+		if (r->src && r->src != n)
+			vd_node_drain(r->src);
+		r->ret = drv->co_bitmap ? drv->co_bitmap(n, r->bm_act, r->name, r->granularity,
+							 r->src, r->src_name, r->err)
+					: -ENOTSUP;
+		break;
+	case OP_AMEND:
+		r->ret = drv->co_amend ? drv->co_amend(n, r->opts, r->force, r->err) : -ENOTSUP;
 		break;
 	case OP_CHANGE_BACKING:
 		r->ret = drv->co_change_backing_file
@@ -94,6 +112,42 @@ int vd_node_check(struct vd_node *n, struct vd_check_result *res, int fix)
 	memset(res, 0, sizeof(*res));
 	if (fix && n && n->read_only)
 		return -EROFS;
+	return run(&r);
+}
+
+int vd_node_amend(struct vd_node *n, struct vd_opts *opts, bool force, struct vd_error *err)
+{
+	struct image_req r = {.n = n, .op = OP_AMEND, .opts = opts, .force = force, .err = err};
+
+	if (n && n->read_only)
+		return vd_error_set(err, -EROFS, "Image is read-only");
+	if (n && n->drv && !n->drv->co_amend)
+		return vd_error_set(err, -ENOTSUP,
+				    "Format driver '%s' does not support option "
+				    "amendment",
+				    n->drv->name);
+	return run(&r);
+}
+
+int vd_node_bitmap(struct vd_node *n, enum vd_bitmap_action act, const char *name,
+		   uint64_t granularity, struct vd_node *src, const char *src_name,
+		   struct vd_error *err)
+{
+	struct image_req r = {.n = n,
+			      .op = OP_BITMAP,
+			      .bm_act = act,
+			      .name = name,
+			      .granularity = granularity,
+			      .src = src,
+			      .src_name = src_name,
+			      .err = err};
+
+	if (n && n->read_only)
+		return vd_error_set(err, -EROFS, "Image is read-only");
+	if (n && n->drv && !n->drv->co_bitmap)
+		return vd_error_set(err, -ENOTSUP,
+				    "Can't store persistent bitmaps to %s: Operation not supported",
+				    n->node_name ? n->node_name : n->filename);
 	return run(&r);
 }
 

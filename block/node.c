@@ -323,7 +323,9 @@ static int probe_protocol(const char *filename, int flags, const char **format,
 			   flags & (VD_OPEN_RDWR | VD_OPEN_FORCE_SHARE), &n, err);
 	if (ret < 0)
 		return ret;
-	ret = vd_probe_node(n, filename, (flags & VD_OPEN_NO_BACKING) != 0, format, err);
+	ret = vd_probe_node(n, filename,
+			    (flags & (VD_OPEN_NO_BACKING | VD_OPEN_PROBE_REFERENCES)) != 0, format,
+			    err);
 	if (ret < 0) {
 		vd_node_unref(n);
 		return ret;
@@ -394,7 +396,9 @@ int vd_node_open(const char *filename, const char *format, const struct vd_opts 
 			    !vd_opts_has(tree, "file"))
 				ret = probe_protocol(filename, flags, &format, err);
 			else
-				ret = vd_probe_file(filename, (flags & VD_OPEN_NO_BACKING) != 0,
+				ret = vd_probe_file(filename,
+						    (flags & (VD_OPEN_NO_BACKING |
+							      VD_OPEN_PROBE_REFERENCES)) != 0,
 						    &format, err);
 			if (ret < 0) {
 				vd_opts_free(tree);

@@ -251,6 +251,7 @@ int cmd_bench(int argc, char **argv)
 	struct tool_open_args a = {
 		.default_cache = "writeback",
 		.probe = true,
+		.probe_references = true,
 	};
 	struct bench b = {.drain_on_flush = true, .rng = 0x5eedULL};
 	int count = 75000, depth = 64, pattern = 0, c, i, ret = 1;

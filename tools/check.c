@@ -50,7 +50,12 @@ static void print_human(const struct vd_check_result *r, bool quiet)
 		printf("Image end offset: %" PRId64 "\n", r->image_end_offset);
 }
 
-/* qemu-img's ImageCheck: optional members only when non-zero. */
+/*
+ * qemu-img's ImageCheck: optional members only when non-zero.  The order is
+ * that of QEMU's QDict, which walks its 512 hash buckets in turn (the hash is
+ * TDB's: a key's bucket decides its place); for these keys it comes out as
+ * below, as qemu-img 7.2 prints them.
+ */
 static int print_json(const struct vd_check_result *r, const char *filename, const char *format)
 {
 	json_t *o = json_object();
@@ -60,25 +65,25 @@ static int print_json(const struct vd_check_result *r, const char *filename, con
 		return -ENOMEM;
 	if (r->image_end_offset)
 		json_object_set_new(o, "image-end-offset", json_integer(r->image_end_offset));
-	if (r->total_clusters)
-		json_object_set_new(o, "total-clusters", json_integer(r->total_clusters));
-	if (r->allocated_clusters)
-		json_object_set_new(o, "allocated-clusters", json_integer(r->allocated_clusters));
-	if (r->fragmented_clusters)
-		json_object_set_new(o, "fragmented-clusters", json_integer(r->fragmented_clusters));
 	if (r->compressed_clusters)
 		json_object_set_new(o, "compressed-clusters", json_integer(r->compressed_clusters));
+	if (r->total_clusters)
+		json_object_set_new(o, "total-clusters", json_integer(r->total_clusters));
 	if (r->corruptions)
 		json_object_set_new(o, "corruptions", json_integer(r->corruptions));
-	if (r->leaks)
-		json_object_set_new(o, "leaks", json_integer(r->leaks));
 	if (r->corruptions_fixed)
 		json_object_set_new(o, "corruptions-fixed", json_integer(r->corruptions_fixed));
+	json_object_set_new(o, "check-errors", json_integer(r->check_errors));
+	if (r->leaks)
+		json_object_set_new(o, "leaks", json_integer(r->leaks));
 	if (r->leaks_fixed)
 		json_object_set_new(o, "leaks-fixed", json_integer(r->leaks_fixed));
-	json_object_set_new(o, "check-errors", json_integer(r->check_errors));
+	if (r->allocated_clusters)
+		json_object_set_new(o, "allocated-clusters", json_integer(r->allocated_clusters));
 	json_object_set_new(o, "filename", json_string(filename));
 	json_object_set_new(o, "format", json_string(format));
+	if (r->fragmented_clusters)
+		json_object_set_new(o, "fragmented-clusters", json_integer(r->fragmented_clusters));
 	text = json_dumps(o, JSON_INDENT(4) | JSON_PRESERVE_ORDER);
 	json_decref(o);
 	if (!text)

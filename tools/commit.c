@@ -157,7 +157,7 @@ static int copy_above(struct vd_node *top, struct vd_node *base, struct vd_node 
 	ret = vd_node_flush(base_rw);
 	if (ret < 0)
 		tool_error("Could not flush the base image: %s", strerror(-ret));
-	tool_progress_end(&progress);
+	tool_progress_finish(&progress);
 out:
 	free(buf);
 	return ret;

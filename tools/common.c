@@ -140,6 +140,8 @@ int tool_open_image(const struct tool_open_args *a, struct vd_node **out, struct
 	} else {
 		if (!a->format && a->probe) {
 			flags |= VD_OPEN_PROBE;
+			if (a->probe_references)
+				flags |= VD_OPEN_PROBE_REFERENCES;
 		}
 		ret = vd_node_open(a->filename, a->format, opts, flags, out, err);
 	}
@@ -264,33 +266,6 @@ void tool_print_snapshots(const struct vd_snapshot_info *sn, int count)
 			snprintf(icount, sizeof(icount), "%" PRIu64, sn[i].icount);
 		printf("%-9s %-16s %8s%20s%13s%11s\n", sn[i].id, sn[i].name, size, date, clock,
 		       icount);
-	}
-}
-
-void tool_progress_start(struct tool_progress *p, bool enabled)
-{
-	p->enabled = enabled;
-	p->last = 0;
-	if (enabled) {
-		printf("    (0.00/100%%)\r");
-		fflush(stdout);
-	}
-}
-
-void tool_progress_update(struct tool_progress *p, double pct)
-{
-	if (p->enabled && pct - p->last >= 1.0) {
-		p->last = pct;
-		printf("    (%3.2f/100%%)\r", pct);
-		fflush(stdout);
-	}
-}
-
-void tool_progress_end(struct tool_progress *p)
-{
-	if (p->enabled) {
-		printf("    (100.00/100%%)\r\n");
-		fflush(stdout);
 	}
 }
 

@@ -28,6 +28,7 @@ struct compare_state {
 	struct vd_blk *blk[2];
 	const char *name[2];
 	bool strict, quiet, progress;
+	struct tool_progress pr;
 	uint8_t *buf[2];
 	int ret; /* the exit status */
 };
@@ -102,11 +103,8 @@ static bool check_empty(struct compare_state *s, int which, int64_t off, int64_t
 
 static void progress(struct compare_state *s, double pct, double *last)
 {
-	if (s->progress && pct - *last >= 1.0) {
-		printf("    (%3.2f/100%%)\r", pct);
-		fflush(stdout);
-		*last = pct;
-	}
+	(void)last;
+	tool_progress_print(&s->pr, (float)pct, 0);
 }
 
 static void compare_co(void *opaque)
@@ -123,10 +121,9 @@ static void compare_co(void *opaque)
 		s->ret = 1;
 		return;
 	}
-	if (s->progress) {
-		printf("    (0.00/100%%)\r");
-		fflush(stdout);
-	}
+	tool_progress_init(&s->pr, s->progress, 1.0f);
+	tool_progress_set_bytes(&s->pr, total);
+	tool_progress_print(&s->pr, 0, 100);
 	while (off < common) {
 		int64_t p0 = 0, p1 = 0, chunk;
 		int st0, st1;
@@ -281,6 +278,7 @@ int cmd_compare(int argc, char **argv)
 			.filename = argv[optind + i],
 			.format = fmt[i],
 			.probe = true,
+			.probe_references = true,
 			.image_opts = image_opts,
 			.cache = cache,
 			.force_share = force_share,
@@ -298,8 +296,7 @@ int cmd_compare(int argc, char **argv)
 		}
 	}
 	vd_co_run_sync(compare_co, &s);
-	if (s.progress)
-		printf("\n");
+	tool_progress_end(&s.pr);
 	fflush(stdout);
 out:
 	for (i = 0; i < 2; i++) {

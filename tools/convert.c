@@ -68,28 +68,17 @@ struct convert {
 	int ret;
 
 	bool progress;
+	struct tool_progress pr;
+	/* Progress counts the bytes that are copied as data, as qemu-img's
+	 * does (its "allocated sectors"), found by a first pass. */
+	int64_t alloc_total, alloc_done;
 	int64_t done;
-	double last_print;
 	int64_t rate, t0;
 };
 
-static void progress_print(struct convert *c, double pct)
-{
-	printf("    (%3.2f/100%%)\r", pct);
-	fflush(stdout);
-	c->last_print = pct;
-}
-
 static void account(struct convert *c, int64_t n)
 {
-	double pct;
-
 	c->done += n;
-	if (c->progress) {
-		pct = c->total ? 100.0 * (double)c->done / (double)c->total : 100.0;
-		if (pct - c->last_print >= 1.0)
-			progress_print(c, pct);
-	}
 	if (c->rate > 0) {
 		/* -r: never ahead of RATE bytes per second since the start. */
 		int64_t due = c->t0 + (int64_t)((double)c->done * 1e9 / (double)c->rate);
@@ -380,11 +369,37 @@ static void convert_worker(void *opaque)
 			set_error(c, ret);
 			break;
 		}
+		if (st == CHUNK_DATA && c->alloc_total) {
+			c->alloc_done += bytes;
+			tool_progress_print(
+				&c->pr,
+				(float)(100.0 * (double)c->alloc_done / (double)c->alloc_total), 0);
+		}
 		account(c, bytes);
 	}
 out:
 	free(buf);
 	c->running--;
+}
+
+/* The bytes that will be copied as data (QEMU's allocated_sectors). */
+static void count_allocated(void *opaque)
+{
+	struct convert *c = opaque;
+
+	for (int64_t off = 0; off < c->total;) {
+		int64_t end;
+
+		if (query_status(c, off) < 0) {
+			c->alloc_total = 0;
+			break;
+		}
+		end = c->status_end < c->total ? c->status_end : c->total;
+		if (c->status == CHUNK_DATA || (c->min_sparse == 0 && c->status == CHUNK_ZERO))
+			c->alloc_total += end - off;
+		off = end;
+	}
+	c->status_end = 0;
 }
 
 static int run_copy(struct convert *c, int workers, struct vd_loop *loop)
@@ -394,8 +409,11 @@ static int run_copy(struct convert *c, int workers, struct vd_loop *loop)
 	vd_co_mutex_init(&c->lock);
 	vd_co_queue_init(&c->order);
 	c->t0 = vd_clock_ns();
-	if (c->progress)
-		progress_print(c, 0.0);
+	tool_progress_init(&c->pr, c->progress, 1.0f);
+	/* Always, as qemu-img: SIGUSR1 asks for a report without -p too. */
+	vd_co_run_sync(count_allocated, c);
+	tool_progress_set_bytes(&c->pr, c->alloc_total);
+	tool_progress_print(&c->pr, 0, 100);
 	for (i = 0; i < workers; i++) {
 		struct vd_co *co = vd_co_create(convert_worker, c);
 
@@ -413,11 +431,8 @@ static int run_copy(struct convert *c, int workers, struct vd_loop *loop)
 		vd_loop_run_once(loop, true);
 	if (c->ret)
 		return c->ret;
-	if (c->progress) {
-		progress_print(c, 100.0);
-		printf("    (100.00/100%%)\r\n");
-		fflush(stdout);
-	}
+	tool_progress_print(&c->pr, 100, 0);
+	tool_progress_end(&c->pr);
 	return 0;
 }
 
@@ -510,7 +525,7 @@ int cmd_convert(int argc, char **argv)
 	const char *out_name;
 	bool image_opts = false, target_image_opts = false, force_share = false;
 	bool skip_create = false, quiet = false, copy_range = false, target_is_zero = false;
-	bool bitmaps = false;
+	bool bitmaps = false, help = false;
 	struct convert c = {.min_sparse = 4096, .in_order = true};
 	struct vd_opts *opts = NULL;
 	struct vd_error err = {0};
@@ -560,6 +575,10 @@ int cmd_convert(int argc, char **argv)
 			copy_range = true;
 			break;
 		case 'o':
+			if (tool_is_help_option(optarg)) {
+				help = true;
+				break;
+			}
 			if (vd_opts_parse_into(opts, optarg, NULL, &err) < 0) {
 				tool_error("Invalid option list: %s", optarg);
 				goto out;
@@ -645,6 +664,13 @@ int cmd_convert(int argc, char **argv)
 		c.progress = false;
 	if (!out_fmt && !target_image_opts)
 		out_fmt = "raw";
+	if (help) {
+		/* As qemu-img: the last argument names the target. */
+		tool_print_create_help(out_fmt ? out_fmt : "raw",
+				       argc - optind > 1 ? argv[argc - 1] : NULL);
+		ret = 0;
+		goto out;
+	}
 
 	/* QEMU's checks, in its order. */
 	if (target_image_opts && !skip_create) {
@@ -718,6 +744,7 @@ int cmd_convert(int argc, char **argv)
 			.filename = argv[optind + i],
 			.format = fmt,
 			.probe = true,
+			.probe_references = true,
 			.image_opts = image_opts,
 			.cache = src_cache,
 			.force_share = force_share,

@@ -29,24 +29,6 @@ static bool format_known(const char *fmt)
 	return false;
 }
 
-static bool is_help_option(const char *s)
-{
-	size_t n = strlen(s);
-
-	return !strcmp(s, "help") || !strcmp(s, "?") || (n > 5 && !strcmp(s + n - 5, ",help")) ||
-	       (n > 2 && !strcmp(s + n - 2, ",?"));
-}
-
-/* What qemu-img prints for "-o help" on a raw-like format.  The creation
- * options live in the drivers; size is the one every format has. */
-static void print_create_help(const char *fmt)
-{
-	printf("Supported %s options:\n", fmt);
-	printf("  %-22s - %s\n", "size=<size>", "Virtual disk size");
-	printf("\nThe protocol level may support further options.\n"
-	       "Specify the target filename to include those options.\n");
-}
-
 static void print_invalid_size(void)
 {
 	tool_error("Invalid image size specified. You may use k, M, G, T, P or E suffixes for");
@@ -147,7 +129,7 @@ int cmd_create(int argc, char **argv)
 	struct vd_opts *opts = NULL;
 	struct vd_error err = {0};
 	char sizebuf[32];
-	bool quiet = false;
+	bool quiet = false, help = false;
 	int64_t size = -1;
 	int c, ret = 1;
 
@@ -168,10 +150,9 @@ int cmd_create(int argc, char **argv)
 			fmt = optarg;
 			break;
 		case 'o':
-			if (is_help_option(optarg)) {
-				print_create_help(fmt);
-				ret = 0;
-				goto out;
+			if (tool_is_help_option(optarg)) {
+				help = true;
+				break;
 			}
 			if (vd_opts_parse_into(opts, optarg, NULL, &err) < 0) {
 				tool_error("Invalid option list: %s", err.msg);
@@ -196,6 +177,12 @@ int cmd_create(int argc, char **argv)
 		}
 	}
 
+	/* qemu-img looks at -o help after all options, so that -f may follow. */
+	if (help) {
+		tool_print_create_help(fmt, optind < argc ? argv[optind] : NULL);
+		ret = 0;
+		goto out;
+	}
 	if (optind >= argc) {
 		tool_error("Expecting image file name");
 		fprintf(stderr, "Try 'vdisk --help' for more information\n");

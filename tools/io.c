@@ -74,6 +74,7 @@ int cmd_io(int argc, char **argv)
 		.default_cache = "writethrough",
 		.writable = true,
 		.probe = true,
+		.probe_references = true,
 	};
 	struct io_state s = {0};
 	struct vd_error err = {0};

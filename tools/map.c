@@ -140,7 +140,7 @@ int cmd_map(int argc, char **argv)
 		{"max-length", required_argument, NULL, OPT_MAX_LENGTH},
 		{NULL, 0, NULL, 0},
 	};
-	struct tool_open_args a = {.probe = true};
+	struct tool_open_args a = {.probe = true, .probe_references = true};
 	struct map_state s = {0};
 	struct vd_error err = {0};
 	struct vd_loop *loop;

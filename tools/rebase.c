@@ -325,7 +325,7 @@ int cmd_rebase(int argc, char **argv)
 				   out_base ? out_base : "", strerror(-err.code));
 		goto out;
 	}
-	tool_progress_end(&meter);
+	tool_progress_finish(&meter);
 	ret = 0;
 out:
 	if (new_backing)

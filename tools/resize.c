@@ -43,7 +43,7 @@ int cmd_resize(int argc, char **argv)
 		{"shrink", no_argument, NULL, OPT_SHRINK},
 		{NULL, 0, NULL, 0},
 	};
-	struct tool_open_args a = {.probe = true, .writable = true};
+	struct tool_open_args a = {.probe = true, .probe_references = true, .writable = true};
 	struct vd_error err = {0};
 	struct vd_node *node = NULL;
 	struct vd_loop *loop;

@@ -34,6 +34,9 @@ enum {
 
 int cmd_compare(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
+int cmd_dd(int argc, char **argv);
+int cmd_amend(int argc, char **argv);
+int cmd_bitmap(int argc, char **argv);
 int cmd_map(int argc, char **argv);
 int cmd_create(int argc, char **argv);
 int cmd_info(int argc, char **argv);
@@ -77,6 +80,9 @@ struct tool_open_args {
 			       * option string */
 	const char *format; /* -f; NULL: probe (when probe) */
 	bool probe; /* no format: probe it as qemu-img info does */
+	/* With probe: a probed qcow2 is opened with its backing chain, as
+	 * qemu-img does (VD_OPEN_PROBE_REFERENCES). */
+	bool probe_references;
 	bool image_opts; /* --image-opts */
 	const char *cache; /* -t; NULL: the tool's default mode */
 	const char *default_cache; /* used when cache is NULL */
@@ -108,16 +114,6 @@ void tool_dump_specific(const struct vd_opts *o, int indent);
 struct vd_snapshot_info;
 void tool_print_snapshots(const struct vd_snapshot_info *sn, int count);
 
-/* qemu-img's -p: "    (12.34/100%)\r" as the work advances, a line
- * at the end. */
-struct tool_progress {
-	bool enabled;
-	double last;
-};
-void tool_progress_start(struct tool_progress *p, bool enabled);
-void tool_progress_update(struct tool_progress *p, double pct);
-void tool_progress_end(struct tool_progress *p);
-
 /* 0 if @mode is a cache mode vd_cache_mode_apply() takes, else -EINVAL. */
 int tool_check_cache_mode(const char *mode);
 
@@ -130,6 +126,43 @@ int tool_check_cache_mode(const char *mode);
  * argc, or -1 after printing the error.
  */
 int tool_take_secret_objects(int argc, char **argv);
+
+/* -p progress, as qemu-img prints it (progress.c). */
+struct tool_progress {
+	bool enabled; /* -p */
+	bool tty; /* stdout is a terminal: rate and time left too */
+	float current, last_print, min_skip; /* percent */
+	int64_t total_bytes; /* for the rate; 0: unknown */
+	double t0;
+	int width; /* of the last line on the terminal */
+};
+/* Start reporting; without @enabled only SIGUSR1 asks for a report (on
+ * stderr).  A report is printed when the percentage moved by more than
+ * @min_skip, and at 0 and 100. */
+void tool_progress_init(struct tool_progress *p, bool enabled, float min_skip);
+void tool_progress_set_bytes(struct tool_progress *p, int64_t total);
+/* qemu_progress_print(): @max 0 makes @delta the absolute percentage, else
+ * @delta percent of a part worth @max percent of the whole was done. */
+void tool_progress_print(struct tool_progress *p, float delta, int max);
+/* The newline after the last report (with -p). */
+void tool_progress_end(struct tool_progress *p);
+/* Shorthands (commit, rebase): init with a 1% step and print 0%; print the
+ * percentage @pct; print 100% and end. */
+void tool_progress_start(struct tool_progress *p, bool enabled);
+void tool_progress_update(struct tool_progress *p, double pct);
+void tool_progress_finish(struct tool_progress *p);
+
+/* -o help (opt-help.c): is the option string a request for help ("help",
+ * "?", or ending in ",help")? */
+bool tool_is_help_option(const char *opts);
+/* The format's creation options as qemu-img lists them; with @filename the
+ * protocol's too. */
+void tool_print_create_help(const char *format, const char *filename);
+/* The format's amend options; 1 after an error if it has none. */
+int tool_print_amend_help(const char *format);
+/* Parse amend's -o list into *out, refusing names the format cannot amend
+ * with qemu-img's messages; -errno after printing them. */
+int tool_check_amend_options(const char *format, const char *options, struct vd_opts **out);
 
 /* Create a loop and make it current; exits the process on failure. */
 struct vd_loop *tool_loop_init(void);

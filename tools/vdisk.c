@@ -22,10 +22,17 @@ struct subcommand {
 };
 
 static const struct subcommand subcommands[] = {
+	{"amend", cmd_amend,
+	 "amend [--object objectdef] [--image-opts] [-p] [-q] [-f fmt] [-t cache] [--force] -o "
+	 "options filename"},
 	{"bench", cmd_bench,
 	 "bench [-c count] [-d depth] [-f fmt] [--flush-interval=N] [-i aio] [-n] [--no-drain] "
 	 "[-o offset] [--pattern=P] [-q] [-s size] [-S step] [-t cache] [-w] [-U] [--random] "
 	 "[--seed=N] [--image-opts] filename"},
+	{"bitmap", cmd_bitmap,
+	 "bitmap (--merge SOURCE | --add | --remove | --clear | --enable | --disable)... "
+	 "[-b source_file [-F source_fmt]] [-g granularity] [--object objectdef] "
+	 "[--image-opts | -f fmt] filename bitmap"},
 	{"check", cmd_check,
 	 "check [-f fmt] [-r leaks|all] [--output=human|json] [-q] [-U] [--image-opts] filename"},
 	{"compare", cmd_compare,
@@ -36,6 +43,9 @@ static const struct subcommand subcommands[] = {
 	 "[-U] [-C] [-c] [-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] "
 	 "[-B backing_file [-F backing_fmt]] [-o options] [-S sparse_size] [-r rate_limit] "
 	 "[-m num_coroutines] [-W] [--salvage] filename [filename2 [...]] output_filename"},
+	{"dd", cmd_dd,
+	 "dd [--image-opts] [-U] [-f fmt] [-O output_fmt] [-p] [bs=block_size] [count=blocks] "
+	 "[skip=blocks] if=input of=output"},
 	{"commit", cmd_commit,
 	 "commit [--image-opts] [-q] [-f fmt] [-t cache] [-b base] [-r rate_limit] [-d] [-p] "
 	 "filename"},

@@ -60,7 +60,8 @@ enum {
 	/* No format given: probe, as QEMU 7.2 does (the formats QEMU knows
 	 * and vdisk cannot open are refused by name, never taken for raw).
 	 * A format that can name other files (qcow2) is only accepted
-	 * together with VD_OPEN_NO_BACKING, so probing never leads to opening
+	 * together with VD_OPEN_NO_BACKING or VD_OPEN_PROBE_REFERENCES, so
+	 * probing alone never leads to opening
 	 * a file that an image names.  A probed raw node refuses (-EPERM)
 	 * writes that would make the file probe as another format. */
 	VD_OPEN_PROBE = 1 << 2,
@@ -73,6 +74,12 @@ enum {
 	 * info, QEMU's BDRV_O_NO_IO): an encrypted format reads its header
 	 * without a key; reads and writes on the node fail with -EIO. */
 	VD_OPEN_NO_IO = 1 << 5,
+	/* With VD_OPEN_PROBE: a probed format that can name other files
+	 * (qcow2) is accepted and its backing chain opened, as qemu-img,
+	 * qemu-io and QEMU do.  What keeps this safe is the probed-raw rule
+	 * above: a raw image opened by probing can never be given a header
+	 * that would make it probe as such a format. */
+	VD_OPEN_PROBE_REFERENCES = 1 << 6,
 };
 
 /*
@@ -342,6 +349,34 @@ struct vd_check_result {
 };
 /* -ENOTSUP when the format has no checks; otherwise 0 (see @res) or -errno. */
 int vd_node_check(struct vd_node *n, struct vd_check_result *res, int fix);
+
+/*
+ * Change creation options of an open, writable image (qemu-img amend):
+ * @opts holds only the options to change (qcow2: compat, lazy_refcounts,
+ * refcount_bits, size, backing_file/backing_fmt naming the current ones).
+ * Runs drained, like a check.  -ENOTSUP (with the message) when the format
+ * cannot amend; -errno with @err set otherwise.
+ */
+int vd_node_amend(struct vd_node *n, struct vd_opts *opts, bool force, struct vd_error *err);
+
+/* Persistent dirty bitmaps (qemu-img bitmap; qcow2). */
+enum vd_bitmap_action {
+	VD_BITMAP_ADD,
+	VD_BITMAP_REMOVE,
+	VD_BITMAP_CLEAR,
+	VD_BITMAP_ENABLE,
+	VD_BITMAP_DISABLE,
+	VD_BITMAP_MERGE,
+};
+/*
+ * Apply @act to bitmap @name of @n (open read-write, its data not yet
+ * written through this open: vdisk does not track writes in bitmaps).
+ * ADD takes @granularity (0: the default); MERGE ORs bitmap @src_name of
+ * @src (NULL: @n) into @name.  -errno with QEMU's message in @err.
+ */
+int vd_node_bitmap(struct vd_node *n, enum vd_bitmap_action act, const char *name,
+		   uint64_t granularity, struct vd_node *src, const char *src_name,
+		   struct vd_error *err);
 
 /* Internal snapshots (qcow2). */
 struct vd_snapshot_info {

@@ -212,6 +212,25 @@ struct vd_block_driver {
 	int (*co_check)(struct vd_node *n, struct vd_check_result *res, int fix);
 
 	/*
+	 * qemu-img amend: change the creation options named in @opts (read
+	 * each one: the core refuses those left unread) on an image opened
+	 * read-write.  Runs in a coroutine with no other request in flight.
+	 * @force: --force.  Returns 0 or -errno with @err set; on failure the
+	 * image is consistent (in its old or new state for each step done).
+	 * NULL: the format cannot amend.
+	 */
+	int (*co_amend)(struct vd_node *n, struct vd_opts *opts, bool force, struct vd_error *err);
+	/*
+	 * qemu-img bitmap: one action on the persistent dirty bitmap @name
+	 * (@granularity for ADD, 0: the format's default; @src and @src_name
+	 * for MERGE, @src NULL meaning @n).  Same context as co_amend.
+	 * NULL: the format stores no bitmaps.
+	 */
+	int (*co_bitmap)(struct vd_node *n, enum vd_bitmap_action act, const char *name,
+			 uint64_t granularity, struct vd_node *src, const char *src_name,
+			 struct vd_error *err);
+
+	/*
 	 * Internal snapshots.  Run in a coroutine, no request in flight.
 	 * list: *out is a malloc'd array (caller frees), returns the count.
 	 * create: @sn->id is empty to let the driver pick the next free id.

@@ -173,8 +173,10 @@ vrc=$?
 "$VDISK" io -f qed -r -c 'read 64k 4k' lk.qed >out 2>&1
 grep -q "read failed" out || fail "read of the corrupt cluster: $(cat out)"
 
-# Probing: info opens a qed without -f; io wants -f (it names files).
+# Probing: info opens a qed without -f, io too (with its backing file, as
+# qemu-io); nbd still wants -f (it names files).
 "$VDISK" info q2.qed | grep -qx "file format: qed" || fail "qed not probed"
-"$VDISK" io -c 'read 0 512' q2.qed >out 2>&1 && fail "io probed qed"
-grep -q "give it with -f qed" out || fail "io on qed: $(cat out)"
+"$VDISK" io -r -c 'read 0 512' q2.qed >out 2>&1 || fail "io on a probed qed: $(cat out)"
+"$VDISK" nbd -r -k "$PWD/p.sock" q2.qed >out 2>&1 && fail "nbd probed qed"
+grep -q "give it with -f qed" out || fail "nbd on qed: $(cat out)"
 echo "PASS"

@@ -216,11 +216,15 @@ qemu-img compare -f qcow2 -F qcow2 src.qcow2 back.qcow2 >out 2>&1 || fail "vmdk 
 qemu-img compare -f qcow2 -F qcow2 src.qcow2 back2.qcow2 >out 2>&1 || fail "split -> qcow2: $(cat out)"
 
 # --- probing ----------------------------------------------------------------
-# As qcow2: info opens a probed vmdk (without its parent), io asks for -f.
+# As qcow2: info opens a probed vmdk (without its parent); io opens it with
+# its extents and parent, as qemu-io does; nbd still asks for -f.
 "$VDISK" info z.vmdk | grep -qx "file format: vmdk" || fail "info does not probe vmdk"
 "$VDISK" info v-monolithicFlat.vmdk | grep -qx "file format: vmdk" || fail "descriptor not probed"
-"$VDISK" io -c 'read 0 512' z.vmdk 2>err && fail "vdisk io probed a vmdk"
-grep -q "give it with -f vmdk" err || fail "io on vmdk: $(cat err)"
+"$VDISK" io -r -c 'read 0 512' z.vmdk >out 2>&1 || fail "vdisk io on a probed vmdk: $(cat out)"
+"$VDISK" io -r -c 'read 0 512' v-monolithicFlat.vmdk >out 2>&1 ||
+	fail "vdisk io on a probed descriptor: $(cat out)"
+"$VDISK" nbd -r -k "$PWD/p.sock" z.vmdk >out 2>&1 && fail "vdisk nbd probed a vmdk"
+grep -q "give it with -f vmdk" out || fail "nbd on vmdk: $(cat out)"
 
 # --- hostile descriptors ------------------------------------------------------
 mkdir -p inner && : >outside.bin && truncate -s 1M outside.bin

@@ -6,7 +6,7 @@
 #    by name with a non-zero exit by info, io, bench and resize without -f,
 #    and the file is left as it was (never taken for raw and written);
 #  - vmdk (sparse, or a text descriptor file) is probed as QEMU does, and
-#    treated as qcow2 is: info opens it, io asks for -f (it names files);
+#    treated as qcow2 is: info opens it alone, io with what it names;
 #  - qed, qcow and parallels images qemu-img makes probe as what qemu-img
 #    says they are;
 #  - crafted bochs, cloop and dmg files that fail to open, and truncated
@@ -72,11 +72,13 @@ qemu-img create -q -f vmdk -o subformat=monolithicFlat desc.vmdk 1M
 head -c 20 desc.vmdk | grep -q '^#' || fail "desc.vmdk is not a text descriptor"
 for f in img.vmdk desc.vmdk; do
 	qemu-img info "$f" | grep -qx "file format: vmdk" || fail "qemu-img: $f"
-	before=$(sum "$f")
 	"$VDISK" info "$f" | grep -qx "file format: vmdk" || fail "vdisk info $f"
-	"$VDISK" io -c 'write -P 0xaa 0 4k' "$f" 2>err && fail "vdisk io probed $f"
-	grep -q "give it with -f vmdk" err || fail "io on $f: $(cat err)"
-	"$VDISK" resize "$f" +1M 2>err && fail "vdisk resize probed $f"
+	# io opens it as vmdk, as qemu-io does: the write is guest data.
+	"$VDISK" io -c 'write -P 0xaa 0 4k' "$f" >out 2>&1 || fail "vdisk io on a probed $f: $(cat out)"
+	qemu-io -f vmdk -r -c 'read -P 0xaa 0 4k' "$f" | grep -q "read 4096" ||
+		fail "$f: the write through a probed vmdk is not guest data"
+	before=$(sum "$f")
+	"$VDISK" resize "$f" +1M 2>err && fail "vdisk resize grew a vmdk"
 	[ "$(sum "$f")" = "$before" ] || fail "$f changed"
 done
 printf '# comment\n   \r\nversion=1\r\n' >crlf.vmdk
@@ -134,12 +136,21 @@ grep -q "not in LUKS format" out || fail "short.luks: $(cat out)"
 qemu-img info short.qcow2 >/dev/null 2>&1 && fail "qemu-img opened short.qcow2"
 "$VDISK" info short.qcow2 >out 2>&1 && fail "vdisk opened short.qcow2: $(cat out)"
 grep -q raw out && fail "short.qcow2 taken for raw: $(cat out)"
-# A qcow2 image without -f: info opens it without its backing chain; io
-# and resize keep the rule that probing never picks a format naming files.
-qemu-img create -q -f qcow2 img.qcow2 1M
+# A qcow2 image without -f: info opens it without its backing chain; io,
+# bench and resize probe it as qemu-io / qemu-img do, backing chain included.
+qemu-img create -q -f raw base.raw 1M
+qemu-io -f raw -c 'write -P 0x5a 0 64k' base.raw >/dev/null
+qemu-img create -q -f qcow2 -b base.raw -F raw img.qcow2 1M
 "$VDISK" info img.qcow2 | grep -qx "file format: qcow2" || fail "info img.qcow2"
-"$VDISK" io -c 'read 0 512' img.qcow2 2>err && fail "vdisk io probed qcow2"
-grep -q "give it with -f qcow2" err || fail "io on qcow2: $(cat err)"
+"$VDISK" io -c 'read -P 0x5a 0 64k' img.qcow2 >out 2>err || fail "io on qcow2: $(cat err)"
+grep -q "read 65536/65536" out || fail "io on probed qcow2: $(cat out)"
+"$VDISK" io -c 'write -P 0x33 64k 4k' img.qcow2 >/dev/null || fail "io write on probed qcow2"
+"$VDISK" bench -c 4 img.qcow2 >/dev/null 2>err || fail "bench on qcow2: $(cat err)"
+"$VDISK" resize img.qcow2 2M >out 2>err || fail "resize on qcow2: $(cat err)"
+qemu-img info --output=json img.qcow2 | grep -q '"virtual-size": 2097152' ||
+	fail "resize of a probed qcow2 did not reach the image"
+qemu-io -f qcow2 -c 'read -P 0x5a 0 64k' -c 'read -P 0x33 64k 4k' img.qcow2 >/dev/null ||
+	fail "data written through a probed qcow2 is not what qemu-io reads"
 
 # --- the probing attack on a raw image ------------------------------------
 head -c 512 img.qcow2 >qcow2-header

@@ -38,10 +38,14 @@ mv base.raw gone.raw
 "$VDISK" info top.qcow2 | diff -u q.txt - || fail "info needs the backing file"
 mv gone.raw base.raw
 
-# Probing for a command that opens the backing chain: refused, naming -f.
+# Probing for a command that opens the backing chain: accepted as qemu-io
+# does, and the backing file is read; without it, the same error as qemu-io.
+"$VDISK" io -c 'read -q 0 512' top.qcow2 || fail "vdisk io did not probe a qcow2 image"
+mv base.raw gone.raw
 rc=0
 "$VDISK" io -c 'read 0 512' top.qcow2 >out 2>&1 || rc=$?
-[ $rc = 1 ] || fail "vdisk io probed a qcow2 image (exit $rc)"
-grep -q -- "-f qcow2" out || fail "no hint to pass -f: $(cat out)"
+mv gone.raw base.raw
+[ $rc = 1 ] || fail "vdisk io opened an overlay without its backing file (exit $rc)"
+grep -q "base.raw" out || fail "the error does not name the backing file: $(cat out)"
 "$VDISK" io -f qcow2 -c 'read -q 0 512' top.qcow2 || fail "vdisk io -f qcow2"
 echo PASS

@@ -44,6 +44,7 @@ struct check {
 	uint64_t file_len;
 	uint32_t rc_max;
 	bool rebuild;
+	bool quiet; /* amend: no per-cluster report of what compare finds */
 	struct qcow2_snapshot *sn;
 	uint64_t sn_bytes;
 	uint8_t *l2buf; /* one L2 table */
@@ -566,14 +567,15 @@ static void compare_refcounts(struct check *c, int fix, uint64_t *highest)
 			fixed = &r->leaks_fixed;
 		else if (disk < computed && (fix & VD_CHECK_FIX_ERRORS))
 			fixed = &r->corruptions_fixed;
-		vd_message(fixed	     ? VD_MSG_INFO
-			   : disk < computed ? VD_MSG_ERROR
-					     : VD_MSG_WARNING,
-			   "%s cluster %" PRIu64 " refcount=%" PRIu64 " reference=%" PRIu64,
-			   fixed	     ? "Repairing"
-			   : disk < computed ? "ERROR"
-					     : "Leaked",
-			   i, disk, computed);
+		if (!c->quiet)
+			vd_message(fixed	     ? VD_MSG_INFO
+				   : disk < computed ? VD_MSG_ERROR
+						     : VD_MSG_WARNING,
+				   "%s cluster %" PRIu64 " refcount=%" PRIu64 " reference=%" PRIu64,
+				   fixed	     ? "Repairing"
+				   : disk < computed ? "ERROR"
+						     : "Leaked",
+				   i, disk, computed);
 		if (fixed && set_disk_refcount(c, i, computed) == 0) {
 			(*fixed)++;
 			continue;
@@ -593,10 +595,20 @@ static void compare_refcounts(struct check *c, int fix, uint64_t *highest)
  * written and flushed, then the header switched, then the old structure
  * left to the leak repair that follows.
  */
+static int rebuild_refcounts_order(struct check *c, uint32_t order);
+
 static int rebuild_refcounts(struct check *c)
 {
+	return rebuild_refcounts_order(c, c->s->refcount_order);
+}
+
+/* The same with entries of 2^@order bits: the refcount width change of
+ * qemu-img amend -o refcount_bits (the header switches the table and the
+ * width in one write of its first sector). */
+static int rebuild_refcounts_order(struct check *c, uint32_t order)
+{
 	struct qcow2_state *s = c->s;
-	uint64_t per_block = 1ull << s->rb_bits, start = c->nb;
+	uint64_t per_block = 1ull << (s->cluster_bits + 3 - order), start = c->nb;
 	uint64_t nblocks = 0, ntable = 0, table_entries, *table = NULL;
 	uint8_t *buf = NULL, hdr[12];
 	int ret;
@@ -632,8 +644,7 @@ static int rebuild_refcounts(struct check *c)
 		uint64_t boff = (start + b) << s->cluster_bits;
 		memset(buf, 0, s->cluster_size);
 		for (uint64_t j = 0; j < per_block && b * per_block + j < c->nb; j++)
-			qcow2_refcount_set_entry(buf, s->refcount_order, j,
-						 c->rc[b * per_block + j]);
+			qcow2_refcount_set_entry(buf, order, j, c->rc[b * per_block + j]);
 		ret = pwrite_file(s, boff, buf, s->cluster_size);
 		if (ret < 0)
 			goto out;
@@ -647,10 +658,25 @@ static int rebuild_refcounts(struct check *c)
 		ret = vd_co_flush(s->node->file);
 	if (ret < 0)
 		goto out;
-	/* qcow2.txt "Header": refcount_table_offset (48) and _clusters (56). */
+	/* qcow2.txt "Header": refcount_table_offset (48) and _clusters (56);
+	 * with a new width also refcount_order (96, v3), rewriting the fields
+	 * between from the state, all in one write inside the first sector. */
 	qcow2_put_be64(hdr, (start + nblocks) << s->cluster_bits);
 	qcow2_put_be32(hdr + 8, (uint32_t)ntable);
-	ret = pwrite_file(s, 48, hdr, sizeof(hdr));
+	if (order != s->refcount_order) {
+		uint8_t h[52];
+
+		memcpy(h, hdr, 12);
+		qcow2_put_be32(h + 12, s->nb_snapshots);
+		qcow2_put_be64(h + 16, s->snapshots_offset);
+		qcow2_put_be64(h + 24, s->incompat);
+		qcow2_put_be64(h + 32, s->compat);
+		qcow2_put_be64(h + 40, s->autoclear);
+		qcow2_put_be32(h + 48, order);
+		ret = pwrite_file(s, 48, h, sizeof(h));
+	} else {
+		ret = pwrite_file(s, 48, hdr, sizeof(hdr));
+	}
 	if (ret == 0)
 		ret = vd_co_flush(s->node->file);
 	if (ret < 0)
@@ -663,6 +689,13 @@ static int rebuild_refcounts(struct check *c)
 	s->reftable_offset = (start + nblocks) << s->cluster_bits;
 	s->reftable_clusters = (uint32_t)ntable;
 	s->free_cluster_index = 0;
+	if (order != s->refcount_order) {
+		s->refcount_order = order;
+		s->refcount_bits = 1u << order;
+		s->rb_bits = s->cluster_bits + 3 - order;
+		s->refcount_max =
+			s->refcount_bits == 64 ? UINT64_MAX : (1ull << s->refcount_bits) - 1;
+	}
 	c->file_len = (start + nblocks + ntable) << s->cluster_bits;
 out:
 	free(table);
@@ -935,7 +968,97 @@ int qcow2_co_check(struct vd_node *n, struct vd_check_result *res, int fix)
 	int ret;
 
 	vd_co_mutex_lock(&s->lock);
+	/* Repairs change no data: valid bitmaps stay valid (and their
+	 * clusters are counted, not freed as leaks). */
+	if (fix && !s->read_only)
+		qcow2_bitmaps_revalidate(s);
 	ret = qcow2_check_locked(s, res, fix);
 	vd_co_mutex_unlock(&s->lock);
+	return ret;
+}
+
+/*
+ * qemu-img amend -o refcount_bits=: count every reference as the check does,
+ * refuse if a count does not fit the new width, write a new refcount
+ * structure of that width after the end of the file, switch the header to
+ * it, then free the old structure (it is a leak in the new one).  A crash
+ * before the switch leaves the old structure in use and the new one beyond
+ * it unreferenced; after it, at worst the old clusters leaked.
+ */
+int qcow2_change_refcount_order(struct qcow2_state *s, uint32_t order, struct vd_error *err)
+{
+	struct vd_check_result res = {0};
+	struct check c = {.s = s, .res = &res, .quiet = true};
+	uint64_t highest = 0, new_max;
+	int64_t len;
+	int ret;
+
+	if (order == s->refcount_order)
+		return 0;
+	if (s->version < 3 || order > 6)
+		return vd_error_set(err, -EINVAL, "Invalid refcount width");
+	new_max = order == 6 ? UINT64_MAX : (1ull << (1u << order)) - 1;
+	c.rc_max = s->refcount_max < UINT32_MAX ? (uint32_t)s->refcount_max : UINT32_MAX;
+	ret = qcow2_cache_write_back(s, &s->l2_cache);
+	if (ret == 0)
+		ret = qcow2_cache_write_back(s, &s->rb_cache);
+	if (ret < 0)
+		return vd_error_setg_errno(err, ret, "Failed to write back the metadata");
+	len = vd_node_size(s->node->file);
+	if (len < 0)
+		return vd_error_setg_errno(err, (int)len, "Failed to get the file size");
+	c.file_len = (uint64_t)len;
+	if ((c.file_len >> s->cluster_bits) > INT32_MAX)
+		return vd_error_set(err, -EFBIG, "Image file too large");
+	ret = qcow2_read_snapshots(s, &c.sn, &c.sn_bytes, err);
+	if (ret < 0)
+		return ret;
+	c.l2buf = malloc(s->l2_entries * s->l2_entry_bytes);
+	ret = c.l2buf ? grow_array(&c, (c.file_len + s->cluster_size - 1) >> s->cluster_bits)
+		      : -ENOMEM;
+	if (ret == 0)
+		ret = calculate_refcounts(&c);
+	if (ret < 0) {
+		vd_error_setg_errno(err, ret, "Failed to count the references");
+		goto out;
+	}
+	compare_refcounts(&c, 0, &highest);
+	if (res.corruptions || c.rebuild) {
+		ret = vd_error_set(err, -EIO,
+				   "The image has inconsistent refcounts: run 'qemu-img check -r "
+				   "all' first");
+		goto out;
+	}
+	for (uint64_t i = 0; i < c.nb; i++) {
+		if (c.rc[i] > new_max) {
+			ret = vd_error_set(
+				err, -EINVAL,
+				"Cannot decrease refcount entry width to %u bits: Cluster "
+				"at offset %#" PRIx64 " has a refcount of %" PRIu32,
+				1u << order, i << s->cluster_bits, c.rc[i]);
+			goto out;
+		}
+	}
+	ret = rebuild_refcounts_order(&c, order);
+	if (ret < 0) {
+		vd_error_setg_errno(err, ret, "Failed to write the new refcount structure");
+		goto out;
+	}
+	/* The old structure is referenced by nobody now: free it. */
+	c.rc_max = s->refcount_max < UINT32_MAX ? (uint32_t)s->refcount_max : UINT32_MAX;
+	memset(&res, 0, sizeof(res));
+	ret = calculate_refcounts(&c);
+	if (ret == 0) {
+		compare_refcounts(&c, VD_CHECK_FIX_LEAKS, &highest);
+		ret = qcow2_cache_flush(s, &s->rb_cache);
+	}
+	if (ret < 0)
+		vd_error_setg_errno(err, ret, "Failed to free the old refcount structure");
+	if (s->ol_ready && !s->read_only)
+		qcow2_overlap_rebuild(s);
+out:
+	qcow2_free_snapshots(c.sn, s->nb_snapshots);
+	free(c.rc);
+	free(c.l2buf);
 	return ret;
 }

@@ -104,6 +104,7 @@ int qcow2_mark_dirty(struct qcow2_state *s)
 
 	if (s->read_only)
 		return -EROFS;
+	s->data_changed = true;
 	if (s->dirty_marked || !(s->compat & QCOW2_COMPAT_LAZY_REFCOUNTS) || s->version < 3)
 		return 0;
 	ret = qcow2_write_incompat(s, s->incompat | QCOW2_INCOMPAT_DIRTY);
@@ -807,6 +808,7 @@ static int qcow2_open(struct vd_node *n, struct vd_opts *opts, int flags, struct
 			goto fail;
 		}
 	}
+	s->bitmaps_valid_at_open = s->version >= 3 && (s->autoclear & QCOW2_AUTOCLEAR_BITMAPS);
 	if (rw && s->version >= 3 && s->autoclear) {
 		/* We do not keep bitmaps up to date: clear the autoclear bits so
 		 * that nobody trusts them after our writes (qcow2.txt
@@ -896,6 +898,7 @@ static int qcow2_co_pdiscard(struct vd_node *n, int64_t offset, int64_t bytes)
 	struct qcow2_state *s = n->opaque;
 	int ret;
 
+	s->data_changed = true;
 	/* v2 has no zero flag: unallocating would expose the backing file. */
 	if (s->version < 3 && n->backing)
 		return -ENOTSUP;
@@ -918,6 +921,7 @@ static int qcow2_co_pwrite_zeroes(struct vd_node *n, int64_t offset, int64_t byt
 	uint64_t end = (uint64_t)(offset + bytes);
 	int ret;
 
+	s->data_changed = true;
 	if (s->version < 3)
 		return -ENOTSUP;
 	if (((uint64_t)offset & (s->sc_size - 1)) || ((end & (s->sc_size - 1)) && end != s->size))
@@ -1072,6 +1076,8 @@ const struct vd_block_driver vd_driver_qcow2 = {
 	.refresh_limits = qcow2_refresh_limits,
 	.co_truncate = qcow2_co_truncate,
 	.co_check = qcow2_co_check,
+	.co_amend = qcow2_co_amend,
+	.co_bitmap = qcow2_co_bitmap,
 	.snapshot_list = qcow2_snapshot_list,
 	.snapshot_create = qcow2_snapshot_create,
 	.snapshot_goto = qcow2_snapshot_goto,

@@ -298,6 +298,10 @@ struct qcow2_state {
 	bool prealloc_failed; /* the file cannot be grown that way: stop trying */
 	struct qcow2_alloc *allocs;
 	bool dirty_marked; /* we set the dirty bit (lazy refcounts) */
+	/* Bitmaps (bitmap-ops.c): the autoclear bit said they were valid at open
+	 * (a read-write open clears it); guest-visible data changed since. */
+	bool bitmaps_valid_at_open;
+	bool data_changed;
 	bool read_only;
 	bool corrupt_reported;
 
@@ -504,6 +508,27 @@ int vd_coroutine_fn qcow2_co_check(struct vd_node *n, struct vd_check_result *re
 /* With s->lock held: check and repair everything (dirty image on open). */
 int vd_coroutine_fn qcow2_check_locked(struct qcow2_state *s, struct vd_check_result *res, int fix);
 
+/* The refcount width change of amend (s->lock held): a new structure with
+ * entries of 2^@order bits, the old one freed. */
+int vd_coroutine_fn qcow2_change_refcount_order(struct qcow2_state *s, uint32_t order,
+						struct vd_error *err);
+/* amend.c: qemu-img amend (compat, lazy_refcounts, refcount_bits, size). */
+int vd_coroutine_fn qcow2_co_amend(struct vd_node *n, struct vd_opts *opts, bool force,
+				   struct vd_error *err);
+/* Rewrite the header cluster from the state (amend.c). */
+int vd_coroutine_fn qcow2_write_header(struct qcow2_state *s, struct vd_error *err);
+/* bitmap-ops.c: qemu-img bitmap on persistent dirty bitmaps. */
+int vd_coroutine_fn qcow2_co_bitmap(struct vd_node *n, enum vd_bitmap_action act, const char *name,
+				    uint64_t granularity, struct vd_node *src, const char *src_name,
+				    struct vd_error *err);
+/* The bitmaps autoclear bit, cleared by a read-write open, set again while
+ * the image's data is unchanged since the open and the bitmaps were valid
+ * then (so that amend and bitmap keep them); and cleared for good. */
+int vd_coroutine_fn qcow2_bitmaps_revalidate(struct qcow2_state *s);
+int vd_coroutine_fn qcow2_bitmaps_invalidate(struct qcow2_state *s);
+/* qcow2_truncate_locked, the valid bitmaps resized along (amend size=). */
+int vd_coroutine_fn qcow2_truncate_with_bitmaps(struct qcow2_state *s, uint64_t new_size,
+						struct vd_error *err);
 /* chain.c: backing chains and measure. */
 int vd_coroutine_fn qcow2_co_change_backing_file(struct vd_node *n, const char *backing_file,
 						 const char *backing_fmt, struct vd_error *err);

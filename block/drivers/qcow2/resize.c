@@ -288,6 +288,7 @@ int qcow2_co_truncate(struct vd_node *n, int64_t size, bool exact, enum vd_preal
 	struct qcow2_state *s = n->opaque;
 	int ret;
 
+	s->data_changed = true;
 	(void)exact;
 	if (size < 0 || (uint64_t)size > (uint64_t)VD_MAX_LENGTH)
 		return vd_error_set(err, -EINVAL, "Invalid image size");

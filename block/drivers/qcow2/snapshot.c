@@ -1005,6 +1005,8 @@ int qcow2_snapshot_goto(struct vd_node *n, const char *id_or_name, struct vd_err
 	struct cow c = {0};
 	int count, idx, ret;
 
+	s->data_changed = true;
+
 	vd_co_mutex_lock(&s->lock);
 	idx = load_and_find(s, id_or_name, "Can't find snapshot", &sn, &bytes, &count, err);
 	if (idx < 0) {
