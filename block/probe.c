@@ -104,12 +104,6 @@ static int qed_probe(const uint8_t *buf, size_t len, const char *filename)
 	return len >= 64 && le32(buf) == 0x00444551 ? 100 : 0;
 }
 
-/* vhdx.c: the file type identifier. */
-static int vhdx_probe(const uint8_t *buf, size_t len, const char *filename)
-{
-	return len >= 8 && memcmp(buf, "vhdxfile", 8) == 0 ? 100 : 0;
-}
-
 /* Does a descriptor line "version=N" (N in 1..3, \n or \r\n) start at @p? */
 static bool vmdk_version_line(const uint8_t *p, const uint8_t *end)
 {
@@ -162,7 +156,7 @@ static const struct vd_probe_format {
 } foreign_formats[] = {
 	{"bochs", bochs_probe}, {"cloop", cloop_probe},		{"dmg", dmg_probe},
 	{"luks", luks_probe},	{"parallels", parallels_probe}, {"qcow", qcow_probe},
-	{"qed", qed_probe},	{"vhdx", vhdx_probe},		{"vmdk", vmdk_probe},
+	{"qed", qed_probe},	{"vmdk", vmdk_probe},
 };
 
 #define N_FOREIGN (sizeof(foreign_formats) / sizeof(foreign_formats[0]))
