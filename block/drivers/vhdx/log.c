@@ -247,7 +247,7 @@ int vhdx_log_replay(struct vd_node *n, bool writable, int64_t *file_size, struct
 		ret = vd_error_set(err, -EPERM,
 				   "VHDX image file '%s' opened read-only, but contains a log that "
 				   "needs to be replayed (replay it with 'vdisk check -r all')",
-				   n->filename ? n->filename : "");
+				   n->file && n->file->filename ? n->file->filename : "");
 		goto out;
 	}
 

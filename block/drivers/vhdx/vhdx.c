@@ -359,7 +359,6 @@ static int vhdx_co_check(struct vd_node *n, struct vd_check_result *res, int fix
 
 	if (s->log_replayed)
 		res->corruptions_fixed++;
-	res->image_end_offset = vd_node_size(n->file);
 	return 0;
 }
 
