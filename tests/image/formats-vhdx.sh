@@ -24,7 +24,6 @@ HAS_CHECK=1
 
 interop_row dynamic vhdx "" 64M
 interop_row dyn-1m vhdx block_size=1M,block_state_zero=off 20M
-interop_row dyn-32m vhdx block_size=32M,log_size=2M 100M
 interop_row fixed vhdx subformat=fixed 20M
 interop_row fixed-alloc vhdx subformat=fixed,block_state_zero=off 24M
 
