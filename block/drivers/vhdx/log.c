@@ -72,7 +72,7 @@ static void log_copy(const uint8_t *log, uint32_t log_len, uint64_t pos, uint8_t
  * checksum is wrong (as QEMU's reader, which has read it by then).
  */
 static int entry_at(struct vhdx_state *s, const uint8_t *log, uint64_t pos, uint64_t expect,
-		    uint8_t **entry, uint32_t *skip)
+		    uint8_t **entry, uint32_t *skip, uint64_t *budget)
 {
 	uint8_t h[VHDX_LOG_HEADER_SIZE], *e;
 	uint32_t len;
@@ -89,6 +89,12 @@ static int entry_at(struct vhdx_state *s, const uint8_t *log, uint64_t pos, uint
 		return 0;
 	if (expect && ld_le64(h + LE_SEQUENCE) != expect)
 		return 0;
+	/* Entries of a sane log do not overlap, so one lap checksums each byte
+	 * about once; a crafted one with overlapping entries could make the
+	 * scan quadratic.  Give up past a few laps' worth. */
+	if (*budget < len)
+		return -ELOOP;
+	*budget -= len;
 	e = malloc(len);
 	if (!e)
 		return -ENOMEM;
@@ -190,7 +196,7 @@ int vhdx_log_replay(struct vd_node *n, bool writable, int64_t *file_size, struct
 	uint8_t *log = NULL, **entries = NULL;
 	uint64_t best_start = 0, best_last = 0, last_file = 0;
 	uint32_t best_count = 0, max_entries;
-	uint64_t abs = 0;
+	uint64_t abs = 0, budget = 8ull * s->log_length;
 	int ret;
 
 	if (vhdx_guid_is_zero(s->headers[s->cur] + VHDX_HDR_LOG_GUID) || s->log_length == 0)
@@ -216,9 +222,9 @@ int vhdx_log_replay(struct vd_node *n, bool writable, int64_t *file_size, struct
 		uint32_t skip, count = 0;
 		uint64_t start = abs, seq = 0;
 
-		ret = entry_at(s, log, abs, 0, &e, &skip);
+		ret = entry_at(s, log, abs, 0, &e, &skip, &budget);
 		if (ret < 0)
-			goto nomem;
+			goto search_error;
 		if (ret == 0) {
 			abs += skip;
 			continue;
@@ -229,9 +235,11 @@ int vhdx_log_replay(struct vd_node *n, bool writable, int64_t *file_size, struct
 			count++;
 			free(e);
 			e = NULL;
-			ret = entry_at(s, log, abs, seq + 1, &e, &skip);
-			if (ret < 0)
-				goto nomem;
+			ret = entry_at(s, log, abs, seq + 1, &e, &skip, &budget);
+			if (ret < 0) {
+				free(e);
+				goto search_error;
+			}
 		}
 		free(e);
 		if (seq > best_last) {
@@ -260,7 +268,8 @@ int vhdx_log_replay(struct vd_node *n, bool writable, int64_t *file_size, struct
 	for (uint32_t i = 0; i < best_count; i++) {
 		uint32_t skip;
 
-		ret = entry_at(s, log, best_start + pos, 0, &entries[i], &skip);
+		budget = s->log_length; /* the replay reads each entry again */
+		ret = entry_at(s, log, best_start + pos, 0, &entries[i], &skip, &budget);
 		if (ret < 0)
 			goto nomem;
 		ret = entry_check(s, entries[i], *file_size, err);
@@ -299,6 +308,11 @@ reset:
 			vd_error_setg_errno(err, ret, "Could not empty the VHDX log");
 	}
 	goto out;
+search_error:
+	if (ret == -ELOOP) {
+		ret = vd_error_set(err, -EINVAL, "VHDX log is corrupt (overlapping entries)");
+		goto out;
+	}
 nomem:
 	ret = vd_error_set(err, -ENOMEM, "Out of memory for the VHDX log");
 out:

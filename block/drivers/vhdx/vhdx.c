@@ -102,11 +102,6 @@ static int read_bat(struct vd_node *n, int64_t file_size, struct vd_error *err)
 						   ") points after the end of the file (%" PRId64
 						   " bytes). Image has probably been truncated.",
 						   bat_index(s, b), off, file_size);
-			else if (vhdx_region_overlaps(s, off, s->block_size))
-				ret = vd_error_set(err, -EINVAL,
-						   "VHDX BAT entry %" PRIu64 " (block at %" PRIu64
-						   ") overlaps the image metadata",
-						   bat_index(s, b), off);
 			starts[n_present++] = off;
 			break;
 		default:
@@ -116,8 +111,11 @@ static int read_bat(struct vd_node *n, int64_t file_size, struct vd_error *err)
 					   bat_index(s, b), (unsigned)(e & VHDX_BAT_STATE_MASK));
 		}
 	}
-	/* Two entries on one block would make a write to one change the other. */
-	if (ret == 0 && n_present > 1) {
+	/* Two entries on one block would make a write to one change the
+	 * other; a block over metadata would have guest writes rewrite it.
+	 * Sorted, each check is a neighbour or a binary search (a hostile BAT
+	 * has millions of entries, a region table 2047 regions). */
+	if (ret == 0 && n_present > 0) {
 		qsort(starts, n_present, sizeof(*starts), cmp_u64);
 		for (uint64_t i = 1; i < n_present && ret == 0; i++)
 			if (starts[i] - starts[i - 1] < s->block_size)
@@ -125,6 +123,23 @@ static int read_bat(struct vd_node *n, int64_t file_size, struct vd_error *err)
 						   "VHDX payload blocks at %" PRIu64 " and %" PRIu64
 						   " overlap",
 						   starts[i - 1], starts[i]);
+		for (int r = 0; r < s->n_regions && ret == 0; r++) {
+			uint64_t lo = 0, hi = n_present; /* first block ending past the start */
+
+			while (lo < hi) {
+				uint64_t mid = lo + (hi - lo) / 2;
+
+				if (starts[mid] + s->block_size <= s->regions[r].start)
+					lo = mid + 1;
+				else
+					hi = mid;
+			}
+			if (lo < n_present && starts[lo] < s->regions[r].end)
+				ret = vd_error_set(err, -EINVAL,
+						   "VHDX payload block at %" PRIu64
+						   " overlaps the image metadata",
+						   starts[lo]);
+		}
 	}
 	free(starts);
 	return ret;
