@@ -3,7 +3,7 @@
 #
 # Probing, against QEMU 7.2:
 #  - images qemu-img makes in formats vdisk cannot open (vmdk, also as a
-#    descriptor file, vhdx, qed, qcow, parallels, luks) are refused
+#    descriptor file, qed, qcow, parallels, luks) are refused
 #    by name with a non-zero exit by info, io, bench and resize without -f,
 #    and the file is left as it was (never taken for raw and written);
 #  - crafted bochs, cloop and dmg files and truncated headers are never raw;
@@ -47,7 +47,7 @@ refused() {
 }
 
 # Images made by qemu-img; qemu-img info probes them as their format.
-for fmt in vmdk vhdx qed qcow parallels; do
+for fmt in vmdk qed qcow parallels; do
 	qemu-img create -q -f "$fmt" "img.$fmt" 1M
 	qemu-img info "img.$fmt" | grep -qx "file format: $fmt" ||
 		fail "qemu-img does not probe img.$fmt as $fmt"
@@ -56,8 +56,11 @@ done
 qemu-img create -q -f luks --object secret,id=s0,data=pw -o key-secret=s0 img.luks 1M
 refused img.luks luks
 # -f names such a format the same way.
-"$VDISK" info -f vhdx img.vhdx 2>err && fail "vdisk info -f vhdx accepted"
-grep -q "Image format 'vhdx' is not supported" err || fail "info -f vhdx: $(cat err)"
+"$VDISK" info -f qed img.qed 2>err && fail "vdisk info -f qed accepted"
+grep -q "Image format 'qed' is not supported" err || fail "info -f qed: $(cat err)"
+# vhdx is opened (tests/image/formats-vhdx.sh has the rest).
+qemu-img create -q -f vhdx img.vhdx 1M
+"$VDISK" info img.vhdx | grep -qx "file format: vhdx" || fail "vdisk info img.vhdx"
 
 # A vmdk descriptor file (text) names its extent: still vmdk, never raw.
 qemu-img create -q -f vmdk -o subformat=monolithicFlat desc.vmdk 1M
@@ -91,9 +94,12 @@ PY
 refused crafted.bochs bochs
 refused crafted.cloop cloop
 refused crafted.dmg dmg
-for fmt in vhdx qed qcow luks; do
+for fmt in qed qcow luks; do
 	refused "short.$fmt" "$fmt"
 done
+# A truncated vhdx is vhdx (which then fails to open), never raw.
+"$VDISK" info short.vhdx >out 2>&1 && fail "vdisk opened short.vhdx: $(cat out)"
+grep -q "VHDX" out || fail "short.vhdx: $(cat out)"
 # A truncated vdi header is vdi (which then fails to open), never raw.
 "$VDISK" info short.vdi >out 2>&1 && fail "vdisk opened short.vdi: $(cat out)"
 grep -q "VDI" out || fail "short.vdi: $(cat out)"
