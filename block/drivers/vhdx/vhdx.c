@@ -316,7 +316,7 @@ static int vhdx_co_pwritev(struct vd_node *n, int64_t offset, int64_t bytes, str
 					      chunk, &local);
 		vd_co_mutex_unlock(&s->lock);
 		if (ret == 0 && host >= 0)
-			ret = vd_co_pwritev(n->file, host, chunk, &local, flags);
+			ret = vd_co_pwritev(n->file, host, chunk, &local, 0);
 		offset += chunk;
 		bytes -= chunk;
 		done += chunk;
