@@ -12,6 +12,8 @@
 #  - the log: an image left with a log to replay (tests/image/vhdx-craft.py)
 #    is refused read-only as QEMU refuses it, and replayed by vdisk exactly
 #    as qemu-img check -r all replays it;
+#  - a truncated image (a block past the end) is refused, and `check -r`
+#    reports it as qemu-img check -r does;
 #  - a differencing image is refused, as by QEMU.
 # Rerun with FORMATS_SEED=N; FORMATS_OPS sets the workload length.
 set -uo pipefail
@@ -118,6 +120,19 @@ python3 "$CRAFT" log l4.vhdx 0x6b
 grep -q "fail" out && fail "rw replay content: $(cat out)"
 qemu-io -f vhdx -r -c 'read -P 4 5M 4k' -c 'read -P 0x6b 0 8k' l4.vhdx | grep -q fail && fail "after rw replay"
 qemu-img check -q l4.vhdx || fail "qemu-img check after rw replay"
+
+# A truncated image: refused by an open, reported by check -r as by qemu-img.
+qemu-img create -q -f vhdx -o block_size=1M t.vhdx 8M
+qemu-io -f vhdx -c 'write 0 64k' -c 'write 3M 1M' t.vhdx >/dev/null
+truncate -s 9M t.vhdx
+cp t.vhdx tq.vhdx
+"$VDISK" info t.vhdx >err 2>&1 && fail "vdisk opened a truncated image"
+grep -q "Image has probably been truncated" err || fail "truncated: $(cat err)"
+qemu-img check -r all tq.vhdx >/dev/null 2>&1
+[ $? = 2 ] || fail "qemu-img check -r all of the truncated image should exit 2"
+"$VDISK" check -r all t.vhdx >out 2>&1
+[ $? = 2 ] || fail "vdisk check -r all of the truncated image should exit 2: $(cat out)"
+grep -q "1 errors were found" out || fail "vdisk check: $(cat out)"
 
 # Differencing disks: has_parent with a parent locator (ENOTSUP) or without.
 "$VDISK" create -f vhdx p.vhdx 8M >/dev/null

@@ -10,7 +10,8 @@
  * the file, 1 MiB aligned.  At open every present block must lie inside the
  * file (a partial last block as QEMU allows), clear of the headers, log,
  * BAT and metadata, and of every other block; PARTIALLY_PRESENT (a
- * differencing state) and the undefined state 4 are refused.
+ * differencing state) and the undefined state 4 are refused.  An open for
+ * `check -r` reports and counts these instead (as QEMU's BDRV_O_CHECK).
  *
  * Allocation, as QEMU: the file grows by one block (zeroes) at the next
  * 1 MiB boundary past its end, the guest data goes into it, then the BAT
@@ -23,6 +24,8 @@
 #include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,8 +45,29 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/*
+ * A bad BAT entry refuses the open, except for qemu-img check's open
+ * (VD_OPEN_CHECK): then, as QEMU, it is reported and counted as a
+ * corruption, and the check goes on.
+ */
+static int VD_PRINTF(4, 5)
+	bat_problem(struct vhdx_state *s, bool check, struct vd_error *err, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (!check)
+		return vd_error_set(err, -EINVAL, "%s", msg);
+	vd_message(VD_MSG_ERROR, "%s", msg);
+	s->bat_corruptions++;
+	return 0;
+}
+
 /* Read the BAT and check every payload entry (see the top of the file). */
-static int read_bat(struct vd_node *n, int64_t file_size, struct vd_error *err)
+static int read_bat(struct vd_node *n, int64_t file_size, bool check, struct vd_error *err)
 {
 	struct vhdx_state *s = n->opaque;
 	uint64_t bytes, *starts = NULL, n_present = 0;
@@ -97,18 +121,19 @@ static int read_bat(struct vd_node *n, int64_t file_size, struct vd_error *err)
 			/* QEMU allows a last block that ends past the file
 			 * (it once created such); the guest part must be in. */
 			if (off >= (uint64_t)file_size || (uint64_t)file_size - off < len)
-				ret = vd_error_set(err, -EINVAL,
-						   "VHDX BAT entry %" PRIu64 " (block at %" PRIu64
-						   ") points after the end of the file (%" PRId64
-						   " bytes). Image has probably been truncated.",
-						   bat_index(s, b), off, file_size);
-			starts[n_present++] = off;
+				ret = bat_problem(s, check, err,
+						  "VHDX BAT entry %" PRIu64 " (block at %" PRIu64
+						  ") points after the end of the file (%" PRId64
+						  " bytes). Image has probably been truncated.",
+						  bat_index(s, b), off, file_size);
+			else
+				starts[n_present++] = off;
 			break;
 		default:
-			ret = vd_error_set(err, -EINVAL,
-					   "VHDX BAT entry %" PRIu64 " has state %u, which we "
-					   "cannot read",
-					   bat_index(s, b), (unsigned)(e & VHDX_BAT_STATE_MASK));
+			ret = bat_problem(s, check, err,
+					  "VHDX BAT entry %" PRIu64 " has state %u, which we "
+					  "cannot read",
+					  bat_index(s, b), (unsigned)(e & VHDX_BAT_STATE_MASK));
 		}
 	}
 	/* Two entries on one block would make a write to one change the
@@ -119,10 +144,10 @@ static int read_bat(struct vd_node *n, int64_t file_size, struct vd_error *err)
 		qsort(starts, n_present, sizeof(*starts), cmp_u64);
 		for (uint64_t i = 1; i < n_present && ret == 0; i++)
 			if (starts[i] - starts[i - 1] < s->block_size)
-				ret = vd_error_set(err, -EINVAL,
-						   "VHDX payload blocks at %" PRIu64 " and %" PRIu64
-						   " overlap",
-						   starts[i - 1], starts[i]);
+				ret = bat_problem(s, check, err,
+						  "VHDX payload blocks at %" PRIu64 " and %" PRIu64
+						  " overlap",
+						  starts[i - 1], starts[i]);
 		for (int r = 0; r < s->n_regions && ret == 0; r++) {
 			uint64_t lo = 0, hi = n_present; /* first block ending past the start */
 
@@ -135,10 +160,10 @@ static int read_bat(struct vd_node *n, int64_t file_size, struct vd_error *err)
 					hi = mid;
 			}
 			if (lo < n_present && starts[lo] < s->regions[r].end)
-				ret = vd_error_set(err, -EINVAL,
-						   "VHDX payload block at %" PRIu64
-						   " overlaps the image metadata",
-						   starts[lo]);
+				ret = bat_problem(s, check, err,
+						  "VHDX payload block at %" PRIu64
+						  " overlaps the image metadata",
+						  starts[lo]);
 		}
 	}
 	free(starts);
@@ -172,7 +197,7 @@ static int vhdx_open(struct vd_node *n, struct vd_opts *opts, int flags, struct 
 	if (ret == 0)
 		ret = vhdx_read_metadata(n, err);
 	if (ret == 0)
-		ret = read_bat(n, file_size, err);
+		ret = read_bat(n, file_size, (flags & VD_OPEN_CHECK) != 0, err);
 	if (ret < 0) {
 		vhdx_close(n);
 		return ret;
@@ -366,12 +391,14 @@ static int vhdx_get_info(struct vd_node *n, struct vd_image_info *info, struct v
 	return 0;
 }
 
-/* qemu-img check: open already refused a bad BAT; a log replayed on this
- * open counts as a fixed corruption, as QEMU counts it. */
+/* qemu-img check: the BAT problems the check's open found (read_bat), and
+ * a log replayed on this open as a fixed corruption, as QEMU counts them.
+ * Nothing is repaired beyond the replay (nor by QEMU). */
 static int vhdx_co_check(struct vd_node *n, struct vd_check_result *res, int fix)
 {
 	struct vhdx_state *s = n->opaque;
 
+	res->corruptions += s->bat_corruptions;
 	if (s->log_replayed)
 		res->corruptions_fixed++;
 	return 0;

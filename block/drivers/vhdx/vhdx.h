@@ -121,6 +121,7 @@ struct vhdx_state {
 	int chunk_ratio_bits; /* log2(payload blocks per sector-bitmap block) */
 	uint64_t data_blocks, bat_entries;
 	uint64_t *bat; /* host-endian entries */
+	int bat_corruptions; /* bad entries a check's open let through */
 
 	/* Everything that is not payload: the header section, the log, the
 	 * region table's regions; payload blocks may not overlap them. */
