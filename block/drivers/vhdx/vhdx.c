@@ -192,6 +192,13 @@ static int vhdx_open(struct vd_node *n, struct vd_opts *opts, int flags, struct 
 	ret = vhdx_read_headers(n, file_size, err);
 	if (ret == 0)
 		ret = vhdx_log_replay(n, writable, &file_size, err);
+	if (ret == 0 && s->log_replayed) {
+		/* The replay may have written past the old end. */
+		file_size = vd_node_size(n->file);
+		if (file_size < 0)
+			ret = vd_error_setg_errno(err, (int)file_size,
+						  "Could not get the file size");
+	}
 	if (ret == 0)
 		ret = vhdx_read_region_table(n, file_size, err);
 	if (ret == 0)
