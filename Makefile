@@ -29,6 +29,9 @@ endif
 # TLS for the NBD server.
 BASE_CFLAGS += $(shell $(PKG_CONFIG) --cflags gnutls 2>/dev/null)
 LIBS += $(shell $(PKG_CONFIG) --libs gnutls 2>/dev/null || echo -lgnutls)
+# Ciphers, hashes and PBKDF2 for luks (nettle is GnuTLS's crypto library).
+BASE_CFLAGS += $(shell $(PKG_CONFIG) --cflags nettle 2>/dev/null)
+LIBS += $(shell $(PKG_CONFIG) --libs nettle 2>/dev/null || echo -lnettle)
 ifneq ($(SANITIZE),)
 BASE_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LIBS += -fsanitize=address,undefined
@@ -36,7 +39,7 @@ CFLAGS := -O1 -g
 endif
 ALL_CFLAGS = $(BASE_CFLAGS) $(CFLAGS)
 
-LIB_DIRS := util block block/drivers block/drivers/qcow2 block/drivers/nbd-client block/drivers/vhdx memory hw hw/pci hw/ide hw/virtio \
+LIB_DIRS := util block block/drivers block/drivers/qcow2 block/drivers/nbd-client block/drivers/vmdk block/drivers/vhdx memory hw hw/pci hw/ide hw/virtio \
 	machine monitor export export/nbd export/vhost-user-blk
 LIB_SRCS := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c))
 TOOL_SRCS := $(wildcard tools/*.c)
@@ -56,7 +59,7 @@ VDISK := $(BUILD)/vdisk
 
 .PHONY: all lib tools tests benches run check check-unit check-interop check-fault \
 	check-format check-layering check-fuzz check-crash check-crash-sim check-guest check-guest-qsd \
-	bench-vhost-user bench-ide check-asan format install clean deps bench fuzz abi-map
+	bench-vhost-user bench-ide check-asan format install clean deps bench fuzz soak abi-map
 
 # Keep intermediate objects of tests and benchmarks (incremental builds).
 .SECONDARY:
@@ -137,6 +140,13 @@ check-crash-sim: all
 		bash tests/image/crash-sim.sh
 check-fuzz: $(STATIC_LIB)
 	@BUILD=$(BUILD) tests/run.sh fuzz-corpus
+# Long runs, not part of make check: every fuzz target under libFuzzer for
+# FUZZ_SECONDS each (crashes in build-fuzz/crashes/NAME/), and `vdisk serve`
+# under 8 verifying clients for SOAK_SECONDS (docs/reliability.md).
+fuzz:
+	@FUZZ_SECONDS=$${FUZZ_SECONDS:-60} bash tests/fuzz/run-all.sh
+soak: all
+	@BUILD=$(BUILD) SOAK_SECONDS=$${SOAK_SECONDS:-600} bash tests/soak/soak.sh
 
 # Unit suites and a reduced interop set under ASan + UBSan, in their own tree.
 check-asan: deps

@@ -152,6 +152,22 @@ int vd_coroutine_fn vd_blk_co_block_status(struct vd_blk *blk, int64_t offset, i
 	return ret;
 }
 
+int vd_coroutine_fn vd_blk_co_block_status_above(struct vd_blk *blk, int64_t offset, int64_t bytes,
+						 int64_t *pnum, int *depth)
+{
+	int ret = blk_check(blk, BLK_READ, offset, bytes);
+	int d = 0;
+
+	if (ret < 0)
+		return ret;
+	blk_inc_in_flight(blk);
+	ret = vd_co_block_status_above(blk->root, NULL, offset, bytes, pnum, NULL, NULL, &d);
+	blk_dec_in_flight(blk);
+	if (ret >= 0 && depth)
+		*depth = ret & VD_BLOCK_ALLOCATED ? d + 1 : 0;
+	return ret;
+}
+
 /* --- asynchronous requests ----------------------------------------------- */
 
 struct blk_aio {

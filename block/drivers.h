@@ -15,6 +15,8 @@ extern const struct vd_block_driver vd_driver_qcow2; /* "qcow2": QEMU copy-on-wr
 extern const struct vd_block_driver vd_driver_nbd; /* "nbd": client of an NBD server */
 extern const struct vd_block_driver vd_driver_vpc; /* "vpc": VHD fixed and dynamic */
 extern const struct vd_block_driver vd_driver_vdi; /* "vdi": VirtualBox, dynamic and static */
+extern const struct vd_block_driver vd_driver_luks; /* "luks": LUKS1 encryption */
+extern const struct vd_block_driver vd_driver_vmdk; /* "vmdk": VMware sparse, flat, stream */
 extern const struct vd_block_driver vd_driver_vhdx; /* "vhdx": Hyper-V VHDX fixed and dynamic */
 
 #endif

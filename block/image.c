@@ -18,6 +18,8 @@ enum image_op {
 	OP_CREATE,
 	OP_GOTO,
 	OP_DELETE,
+	OP_CHANGE_BACKING,
+	OP_MAKE_EMPTY,
 };
 
 struct image_req {
@@ -28,6 +30,7 @@ struct image_req {
 	struct vd_snapshot_info **list;
 	struct vd_snapshot_info sn;
 	const char *id_or_name;
+	const char *backing_file, *backing_fmt;
 	struct vd_error *err;
 	int ret;
 };
@@ -56,6 +59,15 @@ static void image_entry(void *opaque)
 	case OP_DELETE:
 		r->ret = drv->snapshot_delete ? drv->snapshot_delete(n, r->id_or_name, r->err)
 					      : -ENOTSUP;
+		break;
+	case OP_CHANGE_BACKING:
+		r->ret = drv->co_change_backing_file
+				 ? drv->co_change_backing_file(n, r->backing_file, r->backing_fmt,
+							       r->err)
+				 : -ENOTSUP;
+		break;
+	case OP_MAKE_EMPTY:
+		r->ret = drv->co_make_empty ? drv->co_make_empty(n, r->err) : -ENOTSUP;
 		break;
 	}
 }
@@ -126,4 +138,84 @@ int vd_node_snapshot_delete(struct vd_node *n, const char *id_or_name, struct vd
 	if (n && n->read_only)
 		return vd_error_set(err, -EROFS, "Image is read-only");
 	return run(&r);
+}
+
+int vd_node_change_backing_file(struct vd_node *n, const char *backing_file,
+				const char *backing_fmt, struct vd_error *err)
+{
+	struct image_req r = {.n = n, .op = OP_CHANGE_BACKING, .err = err};
+
+	if (backing_file && !*backing_file)
+		backing_file = NULL;
+	if (backing_fmt && !*backing_fmt)
+		backing_fmt = NULL;
+	if (!backing_file && backing_fmt)
+		return vd_error_set(err, -EINVAL,
+				    "Backing format cannot be used without backing file");
+	if (n && n->read_only)
+		return vd_error_set(err, -EROFS, "Image is read-only");
+	r.backing_file = backing_file;
+	r.backing_fmt = backing_fmt;
+	return run(&r);
+}
+
+int vd_node_make_empty(struct vd_node *n, struct vd_error *err)
+{
+	struct image_req r = {.n = n, .op = OP_MAKE_EMPTY, .err = err};
+
+	if (n && n->read_only)
+		return vd_error_set(err, -EROFS, "Image is read-only");
+	return run(&r);
+}
+
+struct measure_req {
+	const struct vd_block_driver *drv;
+	struct vd_opts *opts;
+	struct vd_node *in;
+	struct vd_measure_info *info;
+	struct vd_error *err;
+	int ret;
+};
+
+static void measure_entry(void *opaque)
+{
+	struct measure_req *m = opaque;
+
+	m->ret = m->drv->co_measure(m->opts, m->in, m->info, m->err);
+}
+
+int vd_image_measure(const char *format, struct vd_opts *opts, struct vd_node *in,
+		     struct vd_measure_info *info, struct vd_error *err)
+{
+	const struct vd_block_driver *drv = vd_driver_find(format);
+	struct measure_req m = {.drv = drv, .opts = opts, .in = in, .info = info, .err = err};
+	int it = 0, ret;
+	const char *key, *value;
+	const struct vd_opts *dict;
+
+	memset(info, 0, sizeof(*info));
+	if (!drv)
+		return vd_error_set(err, -EINVAL, "Unknown file format '%s'", format);
+	if (!drv->create)
+		return vd_error_set(err, -ENOTSUP,
+				    "Format driver '%s' does not support image creation",
+				    drv->name);
+	/* The creation options of the format, as vd_image_create takes them. */
+	while (vd_opts_next(opts, &it, &key, &value, &dict)) {
+		bool known = strcmp(key, "size") == 0;
+		for (const char *const *k = drv->create_opts; !known && k && *k; k++)
+			known = strcmp(key, *k) == 0;
+		if (!known)
+			return vd_error_set(err, -EINVAL, "Invalid parameter '%s'", key);
+	}
+	if (!drv->co_measure)
+		return vd_error_set(err, -ENOTSUP,
+				    "Block driver '%s' does not support size measurement",
+				    drv->name);
+	if (in)
+		vd_node_drain(in);
+	ret = vd_co_run_sync(measure_entry, &m);
+	if (ret < 0)
+		return vd_error_setg_errno(err, ret, "Could not measure");
+	return m.ret;
 }

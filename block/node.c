@@ -785,6 +785,20 @@ int vd_image_create(const char *filename, const char *format, struct vd_opts *op
 	return drv->create(filename, opts, err);
 }
 
+bool vd_format_has_create_opt(const char *format, const char *key)
+{
+	const struct vd_block_driver *drv = vd_driver_find(format);
+
+	if (!drv || !drv->create)
+		return false;
+	if (!strcmp(key, "size"))
+		return true;
+	for (const char *const *k = drv->create_opts; k && *k; k++)
+		if (!strcmp(*k, key))
+			return true;
+	return false;
+}
+
 static int64_t allocated_size(struct vd_node *n)
 {
 	if (n->drv->get_allocated_size)

@@ -3,8 +3,9 @@
  * Format probing: what the first bytes of a file say it is.
  *
  * vdisk must agree with QEMU 7.2 about every file QEMU would recognise, also
- * for the formats vdisk cannot open: a VMDK taken for raw would be shown
- * with the host file's size and overwritten by the first write.  So the
+ * for the formats vdisk cannot open: a VHDX taken for raw would be shown
+ * with the host file's size and overwritten by the first write.  (vmdk's
+ * probe, a magic or a text descriptor, is its driver's.)  So the
  * formats QEMU probes for that have no driver here are known by their magic
  * alone (the table below), with QEMU's scores (block/<format>.c *_probe):
  * 100 for a magic, 2 for the weak guesses (cloop's shell header, dmg's file
@@ -71,15 +72,6 @@ static int dmg_probe(const uint8_t *buf, size_t len, const char *filename)
 	return n > 4 && strcmp(filename + n - 4, ".dmg") == 0 ? 2 : 0;
 }
 
-/* crypto.c (LUKS v1 header): magic, then a big-endian version 1 before the
- * cipher name at offset 8. */
-static int luks_probe(const uint8_t *buf, size_t len, const char *filename)
-{
-	if (len >= 8 && memcmp(buf, "LUKS\xba\xbe", 6) == 0 && buf[6] == 0 && buf[7] == 1)
-		return 100;
-	return 0;
-}
-
 /* parallels.c: either signature, header version 2, a 64-byte header. */
 static int parallels_probe(const uint8_t *buf, size_t len, const char *filename)
 {
@@ -104,59 +96,13 @@ static int qed_probe(const uint8_t *buf, size_t len, const char *filename)
 	return len >= 64 && le32(buf) == 0x00444551 ? 100 : 0;
 }
 
-/* Does a descriptor line "version=N" (N in 1..3, \n or \r\n) start at @p? */
-static bool vmdk_version_line(const uint8_t *p, const uint8_t *end)
-{
-	size_t left = (size_t)(end - p);
-
-	if (left < 10 || memcmp(p, "version=", 8) != 0 || p[8] < '1' || p[8] > '3')
-		return false;
-	return p[9] == '\n' || (left >= 11 && p[9] == '\r' && p[10] == '\n');
-}
-
-/*
- * vmdk.c: a sparse extent's magic (COWD for VMFS, KDMV for monolithic), or a
- * text descriptor whose first line that is neither a comment nor blank
- * (spaces, then an optional \r) is "version=1".."version=3".
- */
-static int vmdk_probe(const uint8_t *buf, size_t len, const char *filename)
-{
-	const uint8_t *p = buf, *end = buf + len;
-
-	if (len < 4)
-		return 0;
-	if (be32(buf) == 0x434f5744 || be32(buf) == 0x4b444d56)
-		return 100;
-	while (p < end) {
-		if (*p == '#') {
-			while (p < end && *p != '\n')
-				p++;
-			p++;
-			continue;
-		}
-		if (*p == ' ') {
-			while (p < end && *p == ' ')
-				p++;
-			if (p < end && *p == '\r')
-				p++;
-			if (p == end || *p != '\n')
-				return 0;
-			p++;
-			continue;
-		}
-		return vmdk_version_line(p, end) ? 100 : 0;
-	}
-	return 0;
-}
-
 /* Formats QEMU 7.2 probes for that vdisk has no driver for. */
 static const struct vd_probe_format {
 	const char *name;
 	int (*probe)(const uint8_t *buf, size_t len, const char *filename);
 } foreign_formats[] = {
-	{"bochs", bochs_probe}, {"cloop", cloop_probe},		{"dmg", dmg_probe},
-	{"luks", luks_probe},	{"parallels", parallels_probe}, {"qcow", qcow_probe},
-	{"qed", qed_probe},	{"vmdk", vmdk_probe},
+	{"bochs", bochs_probe},		{"cloop", cloop_probe}, {"dmg", dmg_probe},
+	{"parallels", parallels_probe}, {"qcow", qcow_probe},	{"qed", qed_probe},
 };
 
 #define N_FOREIGN (sizeof(foreign_formats) / sizeof(foreign_formats[0]))

@@ -13,7 +13,8 @@
 static const struct vd_block_driver *const drivers[] = {
 	&vd_driver_raw,	     &vd_driver_file,	   &vd_driver_null_co, &vd_driver_null_aio,
 	&vd_driver_blkdebug, &vd_driver_crash_sim, &vd_driver_qcow2,   &vd_driver_nbd,
-	&vd_driver_vpc,	     &vd_driver_vdi,	   &vd_driver_vhdx,
+	&vd_driver_vpc,	     &vd_driver_vdi,	   &vd_driver_luks,    &vd_driver_vmdk,
+	&vd_driver_vhdx,
 };
 
 #define N_DRIVERS (sizeof(drivers) / sizeof(drivers[0]))

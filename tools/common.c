@@ -5,10 +5,16 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#include <nettle/base64.h>
+
+#include <vdisk/secret.h>
 
 #include "tools/tools.h"
 
@@ -107,6 +113,13 @@ int tool_open_image(const struct tool_open_args *a, struct vd_node **out, struct
 		}
 	}
 
+	if (a->key_secret) {
+		ret = vd_opts_set(opts, "key-secret", a->key_secret);
+		if (ret < 0) {
+			vd_error_set(err, ret, "Out of memory");
+			goto out;
+		}
+	}
 	if (a->writable) {
 		flags |= VD_OPEN_RDWR;
 	}
@@ -118,6 +131,9 @@ int tool_open_image(const struct tool_open_args *a, struct vd_node **out, struct
 	}
 	if (a->check) {
 		flags |= VD_OPEN_CHECK;
+	}
+	if (a->no_io) {
+		flags |= VD_OPEN_NO_IO;
 	}
 	if (a->image_opts) {
 		ret = vd_node_open_opts(opts, flags, out, err);
@@ -223,4 +239,247 @@ int tool_parse_output(const char *arg, bool *json)
 		return -EINVAL;
 	}
 	return 0;
+}
+
+/* The rows of qemu-img's bdrv_snapshot_dump. */
+void tool_print_snapshots(const struct vd_snapshot_info *sn, int count)
+{
+	if (count <= 0)
+		return;
+	printf("Snapshot list:\n");
+	printf("%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK", "ICOUNT");
+	for (int i = 0; i < count; i++) {
+		char date[32], clock[32], size[32], icount[32] = "";
+		time_t t = (time_t)sn[i].date_sec;
+		struct tm tm;
+		uint64_t secs = sn[i].vm_clock_nsec / 1000000000;
+
+		localtime_r(&t, &tm);
+		strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S", &tm);
+		snprintf(clock, sizeof(clock), "%02d:%02d:%02d.%03d", (int)(secs / 3600),
+			 (int)((secs / 60) % 60), (int)(secs % 60),
+			 (int)((sn[i].vm_clock_nsec / 1000000) % 1000));
+		vd_format_size(sn[i].vm_state_size, size, sizeof(size));
+		if (sn[i].icount != UINT64_MAX)
+			snprintf(icount, sizeof(icount), "%" PRIu64, sn[i].icount);
+		printf("%-9s %-16s %8s%20s%13s%11s\n", sn[i].id, sn[i].name, size, date, clock,
+		       icount);
+	}
+}
+
+void tool_progress_start(struct tool_progress *p, bool enabled)
+{
+	p->enabled = enabled;
+	p->last = 0;
+	if (enabled) {
+		printf("    (0.00/100%%)\r");
+		fflush(stdout);
+	}
+}
+
+void tool_progress_update(struct tool_progress *p, double pct)
+{
+	if (p->enabled && pct - p->last >= 1.0) {
+		p->last = pct;
+		printf("    (%3.2f/100%%)\r", pct);
+		fflush(stdout);
+	}
+}
+
+void tool_progress_end(struct tool_progress *p)
+{
+	if (p->enabled) {
+		printf("    (100.00/100%%)\r\n");
+		fflush(stdout);
+	}
+}
+
+/* Read all of @path (a secret's file=, taken as it is, newline included,
+ * as QEMU does). */
+static int read_secret_file(const char *path, uint8_t **out, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	uint8_t *buf = NULL;
+	size_t cap = 0, n = 0;
+	int ret = 0;
+
+	if (!f) {
+		return -errno;
+	}
+	for (;;) {
+		size_t got;
+
+		if (n == cap) {
+			uint8_t *grown;
+
+			if (cap >= (64u << 20)) {
+				ret = -EFBIG;
+				break;
+			}
+			cap = cap ? cap * 2 : 256;
+			grown = malloc(cap);
+			if (!grown) {
+				ret = -ENOMEM;
+				break;
+			}
+			if (n) {
+				memcpy(grown, buf, n);
+			}
+			vd_secret_free(buf, n ? n - 1 : 0);
+			buf = grown;
+		}
+		got = fread(buf + n, 1, cap - n, f);
+		n += got;
+		if (got == 0) {
+			ret = ferror(f) ? -EIO : 0;
+			break;
+		}
+	}
+	fclose(f);
+	if (ret < 0) {
+		vd_memzero_explicit(buf, cap);
+		free(buf);
+		return ret;
+	}
+	*out = buf;
+	*len = n;
+	return 0;
+}
+
+/* One --object definition of type secret. 0, or -1 after printing why. */
+static int add_secret(const char *def)
+{
+	struct vd_error err = {0};
+	struct vd_opts *o = NULL;
+	const char *id, *data, *file, *format;
+	uint8_t *bytes = NULL, *decoded = NULL;
+	size_t len = 0, dlen = 0;
+	int ret = -1;
+
+	if (vd_opts_parse(def, "qom-type", &o, &err) < 0) {
+		tool_error("--object %s: %s", def, err.msg);
+		return -1;
+	}
+	vd_opts_get(o, "qom-type");
+	id = vd_opts_get(o, "id");
+	data = vd_opts_get(o, "data");
+	file = vd_opts_get(o, "file");
+	format = vd_opts_get(o, "format");
+	if (vd_opts_peek(o, "keyid") || vd_opts_peek(o, "iv")) {
+		tool_error("--object secret: encrypted secrets (keyid=, iv=) are not supported");
+		goto out;
+	}
+	if (vd_opts_check_unused(o, NULL, &err) < 0) {
+		tool_error("--object secret: %s", err.msg);
+		goto out;
+	}
+	if (!id) {
+		tool_error("Parameter 'id' is missing");
+		goto out;
+	}
+	if (!!data == !!file) {
+		tool_error("secret '%s': exactly one of 'data' and 'file' must be given", id);
+		goto out;
+	}
+	if (format && strcmp(format, "raw") && strcmp(format, "base64")) {
+		tool_error("Parameter 'format' does not accept value '%s'", format);
+		goto out;
+	}
+	if (file) {
+		int r = read_secret_file(file, &bytes, &len);
+
+		if (r < 0) {
+			tool_error("Unable to read %s: %s", file, strerror(-r));
+			goto out;
+		}
+	} else {
+		len = strlen(data);
+		bytes = malloc(len + 1);
+		if (!bytes) {
+			tool_error("Out of memory");
+			goto out;
+		}
+		memcpy(bytes, data, len + 1);
+	}
+	if (format && !strcmp(format, "base64")) {
+		struct base64_decode_ctx ctx;
+
+		dlen = BASE64_DECODE_LENGTH(len) + 1;
+		decoded = malloc(dlen);
+		base64_decode_init(&ctx);
+		if (!decoded ||
+		    !base64_decode_update(&ctx, &dlen, decoded, len, (const char *)bytes) ||
+		    !base64_decode_final(&ctx)) {
+			tool_error("secret '%s': invalid base64 data", id);
+			goto out;
+		}
+		vd_memzero_explicit(bytes, len);
+		free(bytes);
+		bytes = decoded;
+		len = dlen;
+		decoded = NULL;
+	}
+	if (vd_secret_add(id, bytes, len, &err) < 0) {
+		tool_error("%s", err.msg);
+		goto out;
+	}
+	ret = 0;
+out:
+	if (bytes) {
+		vd_memzero_explicit(bytes, len);
+		free(bytes);
+	}
+	if (decoded) {
+		vd_memzero_explicit(decoded, dlen);
+		free(decoded);
+	}
+	if (o) {
+		/* The option tree held the data too. */
+		data = vd_opts_peek(o, "data");
+		if (data) {
+			vd_memzero_explicit((char *)data, strlen(data));
+		}
+		vd_opts_free(o);
+	}
+	return ret;
+}
+
+static bool is_secret_def(const char *def)
+{
+	return !strncmp(def, "secret,", 7) || !strncmp(def, "qom-type=secret,", 16);
+}
+
+int tool_take_secret_objects(int argc, char **argv)
+{
+	int in = 1, out = 1;
+
+	while (in < argc) {
+		const char *def = NULL;
+		int used = 1;
+
+		if (!strcmp(argv[in], "--")) {
+			break;
+		}
+		if (!strcmp(argv[in], "--object") && in + 1 < argc) {
+			def = argv[in + 1];
+			used = 2;
+		} else if (!strncmp(argv[in], "--object=", 9)) {
+			def = argv[in] + 9;
+		}
+		if (def && is_secret_def(def)) {
+			if (add_secret(def) < 0) {
+				return -1;
+			}
+			/* Keep no copy of the passphrase in argv either. */
+			vd_memzero_explicit((char *)def, strlen(def));
+			in += used;
+			continue;
+		}
+		argv[out++] = argv[in++];
+	}
+	while (in < argc) {
+		argv[out++] = argv[in++];
+	}
+	argv[out] = NULL;
+	return out;
 }

@@ -249,8 +249,7 @@ int cmd_compare(int argc, char **argv)
 			image_opts = true;
 			break;
 		case OPT_OBJECT:
-			tool_error("--object is not supported: vdisk has no secrets or other "
-				   "objects");
+			tool_error("--object %s: only secret objects are supported here", optarg);
 			return 2;
 		case ':':
 			tool_error("option requires an argument -- '%c'", optopt);

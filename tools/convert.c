@@ -621,8 +621,7 @@ int cmd_convert(int argc, char **argv)
 			}
 			break;
 		case OPT_OBJECT:
-			tool_error("--object is not supported: vdisk has no secrets or other "
-				   "objects");
+			tool_error("--object %s: only secret objects are supported here", optarg);
 			goto out;
 		case OPT_IMAGE_OPTS:
 			image_opts = true;
@@ -703,7 +702,7 @@ int cmd_convert(int argc, char **argv)
 		tool_error("Unknown file format '%s'", out_fmt);
 		goto out;
 	}
-	if (c.compressed && out_fmt && strcmp(out_fmt, "qcow2")) {
+	if (c.compressed && out_fmt && strcmp(out_fmt, "qcow2") && strcmp(out_fmt, "vmdk")) {
 		tool_error("Compression not supported for this file format");
 		goto out;
 	}
@@ -772,12 +771,16 @@ int cmd_convert(int argc, char **argv)
 		}
 	}
 	{
+		/* As qemu-img: the secret that -o gave the new image opens
+		 * it too (img_add_key_secrets). */
 		struct tool_open_args a = {
 			.filename = out_name,
 			.format = out_fmt,
 			.image_opts = target_image_opts,
 			.cache = cache,
 			.writable = true,
+			.key_secret = opts && !target_image_opts ? vd_opts_peek(opts, "key-secret")
+								 : NULL,
 		};
 
 		if (tool_open_blk(&a, &c.dst, &err) < 0) {
@@ -794,7 +797,25 @@ int cmd_convert(int argc, char **argv)
 	/* A new image reads as zeroes (the drivers create it so), unless it
 	 * has a backing file; -S 0 asks for everything to be written. */
 	c.target_zero = c.min_sparse && ((!skip_create && !backing) || target_is_zero);
+	if (c.target_zero && !target_is_zero) {
+		/* An encrypted image's new payload decrypts to noise, not
+		 * zeroes (QEMU's crypto driver has no zero init). */
+		struct vd_image_info info = {0};
+
+		if (vd_node_get_info(vd_blk_root(c.dst), &info, &err) == 0 && info.encrypted)
+			c.target_zero = false;
+		vd_image_info_cleanup(&info);
+	}
 	c.buf_size = CONVERT_BUF_SIZE;
+	if (!c.compressed) {
+		/* A target that takes compressed data only (vmdk
+		 * streamOptimized) is written as with -c, as qemu-img does. */
+		struct vd_image_info info = {0};
+
+		if (vd_node_get_info(vd_blk_root(c.dst), &info, &err) == 0)
+			c.compressed = info.needs_compressed_writes;
+		vd_image_info_cleanup(&info);
+	}
 	if (c.compressed) {
 		struct vd_image_info info = {0};
 

@@ -169,8 +169,7 @@ int cmd_map(int argc, char **argv)
 			a.image_opts = true;
 			break;
 		case OPT_OBJECT:
-			tool_error("--object is not supported: vdisk has no secrets or other "
-				   "objects");
+			tool_error("--object %s: only secret objects are supported here", optarg);
 			return 1;
 		case OPT_START_OFFSET:
 			if (tool_parse_size(optarg, &start) < 0) {

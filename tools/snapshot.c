@@ -24,32 +24,6 @@ enum action {
 	ACTION_DELETE,
 };
 
-/* The rows of qemu-img's bdrv_snapshot_dump. */
-static void print_list(const struct vd_snapshot_info *sn, int count)
-{
-	if (count <= 0)
-		return;
-	printf("Snapshot list:\n");
-	printf("%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK", "ICOUNT");
-	for (int i = 0; i < count; i++) {
-		char date[32], clock[32], size[32], icount[32] = "";
-		time_t t = (time_t)sn[i].date_sec;
-		struct tm tm;
-		uint64_t secs = sn[i].vm_clock_nsec / 1000000000;
-
-		localtime_r(&t, &tm);
-		strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S", &tm);
-		snprintf(clock, sizeof(clock), "%02d:%02d:%02d.%03d", (int)(secs / 3600),
-			 (int)((secs / 60) % 60), (int)(secs % 60),
-			 (int)((sn[i].vm_clock_nsec / 1000000) % 1000));
-		vd_format_size(sn[i].vm_state_size, size, sizeof(size));
-		if (sn[i].icount != UINT64_MAX)
-			snprintf(icount, sizeof(icount), "%" PRIu64, sn[i].icount);
-		printf("%-9s %-16s %8s%20s%13s%11s\n", sn[i].id, sn[i].name, size, date, clock,
-		       icount);
-	}
-}
-
 static void snapshot_usage(FILE *f)
 {
 	fprintf(f, "usage: vdisk snapshot [--image-opts] [-U] [-q] "
@@ -127,7 +101,7 @@ int cmd_snapshot(int argc, char **argv)
 		if (n < 0 && n != -ENOTSUP) {
 			tool_error("Could not list snapshots: %s", strerror(-n));
 		} else {
-			print_list(list, n);
+			tool_print_snapshots(list, n);
 			ret = 0;
 		}
 		free(list);

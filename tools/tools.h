@@ -28,6 +28,8 @@ enum {
 	OPT_RANDOM,
 	OPT_SEED,
 	OPT_OBJECT,
+	OPT_SIZE,
+	OPT_BACKING_CHAIN,
 };
 
 int cmd_compare(int argc, char **argv);
@@ -43,6 +45,9 @@ int cmd_snapshot(int argc, char **argv);
 int cmd_resize(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_nbd(int argc, char **argv);
+int cmd_rebase(int argc, char **argv);
+int cmd_commit(int argc, char **argv);
+int cmd_measure(int argc, char **argv);
 
 /* "vdisk: MSG\n" on stderr, as qemu-img prints "qemu-img: MSG". */
 void tool_error(const char *fmt, ...) VD_PRINTF(1, 2);
@@ -80,6 +85,8 @@ struct tool_open_args {
 	bool writable; /* read-write */
 	bool no_backing; /* do not open backing files (qemu-img info) */
 	bool check; /* opened to be repaired: VD_OPEN_CHECK */
+	bool no_io; /* metadata only (info): VD_OPEN_NO_IO, no key needed */
+	const char *key_secret; /* key-secret= for the format (a new luks image) */
 };
 
 /*
@@ -97,8 +104,32 @@ int tool_open_blk(const struct tool_open_args *a, struct vd_blk **out, struct vd
 /* qemu-img's human dump of format-specific information (info.c). */
 void tool_dump_specific(const struct vd_opts *o, int indent);
 
+/* qemu-img's "Snapshot list:" table (nothing when @count is 0). */
+struct vd_snapshot_info;
+void tool_print_snapshots(const struct vd_snapshot_info *sn, int count);
+
+/* qemu-img's -p: "    (12.34/100%)\r" as the work advances, a line
+ * at the end. */
+struct tool_progress {
+	bool enabled;
+	double last;
+};
+void tool_progress_start(struct tool_progress *p, bool enabled);
+void tool_progress_update(struct tool_progress *p, double pct);
+void tool_progress_end(struct tool_progress *p);
+
 /* 0 if @mode is a cache mode vd_cache_mode_apply() takes, else -EINVAL. */
 int tool_check_cache_mode(const char *mode);
+
+/*
+ * --object secret,id=ID,data=STR|file=PATH[,format=raw|base64] on the
+ * command line of every subcommand: vdisk's main() takes them out of argv
+ * (stopping at "--") and registers them with vd_secret_add() before the
+ * subcommand parses the rest, so each subcommand sees only the objects of
+ * other types (nbd's TLS credentials, serve's iothreads).  Returns the new
+ * argc, or -1 after printing the error.
+ */
+int tool_take_secret_objects(int argc, char **argv);
 
 /* Create a loop and make it current; exits the process on failure. */
 struct vd_loop *tool_loop_init(void);

@@ -11,6 +11,7 @@
 
 #include <vdisk/aio.h>
 #include <vdisk/block.h>
+#include <vdisk/secret.h>
 
 #include "tools/tools.h"
 
@@ -35,16 +36,28 @@ static const struct subcommand subcommands[] = {
 	 "[-U] [-C] [-c] [-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] "
 	 "[-B backing_file [-F backing_fmt]] [-o options] [-S sparse_size] [-r rate_limit] "
 	 "[-m num_coroutines] [-W] [--salvage] filename [filename2 [...]] output_filename"},
-	{"create", cmd_create, "create [-f fmt] [-o options] [-q] filename [size]"},
-	{"info", cmd_info, "info [-f fmt] [--output=human|json] [-U] [--image-opts] filename"},
+	{"commit", cmd_commit,
+	 "commit [--image-opts] [-q] [-f fmt] [-t cache] [-b base] [-r rate_limit] [-d] [-p] "
+	 "filename"},
+	{"create", cmd_create,
+	 "create [-f fmt] [-b backing_file [-F backing_fmt]] [-u] [-o options] [-q] filename "
+	 "[size]"},
+	{"info", cmd_info,
+	 "info [-f fmt] [--output=human|json] [--backing-chain] [-U] [--image-opts] filename"},
 	{"io", cmd_io,
 	 "io [-f fmt] [--image-opts] [-r] [-n] [-t cache] [-i aio] [-U] [-c cmd]... [filename]"},
 	{"map", cmd_map,
 	 "map [--object objectdef] [--image-opts] [-f fmt] [--start-offset=offset] "
 	 "[--max-length=len] [--output=ofmt] [-U] filename"},
+	{"measure", cmd_measure,
+	 "measure [--output=human|json] [-O output_fmt] [-o options] [--size N | "
+	 "[--image-opts] [-f fmt] [-U] filename]"},
 	{"nbd", cmd_nbd,
 	 "nbd [-r] [-f fmt] [-k socket | -p port -b addr] [-x name] [-D desc] [-e shared] [-t] "
 	 "[--pid-file path] [--cache mode] [--aio mode] filename"},
+	{"rebase", cmd_rebase,
+	 "rebase [--image-opts] [-U] [-q] [-f fmt] [-t cache] [-T src_cache] [-p] [-u] "
+	 "-b backing_file [-F backing_fmt] filename"},
 	{"resize", cmd_resize,
 	 "resize [-f fmt] [--image-opts] [--preallocation=mode] [-q] [--shrink] filename "
 	 "[+ | -]size"},
@@ -120,8 +133,16 @@ int main(int argc, char **argv)
 	}
 	for (i = 0; i < N_SUBCOMMANDS; i++) {
 		if (!strcmp(argv[1], subcommands[i].name)) {
+			int n, ret;
+
 			argv[1] = (char *)"vdisk"; /* getopt messages say "vdisk: ..." */
-			return subcommands[i].fn(argc - 1, argv + 1);
+			n = tool_take_secret_objects(argc - 1, argv + 1);
+			if (n < 0) {
+				return 1;
+			}
+			ret = subcommands[i].fn(n, argv + 1);
+			vd_secret_remove_all();
+			return ret;
 		}
 	}
 	tool_error("Command not found: %s", argv[1]);

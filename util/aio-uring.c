@@ -48,11 +48,18 @@ static void uring_submit_now(struct uring_engine *u)
 	 * SQEs stay in the ring and the next reap schedules another try. */
 }
 
+static void uring_reap(void *opaque);
+
 static void uring_submit_bh(void *opaque)
 {
 	struct uring_engine *u = opaque;
-	if (io_uring_sq_ready(&u->ring))
-		uring_submit_now(u);
+	if (!io_uring_sq_ready(&u->ring))
+		return;
+	uring_submit_now(u);
+	/* Page-cache hits complete inside io_uring_enter(): reap them now
+	 * rather than after another trip through epoll_wait(). */
+	if (io_uring_cq_ready(&u->ring))
+		uring_reap(u);
 }
 
 /* Put @req in the ring.  0, -EAGAIN (no SQE even after submitting), or

@@ -17,10 +17,13 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <linux/fs.h>
+#include <linux/magic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <vdisk/aio.h>
@@ -73,6 +76,9 @@ struct file_state {
 	bool use_lock;
 	struct vd_aio *aio; /* n->loop's engine of kind aio_kind */
 	enum vd_aio_kind aio_kind;
+	/* A memory-backed file (tmpfs, ramfs) with the engine left to us:
+	 * requests up to FILE_INLINE_MAX run in the calling thread. */
+	bool inline_small;
 	int page_cache_error; /* errno of a failed fdatasync: sticky, as QEMU */
 	uint64_t locked_perm; /* bits whose 100 + i byte we hold */
 	uint64_t locked_unshared; /* bits whose 200 + i byte we hold */
@@ -275,6 +281,50 @@ static void probe_direct_alignment(struct vd_node *n, int fd, bool is_bdev, uint
 	(void)n;
 }
 
+/*
+ * On a memory-backed file a request is a copy to or from pages that never
+ * wait for a device: for a small one, any hand-off (an io_uring worker, a
+ * pool thread, the completion's wakeup) costs more than the copy.  Larger
+ * ones still go to the engine, so that copies run beside the loop.
+ */
+#define FILE_INLINE_MAX (64 * 1024)
+
+static bool fd_memory_backed(int fd)
+{
+	struct statfs sfs;
+
+	return fstatfs(fd, &sfs) == 0 && (sfs.f_type == TMPFS_MAGIC || sfs.f_type == RAMFS_MAGIC);
+}
+
+/* Bytes read or written, or -errno; -EAGAIN: let the engine do it. */
+static int64_t file_inline_rw(struct file_state *s, bool write, const struct vd_qiov *qiov,
+			      int64_t offset)
+{
+	if (qiov->niov > IOV_MAX)
+		return -EAGAIN;
+	ssize_t r;
+	do {
+		r = write ? pwritev(s->fd, qiov->iov, qiov->niov, offset)
+			  : preadv(s->fd, qiov->iov, qiov->niov, offset);
+	} while (r < 0 && errno == EINTR);
+	if (r < 0)
+		return -errno;
+	/* Short: end of file for a read (the caller zeroes the tail); for a
+	 * write (a signal, a full filesystem), the engine tries the whole. */
+	if (write && (size_t)r != qiov->size)
+		return -EAGAIN;
+	return r;
+}
+
+/* Does a buffered read of @fd honour RWF_NOWAIT (else EOPNOTSUPP)? */
+static bool fd_reads_nowait(int fd)
+{
+	char byte;
+	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+
+	return preadv2(fd, &iov, 1, 0, RWF_NOWAIT) >= 0 || errno != EOPNOTSUPP;
+}
+
 static int file_open(struct vd_node *n, struct vd_opts *opts, int flags, struct vd_error *err)
 {
 	struct file_state *s = n->opaque;
@@ -375,6 +425,17 @@ static int file_open(struct vd_node *n, struct vd_opts *opts, int flags, struct 
 	}
 	n->size = len;
 
+	/* Left to us, io_uring only where the kernel completes page-cache hits
+	 * in the submitting call: without RWF_NOWAIT support (tmpfs) every
+	 * io_uring request is handed to a kernel worker, and writes to one
+	 * file queue behind a single worker, where the pool runs them in
+	 * parallel without the hand-off. */
+	if (!vd_opts_get(opts, "aio") && kind == VD_AIO_IO_URING && !direct &&
+	    !fd_reads_nowait(s->fd))
+		kind = VD_AIO_THREADS;
+	s->inline_small =
+		!vd_opts_get(opts, "aio") && !direct && !s->is_bdev && fd_memory_backed(s->fd);
+
 	s->aio_kind = kind;
 	ret = vd_aio_get(n->loop, kind, &s->aio);
 	if (ret < 0) {
@@ -445,9 +506,14 @@ static int file_co_preadv(struct vd_node *n, int64_t offset, int64_t bytes, stru
 	int ret;
 
 	assert(offset >= 0 && bytes > 0 && qiov->size == (size_t)bytes);
-	ret = vd_aio_co_preadv(s->aio, s->fd, qiov, offset);
-	if (ret < 0)
-		return ret;
+	int64_t done = -EAGAIN;
+	if (s->inline_small && bytes <= FILE_INLINE_MAX)
+		done = file_inline_rw(s, false, qiov, offset);
+	if (done == -EAGAIN)
+		done = vd_aio_co_preadv(s->aio, s->fd, qiov, offset);
+	if (done < 0)
+		return (int)done;
+	ret = (int)done;
 	/* The engine returns what it got before end of file: zero the tail. */
 	if (ret < bytes)
 		vd_qiov_memset(qiov, (size_t)ret, 0, (size_t)(bytes - ret));
@@ -464,9 +530,14 @@ static int file_co_pwritev(struct vd_node *n, int64_t offset, int64_t bytes, str
 	assert(!(flags & ~VD_REQ_COMPRESSED));
 	if (flags & VD_REQ_COMPRESSED)
 		return -ENOTSUP;
-	ret = vd_aio_co_pwritev(s->aio, s->fd, qiov, offset);
-	if (ret < 0)
-		return ret;
+	int64_t done = -EAGAIN;
+	if (s->inline_small && bytes <= FILE_INLINE_MAX)
+		done = file_inline_rw(s, true, qiov, offset);
+	if (done == -EAGAIN)
+		done = vd_aio_co_pwritev(s->aio, s->fd, qiov, offset);
+	if (done < 0)
+		return (int)done;
+	ret = (int)done;
 	if (ret != bytes)
 		return -EIO;
 	if (!s->is_bdev && offset + bytes > n->size)

@@ -298,6 +298,32 @@ static int raw_probe(const uint8_t *buf, size_t len, const char *filename)
 	return 1;
 }
 
+/* qemu-img measure for raw (QEMU's raw_measure): every byte of the disk
+ * counts, allocated or not. */
+static int raw_co_measure(struct vd_opts *opts, struct vd_node *in, struct vd_measure_info *info,
+			  struct vd_error *err)
+{
+	uint64_t size;
+	int ret;
+
+	vd_opts_get(opts, "preallocation");
+	vd_opts_get(opts, "nocow");
+	if (in) {
+		int64_t len = vd_node_size(in);
+
+		if (len < 0)
+			return vd_error_setg_errno(err, (int)len, "Unable to get image size");
+		size = (uint64_t)len;
+	} else {
+		ret = vd_opts_get_size(opts, "size", 0, &size, err);
+		if (ret < 0)
+			return ret;
+		size = (size + 511) & ~511ull;
+	}
+	info->required = info->fully_allocated = size;
+	return 0;
+}
+
 static const char *const raw_create_opts[] = {"preallocation", "nocow", NULL};
 
 const struct vd_block_driver vd_driver_raw = {
@@ -306,6 +332,7 @@ const struct vd_block_driver vd_driver_raw = {
 	.is_format = true,
 	.child_name = "file",
 	.create_opts = raw_create_opts,
+	.co_measure = raw_co_measure,
 	.probe = raw_probe,
 	.open = raw_open,
 	.create = raw_create,

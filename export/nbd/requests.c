@@ -218,9 +218,11 @@ static int vd_coroutine_fn block_status_chunk(struct nbd_req *r, uint32_t id, bo
 		return -ENOMEM;
 	nbd_put32(buf, id);
 	while (off < end) {
-		int64_t pnum = 0, map = 0;
-		int st = vd_blk_co_block_status(blk, (int64_t)off, (int64_t)(end - off), &pnum,
-						&map);
+		int64_t pnum = 0;
+		int depth = 0;
+		/* As QEMU's server: both contexts through the whole chain. */
+		int st = vd_blk_co_block_status_above(blk, (int64_t)off, (int64_t)(end - off),
+						      &pnum, &depth);
 		uint32_t flags;
 
 		if (st < 0) {
@@ -232,7 +234,7 @@ static int vd_coroutine_fn block_status_chunk(struct nbd_req *r, uint32_t id, bo
 		if (id == NBD_CTX_BASE_ALLOCATION)
 			flags = base_flags(st);
 		else
-			flags = st & VD_BLOCK_ALLOCATED ? 1 : 0;
+			flags = (uint32_t)depth;
 		if (n && nbd_get32(buf + 4 + 8 * (n - 1) + 4) == flags) {
 			uint8_t *e = buf + 4 + 8 * (n - 1);
 			nbd_put32(e, nbd_get32(e) + (uint32_t)pnum);

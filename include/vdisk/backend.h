@@ -307,6 +307,11 @@ int vd_coroutine_fn vd_blk_co_pwrite_zeroes(struct vd_blk *blk, int64_t offset, 
  * a read-only backend; -ENOMEDIUM without a medium). */
 int vd_coroutine_fn vd_blk_co_block_status(struct vd_blk *blk, int64_t offset, int64_t bytes,
 					   int64_t *pnum, int64_t *map);
+/* The same through the medium's whole backing chain, as
+ * vd_co_block_status_above(): *depth (may be NULL) is 1 for the top node,
+ * 2 for its backing node and so on, 0 where no node has the range. */
+int vd_coroutine_fn vd_blk_co_block_status_above(struct vd_blk *blk, int64_t offset, int64_t bytes,
+						 int64_t *pnum, int *depth);
 
 void vd_blk_aio_preadv(struct vd_blk *blk, int64_t offset, const struct vd_qiov *qiov, int flags,
 		       vd_completion_fn *cb, void *opaque);

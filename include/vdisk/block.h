@@ -69,6 +69,10 @@ enum {
 	 * accept read-write what it otherwise refuses, such as a qcow2 image
 	 * with the corrupt bit set (QEMU's BDRV_O_CHECK). */
 	VD_OPEN_CHECK = 1 << 4,
+	/* Opened for its metadata only, no data I/O will follow (qemu-img
+	 * info, QEMU's BDRV_O_NO_IO): an encrypted format reads its header
+	 * without a key; reads and writes on the node fail with -EIO. */
+	VD_OPEN_NO_IO = 1 << 5,
 };
 
 /*
@@ -296,10 +300,15 @@ struct vd_image_info {
 	int64_t cluster_size; /* 0 if the format has none */
 	bool dirty_flag;
 	bool has_dirty_flag;
+	bool encrypted; /* the data is encrypted (luks) */
 	char *backing_filename; /* NULL if none */
 	char *full_backing_filename; /* resolved, NULL if none */
 	char *backing_filename_format;
 	struct vd_opts *format_specific; /* driver-specific fields, may be NULL */
+	/* Data can only be written compressed, whole clusters once each (vmdk
+	 * streamOptimized): copying tools write as with -c (QEMU's
+	 * needs_compressed_writes). */
+	bool needs_compressed_writes;
 };
 int vd_node_get_info(struct vd_node *n, struct vd_image_info *info, struct vd_error *err);
 void vd_image_info_cleanup(struct vd_image_info *info);
@@ -311,6 +320,8 @@ void vd_image_info_cleanup(struct vd_image_info *info);
  */
 int vd_image_create(const char *filename, const char *format, struct vd_opts *opts,
 		    struct vd_error *err);
+/* Does @format take creation option @key ("backing_file", ...)? */
+bool vd_format_has_create_opt(const char *format, const char *key);
 
 /*
  * Consistency checks, with qemu-img check's verdicts: corruptions (exit 2),
@@ -347,6 +358,34 @@ int vd_node_snapshot_list(struct vd_node *n, struct vd_snapshot_info **out);
 int vd_node_snapshot_create(struct vd_node *n, const char *name, struct vd_error *err);
 int vd_node_snapshot_goto(struct vd_node *n, const char *id_or_name, struct vd_error *err);
 int vd_node_snapshot_delete(struct vd_node *n, const char *id_or_name, struct vd_error *err);
+
+/*
+ * Backing chains.  vd_node_change_backing_file rewrites what @n's image
+ * names as its backing file (NULL or "": none) and format (may be NULL), as
+ * qemu-img rebase -u does; the open backing node is not changed.
+ * vd_node_make_empty deallocates everything in @n so that it reads as its
+ * backing file (qemu-img commit empties the overlay so).  @n must be open
+ * read-write.  -ENOTSUP with a message when the format cannot.
+ */
+int vd_node_change_backing_file(struct vd_node *n, const char *backing_file,
+				const char *backing_fmt, struct vd_error *err);
+int vd_node_make_empty(struct vd_node *n, struct vd_error *err);
+
+/*
+ * qemu-img measure: the bytes an image of @format needs, created with @opts
+ * (creation options, "size" among them unless @in is given) and, when @in
+ * is not NULL, holding @in's data as read through its chain.  required:
+ * with the data present; fully_allocated: with every cluster allocated;
+ * bitmaps (when has_bitmaps): what @in's persistent bitmaps would take.
+ */
+struct vd_measure_info {
+	uint64_t required;
+	uint64_t fully_allocated;
+	bool has_bitmaps;
+	uint64_t bitmaps;
+};
+int vd_image_measure(const char *format, struct vd_opts *opts, struct vd_node *in,
+		     struct vd_measure_info *info, struct vd_error *err);
 
 /* Guess the format of @filename from its first bytes, with QEMU 7.2's
  * magics and scores.  A format QEMU knows that vdisk cannot open is an error

@@ -223,6 +223,30 @@ struct vd_block_driver {
 			       struct vd_error *err);
 	int (*snapshot_goto)(struct vd_node *n, const char *id_or_name, struct vd_error *err);
 	int (*snapshot_delete)(struct vd_node *n, const char *id_or_name, struct vd_error *err);
+
+	/*
+	 * Backing chains (qemu-img rebase and commit).  Run in a coroutine with
+	 * no request in flight on the node, which is open read-write.
+	 *
+	 * change_backing_file: rewrite the image's record of its backing file
+	 * (@backing_file NULL: none) and format (@backing_fmt, may be NULL),
+	 * as QEMU's bdrv_change_backing_file; n->backing is not touched.
+	 * make_empty: make every cluster unallocated so that reads see the
+	 * backing file again (QEMU's bdrv_make_empty, after a commit).
+	 * NULL: -ENOTSUP.
+	 */
+	int (*co_change_backing_file)(struct vd_node *n, const char *backing_file,
+				      const char *backing_fmt, struct vd_error *err);
+	int (*co_make_empty)(struct vd_node *n, struct vd_error *err);
+
+	/*
+	 * Size a new image of this format would take (qemu-img measure): from
+	 * creation options @opts ("size" and the driver's keys), or, when @in
+	 * is not NULL, holding the data of @in (read through its backing
+	 * chain).  Runs in a coroutine on @in's loop.  NULL: not supported.
+	 */
+	int (*co_measure)(struct vd_opts *opts, struct vd_node *in, struct vd_measure_info *info,
+			  struct vd_error *err);
 };
 
 /* The registry (block/registry.c). */

@@ -11,6 +11,8 @@
 #    (nospace: true) and STOP, query-block says io-status "nospace", and
 #    cont after freeing space completes the write, which reads back;
 #  - werror=report: the guest sees an ATA error (ERR in status, ABRT).
+# The same with a virtio-blk disk (enospc_virtio.py: VIRTIO_BLK_S_IOERR, or a
+# stop and cont), and over NBD: `vdisk serve` replies NBD_ENOSPC.
 set -eu
 
 . "$(dirname "$0")/../lib/common.sh"
@@ -18,7 +20,8 @@ vd_setup qemu-img qemu-io python3
 
 mkdir mnt
 mount -t tmpfs -o size=8M tmpfs mnt 2>/dev/null || skip "cannot mount a tmpfs (needs root and CAP_SYS_ADMIN)"
-trap 'umount "$T/mnt" 2>/dev/null; rm -rf "$T"' EXIT
+srv=
+trap 'if [ -n "$srv" ]; then kill $srv 2>/dev/null || true; fi; umount "$T/mnt" 2>/dev/null || true; rm -rf "$T"' EXIT
 
 fill() {
 	dd if=/dev/zero of=mnt/fill bs=64k 2>/dev/null || true
@@ -62,3 +65,46 @@ done
 
 rm -f mnt/*
 python3 "$SRCDIR/tests/fault/enospc.py" "$VDISK" "$T" "$T/mnt"
+
+# virtio-blk (enospc_virtio.py): VIRTIO_BLK_S_IOERR under werror=report, a
+# stop under the default werror=enospc and cont once space returns.
+rm -f mnt/*
+python3 "$SRCDIR/tests/fault/enospc_virtio.py" "$VDISK" "$T" "$T/mnt" ||
+	fail "virtio-blk on a full file system"
+
+# The NBD export: `vdisk serve` replies NBD_ENOSPC (28) to a write that
+# finds the file system full, which QEMU's NBD client (qemu-io) turns back
+# into ENOSPC; the image stays consistent and the write succeeds once space
+# returns.
+rm -f mnt/*
+qemu-img create -q -f qcow2 mnt/nbd.qcow2 32M
+"$VDISK" serve --blockdev driver=file,node-name=f,filename=mnt/nbd.qcow2 \
+	--blockdev driver=qcow2,node-name=q,file=f \
+	--nbd-server addr.type=unix,addr.path="$T/nbd.sock" \
+	--export type=nbd,id=e,node-name=q,name=disk,writable=on &
+srv=$!
+wait_socket "$T/nbd.sock"
+uri="nbd+unix:///disk?socket=$T/nbd.sock"
+qemu-io -f raw -c "write -P 0x11 0 64k" -c flush "$uri" | grep -q "wrote 65536" ||
+	fail "nbd: the first write"
+fill
+set +e
+out=$(qemu-io -f raw -c "write -P 0x5a 1M 1M" "$uri" 2>&1)
+set -e
+echo "nbd, full: $out"
+[[ "$out" == *"write failed: No space left on device"* ]] ||
+	fail "nbd: the client did not see ENOSPC"
+qemu-io -f raw -c "read -P 0x11 0 64k" "$uri" | grep -q "read 65536" ||
+	fail "nbd: data written before ENOSPC lost"
+rm -f mnt/fill
+out=$(qemu-io -f raw -c "write -P 0x5a 1M 1M" -c "read -P 0x5a 1M 1M" -c flush "$uri" 2>&1)
+[[ "$out" == *"wrote 1048576"* && "$out" != *fail* ]] ||
+	fail "nbd: the write still fails after space was freed: $out"
+kill -TERM $srv
+wait $srv || fail "vdisk serve exited $? on SIGTERM"
+srv=
+qemu-img check mnt/nbd.qcow2 || fail "nbd: qemu-img check"
+qemu-io -r -f qcow2 -c "read -P 0x5a 1M 1M" -c "read -P 0x11 0 64k" mnt/nbd.qcow2 | grep -c "^read" |
+	grep -q 2 || fail "nbd: data after the server exited"
+echo "nbd: ENOSPC replied, image consistent, write succeeds once space returns"
+echo PASS

@@ -2,7 +2,8 @@
 /*
  * Fuzz target for the qcow2 driver: each input is written to a temporary
  * file and opened read-only as qcow2 (no backing files); if it opens, a few
- * ranges are read, block status walked and the image information taken.
+ * ranges are read, block status walked, the image information (with the
+ * persistent bitmaps) taken and the image measured.
  * Every input must end in a clean error or clean reads: no crash, no hang,
  * no huge allocation.
  *
@@ -49,6 +50,14 @@ static void exercise(struct vd_node *n)
 	}
 	if (vd_node_get_info(n, &info, &err) == 0)
 		vd_image_info_cleanup(&info);
+	/* qemu-img measure of the image: a walk of the whole chain's status
+	 * and the persistent bitmap directory. */
+	struct vd_opts *opts = vd_opts_new();
+	struct vd_measure_info mi;
+	if (opts) {
+		vd_image_measure("qcow2", opts, n, &mi, &err);
+		vd_opts_free(opts);
+	}
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

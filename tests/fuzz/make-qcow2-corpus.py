@@ -196,6 +196,40 @@ p64(zs, 72, 8)
 zs[104] = 1
 cases["zstd-garbage"] = zs
 
+
+
+def bitmaps(entries, nb=None, dir_size=None, dir_off=7 * CS):
+    """A v3 image with the bitmaps extension (autoclear bit set) and the
+    directory @entries (raw bytes) in cluster 7."""
+    if nb is None:
+        nb = 1
+    if dir_size is None:
+        dir_size = len(entries)
+    img = image(exts=ext(0x23852875, struct.pack(">IIQQ", nb, 0, dir_size, dir_off)))
+    p64(img, 88, 1)  # autoclear: bitmaps valid
+    img[7 * CS:7 * CS + len(entries)] = entries
+    return img
+
+
+def bm_entry(name=b"b0", gran=16, flags=2, name_size=None, extra=0, table=(0, 0)):
+    if name_size is None:
+        name_size = len(name)
+    e = struct.pack(">QIIBBHI", table[0], table[1], flags, 1, gran, name_size, extra) + name
+    return e + bytes((-len(e)) % 8)
+
+
+cases["bitmaps-one-no-table"] = bitmaps(bm_entry())
+cases["bitmaps-two-no-table"] = bitmaps(bm_entry() + bm_entry(name=b"second", gran=9, flags=3), nb=2)
+cases["bitmaps-name-size-zero"] = bitmaps(bm_entry(name_size=0))
+cases["bitmaps-name-past-directory"] = bitmaps(bm_entry(name_size=0xFFFF))
+cases["bitmaps-granularity-0"] = bitmaps(bm_entry(gran=0))
+cases["bitmaps-granularity-64"] = bitmaps(bm_entry(gran=64))
+cases["bitmaps-count-huge"] = bitmaps(bm_entry(), nb=0xFFFFFFFF)
+cases["bitmaps-count-past-directory"] = bitmaps(bm_entry(), nb=3)
+cases["bitmaps-extra-huge"] = bitmaps(bm_entry(extra=0xFFFFFFF0))
+cases["bitmaps-directory-past-eof"] = bitmaps(bm_entry(), dir_off=1 << 40)
+cases["bitmaps-directory-huge"] = bitmaps(bm_entry(), dir_size=1 << 62)
+
 os.makedirs(OUT, exist_ok=True)
 for name, data in sorted(cases.items()):
     # Keep the files small: drop trailing zero clusters of big images.

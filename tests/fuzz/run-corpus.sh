@@ -43,7 +43,7 @@ fi
 # Flags as the Makefile uses them for the library.
 cflags=(-std=c11 -D_GNU_SOURCE -O1 -g -Wall -pthread -I"$SRCDIR/include" -I"$SRCDIR")
 libs=()
-for pkg in liburing libzstd jansson gnutls; do
+for pkg in liburing libzstd jansson gnutls nettle; do
 	if "$PKG_CONFIG" --exists "$pkg" 2>/dev/null; then
 		read -ra f <<<"$("$PKG_CONFIG" --cflags "$pkg")"
 		cflags+=("${f[@]}")

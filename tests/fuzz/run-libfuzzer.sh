@@ -10,7 +10,9 @@
 # The library is built with clang and -fsanitize=fuzzer-no-link,address,undefined
 # into build-fuzz/ (a separate tree; FUZZ_BUILD overrides), the target with
 # -fsanitize=fuzzer and -DVD_LIBFUZZER.  New inputs go to build-fuzz/corpus/NAME,
-# seeded from tests/fuzz/corpus/NAME; crashes to build-fuzz/artifacts/.  Then:
+# seeded from tests/fuzz/corpus/NAME; crashes to build-fuzz/artifacts/
+# (FUZZ_ARTIFACTS overrides; `make fuzz` uses build-fuzz/crashes/NAME/), and
+# FUZZ_NO_BUILD=1 skips the library build (`make fuzz` builds it once).  Then:
 #
 #   - a crash: reproduce with  build-fuzz/fuzz/fuzz-NAME ARTIFACT, fix it, and
 #     keep the input as tests/fuzz/corpus/NAME/crash-<what> (it is a test);
@@ -60,14 +62,16 @@ command -v "$CLANG" >/dev/null || {
 san="address,undefined"
 # The library, through the Makefile so its flags and sources stay the single
 # truth (a command-line CFLAGS overrides the one SANITIZE=1 sets).
-echo "== building libvdisk with $CLANG, fuzzer-no-link,$san into $FUZZ_BUILD/"
-make --no-print-directory -j"$(nproc)" BUILD="$FUZZ_BUILD" CC="$CLANG" SANITIZE=1 \
-	CFLAGS="-O1 -g -fsanitize=fuzzer-no-link" "$FUZZ_BUILD/libvdisk.a"
+if [ "${FUZZ_NO_BUILD:-0}" != 1 ]; then
+	echo "== building libvdisk with $CLANG, fuzzer-no-link,$san into $FUZZ_BUILD/"
+	make --no-print-directory -j"$(nproc)" BUILD="$FUZZ_BUILD" CC="$CLANG" SANITIZE=1 \
+		CFLAGS="-O1 -g -fsanitize=fuzzer-no-link" "$FUZZ_BUILD/libvdisk.a"
+fi
 
 cflags=(-std=c11 -D_GNU_SOURCE -DVD_LIBFUZZER -O1 -g -Iinclude -I. -pthread
 	-fno-omit-frame-pointer "-fsanitize=fuzzer,$san")
 libs=()
-for pkg in liburing libzstd jansson gnutls; do
+for pkg in liburing libzstd jansson gnutls nettle; do
 	if pkg-config --exists "$pkg" 2>/dev/null; then
 		read -ra f <<<"$(pkg-config --cflags "$pkg")"
 		cflags+=("${f[@]}")
@@ -81,14 +85,15 @@ pkg-config --exists jansson 2>/dev/null || libs+=(-ljansson)
 libs+=(-lz -pthread)
 
 bin=$FUZZ_BUILD/fuzz/fuzz-$name
-mkdir -p "$FUZZ_BUILD/fuzz" "$FUZZ_BUILD/corpus/$name" "$FUZZ_BUILD/artifacts"
+artifacts=${FUZZ_ARTIFACTS:-$FUZZ_BUILD/artifacts}
+mkdir -p "$FUZZ_BUILD/fuzz" "$FUZZ_BUILD/corpus/$name" "$artifacts"
 echo "== building $bin"
 "$CLANG" "${cflags[@]}" -o "$bin" "$src" "$FUZZ_BUILD/libvdisk.a" "${libs[@]}"
 
 seed=tests/fuzz/corpus/$name
 mkdir -p "$seed"
 args=(-max_total_time="$seconds" -print_final_stats=1 -timeout=10 -rss_limit_mb=4096
-	-artifact_prefix="$FUZZ_BUILD/artifacts/$name-")
+	-artifact_prefix="$artifacts/$name-")
 [ -f "tests/fuzz/$name.dict" ] && args+=(-dict="tests/fuzz/$name.dict")
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
@@ -99,7 +104,7 @@ rc=0
 
 if [ $rc -ne 0 ]; then
 	echo "== the target failed (exit $rc); artifacts:"
-	for f in "$FUZZ_BUILD/artifacts/$name-"*; do
+	for f in "$artifacts/$name-"*; do
 		[ -f "$f" ] && echo "   $f"
 	done
 	exit $rc

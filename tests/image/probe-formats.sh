@@ -2,10 +2,12 @@
 # SPDX-License-Identifier: MIT
 #
 # Probing, against QEMU 7.2:
-#  - images qemu-img makes in formats vdisk cannot open (vmdk, also as a
-#    descriptor file, qed, qcow, parallels, luks) are refused
-#    by name with a non-zero exit by info, io, bench and resize without -f,
-#    and the file is left as it was (never taken for raw and written);
+#  - images qemu-img makes in formats vdisk cannot open (qed, qcow,
+#    parallels) are refused by name with a non-zero exit by info, io,
+#    bench and resize without -f, and the file is left as it was (never
+#    taken for raw and written);
+#  - vmdk (sparse, or a text descriptor file) is probed as QEMU does, and
+#    treated as qcow2 is: info opens it, io asks for -f (it names files);
 #  - crafted bochs, cloop and dmg files and truncated headers are never raw;
 #  - a probed raw image refuses a block-0 write of a qcow2 header or a vmdk
 #    magic with EPERM, as qemu-io does, accepts ordinary writes, and -f raw
@@ -47,14 +49,12 @@ refused() {
 }
 
 # Images made by qemu-img; qemu-img info probes them as their format.
-for fmt in vmdk qed qcow parallels; do
+for fmt in qed qcow parallels; do
 	qemu-img create -q -f "$fmt" "img.$fmt" 1M
 	qemu-img info "img.$fmt" | grep -qx "file format: $fmt" ||
 		fail "qemu-img does not probe img.$fmt as $fmt"
 	refused "img.$fmt" "$fmt"
 done
-qemu-img create -q -f luks --object secret,id=s0,data=pw -o key-secret=s0 img.luks 1M
-refused img.luks luks
 # -f names such a format the same way.
 "$VDISK" info -f qed img.qed 2>err && fail "vdisk info -f qed accepted"
 grep -q "Image format 'qed' is not supported" err || fail "info -f qed: $(cat err)"
@@ -62,13 +62,25 @@ grep -q "Image format 'qed' is not supported" err || fail "info -f qed: $(cat er
 qemu-img create -q -f vhdx img.vhdx 1M
 "$VDISK" info img.vhdx | grep -qx "file format: vhdx" || fail "vdisk info img.vhdx"
 
-# A vmdk descriptor file (text) names its extent: still vmdk, never raw.
+# vmdk, sparse or a descriptor file (text) naming its extent: vmdk, never
+# raw.  As for qcow2, info opens it (without a parent), io and resize ask
+# for -f, and the file is left as it was.
+qemu-img create -q -f vmdk img.vmdk 1M
 qemu-img create -q -f vmdk -o subformat=monolithicFlat desc.vmdk 1M
 head -c 20 desc.vmdk | grep -q '^#' || fail "desc.vmdk is not a text descriptor"
-qemu-img info desc.vmdk | grep -qx "file format: vmdk" || fail "qemu-img: desc.vmdk"
-refused desc.vmdk vmdk
+for f in img.vmdk desc.vmdk; do
+	qemu-img info "$f" | grep -qx "file format: vmdk" || fail "qemu-img: $f"
+	before=$(sum "$f")
+	"$VDISK" info "$f" | grep -qx "file format: vmdk" || fail "vdisk info $f"
+	"$VDISK" io -c 'write -P 0xaa 0 4k' "$f" 2>err && fail "vdisk io probed $f"
+	grep -q "give it with -f vmdk" err || fail "io on $f: $(cat err)"
+	"$VDISK" resize "$f" +1M 2>err && fail "vdisk resize probed $f"
+	[ "$(sum "$f")" = "$before" ] || fail "$f changed"
+done
 printf '# comment\n   \r\nversion=1\r\n' >crlf.vmdk
-refused crlf.vmdk vmdk
+"$VDISK" info crlf.vmdk >out 2>&1 && fail "crlf.vmdk opened: $(cat out)"
+grep -q raw out && fail "crlf.vmdk taken for raw: $(cat out)"
+grep -q "invalid VMDK image descriptor" out || fail "crlf.vmdk: $(cat out)"
 
 # Crafted files for the formats qemu-img cannot create.
 python3 - <<'PY'
@@ -94,7 +106,7 @@ PY
 refused crafted.bochs bochs
 refused crafted.cloop cloop
 refused crafted.dmg dmg
-for fmt in qed qcow luks; do
+for fmt in qed qcow; do
 	refused "short.$fmt" "$fmt"
 done
 # A truncated vhdx is vhdx (which then fails to open), never raw.
@@ -103,6 +115,9 @@ grep -q "VHDX" out || fail "short.vhdx: $(cat out)"
 # A truncated vdi header is vdi (which then fails to open), never raw.
 "$VDISK" info short.vdi >out 2>&1 && fail "vdisk opened short.vdi: $(cat out)"
 grep -q "VDI" out || fail "short.vdi: $(cat out)"
+# A truncated luks header is luks (which then fails to open), never raw.
+"$VDISK" info short.luks >out 2>&1 && fail "vdisk opened short.luks: $(cat out)"
+grep -q "not in LUKS format" out || fail "short.luks: $(cat out)"
 # A truncated qcow2 header is qcow2 (which then fails to open), never raw;
 # qemu-img fails on it too.
 qemu-img info short.qcow2 >/dev/null 2>&1 && fail "qemu-img opened short.qcow2"

@@ -70,6 +70,8 @@ check_name "nbd://127.0.0.1:1/exp" "Failed to connect to '127.0.0.1:1'"
 check_name "nbd+tcp://127.0.0.1:1" "Failed to connect to '127.0.0.1:1'"
 check_name "nbd:127.0.0.1:1" "Failed to connect to '127.0.0.1:1'"
 check_name "nbd+unix://host/exp?socket=/x" "a UNIX socket URI has no host"
+# The name lookup runs on the thread pool; a failure is one clear line.
+check_name "nbd://no-such-host.invalid:10809/exp" "address resolution failed for no-such-host.invalid:10809"
 check_name "nbd+unix:///exp" "expected ?socket=PATH"
 check_name "nbd+unix:///e?socket=/x&foo=1" "expected ?socket=PATH"
 check_name "nbd://" "no host"
@@ -154,7 +156,7 @@ for _ in $(seq 100); do
 	qemu-io -r -f raw -c 'read 0 512' "nbd://127.0.0.1:$P/exp" >/dev/null 2>&1 && break
 	sleep 0.05
 done
-for name in "nbd://127.0.0.1:$P/exp" "nbd+tcp://127.0.0.1:$P/exp" "nbd:127.0.0.1:$P:exportname=exp"; do
+for name in "nbd://127.0.0.1:$P/exp" "nbd://localhost:$P/exp" "nbd+tcp://127.0.0.1:$P/exp" "nbd:127.0.0.1:$P:exportname=exp"; do
 	"$VDISK" io -r -f raw -c 'read -P 0xab 0 64k' -c 'read -P 0x21 6M 64k' "$name" >/dev/null ||
 		fail "read-only TCP export as $name"
 done

@@ -129,4 +129,33 @@ grep -q 'export="one"' list.txt && grep -q 'export="q"' list.txt || { cat list.t
 qemu-io -f raw -c 'write -P 0x42 0 64k' -c 'read -P 0x42 0 64k' "nbd+unix:///one?socket=$S3" |
 	grep -q "read 65536" || fail "serve export one"
 nbdinfo --is read-only "nbd+unix:///q?socket=$S3" || fail "serve export q should be read-only"
+# --- a 3-deep qcow2 chain: both contexts as qemu-nbd reports them ------------------
+# Data, zeroes and holes at every depth; base:allocation and qemu:allocation-depth
+# go through the whole chain (a backing cluster is data, not a hole).
+qemu-img create -q -f qcow2 cb.qcow2 4M
+qemu-io -f qcow2 -c 'write -P 1 0 1M' -c 'write -z 3M 512k' cb.qcow2 >/dev/null
+qemu-img create -q -f qcow2 -b cb.qcow2 -F qcow2 cm.qcow2
+qemu-io -f qcow2 -c 'write -P 2 512k 1M' cm.qcow2 >/dev/null
+qemu-img create -q -f qcow2 -b cm.qcow2 -F qcow2 ct.qcow2
+qemu-io -f qcow2 -c 'write -P 3 1M 256k' -c 'write -z 2M 64k' ct.qcow2 >/dev/null
+S4=$T/chain.sock
+U4="nbd+unix:///?socket=$S4"
+for srv in vdisk qemu-nbd; do
+	rm -f "$S4"
+	if [ $srv = vdisk ]; then
+		"$VDISK" nbd -t -r -f qcow2 -k "$S4" ct.qcow2 &
+	else
+		qemu-nbd -t -A -r -f qcow2 -k "$S4" ct.qcow2 &
+	fi
+	CP=$!
+	PIDS+=($CP)
+	wait_socket "$S4"
+	nbdinfo --map "$U4" >chain-base.$srv || fail "$srv: base:allocation map"
+	nbdinfo --map=qemu:allocation-depth "$U4" >chain-depth.$srv || fail "$srv: depth map"
+	kill $CP
+	wait $CP 2>/dev/null || true
+done
+diff chain-base.qemu-nbd chain-base.vdisk || fail "base:allocation over a chain differs from qemu-nbd"
+diff chain-depth.qemu-nbd chain-depth.vdisk || fail "allocation-depth differs from qemu-nbd"
+grep -q "backing depth 3" chain-depth.vdisk || { cat chain-depth.vdisk; fail "no depth 3 extent"; }
 echo "PASS"

@@ -34,6 +34,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <vdisk/aio.h>
 #include <vdisk/loop.h>
 #include <vdisk/nbd-proto.h>
 
@@ -249,6 +250,23 @@ static int open_socket(struct nbd_state *s, int family)
 	return s->fd < 0 ? -errno : 0;
 }
 
+struct resolve {
+	const char *host, *port;
+	struct addrinfo *res;
+	int gai, sys_errno;
+};
+
+/* On a pool thread: getaddrinfo() for resolve_worker's caller. */
+static int resolve_worker(void *opaque)
+{
+	struct resolve *r = opaque;
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG};
+
+	r->gai = getaddrinfo(r->host, r->port, &hints, &r->res);
+	r->sys_errno = errno;
+	return 0;
+}
+
 static int connect_server(struct nbd_state *s, struct vd_error *err)
 {
 	char name[300];
@@ -264,15 +282,20 @@ static int connect_server(struct nbd_state *s, struct vd_error *err)
 		if (ret == 0)
 			ret = co_connect(s, (struct sockaddr *)&sun, sizeof(sun));
 	} else {
-		/* getaddrinfo() blocks the loop for a name lookup; numeric
-		 * addresses and /etc/hosts names answer at once. */
-		struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG};
+		/* A name lookup can take seconds: it runs on the thread pool, so
+		 * the loop (other exports, QMP) goes on meanwhile. */
+		struct resolve r = {.host = s->host, .port = s->port};
 		struct addrinfo *res, *ai;
-		int gai = getaddrinfo(s->host, s->port, &hints, &res);
-		if (gai)
-			return vd_error_set(err, -EHOSTUNREACH,
-					    "address resolution failed for %s: %s",
-					    server_name(s, name, sizeof(name)), gai_strerror(gai));
+		int gai = vd_thread_pool_co(s->node->loop, resolve_worker, &r);
+		if (gai < 0)
+			return vd_error_setg_errno(err, gai, "address resolution failed for %s",
+						   server_name(s, name, sizeof(name)));
+		if (r.gai)
+			return vd_error_set(
+				err, -EHOSTUNREACH, "address resolution failed for %s: %s",
+				server_name(s, name, sizeof(name)),
+				r.gai == EAI_SYSTEM ? strerror(r.sys_errno) : gai_strerror(r.gai));
+		res = r.res;
 		ret = -ECONNREFUSED;
 		for (ai = res; ai && !s->timed_out; ai = ai->ai_next) {
 			ret = open_socket(s, ai->ai_family);

@@ -842,6 +842,7 @@ int qcow2_check_locked(struct qcow2_state *s, struct vd_check_result *res, int f
 	struct check c = {.s = s, .res = res, .fix = fix};
 	struct vd_error err = {0};
 	int64_t len;
+	uint32_t dropped = 0, incomplete = 0;
 	int ret;
 
 	memset(res, 0, sizeof(*res));
@@ -866,11 +867,40 @@ int qcow2_check_locked(struct qcow2_state *s, struct vd_check_result *res, int f
 		res->check_errors++;
 		return -EFBIG;
 	}
-	ret = qcow2_read_snapshots(s, &c.sn, &c.sn_bytes, &err);
+	/* The snapshot table, repaired as QEMU's qcow2_check_read_snapshot_table
+	 * does under -r all: extra data past QCOW2_MAX_SNAPSHOT_EXTRA is
+	 * dropped, and an entry of a version 3 image without disk_size in its
+	 * extra data gets it; the table is then written anew. */
+	ret = qcow2_read_snapshots_repair(s, &c.sn, &c.sn_bytes,
+					  (fix & VD_CHECK_FIX_ERRORS) ? &dropped : NULL, &err);
 	if (ret < 0) {
 		vd_message(VD_MSG_ERROR, "ERROR: %s", err.msg);
+		if (ret == -EFBIG && strstr(err.msg, "extra metadata"))
+			vd_message(VD_MSG_ERROR, "You can force-remove this extra metadata with "
+						 "vdisk check -r all");
 		res->check_errors++;
 		return ret;
+	}
+	for (uint32_t i = 0; s->version >= 3 && i < s->nb_snapshots; i++) {
+		if (c.sn[i].extra_size >= 16)
+			continue;
+		vd_message((fix & VD_CHECK_FIX_ERRORS) ? VD_MSG_INFO : VD_MSG_ERROR,
+			   "%s snapshot table entry %u is incomplete",
+			   (fix & VD_CHECK_FIX_ERRORS) ? "Repairing" : "ERROR", i);
+		incomplete++;
+	}
+	if ((dropped || incomplete) && (fix & VD_CHECK_FIX_ERRORS)) {
+		ret = qcow2_rewrite_snapshots(s, c.sn, s->nb_snapshots, c.sn_bytes, &c.sn_bytes);
+		if (ret < 0) {
+			vd_message(VD_MSG_ERROR,
+				   "ERROR: could not write the repaired snapshot table: %s",
+				   strerror(-ret));
+			res->check_errors++;
+			goto out;
+		}
+		res->corruptions_fixed += (int)(dropped + incomplete);
+	} else {
+		res->corruptions += (int)incomplete;
 	}
 	c.l2buf = malloc(s->l2_entries * s->l2_entry_bytes);
 	ret = c.l2buf ? grow_array(&c, (c.file_len + s->cluster_size - 1) >> s->cluster_bits)

@@ -791,6 +791,13 @@ int qcow2_wait_and_discard(struct qcow2_state *s, uint64_t offset, uint64_t byte
 	return qcow2_discard_clusters(s, offset, bytes, false);
 }
 
+int qcow2_wait_and_discard_full(struct qcow2_state *s, uint64_t offset, uint64_t bytes)
+{
+	wait_allocs(s, qcow2_start_of_cluster(s, offset),
+		    qcow2_round_up_cluster(s, offset + bytes));
+	return qcow2_discard_clusters(s, offset, bytes, true);
+}
+
 int qcow2_wait_and_zero(struct qcow2_state *s, uint64_t offset, uint64_t bytes, int flags)
 {
 	wait_allocs(s, qcow2_start_of_cluster(s, offset),

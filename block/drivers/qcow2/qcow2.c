@@ -943,6 +943,55 @@ static void qcow2_refresh_limits(struct vd_node *n)
 	n->limits.write_zeroes_alignment = (uint32_t)s->sc_size;
 }
 
+struct bitmap_read {
+	struct qcow2_state *s;
+	struct qcow2_bitmap *bm;
+	int ret;
+};
+
+static void bitmap_read_entry(void *opaque)
+{
+	struct bitmap_read *r = opaque;
+
+	r->ret = qcow2_read_bitmaps(r->s, &r->bm);
+}
+
+/* QEMU's Qcow2BitmapInfo list: "bitmaps": [{"flags": [...], "name": ...,
+ * "granularity": ...}], only when there are bitmaps.  A damaged directory
+ * is left out here (check reports it). */
+static int add_bitmap_info(struct qcow2_state *s, struct vd_opts *o)
+{
+	struct bitmap_read r = {.s = s};
+	char key[64], val[32];
+	int ret = vd_co_run_sync(bitmap_read_entry, &r);
+
+	if (ret < 0 || r.ret <= 0)
+		return ret == -ENOMEM || r.ret == -ENOMEM ? -ENOMEM : 0;
+	for (int i = 0; i < r.ret && ret == 0; i++) {
+		int nflags = 0;
+
+		snprintf(key, sizeof(key), "bitmaps.%d.flags.x", i);
+		ret = vd_opts_set(o, key, "");
+		if (ret == 0)
+			vd_opts_remove(o, key); /* an empty list to start with */
+		if (ret == 0 && (r.bm[i].flags & QCOW2_BITMAP_IN_USE)) {
+			snprintf(key, sizeof(key), "bitmaps.%d.flags.%d", i, nflags++);
+			ret = vd_opts_set(o, key, "in-use");
+		}
+		if (ret == 0 && (r.bm[i].flags & QCOW2_BITMAP_AUTO)) {
+			snprintf(key, sizeof(key), "bitmaps.%d.flags.%d", i, nflags++);
+			ret = vd_opts_set(o, key, "auto");
+		}
+		snprintf(key, sizeof(key), "bitmaps.%d.name", i);
+		ret = ret ? ret : vd_opts_set(o, key, r.bm[i].name);
+		snprintf(key, sizeof(key), "bitmaps.%d.granularity", i);
+		snprintf(val, sizeof(val), "%llu", 1ull << r.bm[i].granularity_bits);
+		ret = ret ? ret : vd_opts_set(o, key, val);
+	}
+	qcow2_free_bitmaps(r.bm, r.ret);
+	return ret;
+}
+
 static int qcow2_get_info(struct vd_node *n, struct vd_image_info *info, struct vd_error *err)
 {
 	struct qcow2_state *s = n->opaque;
@@ -974,6 +1023,8 @@ static int qcow2_get_info(struct vd_node *n, struct vd_image_info *info, struct 
 	if (s->version >= 3 && !ret)
 		ret = vd_opts_set(o, "lazy-refcounts",
 				  (s->compat & QCOW2_COMPAT_LAZY_REFCOUNTS) ? "true" : "false");
+	if (s->version >= 3 && !ret)
+		ret = add_bitmap_info(s, o);
 	snprintf(buf, sizeof(buf), "%u", s->refcount_bits);
 	ret = ret ? ret : vd_opts_set(o, "refcount-bits", buf);
 	if (s->version >= 3 && !ret) {
@@ -1025,4 +1076,7 @@ const struct vd_block_driver vd_driver_qcow2 = {
 	.snapshot_create = qcow2_snapshot_create,
 	.snapshot_goto = qcow2_snapshot_goto,
 	.snapshot_delete = qcow2_snapshot_delete,
+	.co_change_backing_file = qcow2_co_change_backing_file,
+	.co_make_empty = qcow2_co_make_empty,
+	.co_measure = qcow2_co_measure,
 };

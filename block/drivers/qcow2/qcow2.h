@@ -422,6 +422,9 @@ int vd_coroutine_fn qcow2_co_block_status(struct vd_node *n, int64_t offset, int
 					  int64_t *pnum, int64_t *map, struct vd_node **file);
 /* With s->lock held: wait for overlapping allocations, then update L2. */
 int vd_coroutine_fn qcow2_wait_and_discard(struct qcow2_state *s, uint64_t offset, uint64_t bytes);
+/* The same, leaving the clusters unallocated (the backing file shows). */
+int vd_coroutine_fn qcow2_wait_and_discard_full(struct qcow2_state *s, uint64_t offset,
+						uint64_t bytes);
 int vd_coroutine_fn qcow2_wait_and_zero(struct qcow2_state *s, uint64_t offset, uint64_t bytes,
 					int flags);
 /* overlap.c: the check and the upkeep of the index in s->ol. */
@@ -473,6 +476,11 @@ struct qcow2_snapshot {
  * (*table_bytes: its size on disk), or -errno. */
 int vd_coroutine_fn qcow2_read_snapshots(struct qcow2_state *s, struct qcow2_snapshot **out,
 					 uint64_t *table_bytes, struct vd_error *err);
+int vd_coroutine_fn qcow2_read_snapshots_repair(struct qcow2_state *s, struct qcow2_snapshot **out,
+						uint64_t *table_bytes, uint32_t *dropped,
+						struct vd_error *err);
+int vd_coroutine_fn qcow2_rewrite_snapshots(struct qcow2_state *s, struct qcow2_snapshot *sn,
+					    uint32_t n, uint64_t old_bytes, uint64_t *new_bytes);
 void qcow2_free_snapshots(struct qcow2_snapshot *sn, uint32_t n);
 int vd_coroutine_fn qcow2_snapshot_list(struct vd_node *n, struct vd_snapshot_info **out);
 int vd_coroutine_fn qcow2_snapshot_create(struct vd_node *n, const struct vd_snapshot_info *info,
@@ -495,6 +503,31 @@ int vd_coroutine_fn qcow2_co_truncate(struct vd_node *n, int64_t size, bool exac
 int vd_coroutine_fn qcow2_co_check(struct vd_node *n, struct vd_check_result *res, int fix);
 /* With s->lock held: check and repair everything (dirty image on open). */
 int vd_coroutine_fn qcow2_check_locked(struct qcow2_state *s, struct vd_check_result *res, int fix);
+
+/* chain.c: backing chains and measure. */
+int vd_coroutine_fn qcow2_co_change_backing_file(struct vd_node *n, const char *backing_file,
+						 const char *backing_fmt, struct vd_error *err);
+int vd_coroutine_fn qcow2_co_make_empty(struct vd_node *n, struct vd_error *err);
+int vd_coroutine_fn qcow2_co_measure(struct vd_opts *opts, struct vd_node *in,
+				     struct vd_measure_info *info, struct vd_error *err);
+
+/* bitmap.c: persistent bitmaps, read only. */
+#define QCOW2_BITMAP_IN_USE (1u << 0)
+#define QCOW2_BITMAP_AUTO (1u << 1)
+struct qcow2_bitmap {
+	char *name;
+	uint32_t flags;
+	uint8_t granularity_bits;
+};
+/* The bitmap directory, when the autoclear bit says it is valid: returns
+ * the count and a malloc'd array (0 and NULL when none), or -errno
+ * (-EINVAL for a damaged directory). */
+int vd_coroutine_fn qcow2_read_bitmaps(struct qcow2_state *s, struct qcow2_bitmap **out);
+void qcow2_free_bitmaps(struct qcow2_bitmap *bm, int n);
+/* Is @in a qcow2 node that can hold persistent bitmaps (v3)? */
+bool qcow2_supports_bitmaps(struct vd_node *in);
+/* Bytes @in's bitmaps would take in an image of cluster size @cs. */
+uint64_t vd_coroutine_fn qcow2_bitmaps_size(struct vd_node *in, uint64_t cs);
 
 /* create.c */
 int qcow2_create(const char *filename, struct vd_opts *opts, struct vd_error *err);
