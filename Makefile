@@ -51,7 +51,7 @@ CFLAGS := -O1 -g
 endif
 ALL_CFLAGS = $(BASE_CFLAGS) $(CFLAGS)
 
-LIB_DIRS := util block block/drivers block/drivers/qcow2 block/drivers/nbd-client block/drivers/vmdk memory hw hw/pci hw/ide hw/virtio \
+LIB_DIRS := util block block/drivers block/drivers/qcow2 block/drivers/nbd-client block/drivers/vmdk block/drivers/vhdx memory hw hw/pci hw/ide hw/virtio \
 	machine monitor export export/nbd export/vhost-user-blk
 LIB_SRCS := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c))
 TOOL_SRCS := $(wildcard tools/*.c)

@@ -19,6 +19,8 @@
 #   compare        vdisk compare / qemu-img compare, two copies of a 16 GiB
 #                  sparse qcow2 (1 GiB of data)
 #   map            vdisk map / qemu-img map --output=json of that image
+#   vhdx-qcow2     the SIZE of random data in a dynamic VHDX (made by
+#                  qemu-img convert) -> qcow2
 # (target: vdisk <= 0.7x qemu-img on the convert rows, <= 1x on the others)
 #
 # Environment: BUILD, BENCH_DIR (default /dev/shm/vdisk-bench, tmpfs as in
@@ -37,7 +39,7 @@ if [ "$QUICK" = 1 ]; then
 else
 	RUNS=${RUNS:-5} SIZE=${SIZE:-2G} CSIZE=${CSIZE:-256M} SPARSE=${SPARSE:-8G} BIG=${BIG:-16G}
 fi
-ROWS=${ROWS:-raw-qcow2 qcow2-raw qcow2-zlib qcow2-zstd sparse-raw chain-qcow2 vmdk-qcow2 compare map}
+ROWS=${ROWS:-raw-qcow2 qcow2-raw qcow2-zlib qcow2-zstd sparse-raw chain-qcow2 vmdk-qcow2 compare map vhdx-qcow2}
 . "$SRCDIR/bench/lib.sh"
 
 command -v qemu-img >/dev/null || die "qemu-img not found (run scripts/install-deps)"
@@ -58,12 +60,15 @@ mib=$(($(bytes "$SIZE") / 1048576))
 need_row() { [[ " $ROWS " == *" $1 "* ]]; }
 
 log "preparing images in $tmp..."
-if need_row raw-qcow2 || need_row qcow2-raw || need_row vmdk-qcow2; then
+if need_row raw-qcow2 || need_row qcow2-raw || need_row vmdk-qcow2 || need_row vhdx-qcow2; then
 	head -c "$(bytes "$SIZE")" /dev/urandom >rand.raw
 	qemu-img convert -f raw -O qcow2 rand.raw rand.qcow2
 fi
 if need_row vmdk-qcow2; then
 	qemu-img convert -f raw -O vmdk rand.raw rand.vmdk
+fi
+if need_row vhdx-qcow2; then
+	qemu-img convert -f raw -O vhdx rand.raw rand.vhdx
 fi
 if need_row qcow2-zlib || need_row qcow2-zstd; then
 	head -c "$(($(bytes "$CSIZE") * 3 / 4))" /dev/urandom | base64 -w 0 | head -c "$(bytes "$CSIZE")" >text.raw
@@ -156,6 +161,7 @@ for r in $ROWS; do
 	vmdk-qcow2) row "$r" o.qcow2 convert "${M[@]}" -f vmdk -O qcow2 rand.vmdk o.qcow2 ;;
 	compare) row "$r" none compare -f qcow2 -F qcow2 big.qcow2 big2.qcow2 ;;
 	map) row "$r" none map -f qcow2 --output=json big.qcow2 ;;
+	vhdx-qcow2) row "$r" o.qcow2 convert "${M[@]}" -f vhdx -O qcow2 rand.vhdx o.qcow2 ;;
 	*) die "unknown row $r" ;;
 	esac
 done

@@ -17,6 +17,7 @@ extern const struct vd_block_driver vd_driver_vpc; /* "vpc": VHD fixed and dynam
 extern const struct vd_block_driver vd_driver_vdi; /* "vdi": VirtualBox, dynamic and static */
 extern const struct vd_block_driver vd_driver_luks; /* "luks": LUKS1 encryption */
 extern const struct vd_block_driver vd_driver_vmdk; /* "vmdk": VMware sparse, flat, stream */
+extern const struct vd_block_driver vd_driver_vhdx; /* "vhdx": Hyper-V VHDX fixed and dynamic */
 extern const struct vd_block_driver vd_driver_qed; /* "qed": QEMU enhanced disk */
 extern const struct vd_block_driver vd_driver_qcow; /* "qcow": QEMU qcow version 1, read-only */
 extern const struct vd_block_driver vd_driver_parallels; /* "parallels": read-only */

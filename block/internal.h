@@ -36,8 +36,6 @@ void vd_node_round_size(struct vd_node *n);
  */
 const char *vd_probe_buffer(const uint8_t *buf, size_t len, const char *filename,
 			    const struct vd_block_driver **drv);
-/* Is @name a format QEMU probes for that vdisk has no driver for? */
-bool vd_format_is_foreign(const char *name);
 /* Probe @filename (vd_probe_format), accepting a format that can name other
  * files when @allow_references. */
 int vd_probe_file(const char *filename, bool allow_references, const char **format,

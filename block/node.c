@@ -71,11 +71,8 @@ static void refresh_limits(struct vd_node *n)
 		n->limits.min_mem_alignment = 1;
 }
 
-/* A format QEMU has and vdisk lacks is named as such, as probing names it. */
 static int unknown_driver(const char *name, struct vd_error *err)
 {
-	if (vd_format_is_foreign(name))
-		return vd_error_set(err, -ENOTSUP, "Image format '%s' is not supported", name);
 	return vd_error_set(err, -EINVAL, "Unknown driver '%s'", name);
 }
 

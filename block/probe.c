@@ -2,16 +2,14 @@
 /*
  * Format probing: what the first bytes of a file say it is.
  *
- * vdisk must agree with QEMU 7.2 about every file QEMU would recognise, also
- * for the formats vdisk cannot open: a VHDX taken for raw would be shown
- * with the host file's size and overwritten by the first write.  (vmdk's
- * probe, a magic or a text descriptor, is its driver's.)  So the
- * formats QEMU probes for that have no driver here are known by their magic
- * alone (the table below), with QEMU's scores (block/<format>.c *_probe):
- * 100 for a magic, 1 for raw, which matches anything.  The drivers' own
- * probes use the same scores (2 for cloop's shell header and dmg's file
- * name).  The highest score wins; on a
- * tie the first one met (registered drivers first, then the table).
+ * vdisk must agree with QEMU 7.2 about every file QEMU would recognise: a
+ * VHDX taken for raw would be shown with the host file's size and
+ * overwritten by the first write.  Every format QEMU 7.2 probes for (bochs,
+ * cloop, dmg, luks, parallels, qcow, qcow2, qed, vdi, vhdx, vmdk, vpc) has
+ * a driver here, whose probe uses QEMU's score (block/<format>.c *_probe):
+ * 100 for a magic, 2 for cloop's shell header and dmg's file name, 1 for
+ * raw, which matches anything.  The highest score wins; on a tie the
+ * driver registered first.
  *
  * As QEMU's find_image_format, an empty file is raw without probing, and
  * the probes always see VD_PROBE_BYTES bytes: a shorter file reads as
@@ -26,22 +24,6 @@
 
 #include "block/drivers.h"
 #include "block/internal.h"
-
-/* vhdx.c: the file type identifier. */
-static int vhdx_probe(const uint8_t *buf, size_t len, const char *filename)
-{
-	return len >= 8 && memcmp(buf, "vhdxfile", 8) == 0 ? 100 : 0;
-}
-
-/* Formats QEMU 7.2 probes for that vdisk has no driver for. */
-static const struct vd_probe_format {
-	const char *name;
-	int (*probe)(const uint8_t *buf, size_t len, const char *filename);
-} foreign_formats[] = {
-	{"vhdx", vhdx_probe},
-};
-
-#define N_FOREIGN (sizeof(foreign_formats) / sizeof(foreign_formats[0]))
 
 const char *vd_probe_buffer(const uint8_t *buf, size_t len, const char *filename,
 			    const struct vd_block_driver **drv)
@@ -63,24 +45,7 @@ const char *vd_probe_buffer(const uint8_t *buf, size_t len, const char *filename
 			*drv = d;
 		}
 	}
-	for (size_t i = 0; i < N_FOREIGN; i++) {
-		int score = foreign_formats[i].probe(buf, len, filename);
-
-		if (score > best_score) {
-			best_score = score;
-			best = foreign_formats[i].name;
-			*drv = NULL;
-		}
-	}
 	return best;
-}
-
-bool vd_format_is_foreign(const char *name)
-{
-	for (size_t i = 0; i < N_FOREIGN; i++)
-		if (strcmp(name, foreign_formats[i].name) == 0)
-			return true;
-	return false;
 }
 
 static int probe_bytes(const uint8_t *buf, ssize_t len, const char *filename, bool allow_references,
@@ -143,8 +108,6 @@ static int probe_bytes(const uint8_t *buf, ssize_t len, const char *filename, bo
 	if (!name)
 		return vd_error_set(err, -EINVAL, "Could not determine the format of '%s'",
 				    filename);
-	if (!drv)
-		return vd_error_set(err, -ENOTSUP, "Image format '%s' is not supported", name);
 	/* With @allow_references the caller opens without following the
 	 * names an image holds (no backing), so such a format may be the
 	 * answer; otherwise never. */

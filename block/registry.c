@@ -15,7 +15,7 @@ static const struct vd_block_driver *const drivers[] = {
 	&vd_driver_blkdebug, &vd_driver_crash_sim, &vd_driver_qcow2,	 &vd_driver_nbd,
 	&vd_driver_vpc,	     &vd_driver_vdi,	   &vd_driver_luks,	 &vd_driver_vmdk,
 	&vd_driver_qed,	     &vd_driver_qcow,	   &vd_driver_parallels, &vd_driver_bochs,
-	&vd_driver_cloop,    &vd_driver_dmg,
+	&vd_driver_cloop,    &vd_driver_dmg,	   &vd_driver_vhdx,
 #ifdef VD_HAVE_RBD
 	&vd_driver_rbd,
 #endif

@@ -2,9 +2,9 @@
 # SPDX-License-Identifier: MIT
 #
 # Probing, against QEMU 7.2:
-#  - images qemu-img makes in formats vdisk cannot open (vhdx) are refused
-#    by name with a non-zero exit by info, io, bench and resize without -f,
-#    and the file is left as it was (never taken for raw and written);
+#  - every format QEMU 7.2 probes for has a driver here: images qemu-img
+#    makes (vhdx, qed, qcow, parallels) probe as what qemu-img says they
+#    are, and -f with a name no driver has is "Unknown driver";
 #  - vmdk (sparse, or a text descriptor file) is probed as QEMU does, and
 #    treated as qcow2 is: info opens it alone, io with what it names;
 #  - qed, qcow and parallels images qemu-img makes probe as what qemu-img
@@ -21,48 +21,16 @@ vd_setup qemu-img qemu-io python3
 
 sum() { md5sum "$1" | cut -d' ' -f1; }
 
-# refused FILE FORMAT: every subcommand refuses FILE, naming FORMAT, and
-# leaves it untouched.
-refused() {
-	local f=$1 fmt=$2 before
-	before=$(sum "$f")
-	if "$VDISK" info "$f" >out 2>err; then
-		cat out
-		fail "$f: vdisk info accepted a $fmt image"
-	fi
-	grep -q "Image format '$fmt' is not supported" err || {
-		cat err
-		fail "$f: vdisk info does not name $fmt"
-	}
-	[ "$(wc -l <err)" = 1 ] || fail "$f: more than one line of error: $(cat err)"
-	if "$VDISK" io -c 'write -P 0xaa 0 4k' "$f" >out 2>err; then
-		fail "$f: vdisk io without -f wrote into a $fmt image"
-	fi
-	grep -q "Image format '$fmt' is not supported" err || fail "$f: vdisk io: $(cat err)"
-	if "$VDISK" resize "$f" +1M >out 2>err; then
-		fail "$f: vdisk resize resized a $fmt image"
-	fi
-	grep -q "Image format '$fmt' is not supported" err || fail "$f: vdisk resize: $(cat err)"
-	if "$VDISK" bench -w -c 4 "$f" >out 2>err; then
-		fail "$f: vdisk bench -w wrote into a $fmt image"
-	fi
-	grep -q "Image format '$fmt' is not supported" err || fail "$f: vdisk bench: $(cat err)"
-	[ "$(sum "$f")" = "$before" ] || fail "$f: the $fmt image changed"
-}
-
 # Images made by qemu-img; qemu-img info probes them as their format.
 for fmt in vhdx qed qcow parallels; do
 	qemu-img create -q -f "$fmt" "img.$fmt" 1M
 	qemu-img info "img.$fmt" | grep -qx "file format: $fmt" ||
 		fail "qemu-img does not probe img.$fmt as $fmt"
-	case $fmt in
-	vhdx) refused "img.$fmt" "$fmt" ;;
-	*) "$VDISK" info "img.$fmt" | grep -qx "file format: $fmt" || fail "img.$fmt not probed as $fmt" ;;
-	esac
+	"$VDISK" info "img.$fmt" | grep -qx "file format: $fmt" || fail "img.$fmt not probed as $fmt"
 done
-# -f names such a format the same way.
-"$VDISK" info -f vhdx img.vhdx 2>err && fail "vdisk info -f vhdx accepted"
-grep -q "Image format 'vhdx' is not supported" err || fail "info -f vhdx: $(cat err)"
+# A format name no driver has.
+"$VDISK" info -f nosuchfmt img.vhdx 2>err && fail "vdisk info -f nosuchfmt accepted"
+grep -q "Unknown driver 'nosuchfmt'" err || fail "info -f nosuchfmt: $(cat err)"
 
 # vmdk, sparse or a descriptor file (text) naming its extent: vmdk, never
 # raw.  As for qcow2, info opens it (without a parent), io and resize ask
@@ -124,7 +92,9 @@ not_raw crafted.cloop cloop
 not_raw crafted.dmg dmg
 not_raw short.qed qed
 not_raw short.qcow qcow
-refused short.vhdx vhdx
+# A truncated vhdx is vhdx (which then fails to open), never raw.
+"$VDISK" info short.vhdx >out 2>&1 && fail "vdisk opened short.vhdx: $(cat out)"
+grep -q "VHDX" out || fail "short.vhdx: $(cat out)"
 # A truncated vdi header is vdi (which then fails to open), never raw.
 "$VDISK" info short.vdi >out 2>&1 && fail "vdisk opened short.vdi: $(cat out)"
 grep -q "VDI" out || fail "short.vdi: $(cat out)"
