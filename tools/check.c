@@ -164,7 +164,8 @@ int cmd_check(int argc, char **argv)
 	}
 	a.filename = argv[optind];
 	a.writable = fix != 0;
-	a.check = fix != 0;
+	/* As qemu-img check: BDRV_O_CHECK with or without -r. */
+	a.check = true;
 
 	loop = tool_loop_init();
 	ret = 1;

@@ -126,6 +126,12 @@ qemu-img create -q -f vhdx -o block_size=1M t.vhdx 8M
 qemu-io -f vhdx -c 'write 0 64k' -c 'write 3M 1M' t.vhdx >/dev/null
 truncate -s 9M t.vhdx
 cp t.vhdx tq.vhdx
+# check without -r: both report it (qemu-img opens with BDRV_O_CHECK either way).
+qemu-img check tq.vhdx >qout 2>&1
+qrc=$?
+"$VDISK" check t.vhdx >vout 2>&1
+vrc=$?
+[ "$qrc" = "$vrc" ] || fail "check of the truncated image: qemu-img $qrc, vdisk $vrc: $(cat vout)"
 "$VDISK" info t.vhdx >err 2>&1 && fail "vdisk opened a truncated image"
 grep -q "Image has probably been truncated" err || fail "truncated: $(cat err)"
 qemu-img check -r all tq.vhdx >/dev/null 2>&1
