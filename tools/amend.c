@@ -102,8 +102,7 @@ int cmd_amend(int argc, char **argv)
 			force = true;
 			break;
 		case OPT_OBJECT:
-			tool_error("--object is not supported: vdisk has no secrets or other "
-				   "objects");
+			tool_error("--object is not supported here: only secret objects are");
 			goto out;
 		case OPT_IMAGE_OPTS:
 			a.image_opts = true;

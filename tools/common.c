@@ -291,8 +291,9 @@ static int read_secret_file(const char *path, uint8_t **out, size_t *len)
 				ret = -EFBIG;
 				break;
 			}
-			cap = cap ? cap * 2 : 256;
-			grown = malloc(cap);
+			size_t newcap = cap ? cap * 2 : 256;
+
+			grown = malloc(newcap);
 			if (!grown) {
 				ret = -ENOMEM;
 				break;
@@ -302,6 +303,7 @@ static int read_secret_file(const char *path, uint8_t **out, size_t *len)
 			}
 			vd_secret_free(buf, n ? n - 1 : 0);
 			buf = grown;
+			cap = newcap;
 		}
 		got = fread(buf + n, 1, cap - n, f);
 		n += got;
@@ -332,7 +334,8 @@ static int add_secret(const char *def)
 	int ret = -1;
 
 	if (vd_opts_parse(def, "qom-type", &o, &err) < 0) {
-		tool_error("--object %s: %s", def, err.msg);
+		/* Not the text: it may hold a passphrase. */
+		tool_error("--object secret: the definition does not parse");
 		return -1;
 	}
 	vd_opts_get(o, "qom-type");

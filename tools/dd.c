@@ -101,8 +101,7 @@ int cmd_dd(int argc, char **argv)
 			progress = true;
 			break;
 		case OPT_OBJECT:
-			tool_error("--object is not supported: vdisk has no secrets or other "
-				   "objects");
+			tool_error("--object is not supported here: only secret objects are");
 			return 1;
 		case OPT_IMAGE_OPTS:
 			image_opts = true;

@@ -925,8 +925,12 @@ static int iterations_for(const struct luks_hash_alg *h, size_t out_len, uint64_
 	if (iter_time_ms && rate > UINT64_MAX / iter_time_ms)
 		return vd_error_set(err, -EINVAL, "PBKDF iteration count is too large");
 	iters = rate * iter_time_ms / 1000 / divisor;
-	if (iters > UINT32_MAX)
-		return vd_error_set(err, -EINVAL, "PBKDF iteration count is too large");
+	/* What open accepts from a header: never write an image we refuse. */
+	if (iters > LUKS_MAX_ITERATIONS)
+		return vd_error_set(err, -EINVAL,
+				    "PBKDF iteration count %" PRIu64
+				    " is above the limit of %u: use a smaller iter-time",
+				    iters, LUKS_MAX_ITERATIONS);
 	*out = iters < LUKS_MIN_ITERATIONS ? LUKS_MIN_ITERATIONS : (uint32_t)iters;
 	return 0;
 }

@@ -228,4 +228,12 @@ fi
 
 # Probing: info without -f says luks.
 "$VDISK" info conv.luks | grep -qx "file format: luks" || fail "probe"
+# An iter-time whose iteration count open would refuse is refused at create.
+if "$VDISK" create -q -f luks $SEC -o key-secret=sec0,iter-time=100000000 big.luks 1M >out 2>&1; then
+	fail "vdisk created a luks image with more PBKDF iterations than it opens"
+fi
+grep -q "is above the limit" out || fail "iter-time limit: $(cat out)"
+# A secret definition that does not parse is not echoed (it may hold a passphrase).
+"$VDISK" info --object secret,id=s9,data=pa,ss conv.luks >out 2>&1 && fail "bad --object accepted"
+grep -q "pa,ss" out && fail "the secret's text was printed: $(cat out)"
 echo "formats-luks: ok"
