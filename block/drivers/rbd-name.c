@@ -96,6 +96,9 @@ int rbd_parse_filename(const char *filename, struct rbd_spec *sp, struct vd_erro
 			unescape(tok);
 			if ((ret = rbd_set_str(&sp->snapshot, tok)) < 0)
 				goto oom;
+		} else {
+			/* No snapshot; the options still end the image name. */
+			image = next_tok(image, ':', &p);
 		}
 	} else {
 		image = next_tok(p, ':', &p);

@@ -514,10 +514,24 @@ static int diff_cb(uint64_t offs, size_t len, int exists, void *opaque)
 	return 0;
 }
 
+/* On a pool thread: rbd_get_features/flags may refresh the header from the
+ * cluster (after another client changed it), so they are asked here too. */
 static int diff_worker(void *opaque)
 {
 	struct diff_job *j = opaque;
+	uint64_t features = 0, flags = 0;
 
+	if (rbd_get_features(j->s->image, &features) < 0 || rbd_get_flags(j->s->image, &flags) < 0)
+		return -EIO;
+	if ((features & RBD_FEATURE_FAST_DIFF) && !(flags & RBD_FLAG_FAST_DIFF_INVALID)) {
+		/* The object map answers at once, per object. */
+		j->whole_object = 1;
+	} else {
+		/* Without it every object is asked: keep the range small. */
+		uint64_t cap = 16 * j->s->obj_size;
+		if (j->bytes > cap)
+			j->bytes = cap;
+	}
 	return rbd_diff_iterate2(j->s->image, NULL, j->offset, j->bytes, 1, j->whole_object,
 				 diff_cb, j);
 }
@@ -527,7 +541,6 @@ static int rbd_co_block_status(struct vd_node *n, int64_t offset, int64_t bytes,
 {
 	struct rbd_state *s = n->opaque;
 	struct diff_job j = {.s = s, .offset = (uint64_t)offset};
-	uint64_t features = 0, flags = 0;
 	int r;
 
 	*pnum = bytes;
@@ -538,21 +551,12 @@ static int rbd_co_block_status(struct vd_node *n, int64_t offset, int64_t bytes,
 	if (bytes > n->size - offset)
 		bytes = n->size - offset;
 	*pnum = bytes;
-	if (rbd_get_features(s->image, &features) < 0 || rbd_get_flags(s->image, &flags) < 0)
-		return VD_BLOCK_DATA | VD_BLOCK_OFFSET_VALID;
-	if ((features & RBD_FEATURE_FAST_DIFF) && !(flags & RBD_FLAG_FAST_DIFF_INVALID)) {
-		/* The object map answers at once, per object. */
-		j.whole_object = 1;
-	} else {
-		/* Without it every object is asked: keep the range small. */
-		uint64_t cap = 16 * s->obj_size;
-		if ((uint64_t)bytes > cap)
-			bytes = (int64_t)cap;
-	}
 	j.bytes = (uint64_t)bytes;
 	r = vd_thread_pool_co(n->loop, diff_worker, &j);
 	if (r < 0 && r != DIFF_STOP)
 		return VD_BLOCK_DATA | VD_BLOCK_OFFSET_VALID;
+	/* The worker may have narrowed the range. */
+	bytes = (int64_t)j.bytes;
 	if (!j.exists) {
 		if (r == 0)
 			j.len = (uint64_t)bytes; /* nothing allocated in the range */

@@ -27,6 +27,10 @@ stop_servers() {
 	PIDS=()
 }
 trap 'stop_servers; rm -rf "$T"' EXIT
+# An escaped '@' (no snapshot): the ':conf=' after it is still an option (read,
+# and missing here), not part of the image name.
+"$VDISK" info 'rbd:pool/a\@b:conf=/nonexistent/ceph.conf' >out 2>&1 && fail "opened a bad name"
+grep -q "error reading conf file /nonexistent/ceph.conf" out || fail "escaped @: $(cat out)"
 ceph_cluster_start || fail "the ceph cluster did not start"
 "$VDISK" info "rbd:$CEPH_POOL/none:conf=$CEPH_CONF" >/dev/null 2>&1 && fail "an absent image opened"
 C=$CEPH_CONF
