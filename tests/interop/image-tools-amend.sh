@@ -304,4 +304,16 @@ kill -USR1 $pid 2>/dev/null || true
 wait $pid || fail "convert -r after SIGUSR1"
 grep -q '^    ([0-9.]*/100%)$' sig.err || fail "no report after SIGUSR1: $(cat sig.err)"
 
+# A downgrade never zeroes a cluster an internal snapshot still reads: a
+# zero cluster written over a snapshot's data keeps that host cluster, and
+# expanding it in place (as qemu-img 7.2 does) would wipe the snapshot's data.
+qemu-img create -q -f qcow2 shz.qcow2 1M
+qio -c 'write -P 0xaa 0 64k' shz.qcow2
+"$VDISK" snapshot -c s1 shz.qcow2 || fail "snapshot -c"
+qio -c 'write -z 0 64k' shz.qcow2
+"$VDISK" amend -f qcow2 -o compat=0.10 shz.qcow2 >out 2>&1 && fail "downgrade over a shared zero cluster"
+grep -q "shared with an internal snapshot" out || fail "shared zero cluster: $(cat out)"
+"$VDISK" snapshot -a s1 shz.qcow2 || fail "snapshot -a"
+qemu-io -r -c 'read -P 0xaa 0 64k' shz.qcow2 | grep -q "read 65536" || fail "the snapshot's data was lost"
+
 echo "PASS ($n comparisons)"

@@ -268,6 +268,43 @@ fail:
 	return vd_error_setg_errno(err, ret, "Failed to turn zero into data clusters");
 }
 
+/*
+ * Is a zero cluster of the active tables shared with a snapshot: in an L2
+ * table the snapshot shares (L1 entry without COPIED), or keeping a host
+ * cluster the snapshot still reads (L2 entry without COPIED)?  Expanding it
+ * in place would change the snapshot's data (QEMU 7.2 does, and loses it).
+ */
+static bool active_zero_shared(struct qcow2_state *s, int *ret)
+{
+	uint64_t cs = s->cluster_size, l2_span = s->l2_entries * cs;
+
+	*ret = 0;
+	for (uint64_t off = 0; off < s->size; off += cs) {
+		uint64_t l1i = off / l2_span, i, e;
+		void *slice;
+
+		if (l1i >= s->l1_size)
+			break;
+		if (!(s->l1[l1i] & QCOW2_L1E_OFFSET_MASK)) {
+			off = (l1i + 1) * l2_span - cs;
+			continue;
+		}
+		*ret = qcow2_get_l2_slice(s, off, false, &slice, &i);
+		if (*ret < 0)
+			return false;
+		if (!slice)
+			continue;
+		e = qcow2_l2_entry(s, slice, i);
+		qcow2_cache_put(&s->l2_cache, slice);
+		if (!(e & QCOW2_OFLAG_ZERO) || (e & QCOW2_OFLAG_COMPRESSED))
+			continue;
+		if (!(s->l1[l1i] & QCOW2_OFLAG_COPIED) ||
+		    ((e & QCOW2_L2E_OFFSET_MASK) && !(e & QCOW2_OFLAG_COPIED)))
+			return true;
+	}
+	return false;
+}
+
 static bool has_compressed_clusters(struct qcow2_state *s, int *ret)
 {
 	uint64_t cs = s->cluster_size, l2_span = s->l2_entries * cs;
@@ -358,6 +395,16 @@ static int downgrade(struct qcow2_state *s, struct vd_error *err)
 					   sn[i].id);
 			goto out;
 		}
+	}
+	if (active_zero_shared(s, &ret)) {
+		ret = vd_error_set(err, -ENOTSUP,
+				   "Cannot downgrade: a zero cluster is shared with an internal "
+				   "snapshot, whose data expanding it would change");
+		goto out;
+	}
+	if (ret < 0) {
+		vd_error_setg_errno(err, ret, "Failed to read the L2 tables");
+		goto out;
 	}
 	s->compat = 0;
 	s->autoclear = 0;
