@@ -407,7 +407,11 @@ static int write_dir(struct qcow2_state *s, struct bm_dir *d, uint64_t old_off, 
 		return ret;
 	if (old_bytes) {
 		qcow2_overlap_remove(s, QCOW2_OL_BITMAP_DIRECTORY_BITNR, old_off, old_bytes);
-		ret = qcow2_update_refcount(s, old_off, qcow2_round_up_cluster(s, old_bytes), -1);
+		/* A crafted directory may sit on other metadata: never free that. */
+		ret = qcow2_check_free_overlap(s, old_off, qcow2_round_up_cluster(s, old_bytes));
+		if (ret == 0)
+			ret = qcow2_update_refcount(s, old_off,
+						    qcow2_round_up_cluster(s, old_bytes), -1);
 	}
 	s->ol_bitmap_dir_offset = d->n ? (uint64_t)off : 0;
 	s->ol_bitmap_dir_bytes = d->n ? bytes : 0;
@@ -747,6 +751,15 @@ int qcow2_truncate_with_bitmaps(struct qcow2_state *s, uint64_t new_size, struct
 		ret = load_bits(s, &d.b[i], &bits[i], err);
 		if (ret < 0)
 			goto out;
+	}
+	/* Until the directory is rewritten for the new size, the on-disk
+	 * bitmaps are too small for it: mark them invalid first (the
+	 * directory write sets the bit again), so a cut in between leaves
+	 * an image that opens, without bitmaps, never one QEMU refuses. */
+	ret = qcow2_bitmaps_invalidate(s);
+	if (ret < 0) {
+		vd_error_setg_errno(err, ret, "Failed to invalidate the bitmaps");
+		goto out;
 	}
 	ret = qcow2_truncate_locked(s, new_size, err);
 	if (ret < 0)
