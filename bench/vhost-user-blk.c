@@ -128,6 +128,9 @@ static void setup_ring(struct ring *r, unsigned q, int depth)
 	uint64_t z = q;
 
 	r->q = q;
+	/* The rings start at index 0 (VHOST_USER_SET_VRING_BASE below). */
+	r->avail = 0;
+	r->used_seen = 0;
 	r->desc = m + DESC + off;
 	r->avail_ring = m + AVAIL + off;
 	r->used = m + USED + off;

@@ -109,6 +109,8 @@ static void free_log(struct crash_sim_state *s)
 /* Drop the first @n entries (persisted) and keep the rest. */
 static void shift_log(struct crash_sim_state *s, size_t n)
 {
+	if (n == 0)
+		return; /* s->log may still be NULL: no memmove from it */
 	for (size_t i = 0; i < n; i++)
 		free(s->log[i].data);
 	memmove(s->log, s->log + n, (s->nlog - n) * sizeof(*s->log));
