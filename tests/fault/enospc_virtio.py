@@ -77,8 +77,16 @@ def machine(img, werror, sock):
     return qt, g
 
 
-def events(g):
-    return [e for e in g.qmp.take_events() if e["event"] == "BLOCK_IO_ERROR"]
+def events(g, timeout=5.0):
+    """The BLOCK_IO_ERROR events so far, waiting up to @timeout for the first:
+    an event sent after the last reply is only read with the next one."""
+    ev = [e for e in g.qmp.take_events() if e["event"] == "BLOCK_IO_ERROR"]
+    end = time.monotonic() + timeout
+    while not ev and time.monotonic() < end:
+        time.sleep(0.02)
+        vq.run_state(g)  # a round trip reads what came before its reply
+        ev = [e for e in g.qmp.take_events() if e["event"] == "BLOCK_IO_ERROR"]
+    return ev
 
 
 def report():
