@@ -35,6 +35,9 @@ static const struct subcommand subcommands[] = {
 	 "[--image-opts | -f fmt] filename bitmap"},
 	{"check", cmd_check,
 	 "check [-f fmt] [-r leaks|all] [--output=human|json] [-q] [-U] [--image-opts] filename"},
+	{"commit", cmd_commit,
+	 "commit [--image-opts] [-q] [-f fmt] [-t cache] [-b base] [-r rate_limit] [-d] [-p] "
+	 "filename"},
 	{"compare", cmd_compare,
 	 "compare [--object objectdef] [--image-opts] [-f fmt] [-F fmt] [-T src_cache] [-p] [-q] "
 	 "[-s] [-U] filename1 filename2"},
@@ -43,15 +46,12 @@ static const struct subcommand subcommands[] = {
 	 "[-U] [-C] [-c] [-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] "
 	 "[-B backing_file [-F backing_fmt]] [-o options] [-S sparse_size] [-r rate_limit] "
 	 "[-m num_coroutines] [-W] [--salvage] filename [filename2 [...]] output_filename"},
-	{"dd", cmd_dd,
-	 "dd [--image-opts] [-U] [-f fmt] [-O output_fmt] [-p] [bs=block_size] [count=blocks] "
-	 "[skip=blocks] if=input of=output"},
-	{"commit", cmd_commit,
-	 "commit [--image-opts] [-q] [-f fmt] [-t cache] [-b base] [-r rate_limit] [-d] [-p] "
-	 "filename"},
 	{"create", cmd_create,
 	 "create [-f fmt] [-b backing_file [-F backing_fmt]] [-u] [-o options] [-q] filename "
 	 "[size]"},
+	{"dd", cmd_dd,
+	 "dd [--image-opts] [-U] [-f fmt] [-O output_fmt] [-p] [bs=block_size] [count=blocks] "
+	 "[skip=blocks] if=input of=output"},
 	{"info", cmd_info,
 	 "info [-f fmt] [--output=human|json] [--backing-chain] [-U] [--image-opts] filename"},
 	{"io", cmd_io,
