@@ -316,6 +316,21 @@ static int64_t file_inline_rw(struct file_state *s, bool write, const struct vd_
 	return r;
 }
 
+/* A read or write of @qiov: inline when small on a memory-backed file,
+ * else (or when the inline try hands back) by the engine.  Bytes
+ * transferred (the engine's count: short at end of file), or -errno. */
+static int file_rw(struct file_state *s, bool write, const struct vd_qiov *qiov, int64_t offset)
+{
+	int64_t done = -EAGAIN;
+
+	if (s->inline_small && qiov->size <= FILE_INLINE_MAX)
+		done = file_inline_rw(s, write, qiov, offset);
+	if (done != -EAGAIN)
+		return (int)done;
+	return write ? vd_aio_co_pwritev(s->aio, s->fd, qiov, offset)
+		     : vd_aio_co_preadv(s->aio, s->fd, qiov, offset);
+}
+
 /* Does a buffered read of @fd honour RWF_NOWAIT (else EOPNOTSUPP)? */
 static bool fd_reads_nowait(int fd)
 {
@@ -506,14 +521,9 @@ static int file_co_preadv(struct vd_node *n, int64_t offset, int64_t bytes, stru
 	int ret;
 
 	assert(offset >= 0 && bytes > 0 && qiov->size == (size_t)bytes);
-	int64_t done = -EAGAIN;
-	if (s->inline_small && bytes <= FILE_INLINE_MAX)
-		done = file_inline_rw(s, false, qiov, offset);
-	if (done == -EAGAIN)
-		done = vd_aio_co_preadv(s->aio, s->fd, qiov, offset);
-	if (done < 0)
-		return (int)done;
-	ret = (int)done;
+	ret = file_rw(s, false, qiov, offset);
+	if (ret < 0)
+		return ret;
 	/* The engine returns what it got before end of file: zero the tail. */
 	if (ret < bytes)
 		vd_qiov_memset(qiov, (size_t)ret, 0, (size_t)(bytes - ret));
@@ -530,14 +540,9 @@ static int file_co_pwritev(struct vd_node *n, int64_t offset, int64_t bytes, str
 	assert(!(flags & ~VD_REQ_COMPRESSED));
 	if (flags & VD_REQ_COMPRESSED)
 		return -ENOTSUP;
-	int64_t done = -EAGAIN;
-	if (s->inline_small && bytes <= FILE_INLINE_MAX)
-		done = file_inline_rw(s, true, qiov, offset);
-	if (done == -EAGAIN)
-		done = vd_aio_co_pwritev(s->aio, s->fd, qiov, offset);
-	if (done < 0)
-		return (int)done;
-	ret = (int)done;
+	ret = file_rw(s, true, qiov, offset);
+	if (ret < 0)
+		return ret;
 	if (ret != bytes)
 		return -EIO;
 	if (!s->is_bdev && offset + bytes > n->size)
