@@ -56,10 +56,10 @@ def scenario(argv, sock):
         out.append(("greeting", shape(qmp.greeting)))
         qmp.cmd("qmp_capabilities")
         for req in REQUESTS:
-            qmp.f.write(json.dumps(req) + "\n")
-            qmp.f.flush()
+            qmp.wf.write(json.dumps(req) + "\n")
+            qmp.wf.flush()
             while True:
-                r = json.loads(qmp.f.readline())
+                r = json.loads(qmp.rf.readline())
                 if "event" in r:
                     out.append(("event", shape(r)))
                     continue

@@ -61,7 +61,7 @@ with QTest.vdisk(VDISK, "-m", "64M", "-S", "--qmp", "unix:%s,server=on,wait=off"
     check(qmp.cmd("quit") == {"return": {}}, "quit")
     # QEMU answers quit first, then sends SHUTDOWN.
     check(qmp.take_events() == [], "no event before quit's reply")
-    ev = json.loads(qmp.f.readline() or "{}")
+    ev = json.loads(qmp.rf.readline() or "{}")
     check(ev.get("event") == "SHUTDOWN" and
           ev.get("data") == {"guest": False, "reason": "host-qmp-quit"},
           "SHUTDOWN after quit's reply: %r" % ev)

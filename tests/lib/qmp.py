@@ -29,18 +29,21 @@ class QMP:
                     raise
                 time.sleep(0.05)
         self.sock.settimeout(10)
-        self.f = self.sock.makefile("rw")
+        # One reader and one writer: a text file opened "rw" drops what it
+        # has read ahead (an event after a reply) on every write.
+        self.rf = self.sock.makefile("r")
+        self.wf = self.sock.makefile("w")
         self.events = []
-        self.greeting = json.loads(self.f.readline())
+        self.greeting = json.loads(self.rf.readline())
 
     def cmd(self, name, **args):
         msg = {"execute": name}
         if args:
             msg["arguments"] = args
-        self.f.write(json.dumps(msg) + "\n")
-        self.f.flush()
+        self.wf.write(json.dumps(msg) + "\n")
+        self.wf.flush()
         while True:
-            line = self.f.readline()
+            line = self.rf.readline()
             if not line:
                 raise EOFError("QMP connection closed")
             r = json.loads(line)

@@ -29,8 +29,11 @@ class QTestError(Exception):
 
 
 class QTest:
-    def __init__(self, argv, timeout=10.0, stderr=None):
+    def __init__(self, argv, timeout=10.0, stderr=None, quit_on_eof=True):
         self.argv = list(argv)
+        # QEMU keeps running when the qtest chardev closes (libqtest's
+        # qtest_quit sends SIGTERM); `vdisk machine` quits on EOF.
+        self.quit_on_eof = quit_on_eof
         self.timeout = timeout
         self.proc = subprocess.Popen(
             self.argv,
@@ -53,6 +56,7 @@ class QTest:
         return cls(
             [qemu, "-machine", "pc", "-accel", "tcg", "-bios", bios, "-qtest", "stdio",
              "-display", "none", "-nodefaults", "-qtest-log", "/dev/null", *args],
+            quit_on_eof=False,
             **kw,
         )
 
@@ -69,6 +73,8 @@ class QTest:
             except OSError:
                 pass
             try:
+                if not self.quit_on_eof:
+                    self.proc.terminate()
                 self.proc.wait(timeout=2)
             except subprocess.TimeoutExpired:
                 self.proc.terminate()
