@@ -34,9 +34,11 @@ ifeq ($(HAVE_ZSTD),1)
 BASE_CFLAGS += -DVD_HAVE_ZSTD $(shell $(PKG_CONFIG) --cflags libzstd)
 LIBS += $(shell $(PKG_CONFIG) --libs libzstd)
 endif
+# librbd and librados are loaded with dlopen() on first use
+# (block/drivers/rbd-lib.h): only their headers are needed to build.
 ifeq ($(HAVE_RBD),1)
 BASE_CFLAGS += -DVD_HAVE_RBD
-LIBS += $(shell $(PKG_CONFIG) --libs librbd librados 2>/dev/null || echo -lrbd -lrados)
+LIBS += -ldl
 endif
 # TLS for the NBD server.
 BASE_CFLAGS += $(shell $(PKG_CONFIG) --cflags gnutls 2>/dev/null)

@@ -33,8 +33,7 @@
 
 #ifdef VD_HAVE_RBD
 
-#include <rados/librados.h>
-#include <rbd/librbd.h>
+#include "block/drivers/rbd-lib.h"
 
 #include <vdisk/aio.h>
 #include <vdisk/loop.h>
@@ -113,50 +112,50 @@ static int connect_cluster(struct rbd_state *s, struct connect_job *j)
 	const struct rbd_spec *sp = &s->spec;
 	int r;
 
-	r = rados_create(&s->cluster, sp->user);
+	r = rbd_lib.rados_create(&s->cluster, sp->user);
 	if (r < 0) {
 		snprintf(j->msg, sizeof(j->msg), "error initializing");
 		return r;
 	}
 	s->connected = true;
 	/* QEMU: an explicit conf must be read; the default one may be absent. */
-	r = rados_conf_read_file(s->cluster, sp->conf);
+	r = rbd_lib.rados_conf_read_file(s->cluster, sp->conf);
 	if (r < 0 && sp->conf) {
 		snprintf(j->msg, sizeof(j->msg), "error reading conf file %s", sp->conf);
 		return r;
 	}
 	for (int i = 0; i < sp->nkeys; i++) {
-		r = rados_conf_set(s->cluster, sp->keys[i], sp->values[i]);
+		r = rbd_lib.rados_conf_set(s->cluster, sp->keys[i], sp->values[i]);
 		if (r < 0) {
 			snprintf(j->msg, sizeof(j->msg), "invalid conf option %s", sp->keys[i]);
 			return r;
 		}
 	}
 	/* QEMU: cache=none turns the librbd cache off. */
-	rados_conf_set(s->cluster, "rbd_cache", j->no_cache ? "false" : "true");
-	r = rados_connect(s->cluster);
+	rbd_lib.rados_conf_set(s->cluster, "rbd_cache", j->no_cache ? "false" : "true");
+	r = rbd_lib.rados_connect(s->cluster);
 	if (r < 0) {
 		snprintf(j->msg, sizeof(j->msg), "error connecting");
 		return r;
 	}
-	r = rados_ioctx_create(s->cluster, sp->pool, &s->io);
+	r = rbd_lib.rados_ioctx_create(s->cluster, sp->pool, &s->io);
 	if (r < 0) {
 		snprintf(j->msg, sizeof(j->msg), "error opening pool %s", sp->pool);
 		return r;
 	}
 	s->have_io = true;
-	rados_ioctx_set_namespace(s->io, sp->namespace ? sp->namespace : "");
+	rbd_lib.rados_ioctx_set_namespace(s->io, sp->namespace ? sp->namespace : "");
 	return 0;
 }
 
 static void disconnect_cluster(struct rbd_state *s)
 {
 	if (s->have_image)
-		rbd_close(s->image);
+		rbd_lib.rbd_close(s->image);
 	if (s->have_io)
-		rados_ioctx_destroy(s->io);
+		rbd_lib.rados_ioctx_destroy(s->io);
 	if (s->connected)
-		rados_shutdown(s->cluster);
+		rbd_lib.rados_shutdown(s->cluster);
 	s->have_image = s->have_io = s->connected = false;
 }
 
@@ -171,14 +170,14 @@ static int connect_worker(void *opaque)
 	r = connect_cluster(s, j);
 	if (r < 0 || !j->open_image)
 		return r;
-	r = j->read_only ? rbd_open_read_only(s->io, sp->image, &s->image, sp->snapshot)
-			 : rbd_open(s->io, sp->image, &s->image, sp->snapshot);
+	r = j->read_only ? rbd_lib.rbd_open_read_only(s->io, sp->image, &s->image, sp->snapshot)
+			 : rbd_lib.rbd_open(s->io, sp->image, &s->image, sp->snapshot);
 	if (r < 0) {
 		snprintf(j->msg, sizeof(j->msg), "error reading header from %s", sp->image);
 		return r;
 	}
 	s->have_image = true;
-	r = rbd_stat(s->image, &st, sizeof(st));
+	r = rbd_lib.rbd_stat(s->image, &st, sizeof(st));
 	if (r < 0) {
 		snprintf(j->msg, sizeof(j->msg), "error getting image info from %s", sp->image);
 		return r;
@@ -235,8 +234,8 @@ static void rbd_complete_cb(rbd_completion_t c, void *arg)
 	struct rbd_state *s = req->s;
 	struct rbd_req *old;
 
-	req->ret = rbd_aio_get_return_value(c);
-	rbd_aio_release(c);
+	req->ret = rbd_lib.rbd_aio_get_return_value(c);
+	rbd_lib.rbd_aio_release(c);
 	old = __atomic_load_n(&s->done, __ATOMIC_RELAXED);
 	do {
 		req->next = old;
@@ -262,38 +261,39 @@ static ssize_t rbd_co_run(struct rbd_state *s, enum rbd_op op, uint64_t offset, 
 	rbd_completion_t c;
 	int r;
 
-	r = rbd_aio_create_completion(&req, rbd_complete_cb, &c);
+	r = rbd_lib.rbd_aio_create_completion(&req, rbd_complete_cb, &c);
 	if (r < 0)
 		return r;
 	if (!s->fd_loop) {
 		r = vd_loop_set_fd_handler(s->node->loop, s->notifier.fd, rbd_completions, NULL, s);
 		if (r < 0) {
-			rbd_aio_release(c);
+			rbd_lib.rbd_aio_release(c);
 			return r;
 		}
 		s->fd_loop = s->node->loop;
 	}
 	switch (op) {
 	case RBD_READ:
-		r = rbd_aio_readv(s->image, (const struct iovec *)qiov->iov, qiov->niov, offset, c);
+		r = rbd_lib.rbd_aio_readv(s->image, (const struct iovec *)qiov->iov, qiov->niov,
+					  offset, c);
 		break;
 	case RBD_WRITE:
-		r = rbd_aio_writev(s->image, (const struct iovec *)qiov->iov, qiov->niov, offset,
-				   c);
+		r = rbd_lib.rbd_aio_writev(s->image, (const struct iovec *)qiov->iov, qiov->niov,
+					   offset, c);
 		break;
 	case RBD_FLUSH:
-		r = rbd_aio_flush(s->image, c);
+		r = rbd_lib.rbd_aio_flush(s->image, c);
 		break;
 	case RBD_DISCARD:
-		r = rbd_aio_discard(s->image, offset, len, c);
+		r = rbd_lib.rbd_aio_discard(s->image, offset, len, c);
 		break;
 	case RBD_ZEROES:
-		r = rbd_aio_write_zeroes(s->image, offset, (size_t)len, c, zero_flags, 0);
+		r = rbd_lib.rbd_aio_write_zeroes(s->image, offset, (size_t)len, c, zero_flags, 0);
 		break;
 	}
 	if (r < 0) {
 		/* Not queued: the callback will not run. */
-		rbd_aio_release(c);
+		rbd_lib.rbd_aio_release(c);
 		if (s->inflight == 0 && s->fd_loop) {
 			vd_loop_set_fd_handler(s->fd_loop, s->notifier.fd, NULL, NULL, NULL);
 			s->fd_loop = NULL;
@@ -331,6 +331,10 @@ static int rbd_node_open(struct vd_node *n, struct vd_opts *opts, int flags, str
 	/* QEMU: "rbd snapshots are read-only". */
 	if (s->spec.snapshot && !n->read_only) {
 		ret = vd_error_set(err, -EINVAL, "rbd snapshots are read-only");
+		goto fail;
+	}
+	if (!rbd_lib_load(err)) {
+		ret = -ENOTSUP;
 		goto fail;
 	}
 	ret = vd_notifier_init(&s->notifier);
@@ -391,7 +395,7 @@ static int resize_worker(void *opaque)
 {
 	struct resize_job *j = opaque;
 
-	return rbd_resize(j->s->image, j->size);
+	return rbd_lib.rbd_resize(j->s->image, j->size);
 }
 
 /* Grow the image to @end (writes past the end of a growable node: qcow2 on
@@ -521,7 +525,8 @@ static int diff_worker(void *opaque)
 	struct diff_job *j = opaque;
 	uint64_t features = 0, flags = 0;
 
-	if (rbd_get_features(j->s->image, &features) < 0 || rbd_get_flags(j->s->image, &flags) < 0)
+	if (rbd_lib.rbd_get_features(j->s->image, &features) < 0 ||
+	    rbd_lib.rbd_get_flags(j->s->image, &flags) < 0)
 		return -EIO;
 	if ((features & RBD_FEATURE_FAST_DIFF) && !(flags & RBD_FLAG_FAST_DIFF_INVALID)) {
 		/* The object map answers at once, per object. */
@@ -532,8 +537,8 @@ static int diff_worker(void *opaque)
 		if (j->bytes > cap)
 			j->bytes = cap;
 	}
-	return rbd_diff_iterate2(j->s->image, NULL, j->offset, j->bytes, 1, j->whole_object,
-				 diff_cb, j);
+	return rbd_lib.rbd_diff_iterate2(j->s->image, NULL, j->offset, j->bytes, 1, j->whole_object,
+					 diff_cb, j);
 }
 
 static int rbd_co_block_status(struct vd_node *n, int64_t offset, int64_t bytes, int64_t *pnum,
@@ -625,7 +630,7 @@ static int snap_list(struct snap_job *j)
 		snaps = calloc((size_t)max, sizeof(*snaps));
 		if (!snaps)
 			return -ENOMEM;
-		r = rbd_snap_list(j->s->image, snaps, &max);
+		r = rbd_lib.rbd_snap_list(j->s->image, snaps, &max);
 		if (r != -ERANGE)
 			break;
 		free(snaps);
@@ -638,7 +643,7 @@ static int snap_list(struct snap_job *j)
 	}
 	j->list = calloc(r ? (size_t)r : 1, sizeof(*j->list));
 	if (!j->list) {
-		rbd_snap_list_end(snaps);
+		rbd_lib.rbd_snap_list_end(snaps);
 		free(snaps);
 		return -ENOMEM;
 	}
@@ -652,7 +657,7 @@ static int snap_list(struct snap_job *j)
 		sn->icount = 0; /* QEMU leaves it 0, and prints it */
 	}
 	j->count = r;
-	rbd_snap_list_end(snaps);
+	rbd_lib.rbd_snap_list_end(snaps);
 	free(snaps);
 	return r;
 }
@@ -665,11 +670,11 @@ static int snap_worker(void *opaque)
 	case 0:
 		return snap_list(j);
 	case 1:
-		return rbd_snap_create(j->s->image, j->name);
+		return rbd_lib.rbd_snap_create(j->s->image, j->name);
 	case 2:
-		return rbd_snap_rollback(j->s->image, j->name);
+		return rbd_lib.rbd_snap_rollback(j->s->image, j->name);
 	default:
-		return rbd_snap_remove(j->s->image, j->name);
+		return rbd_lib.rbd_snap_remove(j->s->image, j->name);
 	}
 }
 
@@ -698,7 +703,7 @@ static int rbd_snapshot_op(struct vd_node *n, int op, const char *name, struct v
 		return vd_error_setg_errno(err, r, "Failed to %s snapshot '%s'", what[op], name);
 	if (op == 2) {
 		uint64_t size;
-		if (rbd_get_size(s->image, &size) == 0)
+		if (rbd_lib.rbd_get_size(s->image, &size) == 0)
 			n->size = (int64_t)size;
 	}
 	return 0;
@@ -744,7 +749,7 @@ static int create_worker(void *opaque)
 		memcpy(j->msg, cj.msg, sizeof(j->msg));
 		return r;
 	}
-	r = rbd_create(j->s->io, j->s->spec.image, j->size, &order);
+	r = rbd_lib.rbd_create(j->s->io, j->s->spec.image, j->size, &order);
 	if (r < 0)
 		snprintf(j->msg, sizeof(j->msg), "error rbd create");
 	return r;
@@ -788,6 +793,10 @@ static int rbd_create_image(const char *filename, struct vd_opts *opts, struct v
 		goto out;
 	if (s.spec.snapshot) {
 		ret = vd_error_set(err, -EINVAL, "Can't use snapshot name for image creation");
+		goto out;
+	}
+	if (!rbd_lib_load(err)) {
+		ret = -ENOTSUP;
 		goto out;
 	}
 	j.size = size;
