@@ -10,6 +10,7 @@ SANITIZE ?=
 PKG_CONFIG ?= pkg-config
 HAVE_URING := $(shell $(PKG_CONFIG) --exists liburing 2>/dev/null && echo 1)
 HAVE_ZSTD := $(shell $(PKG_CONFIG) --exists libzstd 2>/dev/null && echo 1)
+HAVE_DEFLATE := $(shell $(PKG_CONFIG) --exists libdeflate 2>/dev/null && echo 1)
 # librbd (the rbd driver): Debian's librbd-dev ships no .pc file, so fall back
 # to finding the header.  RBD=0 builds without it.
 ifneq ($(RBD),0)
@@ -29,6 +30,11 @@ BASE_CFLAGS += $(shell $(PKG_CONFIG) --cflags jansson 2>/dev/null)
 ifeq ($(HAVE_URING),1)
 BASE_CFLAGS += -DVD_HAVE_URING $(shell $(PKG_CONFIG) --cflags liburing)
 LIBS += $(shell $(PKG_CONFIG) --libs liburing)
+endif
+# libdeflate compresses qcow2 zlib clusters (zlib still decompresses them).
+ifeq ($(HAVE_DEFLATE),1)
+BASE_CFLAGS += -DVD_HAVE_LIBDEFLATE $(shell $(PKG_CONFIG) --cflags libdeflate)
+LIBS += $(shell $(PKG_CONFIG) --libs libdeflate)
 endif
 ifeq ($(HAVE_ZSTD),1)
 BASE_CFLAGS += -DVD_HAVE_ZSTD $(shell $(PKG_CONFIG) --cflags libzstd)

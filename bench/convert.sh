@@ -21,6 +21,11 @@
 #   map            vdisk map / qemu-img map --output=json of that image
 #   vhdx-qcow2     the SIZE of random data in a dynamic VHDX (made by
 #                  qemu-img convert) -> qcow2
+#   cp-floor       not vdisk: `cp` of the SIZE raw file (coreutils 9 copies
+#                  with copy_file_range, one in-kernel copy, no zero
+#                  detection) against qemu-img convert raw -> raw.  It is the
+#                  least any tool that writes the bytes can take on this
+#                  file system: a convert row cannot go far below its ratio.
 # (target: vdisk <= 0.7x qemu-img on the convert rows, <= 1x on the others)
 #
 # Environment: BUILD, BENCH_DIR (default /dev/shm/vdisk-bench, tmpfs as in
@@ -39,7 +44,7 @@ if [ "$QUICK" = 1 ]; then
 else
 	RUNS=${RUNS:-5} SIZE=${SIZE:-2G} CSIZE=${CSIZE:-256M} SPARSE=${SPARSE:-8G} BIG=${BIG:-16G}
 fi
-ROWS=${ROWS:-raw-qcow2 qcow2-raw qcow2-zlib qcow2-zstd sparse-raw chain-qcow2 vmdk-qcow2 compare map vhdx-qcow2}
+ROWS=${ROWS:-raw-qcow2 qcow2-raw qcow2-zlib qcow2-zstd sparse-raw chain-qcow2 vmdk-qcow2 compare map vhdx-qcow2 cp-floor}
 . "$SRCDIR/bench/lib.sh"
 
 command -v qemu-img >/dev/null || die "qemu-img not found (run scripts/install-deps)"
@@ -60,7 +65,8 @@ mib=$(($(bytes "$SIZE") / 1048576))
 need_row() { [[ " $ROWS " == *" $1 "* ]]; }
 
 log "preparing images in $tmp..."
-if need_row raw-qcow2 || need_row qcow2-raw || need_row vmdk-qcow2 || need_row vhdx-qcow2; then
+if need_row raw-qcow2 || need_row qcow2-raw || need_row vmdk-qcow2 || need_row vhdx-qcow2 ||
+	need_row cp-floor; then
 	head -c "$(bytes "$SIZE")" /dev/urandom >rand.raw
 	qemu-img convert -f raw -O qcow2 rand.raw rand.qcow2
 fi
@@ -122,6 +128,22 @@ median_s() { printf '%s\n' "$@" | grep -v '^-$' | sort -n | awk '{ v[NR] = $1 } 
 	if (NR == 0) { print "-"; exit } if (NR % 2) print v[(NR + 1) / 2];
 	else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
+# floor_row NAME OUT: qemu-img convert raw -> raw against cp, alternately.
+floor_row() {
+	local name=$1 out=$2 q=() v=() i
+	for i in $(seq "$RUNS"); do
+		rm -f "$out"
+		q+=("$(seconds qemu-img convert "${M[@]}" -f raw -O raw rand.raw "$out")")
+		rm -f "$out"
+		v+=("$(seconds cp --sparse=auto rand.raw "$out")")
+	done
+	rm -f "$out"
+	local qm vm
+	qm=$(median_s "${q[@]}")
+	vm=$(median_s "${v[@]}")
+	printf '| %-12s | %8s | %8s | %5s |\n' "$name (cp)" "$qm" "$vm" "$(ratio "$vm" "$qm")"
+}
+
 # row NAME OUT ARGS...: qemu-img and vdisk alternately, OUT removed (and
 # the page cache of the sources warm) before each run.
 row() {
@@ -162,6 +184,7 @@ for r in $ROWS; do
 	compare) row "$r" none compare -f qcow2 -F qcow2 big.qcow2 big2.qcow2 ;;
 	map) row "$r" none map -f qcow2 --output=json big.qcow2 ;;
 	vhdx-qcow2) row "$r" o.qcow2 convert "${M[@]}" -f vhdx -O qcow2 rand.vhdx o.qcow2 ;;
+	cp-floor) floor_row "$r" o.raw ;;
 	*) die "unknown row $r" ;;
 	esac
 done
