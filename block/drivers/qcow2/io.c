@@ -676,15 +676,26 @@ static int write_compressed(struct qcow2_state *s, uint64_t offset, uint64_t byt
 		ret = -EIO; /* compression cannot overwrite anything */
 		goto unlock;
 	}
-	/* Byte allocation: continue in the cluster of the last one. */
+	/*
+	 * Byte allocation (QEMU's qcow2_alloc_bytes): continue after the last
+	 * compressed cluster, in its host cluster, or running on into the
+	 * next host cluster when that one is free, so that compressed
+	 * clusters are packed end to end.  The next cluster is taken only when
+	 * its refcount block is the current one's, so that counting it cannot
+	 * allocate a refcount block (which might land on it).
+	 */
 	coff = 0;
 	if (s->free_byte_offset) {
-		uint64_t rc;
+		uint64_t cur = s->free_byte_offset >> s->cluster_bits, rc, next_rc = 1;
 		uint64_t left = cs - qcow2_offset_into_cluster(s, s->free_byte_offset);
-		ret = qcow2_get_refcount(s, s->free_byte_offset >> s->cluster_bits, &rc);
+		ret = qcow2_get_refcount(s, cur, &rc);
+		if (ret == 0 && rc && rc < s->refcount_max && left < (uint64_t)clen &&
+		    ((cur + 1) & ((1ull << s->rb_bits) - 1)) != 0 &&
+		    cur + 2 <= (QCOW2_MAX_HOST_OFFSET >> s->cluster_bits))
+			ret = qcow2_get_refcount(s, cur + 1, &next_rc);
 		if (ret < 0)
 			goto unlock;
-		if (rc && rc < s->refcount_max && left >= (uint64_t)clen)
+		if (rc && rc < s->refcount_max && (left >= (uint64_t)clen || next_rc == 0))
 			coff = s->free_byte_offset;
 	}
 	if (coff) {
