@@ -1307,7 +1307,7 @@ int qcow2_snapshot_load_tmp(struct vd_node *n, const char *id, const char *name,
 	}
 	hit = l1_bytes ? qcow2_ol_query(&ix, e->l1_offset, l1_bytes) & TMP_FORBIDDEN : 0;
 	if (hit) {
-		ret = vd_error_set(err, -EINVAL, "Snapshot L1 table overlaps with the %s",
+		ret = vd_error_set(err, -EINVAL, "Snapshot L1 table overlaps with %s",
 				   qcow2_ol_name((unsigned)__builtin_ctz(hit)));
 		goto out;
 	}
@@ -1348,7 +1348,7 @@ int qcow2_snapshot_load_tmp(struct vd_node *n, const char *id, const char *name,
 		if (hit) {
 			ret = vd_error_set(err, -EINVAL,
 					   "Snapshot L1 entry %" PRIu32 ": L2 table at %#" PRIx64
-					   " overlaps with the %s",
+					   " overlaps with %s",
 					   i, l2, qcow2_ol_name((unsigned)__builtin_ctz(hit)));
 			goto out;
 		}
