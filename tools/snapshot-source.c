@@ -54,7 +54,10 @@ int tool_snapshot_arg_parse(const char *arg, struct tool_snapshot_arg *sa)
 		if (p[len] == '=') {
 			val = opt_value(p + len + 1, &p);
 		} else {
-			/* A flag: "key" is "key=on" (QEMU's short-form boolean). */
+			/* A flag: "key" is "key=on" (QEMU's short-form boolean,
+			 * with its deprecation warning). */
+			tool_error("warning: short-form boolean option '%s' deprecated", key);
+			fprintf(stderr, "Please use %s=on instead\n", key);
 			val = strdup("on");
 			p += len;
 		}
