@@ -4,8 +4,8 @@
 # An internal snapshot as the source of convert and measure (-l), against
 # qemu-img 7.2:
 #  - a qcow2 with three snapshots made by qemu-img snapshot -c, each with
-#    other data (one before a discard, one after the image grew) and the
-#    active state shrunk below them: vdisk convert -l and qemu-img convert
+#    other data (one before a discard and with a shorter L1 table than
+#    the image needs, one after the image grew) and the active state resized: vdisk convert -l and qemu-img convert
 #    -l give identical raw files and equal qcow2 images, by ID, by name and
 #    with snapshot.id=/snapshot.name=; the data is the snapshot's;
 #  - the size is the image's, as in QEMU 7.2 (bdrv_snapshot_load_tmp does
@@ -21,15 +21,20 @@ vd_setup qemu-img qemu-io python3
 
 img=$T/sn.qcow2
 qio() { qemu-io -f qcow2 "$@" "$img" >/dev/null || fail "qemu-io $*"; }
-qemu-img create -q -f qcow2 "$img" 64M
-qio -c 'write -P 1 0 1M' -c 'write -P 2 40M 512k' -c 'write -c -P 7 8M 64k'
+# 4k clusters: an L1 entry covers 2 MiB, so snapshot "one" (32M, 16
+# entries) has a shorter L1 table than the image (96M) needs: reads past
+# its end see unallocated space, as in QEMU.
+qemu-img create -q -f qcow2 -o cluster_size=4k "$img" 32M
+qio -c 'write -P 1 0 1M' -c 'write -P 2 20M 512k' -c 'write -c -P 7 8M 64k'
 qemu-img snapshot -c one "$img"
-qio -c 'write -P 3 0 64k' -c 'discard 40M 512k' -c 'write -P 4 50M 1M'
+qio -c 'write -P 3 0 64k' -c 'discard 20M 512k'
+qemu-img resize -q "$img" 64M
+qio -c 'write -P 4 50M 1M'
 qemu-img snapshot -c two "$img"
 qemu-img resize -q "$img" 128M
 qio -c 'write -P 5 100M 1M'
 qemu-img snapshot -c three "$img"
-qemu-img resize -q --shrink "$img" 48M
+qemu-img resize -q --shrink "$img" 96M
 qio -c 'write -P 6 1M 64k'
 qemu-img check -q "$img" || fail "the test image is not clean"
 sum_before=$(md5sum <"$img")
@@ -48,7 +53,7 @@ for spec in 1 one 2 two 3 three snapshot.id=1 snapshot.name=two \
 	qemu-img convert -f qcow2 -l "$spec" -O qcow2 "$img" q.qcow2
 	qemu-img compare -q v.qcow2 q.qcow2 || fail "convert -l $spec -O qcow2: images differ"
 	qemu-img check -q v.qcow2 || fail "convert -l $spec: qemu-img check of the output"
-	[ "$(stat -c %s v.raw)" = 50331648 ] || fail "-l $spec: size $(stat -c %s v.raw), not 48M"
+	[ "$(stat -c %s v.raw)" = 100663296 ] || fail "-l $spec: size $(stat -c %s v.raw), not 96M"
 done
 
 # 2. The data is the snapshot's (both tools could agree on the active state).
@@ -64,11 +69,12 @@ check_data()
 	! grep -q 'verification failed\|error' r.out || fail "-l $spec: $(cat r.out)"
 	rm -f d.qcow2
 }
-check_data one 'read -P 1 0 1M' 'read -P 2 40M 512k' 'read -P 7 8M 64k' 'read -P 0 47M 1M'
-check_data two 'read -P 3 0 64k' 'read -P 1 64k 960k' 'read -P 0 40M 512k' \
-	'read -P 7 8M 64k' 'read -P 0 47M 1M'
+check_data one 'read -P 1 0 1M' 'read -P 2 20M 512k' 'read -P 7 8M 64k' 'read -P 0 40M 1M' \
+	'read -P 0 95M 1M'
+check_data two 'read -P 3 0 64k' 'read -P 1 64k 960k' 'read -P 0 20M 512k' \
+	'read -P 7 8M 64k' 'read -P 4 50M 1M' 'read -P 0 95M 1M'
 check_data three 'read -P 3 0 64k' 'read -P 1 64k 960k' 'read -P 0 1M 64k' \
-	'read -P 0 47M 1M'
+	'read -P 4 50M 1M' 'read -P 0 95M 1M'
 
 # 3. measure -l: the same JSON and text as qemu-img.
 for spec in one 2 snapshot.name=three; do
