@@ -18,6 +18,7 @@ enum image_op {
 	OP_CREATE,
 	OP_GOTO,
 	OP_DELETE,
+	OP_LOAD_TMP,
 	OP_AMEND,
 	OP_BITMAP,
 	OP_CHANGE_BACKING,
@@ -32,6 +33,7 @@ struct image_req {
 	struct vd_snapshot_info **list;
 	struct vd_snapshot_info sn;
 	const char *id_or_name;
+	const char *sn_id, *sn_name;
 	struct vd_opts *opts;
 	bool force;
 	enum vd_bitmap_action bm_act;
@@ -67,6 +69,11 @@ static void image_entry(void *opaque)
 	case OP_DELETE:
 		r->ret = drv->snapshot_delete ? drv->snapshot_delete(n, r->id_or_name, r->err)
 					      : -ENOTSUP;
+		break;
+	case OP_LOAD_TMP:
+		r->ret = drv->snapshot_load_tmp
+				 ? drv->snapshot_load_tmp(n, r->sn_id, r->sn_name, r->err)
+				 : -ENOTSUP;
 		break;
 	case OP_BITMAP:
 		if (r->src && r->src != n)
@@ -192,6 +199,41 @@ int vd_node_snapshot_delete(struct vd_node *n, const char *id_or_name, struct vd
 	if (n && n->read_only)
 		return vd_error_set(err, -EROFS, "Image is read-only");
 	return run(&r);
+}
+
+int vd_node_snapshot_load_tmp(struct vd_node *n, const char *id, const char *name,
+			      struct vd_error *err)
+{
+	struct image_req r = {.n = n, .op = OP_LOAD_TMP, .sn_id = id, .sn_name = name, .err = err};
+
+	/* QEMU's bdrv_snapshot_load_tmp: its checks, in its order. */
+	if (!n || !n->drv)
+		return vd_error_set(err, -ENOMEDIUM, "No medium inserted");
+	if (!id && !name)
+		return vd_error_set(err, -EINVAL, "snapshot_id and name are both NULL");
+	if (!n->read_only)
+		return vd_error_set(err, -EINVAL, "Device is not readonly");
+	if (!n->drv->snapshot_load_tmp)
+		/* qemu-img's nodes have no device name: QEMU prints ''. */
+		return vd_error_set(err, -ENOTSUP,
+				    "Block format '%s' used by device '' does not support "
+				    "temporarily loading internal snapshots",
+				    n->drv->name);
+	return run(&r);
+}
+
+int vd_node_snapshot_load_tmp_by_id_or_name(struct vd_node *n, const char *id_or_name,
+					    struct vd_error *err)
+{
+	int ret = vd_node_snapshot_load_tmp(n, id_or_name, NULL, err);
+
+	/* QEMU retries by name on -ENOENT and on -EINVAL (a bad L1 table of
+	 * the snapshot with that ID, too). */
+	if (ret == -ENOENT || ret == -EINVAL) {
+		vd_error_clear(err);
+		ret = vd_node_snapshot_load_tmp(n, NULL, id_or_name, err);
+	}
+	return ret;
 }
 
 int vd_node_change_backing_file(struct vd_node *n, const char *backing_file,

@@ -17,6 +17,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -207,6 +208,14 @@ int cmd_commit(int argc, char **argv)
 			quiet = true;
 			break;
 		case 'r':
+			/* qemu-img's cvtnum("rate limit"): out of range and
+			 * malformed are two messages. */
+			if (tool_parse_size(optarg, &rate) == -ERANGE) {
+				tool_error("Invalid rate limit specified. Must be between 0 and "
+					   "%" PRId64 ".",
+					   INT64_MAX);
+				return 1;
+			}
 			if (tool_parse_size(optarg, &rate) < 0) {
 				tool_error(
 					"Invalid rate limit specified. You may use k, M, G, T, P "

@@ -527,6 +527,7 @@ int cmd_convert(int argc, char **argv)
 	bool skip_create = false, quiet = false, copy_range = false, target_is_zero = false;
 	bool bitmaps = false, help = false;
 	struct convert c = {.min_sparse = 4096, .in_order = true};
+	struct tool_snapshot_arg sn_arg = {0};
 	struct vd_opts *opts = NULL;
 	struct vd_error err = {0};
 	struct vd_loop *loop = NULL;
@@ -585,6 +586,10 @@ int cmd_convert(int argc, char **argv)
 			}
 			break;
 		case 'l':
+			/* qemu-img parses -l here: a bad option list stops it. */
+			tool_snapshot_arg_free(&sn_arg);
+			if (tool_snapshot_arg_parse(optarg, &sn_arg) < 0)
+				goto out;
 			snapshot = optarg;
 			break;
 		case 'S':
@@ -715,15 +720,6 @@ int cmd_convert(int argc, char **argv)
 		tool_error("--bitmaps is not supported yet");
 		goto out;
 	}
-	if (snapshot && c.nsrc > 1) {
-		tool_error("No support for concatenating multiple snapshot");
-		goto out;
-	}
-	if (snapshot) {
-		tool_error("Failed to load snapshot: snapshots as a source (-l) are not "
-			   "supported yet");
-		goto out;
-	}
 	if (out_fmt && !format_known(out_fmt)) {
 		tool_error("Unknown file format '%s'", out_fmt);
 		goto out;
@@ -765,6 +761,14 @@ int cmd_convert(int argc, char **argv)
 		c.src[i].size = len;
 		c.total += len;
 	}
+	/* -l: the first source reads the snapshot (QEMU checks the count
+	 * only for -l NAME, and loads into the first source either way). */
+	if (snapshot && !sn_arg.opts && c.nsrc > 1) {
+		tool_error("No support for concatenating multiple snapshot");
+		goto out;
+	}
+	if (snapshot && tool_snapshot_arg_load(vd_blk_root(c.src[0].blk), &sn_arg) < 0)
+		goto out;
 
 	if (!skip_create) {
 		char sizebuf[32];
@@ -874,6 +878,7 @@ out:
 		if (c.src[i].blk)
 			vd_blk_unref(c.src[i].blk);
 	free(c.src);
+	tool_snapshot_arg_free(&sn_arg);
 	vd_opts_free(opts);
 	if (loop)
 		tool_loop_fini(loop);

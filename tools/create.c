@@ -88,25 +88,193 @@ static int check_backing(const char *filename, const char *backing, const char *
 	return ret;
 }
 
+/*
+ * qemu-img create's "Formatting 'FILE', fmt=FMT ..." line: QEMU 7.2's
+ * bdrv_img_create prints the creation options with qemu_opts_print(), in
+ * the order the format declares them followed by the file protocol's
+ * (size, nocow, preallocation, extent_size_hint; a name both have is the
+ * format's), each one that is set or has a default: a size or number set
+ * by the user as its value, a default as QEMU writes it, a string with
+ * commas doubled.  Tables as qemu-img 7.2 prints them (tests/image/
+ * create-formatting.sh diffs the lines).
+ */
+enum fmt_opt_type {
+	FOPT_STR,
+	FOPT_SIZE,
+	FOPT_NUM,
+	FOPT_BOOL
+};
+struct fmt_opt {
+	const char *name;
+	enum fmt_opt_type type;
+	const char *def;
+};
+struct fmt_opts {
+	const char *fmt;
+	const struct fmt_opt *opts;
+};
+
+static const struct fmt_opt raw_opts[] = {{"size", FOPT_SIZE, NULL}, {NULL, 0, NULL}};
+static const struct fmt_opt qcow2_opts[] = {
+	{"encryption", FOPT_BOOL, NULL},
+	{"encrypt.format", FOPT_STR, NULL},
+	{"encrypt.key-secret", FOPT_STR, NULL},
+	{"encrypt.cipher-alg", FOPT_STR, NULL},
+	{"encrypt.cipher-mode", FOPT_STR, NULL},
+	{"encrypt.ivgen-alg", FOPT_STR, NULL},
+	{"encrypt.ivgen-hash-alg", FOPT_STR, NULL},
+	{"encrypt.hash-alg", FOPT_STR, NULL},
+	{"encrypt.iter-time", FOPT_NUM, NULL},
+	{"cluster_size", FOPT_SIZE, "65536"},
+	{"extended_l2", FOPT_BOOL, "off"},
+	{"preallocation", FOPT_STR, NULL},
+	{"compression_type", FOPT_STR, "zlib"},
+	{"size", FOPT_SIZE, NULL},
+	{"compat", FOPT_STR, NULL},
+	{"backing_file", FOPT_STR, NULL},
+	{"backing_fmt", FOPT_STR, NULL},
+	{"data_file", FOPT_STR, NULL},
+	{"data_file_raw", FOPT_BOOL, NULL},
+	{"lazy_refcounts", FOPT_BOOL, "off"},
+	{"refcount_bits", FOPT_NUM, "16"},
+	{NULL, 0, NULL},
+};
+static const struct fmt_opt qed_opts[] = {
+	{"size", FOPT_SIZE, NULL},	 {"backing_file", FOPT_STR, NULL},
+	{"backing_fmt", FOPT_STR, NULL}, {"cluster_size", FOPT_SIZE, "65536"},
+	{"table_size", FOPT_SIZE, NULL}, {NULL, 0, NULL},
+};
+static const struct fmt_opt vmdk_opts[] = {
+	{"size", FOPT_SIZE, NULL},	   {"adapter_type", FOPT_STR, NULL},
+	{"backing_file", FOPT_STR, NULL},  {"backing_fmt", FOPT_STR, NULL},
+	{"compat6", FOPT_BOOL, "off"},	   {"hwversion", FOPT_STR, "undefined"},
+	{"toolsversion", FOPT_STR, NULL},  {"subformat", FOPT_STR, NULL},
+	{"zeroed_grain", FOPT_BOOL, NULL}, {NULL, 0, NULL},
+};
+static const struct fmt_opt vhdx_opts[] = {
+	{"size", FOPT_SIZE, NULL},
+	{"log_size", FOPT_SIZE, "1048576"},
+	{"block_size", FOPT_SIZE, "0"},
+	{"subformat", FOPT_STR, NULL},
+	{"block_state_zero", FOPT_BOOL, NULL},
+	{NULL, 0, NULL},
+};
+static const struct fmt_opt vpc_opts[] = {
+	{"size", FOPT_SIZE, NULL},
+	{"subformat", FOPT_STR, NULL},
+	{"force_size", FOPT_BOOL, NULL},
+	{NULL, 0, NULL},
+};
+static const struct fmt_opt vdi_opts[] = {
+	{"size", FOPT_SIZE, NULL},
+	{"static", FOPT_BOOL, "off"},
+	{NULL, 0, NULL},
+};
+static const struct fmt_opt luks_opts[] = {
+	{"size", FOPT_SIZE, NULL},
+	{"key-secret", FOPT_STR, NULL},
+	{"cipher-alg", FOPT_STR, NULL},
+	{"cipher-mode", FOPT_STR, NULL},
+	{"ivgen-alg", FOPT_STR, NULL},
+	{"ivgen-hash-alg", FOPT_STR, NULL},
+	{"hash-alg", FOPT_STR, NULL},
+	{"iter-time", FOPT_NUM, NULL},
+	{NULL, 0, NULL},
+};
+/* file-posix's raw_create_opts: appended to every format's. */
+static const struct fmt_opt file_opts[] = {
+	{"size", FOPT_SIZE, NULL},
+	{"nocow", FOPT_BOOL, NULL},
+	{"preallocation", FOPT_STR, NULL},
+	{"extent_size_hint", FOPT_SIZE, NULL},
+	{NULL, 0, NULL},
+};
+static const struct fmt_opts format_opts[] = {
+	{"raw", raw_opts},   {"qcow2", qcow2_opts}, {"qed", qed_opts}, {"vmdk", vmdk_opts},
+	{"vhdx", vhdx_opts}, {"vpc", vpc_opts},	    {"vdi", vdi_opts}, {"luks", luks_opts},
+};
+
+static bool in_table(const struct fmt_opt *t, const char *name)
+{
+	for (; t && t->name; t++)
+		if (!strcmp(t->name, name))
+			return true;
+	return false;
+}
+
+/* A string value with commas doubled (QEMU's escaped_print). */
+static void print_escaped(const char *v)
+{
+	for (; *v; v++) {
+		putchar(*v);
+		if (*v == ',')
+			putchar(',');
+	}
+}
+
+static void print_opt(const struct fmt_opt *o, const char *value, bool set, const char *sep)
+{
+	uint64_t n;
+	char *end;
+
+	printf("%s%s=", sep, o->name);
+	if (o->type == FOPT_STR) {
+		print_escaped(value);
+	} else if (set && o->type == FOPT_SIZE && vd_parse_size(value, &n) == 0) {
+		printf("%" PRIu64, n);
+	} else if (set && o->type == FOPT_NUM && (n = strtoull(value, &end, 0), *value && !*end)) {
+		printf("%" PRIu64, n);
+	} else {
+		printf("%s", value);
+	}
+}
+
 static void print_formatting(const char *filename, const char *fmt, struct vd_opts *opts)
 {
+	const struct fmt_opt *fo = NULL;
 	const struct vd_opts *dict;
-	const char *key, *value;
+	const char *key, *value, *sep = "";
 	int iter = 0;
 
-	printf("Formatting '%s', fmt=%s size=%s", filename, fmt, vd_opts_peek(opts, "size"));
-	while (vd_opts_next(opts, &iter, &key, &value, &dict)) {
-		if (!strcmp(key, "size")) {
-			continue;
+	for (size_t i = 0; i < sizeof(format_opts) / sizeof(format_opts[0]); i++)
+		if (!strcmp(format_opts[i].fmt, fmt))
+			fo = format_opts[i].opts;
+	printf("Formatting '%s', fmt=%s ", filename, fmt);
+	for (int pass = 0; pass < 2; pass++) {
+		const struct fmt_opt *t = pass ? file_opts : (fo ? fo : raw_opts);
+
+		for (; t->name; t++) {
+			const char *v = vd_opts_peek(opts, t->name);
+
+			if (pass && in_table(fo ? fo : raw_opts, t->name))
+				continue;
+			if (!v && !t->def)
+				continue;
+			print_opt(t, v ? v : t->def, v != NULL, sep);
+			sep = " ";
 		}
+	}
+	/* Options of a format qemu-img has no table for here (none of vdisk's
+	 * creatable formats): as given. */
+	while (vd_opts_next(opts, &iter, &key, &value, &dict)) {
+		char prefix[64];
+		bool listed = in_table(fo ? fo : raw_opts, key) || in_table(file_opts, key);
+
+		snprintf(prefix, sizeof(prefix), "%s.", key);
+		for (const struct fmt_opt *t = fo; !listed && t && t->name; t++)
+			listed = !strncmp(t->name, prefix, strlen(prefix));
+		if (listed)
+			continue;
 		if (value) {
-			printf(" %s=%s", key, value);
+			printf("%s%s=", sep, key);
+			print_escaped(value);
 		} else {
 			char *json = vd_opts_to_json(dict);
 
-			printf(" %s=%s", key, json ? json : "{}");
+			printf("%s%s=%s", sep, key, json ? json : "{}");
 			free(json);
 		}
+		sep = " ";
 	}
 	printf("\n");
 	fflush(stdout);

@@ -47,6 +47,7 @@ int cmd_measure(int argc, char **argv)
 	struct vd_error err = {0};
 	struct vd_measure_info info;
 	struct vd_node *in = NULL;
+	struct tool_snapshot_arg sn_arg = {0};
 	struct vd_loop *loop = NULL;
 	int64_t size = -1;
 	bool json = false;
@@ -76,6 +77,9 @@ int cmd_measure(int argc, char **argv)
 			}
 			break;
 		case 'l':
+			tool_snapshot_arg_free(&sn_arg);
+			if (tool_snapshot_arg_parse(optarg, &sn_arg) < 0)
+				goto out;
 			snapshot = optarg;
 			break;
 		case 'U':
@@ -123,12 +127,8 @@ int cmd_measure(int argc, char **argv)
 			tool_error("Could not open '%s': %s", a.filename, err.msg);
 			goto out;
 		}
-		if (snapshot) {
-			tool_error("Failed to load snapshot '%s': internal snapshots are not "
-				   "supported as a source of measure",
-				   snapshot);
+		if (snapshot && tool_snapshot_arg_load(in, &sn_arg) < 0)
 			goto out;
-		}
 	}
 	if (size != -1) {
 		char buf[32];
@@ -173,6 +173,7 @@ out:
 		vd_node_unref(in);
 	if (loop)
 		tool_loop_fini(loop);
+	tool_snapshot_arg_free(&sn_arg);
 	vd_opts_free(opts);
 	return ret;
 }

@@ -114,6 +114,21 @@ void tool_dump_specific(const struct vd_opts *o, int indent);
 struct vd_snapshot_info;
 void tool_print_snapshots(const struct vd_snapshot_info *sn, int count);
 
+/*
+ * -l of convert and measure (snapshot-source.c): "snapshot.id=ID,
+ * snapshot.name=NAME" (opts: either may be NULL) or one ID-or-name.  parse
+ * prints qemu-img's error and returns -1 on a bad option list; load prints
+ * "Failed to load snapshot: ..." and returns -1 when @n cannot read it.
+ */
+struct tool_snapshot_arg {
+	bool opts;
+	char *id, *name; /* with opts */
+	const char *id_or_name; /* without */
+};
+int tool_snapshot_arg_parse(const char *arg, struct tool_snapshot_arg *sa);
+int tool_snapshot_arg_load(struct vd_node *n, const struct tool_snapshot_arg *sa);
+void tool_snapshot_arg_free(struct tool_snapshot_arg *sa);
+
 /* 0 if @mode is a cache mode vd_cache_mode_apply() takes, else -EINVAL. */
 int tool_check_cache_mode(const char *mode);
 

@@ -393,6 +393,21 @@ int vd_node_snapshot_list(struct vd_node *n, struct vd_snapshot_info **out);
 int vd_node_snapshot_create(struct vd_node *n, const char *name, struct vd_error *err);
 int vd_node_snapshot_goto(struct vd_node *n, const char *id_or_name, struct vd_error *err);
 int vd_node_snapshot_delete(struct vd_node *n, const char *id_or_name, struct vd_error *err);
+/*
+ * Read the internal snapshot with ID @id and/or name @name (NULL: not a
+ * criterion) through @n, open read-only, from now until @n is closed, as
+ * qemu-img convert -l snapshot.id=ID,snapshot.name=NAME does (QEMU's
+ * bdrv_snapshot_load_tmp).  The image is not changed; @n keeps its size.
+ * -errno with QEMU's message in @err ("Can't find snapshot", "Device is
+ * not readonly", "Block format 'raw' used by device '' does not support
+ * temporarily loading internal snapshots").
+ */
+int vd_node_snapshot_load_tmp(struct vd_node *n, const char *id, const char *name,
+			      struct vd_error *err);
+/* By ID, then, if none has that ID, by name (qemu-img convert -l NAME;
+ * QEMU's bdrv_snapshot_load_tmp_by_id_or_name). */
+int vd_node_snapshot_load_tmp_by_id_or_name(struct vd_node *n, const char *id_or_name,
+					    struct vd_error *err);
 
 /*
  * Backing chains.  vd_node_change_backing_file rewrites what @n's image

@@ -242,6 +242,20 @@ struct vd_block_driver {
 			       struct vd_error *err);
 	int (*snapshot_goto)(struct vd_node *n, const char *id_or_name, struct vd_error *err);
 	int (*snapshot_delete)(struct vd_node *n, const char *id_or_name, struct vd_error *err);
+	/*
+	 * Make the snapshot with ID @id and/or name @name (NULL: not a
+	 * criterion; both given: both must match) what @n reads until it is
+	 * closed (QEMU's bdrv_snapshot_load_tmp, qemu-img convert/measure -l).
+	 * @n is open read-only; nothing is written, the active state stays as
+	 * it is and so does n->size (QEMU 7.2 keeps the image's size: reads
+	 * past the snapshot's tables see unallocated space).  The snapshot's
+	 * tables are untrusted and checked before use.  -ENOENT "Can't find
+	 * snapshot"; -EFBIG/-EINVAL for a bad L1 table.  Same context as
+	 * the other snapshot ops.  NULL: the format cannot (the core says so
+	 * in QEMU's words).
+	 */
+	int (*snapshot_load_tmp)(struct vd_node *n, const char *id, const char *name,
+				 struct vd_error *err);
 
 	/*
 	 * Backing chains (qemu-img rebase and commit).  Run in a coroutine with

@@ -3,7 +3,9 @@
  * Fuzz target for the qcow2 driver: each input is written to a temporary
  * file and opened read-only as qcow2 (no backing files); if it opens, a few
  * ranges are read, block status walked, the image information (with the
- * persistent bitmaps) taken and the image measured.
+ * persistent bitmaps) taken and the image measured; then, if it has internal
+ * snapshots, it is opened again with the first one loaded as the source
+ * (qemu-img convert -l) and exercised the same way.
  * Every input must end in a clean error or clean reads: no crash, no hang,
  * no huge allocation.
  *
@@ -83,8 +85,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	close(fd);
 	if (vd_node_open(path, "qcow2", NULL, VD_OPEN_NO_BACKING, &n, &err) == 0) {
+		struct vd_snapshot_info *sn = NULL;
+		char id[sizeof(sn->id)] = "";
+
 		exercise(n);
+		if (vd_node_snapshot_list(n, &sn) > 0)
+			snprintf(id, sizeof(id), "%s", sn[0].id);
+		free(sn);
 		vd_node_unref(n);
+		n = NULL;
+		/* qemu-img convert -l: the first snapshot as the source. */
+		if (id[0] && vd_node_open(path, "qcow2", NULL, VD_OPEN_NO_BACKING, &n, &err) == 0) {
+			vd_error_clear(&err);
+			if (vd_node_snapshot_load_tmp_by_id_or_name(n, id, &err) == 0)
+				exercise(n);
+			else if (!err.msg[0]) {
+				fprintf(stderr, "snapshot load failed without a message\n");
+				abort();
+			}
+			vd_node_unref(n);
+		}
 	} else if (!err.msg[0]) {
 		fprintf(stderr, "open failed without a message\n");
 		abort();

@@ -198,6 +198,57 @@ cases["zstd-garbage"] = zs
 
 
 
+def snap_image(l1_off=None, l1_size=None, l1=None, disk_size=None):
+    """image() with one snapshot (id "1", name "sn"): its table in the
+    cluster after the active L1, its L1 in the next (by default one entry
+    naming the active L2 table, as a fresh snapshot does).  The snapshot
+    load (qemu-img convert -l) must refuse a bad L1 table cleanly."""
+    img = image()
+    base = len(img) // CS
+    assert base == 9
+    img += bytes(2 * CS)
+    for c in (base, base + 1):
+        set_refcount(img, 2 * CS, 4, c, 1)
+    set_refcount(img, 2 * CS, 4, 4, 2)  # the L2 table is shared
+    if l1_off is None:
+        l1_off = (base + 1) * CS
+    if l1_size is None:
+        l1_size = 1
+    if l1 is None:
+        l1 = [4 * CS]
+    for i, e in enumerate(l1):
+        struct.pack_into(">Q", img, (base + 1) * CS + 8 * i, e)
+    size = struct.unpack_from(">Q", img, 24)[0] if disk_size is None else disk_size
+    extra = struct.pack(">QQQ", 0, size, 0xFFFFFFFFFFFFFFFF)
+    ent = struct.pack(">QIHHIIQII", l1_off, l1_size, 1, 2, 0, 0, 0, 0, len(extra))
+    ent += extra + b"1" + b"sn"
+    ent += bytes((-len(ent)) % 8)
+    img[base * CS:base * CS + len(ent)] = ent
+    p32(img, 60, 1)
+    p64(img, 64, base * CS)
+    return img
+
+
+cases["snapshot-valid"] = snap_image()
+cases["snapshot-l1-past-eof"] = snap_image(l1_off=1 << 40)
+cases["snapshot-l1-size-huge"] = snap_image(l1_size=0xFFFFFFFF)
+cases["snapshot-l1-size-past-eof"] = snap_image(l1_size=(16 << 20) // 8)
+SNT, SNL1 = 9 * CS, 10 * CS  # where snap_image() puts the table and the L1
+cases["snapshot-l1-unaligned"] = snap_image(l1_off=SNL1 + 8)
+cases["snapshot-l1-at-2p56"] = snap_image(l1_off=1 << 56)
+cases["snapshot-l1-is-header"] = snap_image(l1_off=0)
+cases["snapshot-l1-is-reftable"] = snap_image(l1_off=1 * CS)
+cases["snapshot-l1-is-active-l1"] = snap_image(l1_off=3 * CS)
+cases["snapshot-l1-is-snapshot-table"] = snap_image(l1_off=SNT)
+cases["snapshot-l1-entry-is-reftable"] = snap_image(l1=[1 * CS])
+cases["snapshot-l1-entry-is-refblock"] = snap_image(l1=[2 * CS])
+cases["snapshot-l1-entry-is-active-l1"] = snap_image(l1=[3 * CS])
+cases["snapshot-l1-entry-is-own-l1"] = snap_image(l1=[SNL1])
+cases["snapshot-l1-entry-is-snapshot-table"] = snap_image(l1=[SNT])
+cases["snapshot-l1-entry-past-eof"] = snap_image(l1=[1 << 40])
+cases["snapshot-disk-size-huge"] = snap_image(disk_size=1 << 62)
+
+
 def bitmaps(entries, nb=None, dir_size=None, dir_off=7 * CS):
     """A v3 image with the bitmaps extension (autoclear bit set) and the
     directory @entries (raw bytes) in cluster 7."""

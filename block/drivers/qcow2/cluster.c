@@ -173,8 +173,12 @@ int qcow2_get_l2_slice(struct qcow2_state *s, uint64_t offset, bool alloc, void 
 	int ret;
 
 	*slice = NULL;
-	if (l1i >= s->l1_size)
-		return -EIO; /* the header check guarantees L1 covers the disk */
+	if (l1i >= s->l1_size) {
+		/* The header check guarantees that the active L1 covers the
+		 * disk; a snapshot's may be shorter (taken before a resize):
+		 * past its end nothing is allocated, as in QEMU. */
+		return s->tmp_snapshot && !alloc ? 0 : -EIO;
+	}
 	l2off = l2_table_offset(s, l1i);
 	if (l2off < 0)
 		return (int)l2off;

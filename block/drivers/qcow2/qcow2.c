@@ -1082,6 +1082,7 @@ const struct vd_block_driver vd_driver_qcow2 = {
 	.snapshot_create = qcow2_snapshot_create,
 	.snapshot_goto = qcow2_snapshot_goto,
 	.snapshot_delete = qcow2_snapshot_delete,
+	.snapshot_load_tmp = qcow2_snapshot_load_tmp,
 	.co_change_backing_file = qcow2_co_change_backing_file,
 	.co_make_empty = qcow2_co_make_empty,
 	.co_measure = qcow2_co_measure,

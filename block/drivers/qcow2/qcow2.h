@@ -303,6 +303,9 @@ struct qcow2_state {
 	bool bitmaps_valid_at_open;
 	bool data_changed;
 	bool read_only;
+	/* A snapshot's L1 table replaced the active one in s->l1 (read-only,
+	 * qcow2_snapshot_load_tmp): it may cover less than the disk size. */
+	bool tmp_snapshot;
 	bool corrupt_reported;
 
 	/* Overlap protection (overlap.c): the classes checked (QCOW2_OL_*,
@@ -493,6 +496,8 @@ int vd_coroutine_fn qcow2_snapshot_goto(struct vd_node *n, const char *id_or_nam
 					struct vd_error *err);
 int vd_coroutine_fn qcow2_snapshot_delete(struct vd_node *n, const char *id_or_name,
 					  struct vd_error *err);
+int vd_coroutine_fn qcow2_snapshot_load_tmp(struct vd_node *n, const char *id, const char *name,
+					    struct vd_error *err);
 
 /* resize.c */
 /* Resize with s->lock held (resize.c; also used to apply a snapshot of

@@ -1187,3 +1187,261 @@ out:
 	vd_co_mutex_unlock(&s->lock);
 	return ret;
 }
+
+/* --- a snapshot as the source of reads ------------------------------------ */
+
+/* QEMU's find_snapshot_by_id_and_name: with both, both must match. */
+static int find_by_id_and_name(const struct qcow2_snapshot *sn, int n, const char *id,
+			       const char *name)
+{
+	for (int i = 0; i < n; i++) {
+		if (id && strcmp(sn[i].id, id))
+			continue;
+		if (name && strcmp(sn[i].name, name))
+			continue;
+		return i;
+	}
+	return -ENOENT;
+}
+
+/*
+ * The metadata a snapshot's tables must stay clear of: the header, the
+ * active L1 table, the refcount table and blocks, the snapshot table, the
+ * bitmap directory and the other snapshots' L1 tables.  L2 tables the
+ * snapshot shares with the active state or other snapshots are legitimate
+ * (refcount > 1) and are not in it.
+ *
+ * Kept as host ranges sorted and merged into disjoint ones, each with the
+ * classes (QCOW2_OL_*) it holds: a lookup is a binary search, so a hostile
+ * image (65536 snapshots, a 4M-entry L1 table) costs O((ranges + entries)
+ * log ranges), not ranges times entries.
+ */
+struct tmp_range {
+	uint64_t start, end; /* bytes, [start, end) */
+	unsigned mask;
+};
+struct tmp_ranges {
+	struct tmp_range *r;
+	size_t n, cap;
+};
+
+static int tmp_add(struct tmp_ranges *t, unsigned bitnr, uint64_t offset, uint64_t bytes)
+{
+	if (!bytes)
+		return 0;
+	/* Untrusted offsets: clip below 2^56, as the overlap index does. */
+	if (offset >= QCOW2_MAX_HOST_OFFSET)
+		return 0;
+	if (bytes > QCOW2_MAX_HOST_OFFSET - offset)
+		bytes = QCOW2_MAX_HOST_OFFSET - offset;
+	if (t->n == t->cap) {
+		size_t cap = t->cap ? t->cap * 2 : 64;
+		struct tmp_range *r = realloc(t->r, cap * sizeof(*r));
+		if (!r)
+			return -ENOMEM;
+		t->r = r;
+		t->cap = cap;
+	}
+	t->r[t->n++] = (struct tmp_range){offset, offset + bytes, 1u << bitnr};
+	return 0;
+}
+
+static int cmp_range(const void *a, const void *b)
+{
+	const struct tmp_range *x = a, *y = b;
+
+	return x->start < y->start ? -1 : x->start > y->start;
+}
+
+static void tmp_merge(struct tmp_ranges *t)
+{
+	size_t out = 0;
+
+	if (!t->n)
+		return;
+	qsort(t->r, t->n, sizeof(*t->r), cmp_range);
+	for (size_t i = 1; i < t->n; i++) {
+		struct tmp_range *last = &t->r[out];
+		if (t->r[i].start < last->end) {
+			if (t->r[i].end > last->end)
+				last->end = t->r[i].end;
+			last->mask |= t->r[i].mask;
+		} else {
+			t->r[++out] = t->r[i];
+		}
+	}
+	t->n = out + 1;
+}
+
+/* The classes of the merged ranges [offset, offset + bytes) touches. */
+static unsigned tmp_query(const struct tmp_ranges *t, uint64_t offset, uint64_t bytes)
+{
+	size_t lo = 0, hi = t->n;
+	unsigned mask = 0;
+
+	/* The first range that ends after @offset. */
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (t->r[mid].end <= offset)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (size_t i = lo; i < t->n && t->r[i].start < offset + bytes; i++)
+		mask |= t->r[i].mask;
+	return mask;
+}
+
+static int tmp_build(struct qcow2_state *s, struct tmp_ranges *t, const struct qcow2_snapshot *sn,
+		     int count, int idx, uint64_t table_bytes)
+{
+	uint64_t cs = s->cluster_size;
+	int ret;
+
+	ret = tmp_add(t, QCOW2_OL_MAIN_HEADER_BITNR, 0, cs);
+	if (ret == 0)
+		ret = tmp_add(t, QCOW2_OL_ACTIVE_L1_BITNR, s->l1_offset, (uint64_t)s->l1_size * 8);
+	if (ret == 0)
+		ret = tmp_add(t, QCOW2_OL_REFCOUNT_TABLE_BITNR, s->reftable_offset,
+			      (uint64_t)s->reftable_clusters * cs);
+	for (uint64_t i = 0; ret == 0 && i < s->reftable_size; i++) {
+		uint64_t off = s->reftable[i] & QCOW2_REFT_OFFSET_MASK;
+		if (off)
+			ret = tmp_add(t, QCOW2_OL_REFCOUNT_BLOCK_BITNR, off, cs);
+	}
+	if (ret == 0)
+		ret = tmp_add(t, QCOW2_OL_SNAPSHOT_TABLE_BITNR, s->snapshots_offset, table_bytes);
+	if (ret == 0 && s->ol_bitmap_dir_bytes)
+		ret = tmp_add(t, QCOW2_OL_BITMAP_DIRECTORY_BITNR, s->ol_bitmap_dir_offset,
+			      s->ol_bitmap_dir_bytes);
+	for (int i = 0; ret == 0 && i < count; i++) {
+		uint64_t bytes = (uint64_t)sn[i].l1_size * 8;
+		if (i == idx)
+			continue;
+		if (bytes > QCOW2_MAX_L1_BYTES)
+			bytes = QCOW2_MAX_L1_BYTES;
+		ret = tmp_add(t, QCOW2_OL_INACTIVE_L1_BITNR, sn[i].l1_offset, bytes);
+	}
+	/* Metadata owns whole clusters (qcow2.txt): round the ends up. */
+	for (size_t i = 0; ret == 0 && i < t->n; i++)
+		t->r[i].end = qcow2_round_up_cluster(s, t->r[i].end);
+	return ret;
+}
+
+int qcow2_snapshot_load_tmp(struct vd_node *n, const char *id, const char *name,
+			    struct vd_error *err)
+{
+	struct qcow2_state *s = n->opaque;
+	struct qcow2_snapshot *sn = NULL, *e;
+	struct tmp_ranges meta = {0};
+	uint64_t bytes, l1_bytes, *l1 = NULL;
+	int64_t file_size = vd_node_size(n->file);
+	uint8_t *buf = NULL;
+	unsigned hit;
+	int count, idx, ret;
+
+	vd_co_mutex_lock(&s->lock);
+	count = load(s, &sn, &bytes, err);
+	if (count < 0) {
+		ret = count;
+		goto out;
+	}
+	idx = find_by_id_and_name(sn, count, id, name);
+	if (idx < 0) {
+		ret = vd_error_set(err, -ENOENT, "Can't find snapshot");
+		goto out;
+	}
+	e = &sn[idx];
+	l1_bytes = (uint64_t)e->l1_size * 8;
+
+	/* QEMU's qcow2_validate_table, then what QEMU leaves to chance: the
+	 * table inside the file and clear of the other metadata. */
+	if (e->l1_size > QCOW2_MAX_L1_BYTES / 8) {
+		ret = vd_error_set(err, -EFBIG, "Snapshot L1 table too large");
+		goto out;
+	}
+	if (qcow2_offset_into_cluster(s, e->l1_offset) || e->l1_offset >= QCOW2_MAX_HOST_OFFSET ||
+	    l1_bytes > QCOW2_MAX_HOST_OFFSET - e->l1_offset) {
+		ret = vd_error_set(err, -EINVAL, "Snapshot L1 table offset invalid");
+		goto out;
+	}
+	if (file_size < 0) {
+		ret = vd_error_setg_errno(err, (int)file_size, "Could not get the image file size");
+		goto out;
+	}
+	if (l1_bytes && e->l1_offset + l1_bytes > (uint64_t)file_size) {
+		ret = vd_error_set(err, -EINVAL,
+				   "Snapshot L1 table (offset %#" PRIx64 ", %" PRIu32
+				   " entries) is past the end of the image file",
+				   e->l1_offset, e->l1_size);
+		goto out;
+	}
+	ret = tmp_build(s, &meta, sn, count, idx, bytes);
+	if (ret < 0) {
+		vd_error_set(err, ret, "Out of memory");
+		goto out;
+	}
+	tmp_merge(&meta);
+	hit = l1_bytes ? tmp_query(&meta, e->l1_offset, l1_bytes) : 0;
+	if (hit) {
+		ret = vd_error_set(err, -EINVAL, "Snapshot L1 table overlaps with %s",
+				   qcow2_ol_name((unsigned)__builtin_ctz(hit)));
+		goto out;
+	}
+
+	l1 = calloc(e->l1_size ? e->l1_size : 1, sizeof(*l1));
+	buf = malloc(l1_bytes ? l1_bytes : 1);
+	if (!l1 || !buf) {
+		ret = vd_error_set(err, -ENOMEM, "Could not allocate the snapshot L1 table");
+		goto out;
+	}
+	ret = read_at(s, e->l1_offset, buf, l1_bytes);
+	if (ret < 0) {
+		vd_error_setg_errno(err, ret, "Failed to read l1 table for snapshot");
+		goto out;
+	}
+	/* Every L2 table it names: aligned, after the header, inside the file,
+	 * not another table (qcow2.txt "Cluster mapping"). */
+	for (uint32_t i = 0; i < e->l1_size; i++) {
+		uint64_t l2 = qcow2_be64(buf + 8 * i) & QCOW2_L1E_OFFSET_MASK;
+
+		l1[i] = qcow2_be64(buf + 8 * i);
+		if (!l2)
+			continue;
+		if (qcow2_offset_into_cluster(s, l2) || l2 < s->cluster_size ||
+		    l2 > (uint64_t)file_size || s->cluster_size > (uint64_t)file_size - l2) {
+			ret = vd_error_set(err, -EINVAL,
+					   "Snapshot L1 entry %" PRIu32
+					   ": L2 table offset %#" PRIx64 " invalid",
+					   i, l2);
+			goto out;
+		}
+		hit = tmp_query(&meta, l2, s->cluster_size);
+		if (!hit && l2 < e->l1_offset + l1_bytes && e->l1_offset < l2 + s->cluster_size)
+			hit = QCOW2_OL_INACTIVE_L1; /* its own L1 table */
+		if (hit) {
+			ret = vd_error_set(err, -EINVAL,
+					   "Snapshot L1 entry %" PRIu32 ": L2 table at %#" PRIx64
+					   " overlaps with %s",
+					   i, l2, qcow2_ol_name((unsigned)__builtin_ctz(hit)));
+			goto out;
+		}
+	}
+
+	/* Switch: reads go through the snapshot's tables from now on.  The L2
+	 * cache is keyed by host offset, so what it holds stays right. */
+	free(s->l1);
+	s->l1 = l1;
+	l1 = NULL;
+	s->l1_size = e->l1_size;
+	s->l1_offset = e->l1_offset;
+	s->tmp_snapshot = true;
+	ret = 0;
+out:
+	free(buf);
+	free(l1);
+	free(meta.r);
+	qcow2_free_snapshots(sn, count > 0 ? (uint32_t)count : 0);
+	vd_co_mutex_unlock(&s->lock);
+	return ret;
+}
