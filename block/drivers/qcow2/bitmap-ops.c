@@ -493,7 +493,7 @@ int qcow2_bitmaps_invalidate(struct qcow2_state *s)
 
 static int bitmap_locked(struct qcow2_state *s, enum vd_bitmap_action act, const char *name,
 			 uint64_t granularity, struct vd_node *src, const char *src_name,
-			 struct vd_error *err)
+			 bool tracked, struct vd_error *err)
 {
 	struct bm_dir d, sd = {0};
 	struct bm *b, *sb, old;
@@ -510,7 +510,9 @@ static int bitmap_locked(struct qcow2_state *s, enum vd_bitmap_action act, const
 					      "store dirty bitmaps in qcow2 v2 files",
 					      name, s->node->filename)
 			       : vd_error_set(err, -ENOENT, "Dirty bitmap '%s' not found", name);
-	if (s->data_changed)
+	/* Without live bitmaps (they could not be loaded), a write since the
+	 * open made the bitmaps on disk stale. */
+	if (s->data_changed && !tracked)
 		return vd_error_set(err, -EBUSY,
 				    "The image was written since it was opened: its bitmaps are "
 				    "no longer valid");
@@ -708,10 +710,35 @@ int qcow2_co_bitmap(struct vd_node *n, enum vd_bitmap_action act, const char *na
 	struct qcow2_state *ss = src && src != n && src->drv == n->drv ? src->opaque : NULL;
 	int ret;
 
+	bool live, slive;
+
 	vd_co_mutex_lock(&s->lock);
 	if (ss)
 		vd_co_mutex_lock(&ss->lock);
-	ret = bitmap_locked(s, act, name, granularity, src == n ? NULL : src, src_name, err);
+	/* Live bitmaps are written back first (in-use flag cleared), so that
+	 * the operation works on what was recorded, then loaded again. */
+	live = s->bitmaps_live;
+	slive = ss && ss->bitmaps_live;
+	ret = qcow2_bitmaps_store_live(s);
+	if (ret == 0 && ss)
+		ret = qcow2_bitmaps_store_live(ss);
+	if (ret < 0)
+		vd_error_setg_errno(err, ret, "Could not store the bitmaps");
+	else
+		ret = bitmap_locked(s, act, name, granularity, src == n ? NULL : src, src_name,
+				    live, err);
+	if (slive) {
+		struct vd_error e2 = {0};
+
+		qcow2_bitmaps_load_live(ss, &e2);
+	}
+	if (live) {
+		struct vd_error e2 = {0};
+		int r2 = qcow2_bitmaps_load_live(s, &e2);
+
+		if (r2 < 0 && ret == 0)
+			ret = vd_error_set(err, r2, "%s", e2.msg);
+	}
 	if (ss)
 		vd_co_mutex_unlock(&ss->lock);
 	vd_co_mutex_unlock(&s->lock);
@@ -746,8 +773,16 @@ int qcow2_truncate_with_bitmaps(struct qcow2_state *s, uint64_t new_size, struct
 		goto out;
 	}
 	for (uint32_t i = 0; i < d.n; i++) {
-		if (d.b[i].flags & BME_FLAG_IN_USE)
-			continue; /* inconsistent: kept as it is, QEMU ignores it */
+		/* QEMU 7.2 refuses to resize an image with an inconsistent
+		 * bitmap (it could not be resized along). */
+		if (d.b[i].flags & BME_FLAG_IN_USE) {
+			ret = vd_error_set(err, -EINVAL,
+					   "Bitmap '%s' is inconsistent and cannot be used\n"
+					   "Try block-dirty-bitmap-remove to delete this bitmap "
+					   "from disk",
+					   d.b[i].name);
+			goto out;
+		}
 		ret = load_bits(s, &d.b[i], &bits[i], err);
 		if (ret < 0)
 			goto out;
@@ -808,5 +843,183 @@ out:
 	free(bits);
 	free(old);
 	dir_free(&d);
+	return ret;
+}
+
+/*
+ * Live bitmaps.  As QEMU 7.2 on a read-write open: every consistent bitmap
+ * (enabled or not) is read into memory and flagged in use in the directory
+ * on disk before any guest write; the enabled ones take the bits of every
+ * write, zero write and discard; at close they are written back (new data
+ * clusters and tables, a new directory, the old ones freed) with the in-use
+ * flag cleared.  A bitmap found in use is inconsistent: left as it is.  A
+ * crash before the close leaves the bitmaps flagged in use, as QEMU's.
+ */
+void qcow2_bitmaps_free_live(struct qcow2_state *s)
+{
+	for (uint32_t i = 0; i < s->n_live; i++) {
+		free(s->live[i].name);
+		free(s->live[i].bits);
+	}
+	free(s->live);
+	s->live = NULL;
+	s->n_live = 0;
+	s->bitmaps_live = false;
+}
+
+int qcow2_bitmaps_load_live(struct qcow2_state *s, struct vd_error *err)
+{
+	struct bm_dir d;
+	bool changed = false;
+	int ret;
+
+	if (s->bitmaps_live || s->read_only || !find_ext(s) ||
+	    !(s->autoclear & QCOW2_AUTOCLEAR_BITMAPS))
+		return 0;
+	ret = load_dir(s, &d, err);
+	if (ret < 0)
+		return ret;
+	s->live = calloc(d.n ? d.n : 1, sizeof(*s->live));
+	if (!s->live) {
+		ret = vd_error_set(err, -ENOMEM, "Out of memory");
+		goto fail;
+	}
+	for (uint32_t i = 0; i < d.n; i++) {
+		struct bm *b = &d.b[i];
+		struct qcow2_live_bitmap *l = &s->live[s->n_live];
+
+		if (b->flags & BME_FLAG_IN_USE)
+			continue; /* inconsistent: QEMU neither loads nor stores it */
+		ret = load_bits(s, b, &l->bits, err);
+		if (ret < 0)
+			goto fail;
+		l->name = strdup(b->name);
+		s->n_live++;
+		if (!l->name) {
+			ret = vd_error_set(err, -ENOMEM, "Out of memory");
+			goto fail;
+		}
+		l->gran_bits = b->gran_bits;
+		l->enabled = (b->flags & BME_FLAG_AUTO) != 0;
+		l->nbits = nb_bits(s, b->gran_bits);
+		b->flags |= BME_FLAG_IN_USE;
+		changed = true;
+	}
+	if (changed) {
+		ret = write_dir(s, &d, d.offset, d.bytes);
+		if (ret == 0)
+			ret = qcow2_cache_flush(s, &s->rb_cache);
+		if (ret == 0)
+			ret = vd_co_flush(s->node->file);
+		if (ret < 0) {
+			vd_error_setg_errno(err, ret, "Could not mark the bitmaps in use");
+			goto fail;
+		}
+	}
+	s->bitmaps_live = true;
+	dir_free(&d);
+	return 0;
+fail:
+	qcow2_bitmaps_free_live(s);
+	dir_free(&d);
+	return ret;
+}
+
+/* Set bits @first..@last (inclusive): whole bytes at once. */
+static void set_bits(uint8_t *p, uint64_t first, uint64_t last)
+{
+	while (first <= last && (first & 7)) {
+		p[first / 8] |= (uint8_t)(1u << (first & 7));
+		first++;
+	}
+	if (first <= last && last - first + 1 >= 8) {
+		uint64_t n = (last - first + 1) / 8;
+
+		memset(p + first / 8, 0xff, n);
+		first += n * 8;
+	}
+	while (first <= last) {
+		p[first / 8] |= (uint8_t)(1u << (first & 7));
+		first++;
+	}
+}
+
+void qcow2_bitmaps_track(struct qcow2_state *s, uint64_t offset, uint64_t bytes)
+{
+	if (!s->bitmaps_live || !bytes || offset >= s->size)
+		return;
+	if (bytes > s->size - offset)
+		bytes = s->size - offset;
+	for (uint32_t i = 0; i < s->n_live; i++) {
+		const struct qcow2_live_bitmap *l = &s->live[i];
+		uint64_t first = offset >> l->gran_bits;
+		uint64_t last = (offset + bytes - 1) >> l->gran_bits;
+
+		if (!l->enabled || first >= l->nbits)
+			continue;
+		if (last >= l->nbits)
+			last = l->nbits - 1;
+		set_bits(l->bits, first, last);
+	}
+}
+
+static struct qcow2_live_bitmap *find_live(struct qcow2_state *s, const char *name)
+{
+	for (uint32_t i = 0; i < s->n_live; i++)
+		if (!strcmp(s->live[i].name, name))
+			return &s->live[i];
+	return NULL;
+}
+
+int qcow2_bitmaps_store_live(struct qcow2_state *s)
+{
+	struct vd_error err = {0};
+	struct bm_dir d;
+	struct bm *old = NULL;
+	bool *replaced = NULL;
+	int ret;
+
+	if (!s->bitmaps_live)
+		return 0;
+	ret = load_dir(s, &d, &err);
+	if (ret < 0)
+		goto out_free;
+	old = calloc(d.n ? d.n : 1, sizeof(*old));
+	replaced = calloc(d.n ? d.n : 1, sizeof(*replaced));
+	if (!old || !replaced) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (uint32_t i = 0; i < d.n; i++) {
+		struct bm *b = &d.b[i];
+		struct qcow2_live_bitmap *l = find_live(s, b->name);
+
+		if (!l || l->gran_bits != b->gran_bits || !(b->flags & BME_FLAG_IN_USE))
+			continue; /* not ours (inconsistent at open): kept as it is */
+		old[i].table_offset = b->table_offset;
+		old[i].table_size = b->table_size;
+		old[i].name = b->name;
+		ret = store_bits(s, b, l->bits);
+		if (ret < 0)
+			goto out;
+		replaced[i] = true;
+		b->flags = l->enabled ? BME_FLAG_AUTO : 0;
+	}
+	/* The new tables and data are on disk (write_dir flushes) before
+	 * the new directory names them without the in-use flag. */
+	ret = write_dir(s, &d, d.offset, d.bytes);
+	for (uint32_t i = 0; ret == 0 && i < d.n; i++)
+		if (replaced[i])
+			ret = free_bits(s, &old[i]);
+	if (ret == 0)
+		ret = qcow2_cache_flush(s, &s->rb_cache);
+out:
+	free(old);
+	free(replaced);
+	dir_free(&d);
+out_free:
+	/* On failure the bitmaps stay flagged in use: inconsistent, as after
+	 * a crash, never wrong. */
+	qcow2_bitmaps_free_live(s);
 	return ret;
 }

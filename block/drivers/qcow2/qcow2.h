@@ -302,6 +302,12 @@ struct qcow2_state {
 	 * (a read-write open clears it); guest-visible data changed since. */
 	bool bitmaps_valid_at_open;
 	bool data_changed;
+	/* The bitmaps loaded at a read-write open (QEMU's BdrvDirtyBitmap):
+	 * flagged in use on disk until stored back at close; every guest
+	 * write, zero write and discard sets their bits (enabled ones). */
+	struct qcow2_live_bitmap *live;
+	uint32_t n_live;
+	bool bitmaps_live;
 	bool read_only;
 	bool corrupt_reported;
 
@@ -318,6 +324,14 @@ struct qcow2_state {
 	 * them out again when the header moves them. */
 	uint64_t ol_snapshots_bytes;
 	uint64_t ol_bitmap_dir_offset, ol_bitmap_dir_bytes;
+};
+
+struct qcow2_live_bitmap {
+	char *name;
+	uint8_t gran_bits;
+	bool enabled;
+	uint8_t *bits; /* whole clusters of bitmap data, as on disk */
+	uint64_t nbits; /* bits that cover the image */
 };
 
 /* Helpers. */
@@ -498,6 +512,8 @@ int vd_coroutine_fn qcow2_snapshot_delete(struct vd_node *n, const char *id_or_n
 /* Resize with s->lock held (resize.c; also used to apply a snapshot of
  * another size).  0 or -errno with the reason in @err. */
 int qcow2_truncate_locked(struct qcow2_state *s, uint64_t new_size, struct vd_error *err);
+/* The same, live bitmaps resized along (resize.c). */
+int qcow2_truncate_live(struct qcow2_state *s, uint64_t new_size, struct vd_error *err);
 /* Grow the active L1 table to at least @entries entries (s->lock held). */
 int qcow2_grow_l1(struct qcow2_state *s, uint64_t entries);
 int vd_coroutine_fn qcow2_co_truncate(struct vd_node *n, int64_t size, bool exact,
@@ -529,6 +545,15 @@ int vd_coroutine_fn qcow2_bitmaps_invalidate(struct qcow2_state *s);
 /* qcow2_truncate_locked, the valid bitmaps resized along (amend size=). */
 int vd_coroutine_fn qcow2_truncate_with_bitmaps(struct qcow2_state *s, uint64_t new_size,
 						struct vd_error *err);
+/* Live bitmaps (bitmap-ops.c), as QEMU's qcow2_load_dirty_bitmaps and
+ * qcow2_store_persistent_dirty_bitmaps: load the consistent bitmaps and flag
+ * them in use on disk (read-write open); set the bits of a written range;
+ * store them back, in-use flag cleared (close).  park = store and drop from
+ * memory, so that the on-disk bitmaps can be operated on; unpark = load. */
+int vd_coroutine_fn qcow2_bitmaps_load_live(struct qcow2_state *s, struct vd_error *err);
+void qcow2_bitmaps_track(struct qcow2_state *s, uint64_t offset, uint64_t bytes);
+int vd_coroutine_fn qcow2_bitmaps_store_live(struct qcow2_state *s);
+void qcow2_bitmaps_free_live(struct qcow2_state *s);
 /* chain.c: backing chains and measure. */
 int vd_coroutine_fn qcow2_co_change_backing_file(struct vd_node *n, const char *backing_file,
 						 const char *backing_fmt, struct vd_error *err);
