@@ -419,6 +419,8 @@ static int write_dir(struct qcow2_state *s, struct bm_dir *d, uint64_t old_off, 
 		qcow2_overlap_add(s, QCOW2_OL_BITMAP_DIRECTORY_BITNR, (uint64_t)off, bytes);
 	d->offset = s->ol_bitmap_dir_offset;
 	d->bytes = s->ol_bitmap_dir_bytes;
+	/* What we wrote is valid, whatever the image held when opened. */
+	s->bitmaps_valid_at_open = true;
 	return ret;
 }
 
@@ -512,7 +514,7 @@ static int bitmap_locked(struct qcow2_state *s, enum vd_bitmap_action act, const
 			       : vd_error_set(err, -ENOENT, "Dirty bitmap '%s' not found", name);
 	/* Without live bitmaps (they could not be loaded), a write since the
 	 * open made the bitmaps on disk stale. */
-	if (s->data_changed && !tracked)
+	if (s->data_changed && !tracked && s->bitmaps_valid_at_open)
 		return vd_error_set(err, -EBUSY,
 				    "The image was written since it was opened: its bitmaps are "
 				    "no longer valid");
@@ -732,7 +734,9 @@ int qcow2_co_bitmap(struct vd_node *n, enum vd_bitmap_action act, const char *na
 
 		qcow2_bitmaps_load_live(ss, &e2);
 	}
-	if (live) {
+	/* Loaded again, with a bitmap just added: it records the writes
+	 * that follow, as in QEMU. */
+	if (live || (!s->read_only && !s->data_changed) || ret == 0) {
 		struct vd_error e2 = {0};
 		int r2 = qcow2_bitmaps_load_live(s, &e2);
 
