@@ -2,7 +2,8 @@
 /*
  * vdisk convert [-c] [-f FMT] [-O FMT] [-o OPTS] [-B BACKING [-F FMT]] [-n]
  *               [-p] [-q] [-r RATE] [-S SPARSE] [-t CACHE] [-T CACHE] [-m N]
- *               [-W] [-U] [--salvage] [--target-is-zero] SRC... DST
+ *               [-W] [-U] [--salvage] [--target-is-zero]
+ *               [--bitmaps [--skip-broken-bitmaps]] SRC... DST
  *
  * qemu-img convert (7.2): the same options, messages and exit codes.
  *
@@ -492,7 +493,7 @@ static void flush_co(void *opaque)
 static void usage(void)
 {
 	printf("usage: vdisk convert [--object objectdef] [--image-opts] [--target-image-opts] "
-	       "[--target-is-zero] [-U] [-C] [-c] [-p] [-q] [-n] [-f fmt] [-t cache] "
+	       "[--target-is-zero] [--bitmaps] [-U] [-C] [-c] [-p] [-q] [-n] [-f fmt] [-t cache] "
 	       "[-T src_cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] "
 	       "[-S sparse_size] [-r rate_limit] [-m num_coroutines] [-W] [--salvage] "
 	       "filename [filename2 [...]] output_filename\n");

@@ -4,11 +4,12 @@
  * directory", "Bitmap table", "Bitmap data"): what qemu-img bitmap does to
  * them: add, remove, clear, enable, disable, merge.
  *
- * vdisk does not track its own writes in bitmaps: a read-write open clears
- * the bitmaps autoclear bit (qcow2.c), so no reader trusts a bitmap after
- * vdisk changed data.  An operation here writes the bitmaps anew and sets
- * the bit again, but only while the image's data was not changed since it
- * was opened (s->data_changed) and the bitmaps were valid then.
+ * And, as QEMU 7.2, the live bitmaps (end of this file): loaded and
+ * flagged in use at a read-write open, updated by every write, stored at
+ * close.  An operation here first stores them (in-use flag cleared), works
+ * on the directory on disk, and loads them again.  Only when they could not
+ * be loaded (the autoclear bit then cleared) does an operation refuse once
+ * the image's data changed since the open (s->data_changed).
  *
  * Every change is made copy-on-write: new tables and data clusters, then a
  * new directory, then the header switched to it in one write, then the old

@@ -299,7 +299,7 @@ struct qcow2_state {
 	struct qcow2_alloc *allocs;
 	bool dirty_marked; /* we set the dirty bit (lazy refcounts) */
 	/* Bitmaps (bitmap-ops.c): the autoclear bit said they were valid at open
-	 * (a read-write open clears it); guest-visible data changed since. */
+	 * (or we wrote a directory since); guest-visible data changed since. */
 	bool bitmaps_valid_at_open;
 	bool data_changed;
 	/* The bitmaps loaded at a read-write open (QEMU's BdrvDirtyBitmap):
@@ -537,12 +537,13 @@ int vd_coroutine_fn qcow2_write_header(struct qcow2_state *s, struct vd_error *e
 int vd_coroutine_fn qcow2_co_bitmap(struct vd_node *n, enum vd_bitmap_action act, const char *name,
 				    uint64_t granularity, struct vd_node *src, const char *src_name,
 				    struct vd_error *err);
-/* The bitmaps autoclear bit, cleared by a read-write open, set again while
- * the image's data is unchanged since the open and the bitmaps were valid
- * then (so that amend and bitmap keep them); and cleared for good. */
+/* The bitmaps autoclear bit, cleared when a read-write open could not load
+ * the bitmaps, set again while the image's data is unchanged since the open
+ * and the bitmaps were valid then (check -r); and cleared for good. */
 int vd_coroutine_fn qcow2_bitmaps_revalidate(struct qcow2_state *s);
 int vd_coroutine_fn qcow2_bitmaps_invalidate(struct qcow2_state *s);
-/* qcow2_truncate_locked, the valid bitmaps resized along (amend size=). */
+/* qcow2_truncate_locked, the valid bitmaps on disk resized along (an
+ * inconsistent one refuses the resize, as QEMU). */
 int vd_coroutine_fn qcow2_truncate_with_bitmaps(struct qcow2_state *s, uint64_t new_size,
 						struct vd_error *err);
 /* Live bitmaps (bitmap-ops.c), as QEMU's qcow2_load_dirty_bitmaps and
