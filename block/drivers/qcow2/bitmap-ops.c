@@ -329,41 +329,55 @@ static int free_bits(struct qcow2_state *s, const struct bm *b)
 	return ret;
 }
 
-/* Write @d as the new directory, switch the header to it, free the old. */
-static int write_dir(struct qcow2_state *s, struct bm_dir *d, uint64_t old_off, uint64_t old_bytes)
+/* The directory entries of @d, as on disk (caller frees *out). */
+static int serialize_dir(const struct bm_dir *d, uint8_t **out, uint64_t *out_bytes)
 {
-	struct qcow2_ext *e = find_ext(s), **link;
 	uint64_t bytes = 0, pos = 0;
-	uint8_t *buf = NULL;
-	int64_t off = 0;
-	int ret;
+	uint8_t *buf;
 
 	for (uint32_t i = 0; i < d->n; i++)
 		bytes += (24 + d->b[i].extra_size + strlen(d->b[i].name) + 7) & ~7ull;
 	if (bytes > BME_MAX_DIR_SIZE)
 		return -EFBIG;
-	if (d->n) {
-		buf = calloc(1, bytes);
-		if (!buf)
-			return -ENOMEM;
-		for (uint32_t i = 0; i < d->n; i++) {
-			const struct bm *b = &d->b[i];
-			size_t name = strlen(b->name);
-			uint8_t *p = buf + pos;
+	buf = calloc(1, bytes ? bytes : 1);
+	if (!buf)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < d->n; i++) {
+		const struct bm *b = &d->b[i];
+		size_t name = strlen(b->name);
+		uint8_t *p = buf + pos;
 
-			qcow2_put_be64(p, b->table_offset);
-			qcow2_put_be32(p + 8, b->table_size);
-			qcow2_put_be32(p + 12, b->flags);
-			p[16] = b->type;
-			p[17] = b->gran_bits;
-			p[18] = (uint8_t)(name >> 8);
-			p[19] = (uint8_t)name;
-			qcow2_put_be32(p + 20, b->extra_size);
-			if (b->extra_size)
-				memcpy(p + 24, b->extra, b->extra_size);
-			memcpy(p + 24 + b->extra_size, b->name, name);
-			pos += (24 + b->extra_size + name + 7) & ~7ull;
-		}
+		qcow2_put_be64(p, b->table_offset);
+		qcow2_put_be32(p + 8, b->table_size);
+		qcow2_put_be32(p + 12, b->flags);
+		p[16] = b->type;
+		p[17] = b->gran_bits;
+		p[18] = (uint8_t)(name >> 8);
+		p[19] = (uint8_t)name;
+		qcow2_put_be32(p + 20, b->extra_size);
+		if (b->extra_size)
+			memcpy(p + 24, b->extra, b->extra_size);
+		memcpy(p + 24 + b->extra_size, b->name, name);
+		pos += (24 + b->extra_size + name + 7) & ~7ull;
+	}
+	*out = buf;
+	*out_bytes = bytes;
+	return 0;
+}
+
+/* Write @d as the new directory, switch the header to it, free the old. */
+static int write_dir(struct qcow2_state *s, struct bm_dir *d, uint64_t old_off, uint64_t old_bytes)
+{
+	struct qcow2_ext *e = find_ext(s), **link;
+	uint64_t bytes = 0;
+	uint8_t *buf = NULL;
+	int64_t off = 0;
+	int ret;
+
+	if (d->n) {
+		ret = serialize_dir(d, &buf, &bytes);
+		if (ret < 0)
+			return ret;
 		off = qcow2_alloc_clusters(s, bytes);
 		ret = off < 0 ? (int)off : pwrite_file(s, (uint64_t)off, buf, bytes);
 		free(buf);
@@ -466,6 +480,23 @@ int qcow2_bitmaps_revalidate(struct qcow2_state *s)
 	    (s->autoclear & QCOW2_AUTOCLEAR_BITMAPS) || !find_ext(s))
 		return 0;
 	/* qcow2.txt "Header": autoclear_features at byte 88. */
+	qcow2_put_be64(buf, s->autoclear | QCOW2_AUTOCLEAR_BITMAPS);
+	vd_qiov_init_buf(&q, buf, 8);
+	ret = vd_co_pwritev(s->node->file, 88, 8, &q, 0);
+	if (ret == 0)
+		ret = vd_co_flush(s->node->file);
+	if (ret == 0)
+		s->autoclear |= QCOW2_AUTOCLEAR_BITMAPS;
+	return ret;
+}
+
+/* Set the autoclear bit (the bitmaps on disk are whole again). */
+static int qcow2_bitmaps_set_valid(struct qcow2_state *s)
+{
+	uint8_t buf[8];
+	struct vd_qiov q;
+	int ret;
+
 	qcow2_put_be64(buf, s->autoclear | QCOW2_AUTOCLEAR_BITMAPS);
 	vd_qiov_init_buf(&q, buf, 8);
 	ret = vd_co_pwritev(s->node->file, 88, 8, &q, 0);
@@ -872,6 +903,41 @@ void qcow2_bitmaps_free_live(struct qcow2_state *s)
 	s->bitmaps_live = false;
 }
 
+/*
+ * Only flags changed: the directory is rewritten where it is, as QEMU's
+ * update_ext_header_and_dir_in_place, so that an open allocates nothing.
+ * The autoclear bit is cleared around the write: a cut in between leaves
+ * bitmaps that every reader ignores (and leaked clusters), never a
+ * half-written directory that one would trust.
+ */
+static int write_flags_in_place(struct qcow2_state *s, const struct bm_dir *d)
+{
+	uint64_t bytes;
+	uint8_t *buf;
+	struct vd_qiov q;
+	int ret = serialize_dir(d, &buf, &bytes);
+
+	if (ret < 0)
+		return ret;
+	if (bytes != d->bytes) {
+		free(buf);
+		return -EINVAL;
+	}
+	ret = qcow2_bitmaps_invalidate(s);
+	if (ret == 0)
+		ret = qcow2_check_overlap(s, QCOW2_OL_BITMAP_DIRECTORY, d->offset, bytes);
+	if (ret == 0) {
+		vd_qiov_init_buf(&q, buf, bytes);
+		ret = vd_co_pwritev(s->node->file, (int64_t)d->offset, (int64_t)bytes, &q, 0);
+	}
+	if (ret == 0)
+		ret = vd_co_flush(s->node->file);
+	free(buf);
+	if (ret < 0)
+		return ret;
+	return qcow2_bitmaps_set_valid(s);
+}
+
 int qcow2_bitmaps_load_live(struct qcow2_state *s, struct vd_error *err)
 {
 	struct bm_dir d;
@@ -910,12 +976,15 @@ int qcow2_bitmaps_load_live(struct qcow2_state *s, struct vd_error *err)
 		b->flags |= BME_FLAG_IN_USE;
 		changed = true;
 	}
+	/* A directory that shares clusters with other metadata (a crafted
+	 * image) is not written: the bitmaps are left unloaded. */
+	if (changed && s->ol_ready && !s->ol_broken &&
+	    (qcow2_ol_query(&s->ol, d.offset, d.bytes) & ~QCOW2_OL_BITMAP_DIRECTORY)) {
+		ret = vd_error_set(err, -EINVAL, "The bitmap directory overlaps other metadata");
+		goto fail;
+	}
 	if (changed) {
-		ret = write_dir(s, &d, d.offset, d.bytes);
-		if (ret == 0)
-			ret = qcow2_cache_flush(s, &s->rb_cache);
-		if (ret == 0)
-			ret = vd_co_flush(s->node->file);
+		ret = write_flags_in_place(s, &d);
 		if (ret < 0) {
 			vd_error_setg_errno(err, ret, "Could not mark the bitmaps in use");
 			goto fail;
@@ -965,6 +1034,7 @@ void qcow2_bitmaps_track(struct qcow2_state *s, uint64_t offset, uint64_t bytes)
 		if (last >= l->nbits)
 			last = l->nbits - 1;
 		set_bits(l->bits, first, last);
+		s->live[i].modified = true;
 	}
 }
 
@@ -981,7 +1051,7 @@ int qcow2_bitmaps_store_live(struct qcow2_state *s)
 	struct vd_error err = {0};
 	struct bm_dir d;
 	struct bm *old = NULL;
-	bool *replaced = NULL;
+	bool *replaced = NULL, any_ours = false, any_modified = false;
 	int ret;
 
 	if (!s->bitmaps_live)
@@ -1001,6 +1071,13 @@ int qcow2_bitmaps_store_live(struct qcow2_state *s)
 
 		if (!l || l->gran_bits != b->gran_bits || !(b->flags & BME_FLAG_IN_USE))
 			continue; /* not ours (inconsistent at open): kept as it is */
+		any_ours = true;
+		if (!l->modified) {
+			/* The bits on disk are still these: only the flags. */
+			b->flags = l->enabled ? BME_FLAG_AUTO : 0;
+			continue;
+		}
+		any_modified = true;
 		old[i].table_offset = b->table_offset;
 		old[i].table_size = b->table_size;
 		old[i].name = b->name;
@@ -1009,6 +1086,16 @@ int qcow2_bitmaps_store_live(struct qcow2_state *s)
 			goto out;
 		replaced[i] = true;
 		b->flags = l->enabled ? BME_FLAG_AUTO : 0;
+	}
+	if (!any_ours) {
+		ret = 0;
+		goto out;
+	}
+	/* No bit changed: the flags are cleared where they are, as they were
+	 * set (nothing allocated, nothing freed). */
+	if (!any_modified) {
+		ret = write_flags_in_place(s, &d);
+		goto out;
 	}
 	/* The new tables and data are on disk (write_dir flushes) before
 	 * the new directory names them without the in-use flag. */

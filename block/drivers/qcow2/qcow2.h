@@ -332,6 +332,7 @@ struct qcow2_live_bitmap {
 	bool enabled;
 	uint8_t *bits; /* whole clusters of bitmap data, as on disk */
 	uint64_t nbits; /* bits that cover the image */
+	bool modified; /* a write reached it since it was loaded */
 };
 
 /* Helpers. */
