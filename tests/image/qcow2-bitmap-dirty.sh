@@ -7,8 +7,8 @@
 # the same bitmaps (read by qemu-nbd -B through nbdinfo --map), a clean
 # `qemu-img check`, and no in-use flag.  A vdisk killed while it has the
 # image open leaves the bitmaps flagged in use (inconsistent), as QEMU does;
-# vdisk then refuses to use them with QEMU's message.  Resize and commit
-# keep the bitmaps as qemu-img does.
+# vdisk then refuses to use them with QEMU's message.  Resize, commit and
+# rebase keep the bitmaps as qemu-img does.
 . "$(dirname "$0")/../lib/common.sh"
 vd_setup qemu-img qemu-io qemu-nbd nbdinfo
 
@@ -157,3 +157,20 @@ clean_check base-vdisk.qcow2
 bmap base-qemu.qcow2 c0 | grep -q '1048576 *131072 *1 *dirty' || fail "qemu-img commit left c0 clean"
 same_bitmaps base-vdisk.qcow2 base-qemu.qcow2 c0
 echo "ok: commit records its writes in the base's bitmaps"
+
+# 6. rebase writes into the image rebased: its bitmaps record them.
+qemu-img create -q -f qcow2 b1.qcow2 16M
+qemu-img create -q -f qcow2 b2.qcow2 16M
+qemu-io -f qcow2 -c 'write -P 1 0 1M' -c 'write -P 2 8M 64k' b1.qcow2 >/dev/null
+qemu-io -f qcow2 -c 'write -P 1 0 512k' -c 'write -P 3 12M 4k' b2.qcow2 >/dev/null
+for tool in qemu vdisk; do
+	qemu-img create -q -f qcow2 -b b1.qcow2 -F qcow2 rb-$tool.qcow2
+	qemu-img bitmap --add -g 4096 rb-$tool.qcow2 r0
+	qemu-io -f qcow2 -c 'write -P 9 8M 4k' rb-$tool.qcow2 >/dev/null
+done
+qemu-img rebase -q -f qcow2 -b b2.qcow2 -F qcow2 rb-qemu.qcow2 || fail "qemu-img rebase"
+"$VDISK" rebase -q -f qcow2 -b b2.qcow2 -F qcow2 rb-vdisk.qcow2 || fail "vdisk rebase"
+clean_check rb-vdisk.qcow2
+bmap rb-qemu.qcow2 r0 | grep -q '524288 .* 1 *dirty' || fail "qemu-img rebase left r0 clean"
+same_bitmaps rb-vdisk.qcow2 rb-qemu.qcow2 r0
+echo "ok: rebase records its writes in the image's bitmaps"
