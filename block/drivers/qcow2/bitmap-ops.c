@@ -768,7 +768,7 @@ int qcow2_co_bitmap(struct vd_node *n, enum vd_bitmap_action act, const char *na
 	}
 	/* Loaded again, with a bitmap just added: it records the writes
 	 * that follow, as in QEMU. */
-	if (live || (!s->read_only && !s->data_changed) || ret == 0) {
+	if (!s->read_only) {
 		struct vd_error e2 = {0};
 		int r2 = qcow2_bitmaps_load_live(s, &e2);
 
