@@ -2,7 +2,8 @@
 /*
  * vdisk convert [-c] [-f FMT] [-O FMT] [-o OPTS] [-B BACKING [-F FMT]] [-n]
  *               [-p] [-q] [-r RATE] [-S SPARSE] [-t CACHE] [-T CACHE] [-m N]
- *               [-W] [-U] [--salvage] [--target-is-zero] SRC... DST
+ *               [-W] [-U] [--salvage] [--target-is-zero]
+ *               [--bitmaps [--skip-broken-bitmaps]] SRC... DST
  *
  * qemu-img convert (7.2): the same options, messages and exit codes.
  *
@@ -492,10 +493,118 @@ static void flush_co(void *opaque)
 static void usage(void)
 {
 	printf("usage: vdisk convert [--object objectdef] [--image-opts] [--target-image-opts] "
-	       "[--target-is-zero] [-U] [-C] [-c] [-p] [-q] [-n] [-f fmt] [-t cache] "
+	       "[--target-is-zero] [--bitmaps] [-U] [-C] [-c] [-p] [-q] [-n] [-f fmt] [-t cache] "
 	       "[-T src_cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] "
 	       "[-S sparse_size] [-r rate_limit] [-m num_coroutines] [-W] [--salvage] "
 	       "filename [filename2 [...]] output_filename\n");
+}
+
+/*
+ * --bitmaps: the persistent bitmaps of a qcow2 v3 source, copied to a qcow2
+ * v3 target after the data (qemu-img's convert_check_bitmaps and
+ * convert_copy_bitmaps): each added with its granularity, the source's
+ * bits merged in, disabled if it was.  An inconsistent (in-use) bitmap
+ * stops the convert before anything is created, or is skipped with
+ * --skip-broken-bitmaps.
+ */
+static bool node_has_bitmaps(struct vd_node *n, struct vd_image_info *info)
+{
+	struct vd_error err = {0};
+	const char *compat;
+
+	if (vd_node_get_info(n, info, &err) < 0 || !info->format || strcmp(info->format, "qcow2") ||
+	    !info->format_specific)
+		return false;
+	compat = vd_opts_peek(info->format_specific, "compat");
+	return compat && !strcmp(compat, "1.1");
+}
+
+static bool bitmap_flag(const struct vd_opts *o, int i, const char *flag)
+{
+	char key[64];
+	const char *v;
+
+	for (int j = 0;; j++) {
+		snprintf(key, sizeof(key), "bitmaps.%d.flags.%d", i, j);
+		v = vd_opts_peek(o, key);
+		if (!v)
+			return false;
+		if (!strcmp(v, flag))
+			return true;
+	}
+}
+
+static const char *bitmap_name(const struct vd_opts *o, int i)
+{
+	char key[64];
+
+	snprintf(key, sizeof(key), "bitmaps.%d.name", i);
+	return o ? vd_opts_peek(o, key) : NULL;
+}
+
+static int check_bitmaps(struct vd_node *src, bool skip_broken)
+{
+	struct vd_image_info info = {0};
+	const char *name;
+	int ret = 0;
+
+	if (!node_has_bitmaps(src, &info)) {
+		tool_error("Source lacks bitmap support");
+		vd_image_info_cleanup(&info);
+		return -1;
+	}
+	for (int i = 0; !skip_broken && (name = bitmap_name(info.format_specific, i)); i++) {
+		if (bitmap_flag(info.format_specific, i, "in-use")) {
+			tool_error("Cannot copy inconsistent bitmap '%s'", name);
+			fprintf(stderr,
+				"Try --skip-broken-bitmaps, or use 'qemu-img bitmap --remove' "
+				"to delete it\n");
+			ret = -1;
+			break;
+		}
+	}
+	vd_image_info_cleanup(&info);
+	return ret;
+}
+
+static int copy_bitmaps(struct vd_node *src, struct vd_node *dst, bool skip_broken)
+{
+	struct vd_image_info info = {0};
+	struct vd_error err = {0};
+	const char *name;
+	int ret = 0;
+
+	node_has_bitmaps(src, &info);
+	for (int i = 0; (name = bitmap_name(info.format_specific, i)); i++) {
+		char key[64];
+		const char *g;
+
+		if (skip_broken && bitmap_flag(info.format_specific, i, "in-use")) {
+			tool_error("warning: Skipping inconsistent bitmap '%s'", name);
+			continue;
+		}
+		snprintf(key, sizeof(key), "bitmaps.%d.granularity", i);
+		g = vd_opts_peek(info.format_specific, key);
+		memset(&err, 0, sizeof(err));
+		if (vd_node_bitmap(dst, VD_BITMAP_ADD, name, g ? strtoull(g, NULL, 10) : 0, NULL,
+				   NULL, &err) < 0) {
+			tool_error("Failed to create bitmap %s: %s", name, err.msg);
+			ret = -1;
+			break;
+		}
+		if (vd_node_bitmap(dst, VD_BITMAP_MERGE, name, 0, src, name, &err) < 0 ||
+		    (!bitmap_flag(info.format_specific, i, "auto") &&
+		     vd_node_bitmap(dst, VD_BITMAP_DISABLE, name, 0, NULL, NULL, &err) < 0)) {
+			struct vd_error e2 = {0};
+
+			tool_error("Failed to populate bitmap %s: %s", name, err.msg);
+			vd_node_bitmap(dst, VD_BITMAP_REMOVE, name, 0, NULL, NULL, &e2);
+			ret = -1;
+			break;
+		}
+	}
+	vd_image_info_cleanup(&info);
+	return ret;
 }
 
 enum {
@@ -525,7 +634,7 @@ int cmd_convert(int argc, char **argv)
 	const char *out_name;
 	bool image_opts = false, target_image_opts = false, force_share = false;
 	bool skip_create = false, quiet = false, copy_range = false, target_is_zero = false;
-	bool bitmaps = false, help = false;
+	bool bitmaps = false, skip_broken = false, help = false;
 	struct convert c = {.min_sparse = 4096, .in_order = true};
 	struct tool_snapshot_arg sn_arg = {0};
 	struct vd_opts *opts = NULL;
@@ -660,8 +769,10 @@ int cmd_convert(int argc, char **argv)
 			target_is_zero = true;
 			break;
 		case OPT_BITMAPS:
-		case OPT_SKIP_BROKEN:
 			bitmaps = true;
+			break;
+		case OPT_SKIP_BROKEN:
+			skip_broken = true;
 			break;
 		}
 	}
@@ -716,8 +827,8 @@ int cmd_convert(int argc, char **argv)
 		tool_error("Use of backing file requires explicit backing format");
 		goto out;
 	}
-	if (bitmaps) {
-		tool_error("--bitmaps is not supported yet");
+	if (skip_broken && !bitmaps) {
+		tool_error("Use of --skip-broken-bitmaps requires --bitmaps");
 		goto out;
 	}
 	if (out_fmt && !format_known(out_fmt)) {
@@ -769,6 +880,14 @@ int cmd_convert(int argc, char **argv)
 	}
 	if (snapshot && tool_snapshot_arg_load(vd_blk_root(c.src[0].blk), &sn_arg) < 0)
 		goto out;
+	if (bitmaps) {
+		if (c.nsrc > 1) {
+			tool_error("Copying bitmaps only possible with single source");
+			goto out;
+		}
+		if (check_bitmaps(vd_blk_root(c.src[0].blk), skip_broken) < 0)
+			goto out;
+	}
 
 	if (!skip_create) {
 		char sizebuf[32];
@@ -818,6 +937,19 @@ int cmd_convert(int argc, char **argv)
 			tool_error("Could not open '%s': %s", out_name, err.msg);
 			goto out;
 		}
+	}
+	if (bitmaps) {
+		struct vd_image_info info = {0};
+		bool ok = node_has_bitmaps(vd_blk_root(c.dst), &info);
+
+		if (!ok)
+			tool_error("Format driver '%s' does not support bitmaps",
+				   info.format ? info.format
+				   : out_fmt   ? out_fmt
+					       : "?");
+		vd_image_info_cleanup(&info);
+		if (!ok)
+			goto out;
 	}
 	out_size = vd_blk_getlength(c.dst);
 	if (skip_create && out_size < c.total) {
@@ -871,6 +1003,9 @@ int cmd_convert(int argc, char **argv)
 			ret = 1;
 		}
 	}
+	if (ret == 0 && bitmaps &&
+	    copy_bitmaps(vd_blk_root(c.src[0].blk), vd_blk_root(c.dst), skip_broken) < 0)
+		ret = 1;
 out:
 	if (c.dst)
 		vd_blk_unref(c.dst);

@@ -43,7 +43,8 @@ static const struct subcommand subcommands[] = {
 	 "[-s] [-U] filename1 filename2"},
 	{"convert", cmd_convert,
 	 "convert [--object objectdef] [--image-opts] [--target-image-opts] [--target-is-zero] "
-	 "[-U] [-C] [-c] [-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] "
+	 "[--bitmaps] [-U] [-C] [-c] [-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O "
+	 "output_fmt] "
 	 "[-B backing_file [-F backing_fmt]] [-o options] [-S sparse_size] [-r rate_limit] "
 	 "[-m num_coroutines] [-W] [--salvage] filename [filename2 [...]] output_filename"},
 	{"create", cmd_create,

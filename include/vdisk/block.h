@@ -369,8 +369,8 @@ enum vd_bitmap_action {
 	VD_BITMAP_MERGE,
 };
 /*
- * Apply @act to bitmap @name of @n (open read-write, its data not yet
- * written through this open: vdisk does not track writes in bitmaps).
+ * Apply @act to bitmap @name of @n (open read-write; the bitmaps it
+ * records writes in are stored first and loaded again after).
  * ADD takes @granularity (0: the default); MERGE ORs bitmap @src_name of
  * @src (NULL: @n) into @name.  -errno with QEMU's message in @err.
  */

@@ -4,7 +4,8 @@
  * qcow2 image: the bitmaps extension, the bitmap directory, bitmap tables
  * and data, and the tables a refcount width change and a downgrade walk.
  * Each input is written to a temporary file, opened read-write as qcow2 (no
- * backing files) and put through bitmap merge/clear/disable/add/remove and
+ * backing files: the bitmaps are loaded and flagged in use), written to,
+ * and put through bitmap merge/clear/disable/add/remove and
  * amend refcount_bits=8, size=, compat=0.10.  Every input must end in
  * clean errors or clean changes: no crash, no hang, no huge allocation.
  *
@@ -44,8 +45,13 @@ static void exercise(struct vd_node *n)
 		{VD_BITMAP_DISABLE, "b0", NULL}, {VD_BITMAP_ADD, "new", NULL},
 		{VD_BITMAP_REMOVE, "b0", NULL},
 	};
+	static const uint8_t buf[4096] = {1};
 	struct vd_error err;
 
+	/* Writes recorded in the bitmaps loaded at open (and, after the
+	 * operations, in the ones loaded again). */
+	vd_node_pwrite(n, 0, buf, sizeof(buf), 0);
+	vd_node_pwrite_zeroes(n, 65536, 65536, 0);
 	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
 		memset(&err, 0, sizeof(err));
 		if (vd_node_bitmap(n, ops[i].act, ops[i].name, 512, NULL, ops[i].src, &err) < 0 &&
@@ -54,6 +60,7 @@ static void exercise(struct vd_node *n)
 			abort();
 		}
 	}
+	vd_node_pwrite(n, 1 << 20, buf, sizeof(buf), 0);
 	amend(n, "refcount_bits=8");
 	amend(n, "size=2M");
 	amend(n, "compat=0.10");

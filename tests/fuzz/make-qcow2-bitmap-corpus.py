@@ -76,6 +76,10 @@ def main():
     case("name-size-zero", put(">H", doff + 18, 0))
     case("name-size-huge", put(">H", doff + 18, 0xFFFF))
     case("extra-size-huge", put(">I", doff + 20, 0xFFFFFFF0))
+    # The second entry (the first, name "b0", takes 32 bytes): one bitmap
+    # loaded at a read-write open and one left inconsistent; two names alike.
+    case("second-in-use", put(">I", doff + 32 + 12, 3))
+    case("names-alike", put(">2s", doff + 32 + 24, b"b0"))
     toff = struct.unpack(">Q", good[doff:doff + 8])[0]
     case("table-entry-past-eof", put(">Q", toff, 1 << 52))
     case("table-entry-reserved", put(">Q", toff, 0x1FE))

@@ -626,7 +626,7 @@ int qcow2_co_amend(struct vd_node *n, struct vd_opts *opts, bool force, struct v
 	}
 	if (new_size) {
 		/* The bitmaps are resized with the image. */
-		ret = qcow2_truncate_with_bitmaps(s, new_size, err);
+		ret = qcow2_truncate_live(s, new_size, err);
 		s->data_changed = true;
 		if (ret < 0)
 			goto out;
@@ -636,6 +636,7 @@ int qcow2_co_amend(struct vd_node *n, struct vd_opts *opts, bool force, struct v
 		ret = downgrade(s, err);
 		if (ret < 0)
 			goto out;
+		qcow2_bitmaps_free_live(s); /* dropped with the extension */
 	}
 	ret = qcow2_cache_flush(s, &s->l2_cache);
 	if (ret == 0)

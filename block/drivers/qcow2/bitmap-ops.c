@@ -4,11 +4,12 @@
  * directory", "Bitmap table", "Bitmap data"): what qemu-img bitmap does to
  * them: add, remove, clear, enable, disable, merge.
  *
- * vdisk does not track its own writes in bitmaps: a read-write open clears
- * the bitmaps autoclear bit (qcow2.c), so no reader trusts a bitmap after
- * vdisk changed data.  An operation here writes the bitmaps anew and sets
- * the bit again, but only while the image's data was not changed since it
- * was opened (s->data_changed) and the bitmaps were valid then.
+ * And, as QEMU 7.2, the live bitmaps (end of this file): loaded and
+ * flagged in use at a read-write open, updated by every write, stored at
+ * close.  An operation here first stores them (in-use flag cleared), works
+ * on the directory on disk, and loads them again.  Only when they could not
+ * be loaded (the autoclear bit then cleared) does an operation refuse once
+ * the image's data changed since the open (s->data_changed).
  *
  * Every change is made copy-on-write: new tables and data clusters, then a
  * new directory, then the header switched to it in one write, then the old
@@ -328,41 +329,55 @@ static int free_bits(struct qcow2_state *s, const struct bm *b)
 	return ret;
 }
 
-/* Write @d as the new directory, switch the header to it, free the old. */
-static int write_dir(struct qcow2_state *s, struct bm_dir *d, uint64_t old_off, uint64_t old_bytes)
+/* The directory entries of @d, as on disk (caller frees *out). */
+static int serialize_dir(const struct bm_dir *d, uint8_t **out, uint64_t *out_bytes)
 {
-	struct qcow2_ext *e = find_ext(s), **link;
 	uint64_t bytes = 0, pos = 0;
-	uint8_t *buf = NULL;
-	int64_t off = 0;
-	int ret;
+	uint8_t *buf;
 
 	for (uint32_t i = 0; i < d->n; i++)
 		bytes += (24 + d->b[i].extra_size + strlen(d->b[i].name) + 7) & ~7ull;
 	if (bytes > BME_MAX_DIR_SIZE)
 		return -EFBIG;
-	if (d->n) {
-		buf = calloc(1, bytes);
-		if (!buf)
-			return -ENOMEM;
-		for (uint32_t i = 0; i < d->n; i++) {
-			const struct bm *b = &d->b[i];
-			size_t name = strlen(b->name);
-			uint8_t *p = buf + pos;
+	buf = calloc(1, bytes ? bytes : 1);
+	if (!buf)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < d->n; i++) {
+		const struct bm *b = &d->b[i];
+		size_t name = strlen(b->name);
+		uint8_t *p = buf + pos;
 
-			qcow2_put_be64(p, b->table_offset);
-			qcow2_put_be32(p + 8, b->table_size);
-			qcow2_put_be32(p + 12, b->flags);
-			p[16] = b->type;
-			p[17] = b->gran_bits;
-			p[18] = (uint8_t)(name >> 8);
-			p[19] = (uint8_t)name;
-			qcow2_put_be32(p + 20, b->extra_size);
-			if (b->extra_size)
-				memcpy(p + 24, b->extra, b->extra_size);
-			memcpy(p + 24 + b->extra_size, b->name, name);
-			pos += (24 + b->extra_size + name + 7) & ~7ull;
-		}
+		qcow2_put_be64(p, b->table_offset);
+		qcow2_put_be32(p + 8, b->table_size);
+		qcow2_put_be32(p + 12, b->flags);
+		p[16] = b->type;
+		p[17] = b->gran_bits;
+		p[18] = (uint8_t)(name >> 8);
+		p[19] = (uint8_t)name;
+		qcow2_put_be32(p + 20, b->extra_size);
+		if (b->extra_size)
+			memcpy(p + 24, b->extra, b->extra_size);
+		memcpy(p + 24 + b->extra_size, b->name, name);
+		pos += (24 + b->extra_size + name + 7) & ~7ull;
+	}
+	*out = buf;
+	*out_bytes = bytes;
+	return 0;
+}
+
+/* Write @d as the new directory, switch the header to it, free the old. */
+static int write_dir(struct qcow2_state *s, struct bm_dir *d, uint64_t old_off, uint64_t old_bytes)
+{
+	struct qcow2_ext *e = find_ext(s), **link;
+	uint64_t bytes = 0;
+	uint8_t *buf = NULL;
+	int64_t off = 0;
+	int ret;
+
+	if (d->n) {
+		ret = serialize_dir(d, &buf, &bytes);
+		if (ret < 0)
+			return ret;
 		off = qcow2_alloc_clusters(s, bytes);
 		ret = off < 0 ? (int)off : pwrite_file(s, (uint64_t)off, buf, bytes);
 		free(buf);
@@ -419,6 +434,8 @@ static int write_dir(struct qcow2_state *s, struct bm_dir *d, uint64_t old_off, 
 		qcow2_overlap_add(s, QCOW2_OL_BITMAP_DIRECTORY_BITNR, (uint64_t)off, bytes);
 	d->offset = s->ol_bitmap_dir_offset;
 	d->bytes = s->ol_bitmap_dir_bytes;
+	/* What we wrote is valid, whatever the image held when opened. */
+	s->bitmaps_valid_at_open = true;
 	return ret;
 }
 
@@ -473,6 +490,23 @@ int qcow2_bitmaps_revalidate(struct qcow2_state *s)
 	return ret;
 }
 
+/* Set the autoclear bit (the bitmaps on disk are whole again). */
+static int qcow2_bitmaps_set_valid(struct qcow2_state *s)
+{
+	uint8_t buf[8];
+	struct vd_qiov q;
+	int ret;
+
+	qcow2_put_be64(buf, s->autoclear | QCOW2_AUTOCLEAR_BITMAPS);
+	vd_qiov_init_buf(&q, buf, 8);
+	ret = vd_co_pwritev(s->node->file, 88, 8, &q, 0);
+	if (ret == 0)
+		ret = vd_co_flush(s->node->file);
+	if (ret == 0)
+		s->autoclear |= QCOW2_AUTOCLEAR_BITMAPS;
+	return ret;
+}
+
 int qcow2_bitmaps_invalidate(struct qcow2_state *s)
 {
 	uint8_t buf[8];
@@ -493,7 +527,7 @@ int qcow2_bitmaps_invalidate(struct qcow2_state *s)
 
 static int bitmap_locked(struct qcow2_state *s, enum vd_bitmap_action act, const char *name,
 			 uint64_t granularity, struct vd_node *src, const char *src_name,
-			 struct vd_error *err)
+			 bool tracked, struct vd_error *err)
 {
 	struct bm_dir d, sd = {0};
 	struct bm *b, *sb, old;
@@ -510,7 +544,9 @@ static int bitmap_locked(struct qcow2_state *s, enum vd_bitmap_action act, const
 					      "store dirty bitmaps in qcow2 v2 files",
 					      name, s->node->filename)
 			       : vd_error_set(err, -ENOENT, "Dirty bitmap '%s' not found", name);
-	if (s->data_changed)
+	/* Without live bitmaps (they could not be loaded), a write since the
+	 * open made the bitmaps on disk stale. */
+	if (s->data_changed && !tracked && s->bitmaps_valid_at_open)
 		return vd_error_set(err, -EBUSY,
 				    "The image was written since it was opened: its bitmaps are "
 				    "no longer valid");
@@ -708,10 +744,37 @@ int qcow2_co_bitmap(struct vd_node *n, enum vd_bitmap_action act, const char *na
 	struct qcow2_state *ss = src && src != n && src->drv == n->drv ? src->opaque : NULL;
 	int ret;
 
+	bool live, slive;
+
 	vd_co_mutex_lock(&s->lock);
 	if (ss)
 		vd_co_mutex_lock(&ss->lock);
-	ret = bitmap_locked(s, act, name, granularity, src == n ? NULL : src, src_name, err);
+	/* Live bitmaps are written back first (in-use flag cleared), so that
+	 * the operation works on what was recorded, then loaded again. */
+	live = s->bitmaps_live;
+	slive = ss && ss->bitmaps_live;
+	ret = qcow2_bitmaps_store_live(s);
+	if (ret == 0 && ss)
+		ret = qcow2_bitmaps_store_live(ss);
+	if (ret < 0)
+		vd_error_setg_errno(err, ret, "Could not store the bitmaps");
+	else
+		ret = bitmap_locked(s, act, name, granularity, src == n ? NULL : src, src_name,
+				    live, err);
+	if (slive) {
+		struct vd_error e2 = {0};
+
+		qcow2_bitmaps_load_live(ss, &e2);
+	}
+	/* Loaded again, with a bitmap just added: it records the writes
+	 * that follow, as in QEMU. */
+	if (!s->read_only) {
+		struct vd_error e2 = {0};
+		int r2 = qcow2_bitmaps_load_live(s, &e2);
+
+		if (r2 < 0 && ret == 0)
+			ret = vd_error_set(err, r2, "%s", e2.msg);
+	}
 	if (ss)
 		vd_co_mutex_unlock(&ss->lock);
 	vd_co_mutex_unlock(&s->lock);
@@ -746,8 +809,16 @@ int qcow2_truncate_with_bitmaps(struct qcow2_state *s, uint64_t new_size, struct
 		goto out;
 	}
 	for (uint32_t i = 0; i < d.n; i++) {
-		if (d.b[i].flags & BME_FLAG_IN_USE)
-			continue; /* inconsistent: kept as it is, QEMU ignores it */
+		/* QEMU 7.2 refuses to resize an image with an inconsistent
+		 * bitmap (it could not be resized along). */
+		if (d.b[i].flags & BME_FLAG_IN_USE) {
+			ret = vd_error_set(err, -EINVAL,
+					   "Bitmap '%s' is inconsistent and cannot be used\n"
+					   "Try block-dirty-bitmap-remove to delete this bitmap "
+					   "from disk",
+					   d.b[i].name);
+			goto out;
+		}
 		ret = load_bits(s, &d.b[i], &bits[i], err);
 		if (ret < 0)
 			goto out;
@@ -808,5 +879,239 @@ out:
 	free(bits);
 	free(old);
 	dir_free(&d);
+	return ret;
+}
+
+/*
+ * Live bitmaps.  As QEMU 7.2 on a read-write open: every consistent bitmap
+ * (enabled or not) is read into memory and flagged in use in the directory
+ * on disk before any guest write; the enabled ones take the bits of every
+ * write, zero write and discard; at close they are written back (new data
+ * clusters and tables, a new directory, the old ones freed) with the in-use
+ * flag cleared.  A bitmap found in use is inconsistent: left as it is.  A
+ * crash before the close leaves the bitmaps flagged in use, as QEMU's.
+ */
+void qcow2_bitmaps_free_live(struct qcow2_state *s)
+{
+	for (uint32_t i = 0; i < s->n_live; i++) {
+		free(s->live[i].name);
+		free(s->live[i].bits);
+	}
+	free(s->live);
+	s->live = NULL;
+	s->n_live = 0;
+	s->bitmaps_live = false;
+}
+
+/*
+ * Only flags changed: the directory is rewritten where it is, as QEMU's
+ * update_ext_header_and_dir_in_place, so that an open allocates nothing.
+ * The autoclear bit is cleared around the write: a cut in between leaves
+ * bitmaps that every reader ignores (and leaked clusters), never a
+ * half-written directory that one would trust.
+ */
+static int write_flags_in_place(struct qcow2_state *s, const struct bm_dir *d)
+{
+	uint64_t bytes;
+	uint8_t *buf;
+	struct vd_qiov q;
+	int ret = serialize_dir(d, &buf, &bytes);
+
+	if (ret < 0)
+		return ret;
+	if (bytes != d->bytes) {
+		free(buf);
+		return -EINVAL;
+	}
+	ret = qcow2_bitmaps_invalidate(s);
+	if (ret == 0)
+		ret = qcow2_check_overlap(s, QCOW2_OL_BITMAP_DIRECTORY, d->offset, bytes);
+	if (ret == 0) {
+		vd_qiov_init_buf(&q, buf, bytes);
+		ret = vd_co_pwritev(s->node->file, (int64_t)d->offset, (int64_t)bytes, &q, 0);
+	}
+	if (ret == 0)
+		ret = vd_co_flush(s->node->file);
+	free(buf);
+	if (ret < 0)
+		return ret;
+	return qcow2_bitmaps_set_valid(s);
+}
+
+int qcow2_bitmaps_load_live(struct qcow2_state *s, struct vd_error *err)
+{
+	struct bm_dir d;
+	bool changed = false;
+	int ret;
+
+	if (s->bitmaps_live || s->read_only || !find_ext(s) ||
+	    !(s->autoclear & QCOW2_AUTOCLEAR_BITMAPS))
+		return 0;
+	ret = load_dir(s, &d, err);
+	if (ret < 0)
+		return ret;
+	s->live = calloc(d.n ? d.n : 1, sizeof(*s->live));
+	if (!s->live) {
+		ret = vd_error_set(err, -ENOMEM, "Out of memory");
+		goto fail;
+	}
+	for (uint32_t i = 0; i < d.n; i++) {
+		struct bm *b = &d.b[i];
+		struct qcow2_live_bitmap *l = &s->live[s->n_live];
+
+		if (b->flags & BME_FLAG_IN_USE)
+			continue; /* inconsistent: QEMU neither loads nor stores it */
+		ret = load_bits(s, b, &l->bits, err);
+		if (ret < 0)
+			goto fail;
+		l->name = strdup(b->name);
+		s->n_live++;
+		if (!l->name) {
+			ret = vd_error_set(err, -ENOMEM, "Out of memory");
+			goto fail;
+		}
+		l->gran_bits = b->gran_bits;
+		l->enabled = (b->flags & BME_FLAG_AUTO) != 0;
+		l->nbits = nb_bits(s, b->gran_bits);
+		b->flags |= BME_FLAG_IN_USE;
+		changed = true;
+	}
+	/* A directory that shares clusters with other metadata (a crafted
+	 * image) is not written: the bitmaps are left unloaded. */
+	if (changed && s->ol_ready && !s->ol_broken &&
+	    (qcow2_ol_query(&s->ol, d.offset, d.bytes) & ~QCOW2_OL_BITMAP_DIRECTORY)) {
+		ret = vd_error_set(err, -EINVAL, "The bitmap directory overlaps other metadata");
+		goto fail;
+	}
+	if (changed) {
+		ret = write_flags_in_place(s, &d);
+		if (ret < 0) {
+			vd_error_setg_errno(err, ret, "Could not mark the bitmaps in use");
+			goto fail;
+		}
+	}
+	s->bitmaps_live = true;
+	dir_free(&d);
+	return 0;
+fail:
+	qcow2_bitmaps_free_live(s);
+	dir_free(&d);
+	return ret;
+}
+
+/* Set bits @first..@last (inclusive): whole bytes at once. */
+static void set_bits(uint8_t *p, uint64_t first, uint64_t last)
+{
+	while (first <= last && (first & 7)) {
+		p[first / 8] |= (uint8_t)(1u << (first & 7));
+		first++;
+	}
+	if (first <= last && last - first + 1 >= 8) {
+		uint64_t n = (last - first + 1) / 8;
+
+		memset(p + first / 8, 0xff, n);
+		first += n * 8;
+	}
+	while (first <= last) {
+		p[first / 8] |= (uint8_t)(1u << (first & 7));
+		first++;
+	}
+}
+
+void qcow2_bitmaps_track(struct qcow2_state *s, uint64_t offset, uint64_t bytes)
+{
+	if (!s->bitmaps_live || !bytes || offset >= s->size)
+		return;
+	if (bytes > s->size - offset)
+		bytes = s->size - offset;
+	for (uint32_t i = 0; i < s->n_live; i++) {
+		const struct qcow2_live_bitmap *l = &s->live[i];
+		uint64_t first = offset >> l->gran_bits;
+		uint64_t last = (offset + bytes - 1) >> l->gran_bits;
+
+		if (!l->enabled || first >= l->nbits)
+			continue;
+		if (last >= l->nbits)
+			last = l->nbits - 1;
+		set_bits(l->bits, first, last);
+		s->live[i].modified = true;
+	}
+}
+
+static struct qcow2_live_bitmap *find_live(struct qcow2_state *s, const char *name)
+{
+	for (uint32_t i = 0; i < s->n_live; i++)
+		if (!strcmp(s->live[i].name, name))
+			return &s->live[i];
+	return NULL;
+}
+
+int qcow2_bitmaps_store_live(struct qcow2_state *s)
+{
+	struct vd_error err = {0};
+	struct bm_dir d;
+	struct bm *old = NULL;
+	bool *replaced = NULL, any_ours = false, any_modified = false;
+	int ret;
+
+	if (!s->bitmaps_live)
+		return 0;
+	ret = load_dir(s, &d, &err);
+	if (ret < 0)
+		goto out_free;
+	old = calloc(d.n ? d.n : 1, sizeof(*old));
+	replaced = calloc(d.n ? d.n : 1, sizeof(*replaced));
+	if (!old || !replaced) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (uint32_t i = 0; i < d.n; i++) {
+		struct bm *b = &d.b[i];
+		struct qcow2_live_bitmap *l = find_live(s, b->name);
+
+		if (!l || l->gran_bits != b->gran_bits || !(b->flags & BME_FLAG_IN_USE))
+			continue; /* not ours (inconsistent at open): kept as it is */
+		any_ours = true;
+		if (!l->modified) {
+			/* The bits on disk are still these: only the flags. */
+			b->flags = l->enabled ? BME_FLAG_AUTO : 0;
+			continue;
+		}
+		any_modified = true;
+		old[i].table_offset = b->table_offset;
+		old[i].table_size = b->table_size;
+		old[i].name = b->name;
+		ret = store_bits(s, b, l->bits);
+		if (ret < 0)
+			goto out;
+		replaced[i] = true;
+		b->flags = l->enabled ? BME_FLAG_AUTO : 0;
+	}
+	if (!any_ours) {
+		ret = 0;
+		goto out;
+	}
+	/* No bit changed: the flags are cleared where they are, as they were
+	 * set (nothing allocated, nothing freed). */
+	if (!any_modified) {
+		ret = write_flags_in_place(s, &d);
+		goto out;
+	}
+	/* The new tables and data are on disk (write_dir flushes) before
+	 * the new directory names them without the in-use flag. */
+	ret = write_dir(s, &d, d.offset, d.bytes);
+	for (uint32_t i = 0; ret == 0 && i < d.n; i++)
+		if (replaced[i])
+			ret = free_bits(s, &old[i]);
+	if (ret == 0)
+		ret = qcow2_cache_flush(s, &s->rb_cache);
+out:
+	free(old);
+	free(replaced);
+	dir_free(&d);
+out_free:
+	/* On failure the bitmaps stay flagged in use: inconsistent, as after
+	 * a crash, never wrong. */
+	qcow2_bitmaps_free_live(s);
 	return ret;
 }

@@ -2,8 +2,8 @@
 /*
  * Persistent dirty bitmaps, read only (qcow2.txt "Bitmaps extension" and
  * "Bitmap directory"): their names, flags and granularity for info, and
- * the space they would take for measure.  vdisk does not update bitmaps;
- * a read-write open clears the autoclear bit, so QEMU then ignores them.
+ * the space they would take for measure.  Loading, tracking and storing
+ * them is bitmap-ops.c's.
  */
 #include <errno.h>
 #include <stdlib.h>

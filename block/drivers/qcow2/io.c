@@ -512,6 +512,8 @@ int qcow2_co_pwritev(struct vd_node *n, int64_t offset, int64_t bytes, struct vd
 	size_t qoff = 0;
 	int ret = 0;
 
+	/* Before the write, as QEMU's dirty bitmaps (set even if it fails). */
+	qcow2_bitmaps_track(s, (uint64_t)offset, (uint64_t)bytes);
 	if (flags & VD_REQ_COMPRESSED) {
 		/* As QEMU's qcow2_co_pwritev_compressed_part: any number of
 		 * whole clusters (the last may end at the end of the disk),

@@ -644,6 +644,7 @@ static void free_state(struct qcow2_state *s)
 	qcow2_cache_destroy(&s->rb_cache);
 	qcow2_ol_destroy(&s->ol);
 	s->ol_ready = false;
+	qcow2_bitmaps_free_live(s);
 	free(s->l1);
 	free(s->reftable);
 	free(s->backing_file);
@@ -809,32 +810,54 @@ static int qcow2_open(struct vd_node *n, struct vd_opts *opts, int flags, struct
 		}
 	}
 	s->bitmaps_valid_at_open = s->version >= 3 && (s->autoclear & QCOW2_AUTOCLEAR_BITMAPS);
-	if (rw && s->version >= 3 && s->autoclear) {
-		/* We do not keep bitmaps up to date: clear the autoclear bits so
-		 * that nobody trusts them after our writes (qcow2.txt
-		 * "autoclear_features"). */
-		uint8_t z[8] = {0};
-		vd_qiov_init_buf(&q, z, 8);
-		ret = vd_co_pwritev(n->file, 88, 8, &q, 0);
-		if (ret == 0)
-			ret = vd_co_flush(n->file);
-		if (ret < 0) {
-			vd_error_setg_errno(err, ret, "Could not update qcow2 header");
-			goto fail;
-		}
-		s->autoclear = 0;
-	}
 
 	if (rw && (s->incompat & QCOW2_INCOMPAT_DIRTY)) {
 		/* Lazy refcounts were in use when the image was last closed: the
 		 * refcounts may be stale, rebuild them as QEMU does on a
-		 * read-write open (qcow2.txt "incompatible_features" bit 0). */
+		 * read-write open (qcow2.txt "incompatible_features" bit 0).
+		 * Valid bitmaps are still valid: their clusters are counted. */
 		struct vd_check_result res;
 		ret = qcow2_check_locked(s, &res, VD_CHECK_FIX_LEAKS | VD_CHECK_FIX_ERRORS);
 		if (ret < 0 || res.check_errors || res.corruptions) {
 			ret = vd_error_setg_errno(err, ret < 0 ? ret : -EIO,
 						  "Could not repair dirty image");
 			goto fail;
+		}
+	}
+
+	if (rw && s->version >= 3 && s->autoclear) {
+		/* Autoclear bits we do not maintain are cleared, so that nobody
+		 * trusts what they describe after our writes (qcow2.txt
+		 * "autoclear_features").  The bitmaps bit stays when the bitmaps
+		 * are loaded to be kept up to date (bitmap-ops.c), and for an
+		 * open for check, which changes no data and leaves them alone. */
+		uint64_t orig = s->autoclear, keep = orig & QCOW2_AUTOCLEAR_BITMAPS;
+
+		s->autoclear = keep;
+		if (keep && !(flags & VD_OPEN_CHECK)) {
+			struct vd_error berr = {0};
+
+			if (qcow2_bitmaps_load_live(s, &berr) < 0) {
+				vd_message(VD_MSG_WARNING,
+					   "qcow2: the bitmaps could not be loaded (%s): they are "
+					   "no longer valid",
+					   berr.msg);
+				keep = 0;
+			}
+		}
+		s->autoclear = keep;
+		if (orig != keep) {
+			uint8_t a[8];
+
+			qcow2_put_be64(a, keep);
+			vd_qiov_init_buf(&q, a, 8);
+			ret = vd_co_pwritev(n->file, 88, 8, &q, 0);
+			if (ret == 0)
+				ret = vd_co_flush(n->file);
+			if (ret < 0) {
+				vd_error_setg_errno(err, ret, "Could not update qcow2 header");
+				goto fail;
+			}
 		}
 	}
 
@@ -860,6 +883,12 @@ static void close_entry(void *opaque)
 	if (s->read_only)
 		return;
 	ret = qcow2_cache_write_back(s, &s->l2_cache);
+	/* The data the bitmaps describe is on disk: now the bitmaps (a
+	 * failure leaves them flagged in use, as a crash would). */
+	if (ret == 0 && s->bitmaps_live)
+		qcow2_bitmaps_store_live(s);
+	else
+		qcow2_bitmaps_free_live(s);
 	if (ret == 0)
 		ret = qcow2_cache_write_back(s, &s->rb_cache);
 	if (ret == 0)
@@ -899,6 +928,7 @@ static int qcow2_co_pdiscard(struct vd_node *n, int64_t offset, int64_t bytes)
 	int ret;
 
 	s->data_changed = true;
+	qcow2_bitmaps_track(s, (uint64_t)offset, (uint64_t)bytes);
 	/* v2 has no zero flag: unallocating would expose the backing file. */
 	if (s->version < 3 && n->backing)
 		return -ENOTSUP;
@@ -922,6 +952,7 @@ static int qcow2_co_pwrite_zeroes(struct vd_node *n, int64_t offset, int64_t byt
 	int ret;
 
 	s->data_changed = true;
+	qcow2_bitmaps_track(s, (uint64_t)offset, (uint64_t)bytes);
 	if (s->version < 3)
 		return -ENOTSUP;
 	if (((uint64_t)offset & (s->sc_size - 1)) || ((end & (s->sc_size - 1)) && end != s->size))

@@ -299,9 +299,15 @@ struct qcow2_state {
 	struct qcow2_alloc *allocs;
 	bool dirty_marked; /* we set the dirty bit (lazy refcounts) */
 	/* Bitmaps (bitmap-ops.c): the autoclear bit said they were valid at open
-	 * (a read-write open clears it); guest-visible data changed since. */
+	 * (or we wrote a directory since); guest-visible data changed since. */
 	bool bitmaps_valid_at_open;
 	bool data_changed;
+	/* The bitmaps loaded at a read-write open (QEMU's BdrvDirtyBitmap):
+	 * flagged in use on disk until stored back at close; every guest
+	 * write, zero write and discard sets their bits (enabled ones). */
+	struct qcow2_live_bitmap *live;
+	uint32_t n_live;
+	bool bitmaps_live;
 	bool read_only;
 	/* A snapshot's L1 table replaced the active one in s->l1 (read-only,
 	 * qcow2_snapshot_load_tmp): it may cover less than the disk size. */
@@ -321,6 +327,15 @@ struct qcow2_state {
 	 * them out again when the header moves them. */
 	uint64_t ol_snapshots_bytes;
 	uint64_t ol_bitmap_dir_offset, ol_bitmap_dir_bytes;
+};
+
+struct qcow2_live_bitmap {
+	char *name;
+	uint8_t gran_bits;
+	bool enabled;
+	uint8_t *bits; /* whole clusters of bitmap data, as on disk */
+	uint64_t nbits; /* bits that cover the image */
+	bool modified; /* a write reached it since it was loaded */
 };
 
 /* Helpers. */
@@ -503,6 +518,8 @@ int vd_coroutine_fn qcow2_snapshot_load_tmp(struct vd_node *n, const char *id, c
 /* Resize with s->lock held (resize.c; also used to apply a snapshot of
  * another size).  0 or -errno with the reason in @err. */
 int qcow2_truncate_locked(struct qcow2_state *s, uint64_t new_size, struct vd_error *err);
+/* The same, live bitmaps resized along (resize.c). */
+int qcow2_truncate_live(struct qcow2_state *s, uint64_t new_size, struct vd_error *err);
 /* Grow the active L1 table to at least @entries entries (s->lock held). */
 int qcow2_grow_l1(struct qcow2_state *s, uint64_t entries);
 int vd_coroutine_fn qcow2_co_truncate(struct vd_node *n, int64_t size, bool exact,
@@ -526,14 +543,24 @@ int vd_coroutine_fn qcow2_write_header(struct qcow2_state *s, struct vd_error *e
 int vd_coroutine_fn qcow2_co_bitmap(struct vd_node *n, enum vd_bitmap_action act, const char *name,
 				    uint64_t granularity, struct vd_node *src, const char *src_name,
 				    struct vd_error *err);
-/* The bitmaps autoclear bit, cleared by a read-write open, set again while
- * the image's data is unchanged since the open and the bitmaps were valid
- * then (so that amend and bitmap keep them); and cleared for good. */
+/* The bitmaps autoclear bit, cleared when a read-write open could not load
+ * the bitmaps, set again while the image's data is unchanged since the open
+ * and the bitmaps were valid then (check -r); and cleared for good. */
 int vd_coroutine_fn qcow2_bitmaps_revalidate(struct qcow2_state *s);
 int vd_coroutine_fn qcow2_bitmaps_invalidate(struct qcow2_state *s);
-/* qcow2_truncate_locked, the valid bitmaps resized along (amend size=). */
+/* qcow2_truncate_locked, the valid bitmaps on disk resized along (an
+ * inconsistent one refuses the resize, as QEMU). */
 int vd_coroutine_fn qcow2_truncate_with_bitmaps(struct qcow2_state *s, uint64_t new_size,
 						struct vd_error *err);
+/* Live bitmaps (bitmap-ops.c), as QEMU's qcow2_load_dirty_bitmaps and
+ * qcow2_store_persistent_dirty_bitmaps: load the consistent bitmaps and flag
+ * them in use on disk (read-write open); set the bits of a written range;
+ * store them back, in-use flag cleared (close).  park = store and drop from
+ * memory, so that the on-disk bitmaps can be operated on; unpark = load. */
+int vd_coroutine_fn qcow2_bitmaps_load_live(struct qcow2_state *s, struct vd_error *err);
+void qcow2_bitmaps_track(struct qcow2_state *s, uint64_t offset, uint64_t bytes);
+int vd_coroutine_fn qcow2_bitmaps_store_live(struct qcow2_state *s);
+void qcow2_bitmaps_free_live(struct qcow2_state *s);
 /* chain.c: backing chains and measure. */
 int vd_coroutine_fn qcow2_co_change_backing_file(struct vd_node *n, const char *backing_file,
 						 const char *backing_fmt, struct vd_error *err);

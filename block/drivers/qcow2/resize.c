@@ -306,7 +306,27 @@ int qcow2_co_truncate(struct vd_node *n, int64_t size, bool exact, enum vd_preal
 	    vd_node_size(n->backing) > (int64_t)s->size)
 		return vd_error_setg_errno(err, -ENOTSUP, "Failed to zero out new clusters");
 	vd_co_mutex_lock(&s->lock);
-	ret = qcow2_truncate_locked(s, (uint64_t)size, err);
+	ret = qcow2_truncate_live(s, (uint64_t)size, err);
 	vd_co_mutex_unlock(&s->lock);
+	return ret;
+}
+
+/* With live bitmaps, as QEMU: they are resized with the image (stored,
+ * resized on disk, loaded again); an inconsistent one refuses the resize. */
+int qcow2_truncate_live(struct qcow2_state *s, uint64_t size, struct vd_error *err)
+{
+	bool live = s->bitmaps_live;
+	int ret = qcow2_bitmaps_store_live(s);
+
+	if (ret < 0)
+		return vd_error_setg_errno(err, ret, "Could not store the bitmaps");
+	ret = qcow2_truncate_with_bitmaps(s, size, err);
+	if (live) {
+		struct vd_error e2 = {0};
+		int r2 = qcow2_bitmaps_load_live(s, &e2);
+
+		if (r2 < 0 && ret == 0)
+			ret = vd_error_set(err, r2, "%s", e2.msg);
+	}
 	return ret;
 }
