@@ -23,6 +23,7 @@
 #include <vdisk/backend.h>
 #include <vdisk/block.h>
 #include <vdisk/export.h>
+#include <vdisk/tls.h>
 
 #include "tools/tools.h"
 
@@ -155,7 +156,6 @@ int cmd_nbd(int argc, char **argv)
 	struct vd_error err = {0};
 	const char *tls_creds = NULL, *objects[8];
 	int n_objects = 0;
-	struct vd_opts *tls_obj = NULL;
 	char *end;
 
 	while ((c = getopt_long(argc, argv, "hp:b:k:x:D:rf:e:tAnv", longopts, NULL)) != -1) {
@@ -248,52 +248,12 @@ int cmd_nbd(int argc, char **argv)
 	}
 	a.writable = !ro;
 	a.probe = !a.format;
-	/* --object tls-creds-x509,id=,dir=,endpoint=server[,verify-peer=] or
-	 * tls-creds-psk,id=,dir=[,endpoint=server], named by --tls-creds. */
-	for (int i = 0; i < n_objects; i++) {
-		struct vd_opts *o = NULL;
-		const char *id;
-
-		if (vd_opts_parse(objects[i], "qom-type", &o, &err) < 0) {
-			tool_error("--object %s: %s", objects[i], err.msg);
-			return 1;
-		}
-		id = vd_opts_get(o, "id");
-		if (tls_creds && id && !strcmp(id, tls_creds) && !tls_obj)
-			tls_obj = o;
-		else
-			vd_opts_free(o);
+	/* The credentials were taken out of argv and registered by main()
+	 * (tool_take_secret_objects); other object types are not ours. */
+	if (n_objects > 0) {
+		tool_error("--object %s: Invalid object type", objects[0]);
+		return 1;
 	}
-	if (tls_creds) {
-		const char *type, *dir, *endpoint;
-		bool verify = true;
-
-		if (!tls_obj) {
-			tool_error("No TLS credentials with id '%s'", tls_creds);
-			return 1;
-		}
-		type = vd_opts_get(tls_obj, "qom-type");
-		dir = vd_opts_get(tls_obj, "dir");
-		endpoint = vd_opts_get(tls_obj, "endpoint");
-		if (endpoint && strcmp(endpoint, "server")) {
-			tool_error("Expecting TLS credentials with a server endpoint");
-			return 1;
-		}
-		if (vd_opts_get_bool(tls_obj, "verify-peer", true, &verify, &err) < 0 || !dir) {
-			tool_error("--object %s: %s", tls_creds, dir ? err.msg : "dir= is missing");
-			return 1;
-		}
-		if (type && !strcmp(type, "tls-creds-x509")) {
-			so.tls_x509_dir = dir;
-			so.tls_verify_peer = verify;
-		} else if (type && !strcmp(type, "tls-creds-psk")) {
-			so.tls_psk_dir = dir;
-		} else {
-			tool_error("Object '%s' is not TLS credentials", tls_creds);
-			return 1;
-		}
-	}
-
 	nfds = listen_fds_from_env(fds, 8);
 	if (nfds < 0) {
 		tool_error("Invalid LISTEN_FDS");
@@ -305,6 +265,11 @@ int cmd_nbd(int argc, char **argv)
 	}
 	if (nfds > 0 && (sock || port || bind_addr)) {
 		tool_error("Cannot use -k, -p or -b with socket activation");
+		return 1;
+	}
+	if (tls_creds &&
+	    vd_tls_creds_lookup(tls_creds, VD_TLS_ENDPOINT_SERVER, &so.tls_creds, &err) < 0) {
+		tool_error("%s", err.msg);
 		return 1;
 	}
 
@@ -370,6 +335,6 @@ out:
 	if (pid_file && status == 0)
 		unlink(pid_file);
 	tool_loop_fini(loop);
-	vd_opts_free(tls_obj);
+	vd_tls_creds_unref(so.tls_creds);
 	return status;
 }

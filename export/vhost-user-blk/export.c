@@ -16,6 +16,7 @@
 
 #include <vdisk/backend.h>
 #include <vdisk/qmp.h>
+#include <vdisk/tls.h>
 
 #include "export/vhost-user-blk/vub-internal.h"
 
@@ -478,13 +479,16 @@ int vd_export_set_nbd_server_start(struct vd_export_set *s, struct vd_opts *opts
 #undef ADDR
 	vd_opts_get_dict(opts, "addr");
 	tls = vd_opts_get(opts, "tls-creds");
-	vd_opts_get(opts, "tls-authz");
-	if (tls)
-		return vd_error_set(err, -ENOTSUP, "TLS is not supported yet (tls-creds=%s)", tls);
+	if (vd_opts_get(opts, "tls-authz"))
+		return vd_error_set(err, -ENOTSUP, "tls-authz is not supported");
 	ret = vd_opts_check_unused(opts, NULL, err);
+	if (ret == 0 && tls)
+		ret = vd_tls_creds_lookup(tls, VD_TLS_ENDPOINT_SERVER, &so.tls_creds, err);
 	if (ret < 0)
 		return ret;
-	return vd_nbd_server_new(&so, &s->nbd, err);
+	ret = vd_nbd_server_new(&so, &s->nbd, err);
+	vd_tls_creds_unref(so.tls_creds);
+	return ret;
 }
 
 int vd_export_set_nbd_server_stop(struct vd_export_set *s, struct vd_error *err)
