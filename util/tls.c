@@ -115,8 +115,8 @@ static int load_x509(struct vd_tls_creds *c, const char *dir, struct vd_error *e
 	ret = creds_path(ca, sizeof(ca), dir, "ca-cert.pem", !server || c->verify_peer, err);
 	if (ret < 0)
 		return ret;
-	have_cert = creds_path(cert, sizeof(cert), dir, server ? "server-cert.pem" : "client-cert.pem",
-			       server, err);
+	have_cert = creds_path(cert, sizeof(cert), dir,
+			       server ? "server-cert.pem" : "client-cert.pem", server, err);
 	if (have_cert < 0)
 		return have_cert;
 	have_key = creds_path(key, sizeof(key), dir, server ? "server-key.pem" : "client-key.pem",
@@ -129,8 +129,8 @@ static int load_x509(struct vd_tls_creds *c, const char *dir, struct vd_error *e
 		int n = gnutls_certificate_set_x509_trust_file(c->x509, ca, GNUTLS_X509_FMT_PEM);
 
 		if (n < 0 || (n == 0 && (!server || c->verify_peer)))
-			return vd_error_set(err, -EINVAL, "Cannot load CA certificate '%s': %s",
-					    ca, n < 0 ? gnutls_strerror(n) : "no certificate");
+			return vd_error_set(err, -EINVAL, "Cannot load CA certificate '%s': %s", ca,
+					    n < 0 ? gnutls_strerror(n) : "no certificate");
 	}
 	if (have_cert == 0 && have_key == 0) {
 		int n = gnutls_certificate_set_x509_key_file(c->x509, cert, key,
@@ -214,8 +214,7 @@ out:
 	return ret;
 }
 
-static int load_psk(struct vd_tls_creds *c, const char *dir, const char *user,
-		    struct vd_error *err)
+static int load_psk(struct vd_tls_creds *c, const char *dir, const char *user, struct vd_error *err)
 {
 	char path[4096];
 	int ret = creds_path(path, sizeof(path), dir, "keys.psk", true, err);
@@ -272,7 +271,8 @@ int vd_tls_creds_add_opts(struct vd_opts *o, struct vd_error *err)
 		return vd_error_set(err, -EINVAL, "Parameter 'dir' is missing");
 	c = calloc(1, sizeof(*c));
 	if (!c || !(c->id = strdup(id)) ||
-	    !(c->priority = malloc(strlen(prio ? prio : TLS_PRIORITY) + sizeof(TLS_PSK_PRIORITY)))) {
+	    !(c->priority =
+		      malloc(strlen(prio ? prio : TLS_PRIORITY) + sizeof(TLS_PSK_PRIORITY)))) {
 		if (c)
 			creds_free(c);
 		return vd_error_set(err, -ENOMEM, "Out of memory");
@@ -393,7 +393,8 @@ int vd_tls_session_new(struct vd_tls_creds *c, int fd, const char *hostname,
 			gnutls_server_name_set(t->s, GNUTLS_NAME_DNS, hostname, strlen(hostname));
 	} else {
 		ret = gnutls_credentials_set(t->s, GNUTLS_CRD_PSK,
-					     server ? (void *)c->psk_server : (void *)c->psk_client);
+					     server ? (void *)c->psk_server
+						    : (void *)c->psk_client);
 		if (ret < 0)
 			goto fail;
 	}

@@ -420,8 +420,7 @@ static int negotiate_starttls(struct nbd_transport *t, struct vd_error *err)
 			vd_error_set(err, -EINVAL, "Server rejected request to start TLS %" PRIx32,
 				     type);
 		else
-			vd_error_set(err, -EPROTO, "Start TLS response was not zero %" PRIu32,
-				     len);
+			vd_error_set(err, -EPROTO, "Start TLS response was not zero %" PRIu32, len);
 		/* proto.md: a client that gives up says so. */
 		if (send_option(t, NBD_OPT_ABORT, NULL, 0) < 0) {
 			/* the server sees the connection close instead */
