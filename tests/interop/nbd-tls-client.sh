@@ -127,4 +127,27 @@ wait_socket "$S4"
 # shellcheck disable=SC2086
 expect_fail "wrong PSK key (vdisk nbd)" "TLS handshake failed" \
 	"$VDISK" info $BADPSK --image-opts "$(opts "$S4")"
+
+# --- a reconnect redoes STARTTLS and the handshake ---------------------------------
+S5=$T/rc.sock
+cp img.raw rc.raw
+SRV=("$VDISK" nbd -f raw -t -e 0 -k "$S5" --object
+	tls-creds-x509,id=s0,dir="$T/pki",endpoint=server,verify-peer=off --tls-creds s0 rc.raw)
+"${SRV[@]}" &
+P5=$!
+PIDS+=($P5)
+wait_socket "$S5"
+(
+	sleep 1
+	kill $P5
+	while kill -0 $P5 2>/dev/null; do sleep 0.05; done
+	exec "${SRV[@]}"
+) &
+PIDS+=($!)
+# shellcheck disable=SC2086
+timeout 20 "$VDISK" io $X509 --image-opts "$(opts "$S5" reconnect-delay=10)" -c 'read -P 0x3c 0 64k' \
+	-c 'sleep 2000' -c 'write -P 0x21 0 64k' -c 'read -P 0x21 0 64k' >io.out 2>&1 ||
+	{ cat io.out; fail "reconnect over TLS"; }
+grep -q "read 65536/65536 bytes at offset 0" io.out && [ "$(grep -c "^read 65536" io.out)" = 2 ] ||
+	{ cat io.out; fail "reconnect over TLS: reads"; }
 echo PASS
