@@ -209,7 +209,7 @@ static int load_psk_client(struct vd_tls_creds *c, const char *path, const char 
 		break;
 	}
 out:
-	vd_memzero_explicit(buf, n < PSK_FILE_MAX ? n : PSK_FILE_MAX);
+	vd_memzero_explicit(buf, PSK_FILE_MAX + 1);
 	free(buf);
 	return ret;
 }
@@ -255,14 +255,15 @@ int vd_tls_creds_add_opts(struct vd_opts *o, struct vd_error *err)
 	psk = !strcmp(type, "tls-creds-psk");
 	if (!id || !*id)
 		return vd_error_set(err, -EINVAL, "Parameter 'id' is missing");
+	/* verify-peer is a property of every QEMU tls-creds type; only x509
+	 * has a peer certificate to verify. */
 	ret = vd_opts_get_enum(o, "endpoint", endpoints, 0, &endpoint, err);
-	if (ret == 0 && !psk)
+	if (ret == 0)
 		ret = vd_opts_get_bool(o, "verify-peer", true, &verify, err);
 	if (ret < 0)
 		return ret;
-	if (psk ? vd_opts_has(o, "verify-peer") : user != NULL)
-		return vd_error_set(err, -EINVAL, "Parameter '%s' is unexpected",
-				    psk ? "verify-peer" : "username");
+	if (!psk && user)
+		return vd_error_set(err, -EINVAL, "Parameter 'username' is unexpected");
 	vd_opts_get(o, "sanity-check"); /* accepted: QEMU's x509 option, our checks run anyway */
 	ret = vd_opts_check_unused(o, NULL, err);
 	if (ret < 0)
