@@ -432,11 +432,13 @@ static bool is_tls_creds_def(const char *def)
 {
 	if (!strncmp(def, "qom-type=", 9))
 		def += 9;
-	return !strncmp(def, "tls-creds-x509,", 15) || !strncmp(def, "tls-creds-psk,", 14);
+	return !strncmp(def, "tls-creds-x509,", 15) || !strncmp(def, "tls-creds-psk,", 14) ||
+	       !strncmp(def, "authz-simple,", 13);
 }
 
-/* One --object tls-creds-x509|tls-creds-psk,...: loaded now, so a bad
- * folder is reported before anything is opened.  0, or -1 after printing. */
+/* One --object tls-creds-x509|tls-creds-psk|authz-simple,...: credentials
+ * are loaded now, so a bad folder is reported before anything is opened.
+ * 0, or -1 after printing. */
 static int add_tls_creds(const char *def)
 {
 	struct vd_error err = {0};
@@ -444,7 +446,9 @@ static int add_tls_creds(const char *def)
 	int ret = vd_opts_parse(def, "qom-type", &o, &err);
 
 	if (ret == 0)
-		ret = vd_tls_creds_add_opts(o, &err);
+		ret = vd_tls_authz_type(vd_opts_peek(o, "qom-type"))
+			      ? vd_tls_authz_add_opts(o, &err)
+			      : vd_tls_creds_add_opts(o, &err);
 	vd_opts_free(o);
 	if (ret < 0) {
 		tool_error("--object %s: %s", def, err.msg);

@@ -32,6 +32,7 @@ enum {
 	OPT_CACHE,
 	OPT_AIO,
 	OPT_TLS_CREDS,
+	OPT_TLS_AUTHZ,
 	OPT_NBD_OBJECT,
 	OPT_SOCKET_ACTIVATION,
 	OPT_IMAGE_OPTS_NBD,
@@ -67,6 +68,8 @@ static void nbd_usage(FILE *f)
 		"      --object tls-creds-x509,id=ID,dir=DIR,endpoint=server[,verify-peer=off]\n"
 		"      --object tls-creds-psk,id=ID,dir=DIR,endpoint=server\n"
 		"      --tls-creds=ID       require TLS with those credentials\n"
+		"      --object authz-simple,id=ID,identity=NAME\n"
+		"      --tls-authz=ID       serve only the TLS client NAME (x509 DN or PSK user)\n"
 		"Not yet: --fork, -c (kernel client).\n");
 }
 
@@ -135,6 +138,7 @@ int cmd_nbd(int argc, char **argv)
 		{"image-opts", no_argument, NULL, OPT_IMAGE_OPTS_NBD},
 		{"pid-file", required_argument, NULL, OPT_PID_FILE},
 		{"tls-creds", required_argument, NULL, OPT_TLS_CREDS},
+		{"tls-authz", required_argument, NULL, OPT_TLS_AUTHZ},
 		{"object", required_argument, NULL, OPT_NBD_OBJECT},
 		{"socket-activation", no_argument, NULL, OPT_SOCKET_ACTIVATION},
 		{"discard", required_argument, NULL, OPT_DISCARD},
@@ -154,7 +158,8 @@ int cmd_nbd(int argc, char **argv)
 	struct vd_nbd_server *srv = NULL;
 	struct vd_nbd_export *exp = NULL;
 	struct vd_error err = {0};
-	const char *tls_creds = NULL, *objects[8];
+	const char *tls_creds = NULL, *tls_authz = NULL, *objects[8];
+	char *identity = NULL;
 	int n_objects = 0;
 	char *end;
 
@@ -231,6 +236,9 @@ int cmd_nbd(int argc, char **argv)
 		case OPT_TLS_CREDS:
 			tls_creds = optarg;
 			break;
+		case OPT_TLS_AUTHZ:
+			tls_authz = optarg;
+			break;
 		case OPT_NBD_OBJECT:
 			if (n_objects < 8)
 				objects[n_objects++] = optarg;
@@ -272,6 +280,15 @@ int cmd_nbd(int argc, char **argv)
 		tool_error("%s", err.msg);
 		return 1;
 	}
+	if (tls_authz && !tls_creds) {
+		tool_error("--tls-authz is not permitted without --tls-creds");
+		goto out_creds;
+	}
+	if (tls_authz && vd_tls_authz_lookup(tls_authz, &identity, &err) < 0) {
+		tool_error("%s", err.msg);
+		goto out_creds;
+	}
+	so.tls_authz_identity = identity;
 
 	signal(SIGPIPE, SIG_IGN);
 	loop = tool_loop_init();
@@ -335,6 +352,8 @@ out:
 	if (pid_file && status == 0)
 		unlink(pid_file);
 	tool_loop_fini(loop);
+out_creds:
 	vd_tls_creds_unref(so.tls_creds);
+	free(identity);
 	return status;
 }

@@ -54,10 +54,11 @@ static void serve_usage(FILE *f)
 		   "                    [,description=TEXT]  (served by --nbd-server)\n"
 		   "  --nbd-server OPTS addr.type=unix,addr.path=SOCK | addr.type=inet,\n"
 		   "                    addr.host=H,addr.port=P [,max-connections=N]\n"
-		   "                    [,tls-creds=ID]  (TLS required with those credentials)\n"
+		   "                    [,tls-creds=ID[,tls-authz=ID]]  (TLS required)\n"
 		   "  --object tls-creds-x509,id=ID,dir=DIR,endpoint=server[,verify-peer=off]\n"
 		   "  --object tls-creds-psk,id=ID,dir=DIR,endpoint=server\n"
-		   "                    TLS credentials (also QMP object-add)\n"
+		   "  --object authz-simple,id=ID,identity=NAME  the client tls-authz lets in\n"
+		   "                    TLS objects (also QMP object-add)\n"
 		   "  --object iothread,id=ID   an I/O thread; iothread=ID on an --export\n"
 		   "                    serves it there (fixed-iothread=on: or fail)\n"
 		   "  --chardev socket,id=ID,path=P,server=on,wait=off\n"
@@ -166,6 +167,8 @@ static json_t *qmp_object_add(json_t *args, void *opaque, struct vd_qmp_error *q
 	 * nbd-server-start's tls-creds finds them. */
 	if (ret == 0 && vd_tls_creds_type(vd_opts_peek(o, "qom-type")))
 		ret = vd_tls_creds_add_opts(o, &err);
+	else if (ret == 0 && vd_tls_authz_type(vd_opts_peek(o, "qom-type")))
+		ret = vd_tls_authz_add_opts(o, &err);
 	else if (ret == 0)
 		ret = add_iothread(opaque, o, &err);
 	vd_opts_free(o);
@@ -185,7 +188,7 @@ static json_t *qmp_object_del(json_t *args, void *opaque, struct vd_qmp_error *q
 		return NULL;
 	id = json_string_value(json_object_get(args, "id"));
 	/* A running NBD server keeps its reference to the credentials. */
-	if (vd_tls_creds_remove(id) == 0)
+	if (vd_tls_creds_remove(id) == 0 || vd_tls_authz_remove(id) == 0)
 		return NULL;
 	o = find_iothread(s, id);
 	if (!o) {

@@ -43,8 +43,16 @@ struct vd_tls_session {
 	char *hostname;
 };
 
+struct authz {
+	struct authz *next;
+	char *id, *identity;
+};
+
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct vd_tls_creds *registry;
+static struct authz *authz_list;
+
+static struct authz *authz_find(const char *id);
 
 /* --- credentials --------------------------------------------------------- */
 
@@ -290,7 +298,7 @@ int vd_tls_creds_add_opts(struct vd_opts *o, struct vd_error *err)
 		return ret;
 	}
 	pthread_mutex_lock(&lock);
-	if (find(id)) {
+	if (find(id) || authz_find(id)) {
 		pthread_mutex_unlock(&lock);
 		creds_free(c);
 		return vd_error_set(err, -EEXIST,
@@ -342,13 +350,23 @@ int vd_tls_creds_remove(const char *id)
 	return 0;
 }
 
+static void authz_free(struct authz *a)
+{
+	free(a->id);
+	free(a->identity);
+	free(a);
+}
+
 void vd_tls_creds_remove_all(void)
 {
 	struct vd_tls_creds *c;
+	struct authz *a;
 
 	pthread_mutex_lock(&lock);
 	c = registry;
 	registry = NULL;
+	a = authz_list;
+	authz_list = NULL;
 	pthread_mutex_unlock(&lock);
 	while (c) {
 		struct vd_tls_creds *next = c->next;
@@ -356,6 +374,101 @@ void vd_tls_creds_remove_all(void)
 		vd_tls_creds_unref(c);
 		c = next;
 	}
+	while (a) {
+		struct authz *next = a->next;
+
+		authz_free(a);
+		a = next;
+	}
+}
+
+/* --- authz-simple --------------------------------------------------------- */
+
+bool vd_tls_authz_type(const char *qom_type)
+{
+	return qom_type && !strcmp(qom_type, "authz-simple");
+}
+
+static struct authz *authz_find(const char *id)
+{
+	for (struct authz *a = authz_list; a; a = a->next)
+		if (!strcmp(a->id, id))
+			return a;
+	return NULL;
+}
+
+int vd_tls_authz_add_opts(struct vd_opts *o, struct vd_error *err)
+{
+	const char *type = vd_opts_get(o, "qom-type"), *id = vd_opts_get(o, "id");
+	const char *identity = vd_opts_get(o, "identity");
+	struct authz *a;
+	int ret;
+
+	if (!vd_tls_authz_type(type))
+		return vd_error_set(err, -EINVAL, "Invalid object type '%s'", type ? type : "");
+	if (!id || !*id)
+		return vd_error_set(err, -EINVAL, "Parameter 'id' is missing");
+	ret = vd_opts_check_unused(o, NULL, err);
+	if (ret < 0)
+		return ret;
+	if (!identity)
+		return vd_error_set(err, -EINVAL, "Parameter 'identity' is missing");
+	a = calloc(1, sizeof(*a));
+	if (!a || !(a->id = strdup(id)) || !(a->identity = strdup(identity))) {
+		if (a)
+			authz_free(a);
+		return vd_error_set(err, -ENOMEM, "Out of memory");
+	}
+	pthread_mutex_lock(&lock);
+	if (authz_find(id) || find(id)) {
+		pthread_mutex_unlock(&lock);
+		authz_free(a);
+		return vd_error_set(err, -EEXIST,
+				    "attempt to add duplicate property '%s' to object (type "
+				    "'container')",
+				    id);
+	}
+	a->next = authz_list;
+	authz_list = a;
+	pthread_mutex_unlock(&lock);
+	return 0;
+}
+
+int vd_tls_authz_lookup(const char *id, char **identity, struct vd_error *err)
+{
+	struct authz *a;
+	char *copy = NULL;
+
+	pthread_mutex_lock(&lock);
+	a = authz_find(id);
+	if (a)
+		copy = strdup(a->identity);
+	pthread_mutex_unlock(&lock);
+	if (!a)
+		return vd_error_set(err, -ENOENT, "No authorization object with id '%s'", id);
+	if (!copy)
+		return vd_error_set(err, -ENOMEM, "Out of memory");
+	*identity = copy;
+	return 0;
+}
+
+int vd_tls_authz_remove(const char *id)
+{
+	struct authz **pp, *a = NULL;
+
+	pthread_mutex_lock(&lock);
+	for (pp = &authz_list; *pp; pp = &(*pp)->next) {
+		if (!strcmp((*pp)->id, id)) {
+			a = *pp;
+			*pp = a->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&lock);
+	if (!a)
+		return -ENOENT;
+	authz_free(a);
+	return 0;
 }
 
 /* --- sessions ------------------------------------------------------------ */
@@ -514,4 +627,40 @@ ssize_t vd_tls_session_send(struct vd_tls_session *t, const void *buf, size_t le
 size_t vd_tls_session_pending(struct vd_tls_session *t)
 {
 	return gnutls_record_check_pending(t->s);
+}
+
+int vd_tls_session_peer_name(struct vd_tls_session *t, char *buf, size_t size)
+{
+	const gnutls_datum_t *certs;
+	gnutls_x509_crt_t crt;
+	unsigned ncerts = 0;
+	size_t len = size;
+	int ret;
+
+	if (!t->creds->x509) {
+		const char *user = t->creds->endpoint == VD_TLS_ENDPOINT_SERVER
+					   ? gnutls_psk_server_get_username(t->s)
+					   : NULL;
+		if (!user)
+			return -ENOENT;
+		if (strlen(user) >= size)
+			return -ENAMETOOLONG;
+		strcpy(buf, user);
+		return 0;
+	}
+	/* Only a verified certificate names anyone (check_peer ran). */
+	if (t->creds->endpoint == VD_TLS_ENDPOINT_SERVER && !t->creds->verify_peer)
+		return -ENOENT;
+	certs = gnutls_certificate_get_peers(t->s, &ncerts);
+	if (!certs || ncerts == 0)
+		return -ENOENT;
+	if (gnutls_x509_crt_init(&crt) < 0)
+		return -ENOMEM;
+	ret = gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER);
+	if (ret == 0)
+		ret = gnutls_x509_crt_get_dn(crt, buf, &len);
+	gnutls_x509_crt_deinit(crt);
+	if (ret == GNUTLS_E_SHORT_MEMORY_BUFFER)
+		return -ENAMETOOLONG;
+	return ret < 0 ? -ENOENT : 0;
 }

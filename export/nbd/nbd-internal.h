@@ -71,6 +71,7 @@ struct vd_nbd_server {
 	void *idle_opaque;
 	struct vd_bh *idle_bh;
 	struct vd_tls_creds *tls; /* NULL: no TLS (NOTLS mode) */
+	char *tls_authz; /* the one client identity served, or NULL */
 };
 
 enum nbd_in_state {

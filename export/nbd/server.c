@@ -578,6 +578,10 @@ int vd_nbd_server_new(const struct vd_nbd_server_opts *o, struct vd_nbd_server *
 		return vd_error_set(err, -ENOMEM, "Out of memory");
 	}
 	s->tls = vd_tls_creds_ref(o->tls_creds);
+	if (o->tls_authz_identity && !(s->tls_authz = strdup(o->tls_authz_identity))) {
+		ret = vd_error_set(err, -ENOMEM, "Out of memory");
+		goto fail;
+	}
 	if (o->n_listen_fds > 0) {
 		if (o->n_listen_fds > 8) {
 			ret = vd_error_set(err, -EINVAL, "Too many listening sockets");
@@ -611,6 +615,7 @@ fail:
 	free(s->path);
 	vd_bh_delete(s->idle_bh);
 	vd_tls_creds_unref(s->tls);
+	free(s->tls_authz);
 	free(s);
 	return ret;
 }
@@ -650,6 +655,7 @@ void vd_nbd_server_free(struct vd_nbd_server *s)
 		vd_nbd_export_free(s->exports);
 	vd_bh_delete(s->idle_bh);
 	vd_tls_creds_unref(s->tls);
+	free(s->tls_authz);
 	free(s->path);
 	free(s);
 }

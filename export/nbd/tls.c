@@ -7,6 +7,7 @@
  * STARTTLS and ABORT are served before TLS is up.
  */
 #include <errno.h>
+#include <string.h>
 
 #include "export/nbd/nbd-internal.h"
 
@@ -32,8 +33,16 @@ int nbd_tls_handshake(struct nbd_conn *c)
 	int ret = vd_tls_session_handshake(c->tls, &err);
 
 	vd_error_clear(&err);
-	if (ret == 0)
+	if (ret == 0) {
+		char name[1024];
+
+		/* tls-authz (QEMU's authz-simple): one identity is served. */
+		if (c->srv->tls_authz &&
+		    (vd_tls_session_peer_name(c->tls, name, sizeof(name)) < 0 ||
+		     strcmp(name, c->srv->tls_authz)))
+			return -1;
 		return 1;
+	}
 	if (ret == -EAGAIN) {
 		c->tls_want_write = vd_tls_session_want_write(c->tls);
 		return 0;

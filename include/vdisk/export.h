@@ -88,8 +88,8 @@ int vd_export_set_add(struct vd_export_set *s, struct vd_opts *opts, struct vd_e
  * The set's NBD server (--nbd-server, QMP nbd-server-start): keys addr.type
  * (unix, inet, fd), addr.path | addr.host + addr.port | addr.str (also under
  * addr.data., QMP's SocketAddressLegacy), max-connections, tls-creds (the
- * id of server credentials, <vdisk/tls.h>: TLS is then required; tls-authz
- * is refused).  Exports of type=nbd (keys name, default node-name;
+ * id of server credentials, <vdisk/tls.h>: TLS is then required) and
+ * tls-authz (the id of an authz-simple object: the one client let in).  Exports of type=nbd (keys name, default node-name;
  * description; writable) are served there.  -EEXIST if running.
  */
 int vd_export_set_nbd_server_start(struct vd_export_set *s, struct vd_opts *opts,
@@ -130,6 +130,9 @@ struct vd_nbd_server_opts {
 	/* TLS (then required: FORCEDTLS) with these server credentials
 	 * (<vdisk/tls.h>; the server takes a reference).  NULL: no TLS. */
 	struct vd_tls_creds *tls_creds;
+	/* tls-authz: only the client with this identity (copied; see
+	 * vd_tls_session_peer_name()) is served.  NULL: any TLS client. */
+	const char *tls_authz_identity;
 };
 
 int vd_nbd_server_new(const struct vd_nbd_server_opts *o, struct vd_nbd_server **out,

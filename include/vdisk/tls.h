@@ -65,7 +65,20 @@ void vd_tls_creds_unref(struct vd_tls_creds *c);
 const char *vd_tls_creds_id(const struct vd_tls_creds *c);
 /* Forget @id (users keep their references); -ENOENT if there is none. */
 int vd_tls_creds_remove(const char *id);
+/* Forget every credentials and authz object (a program calls it before it exits). */
 void vd_tls_creds_remove_all(void);
+
+/*
+ * QEMU's authz-simple,id=ID,identity=NAME: a server with tls-authz=ID
+ * serves only the client whose identity (vd_tls_session_peer_name()) is
+ * NAME.  Kept in the same registry; -EEXIST for a taken id.
+ */
+int vd_tls_authz_add_opts(struct vd_opts *o, struct vd_error *err);
+bool vd_tls_authz_type(const char *qom_type);
+/* A malloc'd copy of the identity of @id, or -ENOENT ("No authorization
+ * object with id 'ID'"). */
+int vd_tls_authz_lookup(const char *id, char **identity, struct vd_error *err);
+int vd_tls_authz_remove(const char *id);
 
 struct vd_tls_session;
 
@@ -89,6 +102,13 @@ ssize_t vd_tls_session_recv(struct vd_tls_session *s, void *buf, size_t len);
 ssize_t vd_tls_session_send(struct vd_tls_session *s, const void *buf, size_t len);
 /* Bytes decrypted and buffered, which the socket's readiness does not show. */
 size_t vd_tls_session_pending(struct vd_tls_session *s);
+/*
+ * After the handshake: who the peer is, as QEMU's authz checks see it: the
+ * distinguished name of its (verified) x509 certificate
+ * (gnutls_x509_crt_get_dn: "CN=client,O=Example"), or its PSK username.
+ * 0, -ENOENT if it showed none, -ENAMETOOLONG if @size is too small.
+ */
+int vd_tls_session_peer_name(struct vd_tls_session *s, char *buf, size_t size);
 
 #ifdef __cplusplus
 }

@@ -4,7 +4,8 @@
 # TLS on `vdisk serve` (qemu-storage-daemon's spelling): --object
 # tls-creds-x509,...,endpoint=server with --nbd-server ...,tls-creds=ID, and
 # over QMP object-add of tls-creds-psk then nbd-server-start with
-# tls-creds.  Clients: qemu-img and qemu-io (QEMU's TLS client), nbdinfo
+# tls-creds, and tls-authz with QEMU's authz-simple (a client certificate's
+# DN, a PSK username).  Clients: qemu-img and qemu-io (QEMU's TLS client), nbdinfo
 # (libnbd's) and vdisk's own; a wrong CA, a wrong PSK key and a plaintext
 # client are refused cleanly.
 set -eu
@@ -117,4 +118,43 @@ grep -q "read 65536/65536 bytes at offset 65536" io.out || { cat io.out; fail "q
 expect_fail "qemu-io with the wrong PSK key" qemu-io --object \
 	tls-creds-psk,id=c0,dir="$T/badpsk",endpoint=client,username=alice --image-opts "$POPTS" \
 	-c 'read 0 512'
+
+# --- tls-authz: client certificates (verify-peer=on) and PSK usernames ----------
+# The identity of an x509 client is its certificate's DN as GnuTLS and QEMU
+# print it (RFC 4514 order): O=vdisk,CN=client.
+S3=$T/authz.sock
+qemu-img create -q -f raw three.raw 4M
+"$VDISK" serve --object tls-creds-x509,id=t0,dir="$T/pki",endpoint=server \
+	--object authz-simple,id=a0,identity=O=vdisk,,CN=client \
+	--blockdev driver=file,node-name=f3,filename=three.raw \
+	--nbd-server addr.type=unix,addr.path="$S3",tls-creds=t0,tls-authz=a0 \
+	--export type=nbd,id=e3,node-name=f3,writable=on 2>serve3.log &
+PIDS+=($!)
+wait_socket "$S3"
+AOPTS="driver=nbd,server.type=unix,server.path=$S3,export=f3,tls-creds=c0,tls-hostname=localhost"
+qemu-io --object tls-creds-x509,id=c0,dir="$T/clicert",endpoint=client --image-opts "$AOPTS" \
+	-c 'write -P 0x44 0 64k' -c 'read -P 0x44 0 64k' >io.out 2>&1 ||
+	{ cat io.out; fail "qemu-io with the authorized client certificate"; }
+"$VDISK" io --object tls-creds-x509,id=c0,dir="$T/clicert",endpoint=client --image-opts "$AOPTS" \
+	-c 'read -P 0x44 0 64k' >io.out 2>&1 || { cat io.out; fail "vdisk io with the client certificate"; }
+expect_fail "qemu-io without a client certificate" qemu-io --object \
+	tls-creds-x509,id=c0,dir="$T/cli",endpoint=client --image-opts "$AOPTS" -c 'read 0 512'
+mkdir psk2
+{
+	cat psk/keys.psk
+	echo "bob:$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+} >psk2/keys.psk
+S4=$T/authz-psk.sock
+"$VDISK" nbd -r -f raw -t -e 0 -k "$S4" --object tls-creds-psk,id=p0,dir="$T/psk2",endpoint=server \
+	--object authz-simple,id=a1,identity=alice --tls-creds p0 --tls-authz a1 three.raw &
+PIDS+=($!)
+wait_socket "$S4"
+P4="driver=nbd,server.type=unix,server.path=$S4,tls-creds=c0"
+qemu-io -r --object tls-creds-psk,id=c0,dir="$T/psk2",endpoint=client,username=alice \
+	--image-opts "$P4" -c 'read -P 0x44 0 64k' >io.out 2>&1 ||
+	{ cat io.out; fail "qemu-io as the authorized PSK user"; }
+expect_fail "qemu-io as another PSK user" qemu-io -r --object \
+	tls-creds-psk,id=c0,dir="$T/psk2",endpoint=client,username=bob --image-opts "$P4" -c 'read 0 512'
+expect_fail "tls-authz without tls-creds" "$VDISK" nbd -r -f raw -k "$T/x.sock" \
+	--object authz-simple,id=a1,identity=alice --tls-authz a1 three.raw
 echo PASS

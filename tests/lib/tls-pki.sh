@@ -5,6 +5,7 @@
 #   pki/      a CA and a server certificate for localhost / 127.0.0.1
 #             (ca-cert.pem, server-cert.pem, server-key.pem): endpoint=server
 #   cli/      the CA alone: endpoint=client
+#   clicert/  the CA and a client certificate (CN=client, O=vdisk)
 #   other/    another CA, which did not sign the server: endpoint=client
 #   psk/      keys.psk with alice's key: endpoint=server, and the client of
 #             username=alice
@@ -38,6 +39,21 @@ certtool --generate-privkey --outfile pki/server-key.pem 2>/dev/null
 certtool --generate-certificate --load-ca-certificate pki/ca-cert.pem --load-ca-privkey pki-key.pem \
 	--load-privkey pki/server-key.pem --template server.info --outfile pki/server-cert.pem 2>/dev/null
 mkdir cli && cp pki/ca-cert.pem cli/
+# clicert/: the CA and a client certificate (CN=client,O=vdisk) for servers
+# with verify-peer=on and tls-authz.
+mkdir clicert && cp pki/ca-cert.pem clicert/
+cat >client.info <<'X'
+organization = vdisk
+cn = client
+tls_www_client
+encryption_key
+signing_key
+expiration_days = 2
+X
+certtool --generate-privkey --outfile clicert/client-key.pem 2>/dev/null
+certtool --generate-certificate --load-ca-certificate pki/ca-cert.pem --load-ca-privkey pki-key.pem \
+	--load-privkey clicert/client-key.pem --template client.info \
+	--outfile clicert/client-cert.pem 2>/dev/null
 tls_make_ca other
 mkdir psk badpsk
 echo "alice:$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >psk/keys.psk
