@@ -561,8 +561,13 @@ static int check_peer(struct vd_tls_session *t, struct vd_error *err)
 	certs = gnutls_certificate_get_peers(t->s, &ncerts);
 	if (!certs || ncerts == 0)
 		return vd_error_set(err, -EACCES, "No certificate peers");
-	if (!t->hostname)
+	if (!t->hostname) {
+		/* QEMU's client will not trust a certificate it cannot match
+		 * to a name; a server checks only the chain. */
+		if (t->creds->endpoint == VD_TLS_ENDPOINT_CLIENT)
+			return vd_error_set(err, -EACCES, "No hostname for certificate validation");
 		return 0;
+	}
 	if (gnutls_x509_crt_init(&crt) < 0)
 		return vd_error_set(err, -ENOMEM, "Out of memory");
 	ret = gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER);

@@ -85,8 +85,9 @@ struct vd_tls_session;
 /*
  * A session on the connected socket @fd (not taken: the caller closes it
  * after vd_tls_session_free()).  A client with x509 credentials checks the
- * server's certificate against the CA and, if @hostname is not NULL, that
- * it names @hostname.
+ * server's certificate against the CA and that it names @hostname (NULL
+ * fails the handshake, as in QEMU: "No hostname for certificate
+ * validation").
  */
 int vd_tls_session_new(struct vd_tls_creds *c, int fd, const char *hostname,
 		       struct vd_tls_session **out, struct vd_error *err);

@@ -18,7 +18,7 @@ OTHER="--object tls-creds-x509,id=c0,dir=$T/other,endpoint=client"
 PSK="--object tls-creds-psk,id=c0,dir=$T/psk,endpoint=client,username=alice"
 BADPSK="--object tls-creds-psk,id=c0,dir=$T/badpsk,endpoint=client,username=alice"
 opts() { # SOCKET [EXTRA]: the --image-opts of a TLS client
-	echo "driver=nbd,server.type=unix,server.path=$1,tls-creds=c0${2:+,$2}"
+	echo "driver=nbd,server.type=unix,server.path=$1,tls-creds=c0${2:-,tls-hostname=localhost}"
 }
 # expect_fail WHAT PATTERN CMD...: exit 1 within 20 s, PATTERN in the message.
 expect_fail() {
@@ -40,7 +40,7 @@ qemu-nbd -f raw -t -e 0 -k "$S" \
 PIDS+=($!)
 wait_socket "$S"
 # shellcheck disable=SC2086
-"$VDISK" io $X509 --image-opts "$(opts "$S" tls-hostname=localhost)" \
+"$VDISK" io $X509 --image-opts "$(opts "$S")" \
 	-c 'read -P 0x3c 0 1M' -c 'write -P 0x3d 1M 2M' -c 'read -P 0x3d 1M 2M' >io.out 2>&1 ||
 	{ cat io.out; fail "vdisk io over TLS to qemu-nbd"; }
 grep -q "read 2097152/2097152" io.out || { cat io.out; fail "vdisk io over TLS: no read"; }
@@ -56,8 +56,11 @@ cmp copy.raw img.raw || fail "convert over TLS: the copy differs"
 # shellcheck disable=SC2086
 expect_fail "wrong CA" "known issuer" "$VDISK" info $OTHER --image-opts "$(opts "$S")"
 # shellcheck disable=SC2086
+expect_fail "no host name on a unix socket" "No hostname for certificate validation" \
+	"$VDISK" info $X509 --image-opts "$(opts "$S" ,export=)"
+# shellcheck disable=SC2086
 expect_fail "wrong host name" "does not match the hostname wrong.example" \
-	"$VDISK" info $X509 --image-opts "$(opts "$S" tls-hostname=wrong.example)"
+	"$VDISK" info $X509 --image-opts "$(opts "$S" ,tls-hostname=wrong.example)"
 expect_fail "no credentials" "TLS negotiation required" \
 	"$VDISK" info --image-opts "driver=nbd,server.type=unix,server.path=$S"
 # shellcheck disable=SC2086
@@ -145,7 +148,8 @@ wait_socket "$S5"
 ) &
 PIDS+=($!)
 # shellcheck disable=SC2086
-timeout 20 "$VDISK" io $X509 --image-opts "$(opts "$S5" reconnect-delay=10)" -c 'read -P 0x3c 0 64k' \
+timeout 20 "$VDISK" io $X509 --image-opts "$(opts "$S5" ,tls-hostname=localhost,reconnect-delay=10)" \
+	-c 'read -P 0x3c 0 64k' \
 	-c 'sleep 2000' -c 'write -P 0x21 0 64k' -c 'read -P 0x21 0 64k' >io.out 2>&1 ||
 	{ cat io.out; fail "reconnect over TLS"; }
 grep -q "read 65536/65536 bytes at offset 0" io.out && [ "$(grep -c "^read 65536" io.out)" = 2 ] ||

@@ -10,8 +10,8 @@
  * --object tls-creds-x509|tls-creds-psk,...,endpoint=client); STARTTLS is
  * then the first option, a server that refuses it fails the open (never a
  * fallback to plaintext), and an x509 server's certificate must chain to
- * the CA and name tls-hostname (default: server.host for inet; none is
- * checked for a unix socket without tls-hostname).
+ * the CA and name tls-hostname (default: server.host for inet; a unix
+ * socket needs tls-hostname with x509, as in QEMU).
  *
  * One connection per node, up to NBD_MAX_IN_FLIGHT requests on it.  The
  * socket is non-blocking and every wait is a coroutine yield on the node's
