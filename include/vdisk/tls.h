@@ -84,8 +84,9 @@ struct vd_tls_session;
 
 /*
  * A session on the connected socket @fd (not taken: the caller closes it
- * after vd_tls_session_free()).  A client with x509 credentials checks the
- * server's certificate against the CA and that it names @hostname (NULL
+ * after vd_tls_session_free()).  A client with x509 credentials (unless
+ * verify-peer=off) checks the server's certificate against the CA and that
+ * it names @hostname (NULL
  * fails the handshake, as in QEMU: "No hostname for certificate
  * validation").
  */
