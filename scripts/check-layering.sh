@@ -53,7 +53,7 @@ declare -A ALLOWED=(
 
 declare -A PUBLIC_LAYER=(
 	[aio.h]=util [coroutine.h]=util [error.h]=util [iothread.h]=util [iov.h]=util
-	[loop.h]=util [opts.h]=util [secret.h]=util [trace.h]=util [crc32c.h]=util
+	[loop.h]=util [opts.h]=util [secret.h]=util [tls.h]=util [trace.h]=util [crc32c.h]=util
 	[block.h]=block [block_driver.h]=block [backend.h]=block [nbd-proto.h]=block
 	[memory.h]=memory
 	[irq.h]=hw [pci.h]=hw [ide.h]=hw [fw_cfg.h]=hw [debug-exit.h]=hw [virtio.h]=hw [virtio-blk.h]=hw [virtio-pci.h]=hw

@@ -15,6 +15,7 @@
 #include <nettle/base64.h>
 
 #include <vdisk/secret.h>
+#include <vdisk/tls.h>
 
 #include "tools/tools.h"
 
@@ -427,6 +428,35 @@ static bool is_secret_def(const char *def)
 	return !strncmp(def, "secret,", 7) || !strncmp(def, "qom-type=secret,", 16);
 }
 
+static bool is_tls_creds_def(const char *def)
+{
+	if (!strncmp(def, "qom-type=", 9))
+		def += 9;
+	return !strncmp(def, "tls-creds-x509,", 15) || !strncmp(def, "tls-creds-psk,", 14) ||
+	       !strncmp(def, "authz-simple,", 13);
+}
+
+/* One --object tls-creds-x509|tls-creds-psk|authz-simple,...: credentials
+ * are loaded now, so a bad folder is reported before anything is opened.
+ * 0, or -1 after printing. */
+static int add_tls_creds(const char *def)
+{
+	struct vd_error err = {0};
+	struct vd_opts *o = NULL;
+	int ret = vd_opts_parse(def, "qom-type", &o, &err);
+
+	if (ret == 0)
+		ret = vd_tls_authz_type(vd_opts_peek(o, "qom-type"))
+			      ? vd_tls_authz_add_opts(o, &err)
+			      : vd_tls_creds_add_opts(o, &err);
+	vd_opts_free(o);
+	if (ret < 0) {
+		tool_error("--object %s: %s", def, err.msg);
+		return -1;
+	}
+	return 0;
+}
+
 int tool_take_secret_objects(int argc, char **argv)
 {
 	int in = 1, out = 1;
@@ -443,6 +473,12 @@ int tool_take_secret_objects(int argc, char **argv)
 			used = 2;
 		} else if (!strncmp(argv[in], "--object=", 9)) {
 			def = argv[in] + 9;
+		}
+		if (def && is_tls_creds_def(def)) {
+			if (add_tls_creds(def) < 0)
+				return -1;
+			in += used;
+			continue;
 		}
 		if (def && is_secret_def(def)) {
 			if (add_secret(def) < 0) {

@@ -23,6 +23,7 @@
 #include <vdisk/backend.h>
 #include <vdisk/block.h>
 #include <vdisk/export.h>
+#include <vdisk/tls.h>
 
 #include "tools/tools.h"
 
@@ -31,6 +32,7 @@ enum {
 	OPT_CACHE,
 	OPT_AIO,
 	OPT_TLS_CREDS,
+	OPT_TLS_AUTHZ,
 	OPT_NBD_OBJECT,
 	OPT_SOCKET_ACTIVATION,
 	OPT_IMAGE_OPTS_NBD,
@@ -66,6 +68,8 @@ static void nbd_usage(FILE *f)
 		"      --object tls-creds-x509,id=ID,dir=DIR,endpoint=server[,verify-peer=off]\n"
 		"      --object tls-creds-psk,id=ID,dir=DIR,endpoint=server\n"
 		"      --tls-creds=ID       require TLS with those credentials\n"
+		"      --object authz-simple,id=ID,identity=NAME\n"
+		"      --tls-authz=ID       serve only the TLS client NAME (x509 DN or PSK user)\n"
 		"Not yet: --fork, -c (kernel client).\n");
 }
 
@@ -134,6 +138,7 @@ int cmd_nbd(int argc, char **argv)
 		{"image-opts", no_argument, NULL, OPT_IMAGE_OPTS_NBD},
 		{"pid-file", required_argument, NULL, OPT_PID_FILE},
 		{"tls-creds", required_argument, NULL, OPT_TLS_CREDS},
+		{"tls-authz", required_argument, NULL, OPT_TLS_AUTHZ},
 		{"object", required_argument, NULL, OPT_NBD_OBJECT},
 		{"socket-activation", no_argument, NULL, OPT_SOCKET_ACTIVATION},
 		{"discard", required_argument, NULL, OPT_DISCARD},
@@ -153,9 +158,9 @@ int cmd_nbd(int argc, char **argv)
 	struct vd_nbd_server *srv = NULL;
 	struct vd_nbd_export *exp = NULL;
 	struct vd_error err = {0};
-	const char *tls_creds = NULL, *objects[8];
+	const char *tls_creds = NULL, *tls_authz = NULL, *objects[8];
+	char *identity = NULL;
 	int n_objects = 0;
-	struct vd_opts *tls_obj = NULL;
 	char *end;
 
 	while ((c = getopt_long(argc, argv, "hp:b:k:x:D:rf:e:tAnv", longopts, NULL)) != -1) {
@@ -231,6 +236,9 @@ int cmd_nbd(int argc, char **argv)
 		case OPT_TLS_CREDS:
 			tls_creds = optarg;
 			break;
+		case OPT_TLS_AUTHZ:
+			tls_authz = optarg;
+			break;
 		case OPT_NBD_OBJECT:
 			if (n_objects < 8)
 				objects[n_objects++] = optarg;
@@ -248,52 +256,12 @@ int cmd_nbd(int argc, char **argv)
 	}
 	a.writable = !ro;
 	a.probe = !a.format;
-	/* --object tls-creds-x509,id=,dir=,endpoint=server[,verify-peer=] or
-	 * tls-creds-psk,id=,dir=[,endpoint=server], named by --tls-creds. */
-	for (int i = 0; i < n_objects; i++) {
-		struct vd_opts *o = NULL;
-		const char *id;
-
-		if (vd_opts_parse(objects[i], "qom-type", &o, &err) < 0) {
-			tool_error("--object %s: %s", objects[i], err.msg);
-			return 1;
-		}
-		id = vd_opts_get(o, "id");
-		if (tls_creds && id && !strcmp(id, tls_creds) && !tls_obj)
-			tls_obj = o;
-		else
-			vd_opts_free(o);
+	/* The credentials were taken out of argv and registered by main()
+	 * (tool_take_secret_objects); other object types are not ours. */
+	if (n_objects > 0) {
+		tool_error("--object %s: Invalid object type", objects[0]);
+		return 1;
 	}
-	if (tls_creds) {
-		const char *type, *dir, *endpoint;
-		bool verify = true;
-
-		if (!tls_obj) {
-			tool_error("No TLS credentials with id '%s'", tls_creds);
-			return 1;
-		}
-		type = vd_opts_get(tls_obj, "qom-type");
-		dir = vd_opts_get(tls_obj, "dir");
-		endpoint = vd_opts_get(tls_obj, "endpoint");
-		if (endpoint && strcmp(endpoint, "server")) {
-			tool_error("Expecting TLS credentials with a server endpoint");
-			return 1;
-		}
-		if (vd_opts_get_bool(tls_obj, "verify-peer", true, &verify, &err) < 0 || !dir) {
-			tool_error("--object %s: %s", tls_creds, dir ? err.msg : "dir= is missing");
-			return 1;
-		}
-		if (type && !strcmp(type, "tls-creds-x509")) {
-			so.tls_x509_dir = dir;
-			so.tls_verify_peer = verify;
-		} else if (type && !strcmp(type, "tls-creds-psk")) {
-			so.tls_psk_dir = dir;
-		} else {
-			tool_error("Object '%s' is not TLS credentials", tls_creds);
-			return 1;
-		}
-	}
-
 	nfds = listen_fds_from_env(fds, 8);
 	if (nfds < 0) {
 		tool_error("Invalid LISTEN_FDS");
@@ -307,6 +275,20 @@ int cmd_nbd(int argc, char **argv)
 		tool_error("Cannot use -k, -p or -b with socket activation");
 		return 1;
 	}
+	if (tls_creds &&
+	    vd_tls_creds_lookup(tls_creds, VD_TLS_ENDPOINT_SERVER, &so.tls_creds, &err) < 0) {
+		tool_error("%s", err.msg);
+		return 1;
+	}
+	if (tls_authz && !tls_creds) {
+		tool_error("--tls-authz is not permitted without --tls-creds");
+		goto out_creds;
+	}
+	if (tls_authz && vd_tls_authz_lookup(tls_authz, &identity, &err) < 0) {
+		tool_error("%s", err.msg);
+		goto out_creds;
+	}
+	so.tls_authz_identity = identity;
 
 	signal(SIGPIPE, SIG_IGN);
 	loop = tool_loop_init();
@@ -370,6 +352,8 @@ out:
 	if (pid_file && status == 0)
 		unlink(pid_file);
 	tool_loop_fini(loop);
-	vd_opts_free(tls_obj);
+out_creds:
+	vd_tls_creds_unref(so.tls_creds);
+	free(identity);
 	return status;
 }

@@ -11,6 +11,8 @@
  *            addr.path=vhost.sock,writable=on,num-queues=2
  *   --chardev socket,path=qmp.sock,server=on,wait=off,id=c --monitor chardev=c
  *   --object iothread,id=io0 (and iothread=io0 on an --export)
+ *   --object tls-creds-x509,id=t0,dir=DIR,endpoint=server
+ *   --nbd-server addr.type=unix,addr.path=nbd.sock,tls-creds=t0
  *
  * As in QEMU, a --blockdev may name an earlier one as its file (or backing)
  * child by node-name.  The daemon runs until QMP "quit", SIGTERM or SIGINT;
@@ -32,6 +34,7 @@
 #include <vdisk/export.h>
 #include <vdisk/iothread.h>
 #include <vdisk/qmp.h>
+#include <vdisk/tls.h>
 
 #include "tools/tools.h"
 
@@ -51,6 +54,11 @@ static void serve_usage(FILE *f)
 		   "                    [,description=TEXT]  (served by --nbd-server)\n"
 		   "  --nbd-server OPTS addr.type=unix,addr.path=SOCK | addr.type=inet,\n"
 		   "                    addr.host=H,addr.port=P [,max-connections=N]\n"
+		   "                    [,tls-creds=ID[,tls-authz=ID]]  (TLS required)\n"
+		   "  --object tls-creds-x509,id=ID,dir=DIR,endpoint=server[,verify-peer=off]\n"
+		   "  --object tls-creds-psk,id=ID,dir=DIR,endpoint=server\n"
+		   "  --object authz-simple,id=ID,identity=NAME  the client tls-authz lets in\n"
+		   "                    TLS objects (also QMP object-add)\n"
 		   "  --object iothread,id=ID   an I/O thread; iothread=ID on an --export\n"
 		   "                    serves it there (fixed-iothread=on: or fail)\n"
 		   "  --chardev socket,id=ID,path=P,server=on,wait=off\n"
@@ -155,7 +163,13 @@ static json_t *qmp_object_add(json_t *args, void *opaque, struct vd_qmp_error *q
 	struct vd_opts *o;
 	int ret = vd_qmp_args_to_opts(args, &o, &err);
 
-	if (ret == 0)
+	/* TLS credentials go to the registry of <vdisk/tls.h>, where
+	 * nbd-server-start's tls-creds finds them. */
+	if (ret == 0 && vd_tls_creds_type(vd_opts_peek(o, "qom-type")))
+		ret = vd_tls_creds_add_opts(o, &err);
+	else if (ret == 0 && vd_tls_authz_type(vd_opts_peek(o, "qom-type")))
+		ret = vd_tls_authz_add_opts(o, &err);
+	else if (ret == 0)
 		ret = add_iothread(opaque, o, &err);
 	vd_opts_free(o);
 	if (ret < 0)
@@ -173,6 +187,9 @@ static json_t *qmp_object_del(json_t *args, void *opaque, struct vd_qmp_error *q
 	if (vd_qmp_check_args(args, spec, qerr) < 0)
 		return NULL;
 	id = json_string_value(json_object_get(args, "id"));
+	/* A running NBD server keeps its reference to the credentials. */
+	if (vd_tls_creds_remove(id) == 0 || vd_tls_authz_remove(id) == 0)
+		return NULL;
 	o = find_iothread(s, id);
 	if (!o) {
 		vd_qmp_error_set(qerr, VD_QMP_GENERIC_ERROR, "object '%s' not found", id);

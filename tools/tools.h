@@ -133,11 +133,13 @@ void tool_snapshot_arg_free(struct tool_snapshot_arg *sa);
 int tool_check_cache_mode(const char *mode);
 
 /*
- * --object secret,id=ID,data=STR|file=PATH[,format=raw|base64] on the
- * command line of every subcommand: vdisk's main() takes them out of argv
- * (stopping at "--") and registers them with vd_secret_add() before the
- * subcommand parses the rest, so each subcommand sees only the objects of
- * other types (nbd's TLS credentials, serve's iothreads).  Returns the new
+ * --object secret,id=ID,data=STR|file=PATH[,format=raw|base64] and
+ * --object tls-creds-x509|tls-creds-psk,id=ID,dir=DIR,... on the command
+ * line of every subcommand: vdisk's main() takes them out of argv (stopping
+ * at "--") and registers them with vd_secret_add() / vd_tls_creds_add_opts()
+ * before the subcommand parses the rest, so each subcommand sees only the
+ * objects of other types (serve's iothreads) and finds the credentials by
+ * id (nbd's --tls-creds, the nbd driver's tls-creds=).  Returns the new
  * argc, or -1 after printing the error.
  */
 int tool_take_secret_objects(int argc, char **argv);

@@ -12,6 +12,7 @@
 #include <vdisk/aio.h>
 #include <vdisk/block.h>
 #include <vdisk/secret.h>
+#include <vdisk/tls.h>
 
 #include "tools/tools.h"
 
@@ -153,6 +154,7 @@ int main(int argc, char **argv)
 			}
 			ret = subcommands[i].fn(n, argv + 1);
 			vd_secret_remove_all();
+			vd_tls_creds_remove_all();
 			return ret;
 		}
 	}

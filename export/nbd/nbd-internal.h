@@ -20,11 +20,10 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
-#include <gnutls/gnutls.h>
-
 #include <vdisk/export.h>
 #include <vdisk/loop.h>
 #include <vdisk/nbd-proto.h>
+#include <vdisk/tls.h>
 
 /* The largest payload we take or send (proto.md: 32 MiB is the size that
  * every client may assume). */
@@ -46,7 +45,6 @@
 #define NBD_CTX_ALLOCATION_DEPTH 2
 
 struct nbd_conn;
-struct nbd_tls_creds;
 
 struct vd_nbd_export {
 	struct vd_nbd_server *srv;
@@ -72,7 +70,8 @@ struct vd_nbd_server {
 	vd_loop_fn *idle_fn;
 	void *idle_opaque;
 	struct vd_bh *idle_bh;
-	struct nbd_tls_creds *tls; /* NULL: no TLS (NOTLS mode) */
+	struct vd_tls_creds *tls; /* NULL: no TLS (NOTLS mode) */
+	char *tls_authz; /* the one client identity served, or NULL */
 };
 
 enum nbd_in_state {
@@ -108,7 +107,7 @@ struct nbd_conn {
 	bool tls_pending_start;
 	bool tls_handshaking;
 	bool tls_want_write;
-	gnutls_session_t tls;
+	struct vd_tls_session *tls;
 
 	uint8_t *rbuf;
 	/* Option data too long to keep, being skipped (then ERR_TOO_BIG). */
@@ -150,9 +149,6 @@ struct vd_nbd_export *nbd_server_find_export(struct vd_nbd_server *s, const char
 void nbd_conn_request_done(struct nbd_conn *c);
 
 /* tls.c */
-int nbd_tls_creds_new(const struct vd_nbd_server_opts *o, struct nbd_tls_creds **out,
-		      struct vd_error *err);
-void nbd_tls_creds_free(struct nbd_tls_creds *t);
 int nbd_tls_session_new(struct nbd_conn *c);
 void nbd_tls_session_free(struct nbd_conn *c);
 int nbd_tls_handshake(struct nbd_conn *c);

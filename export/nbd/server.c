@@ -577,10 +577,10 @@ int vd_nbd_server_new(const struct vd_nbd_server_opts *o, struct vd_nbd_server *
 		free(s);
 		return vd_error_set(err, -ENOMEM, "Out of memory");
 	}
-	if (o->tls_x509_dir || o->tls_psk_dir) {
-		ret = nbd_tls_creds_new(o, &s->tls, err);
-		if (ret < 0)
-			goto fail;
+	s->tls = vd_tls_creds_ref(o->tls_creds);
+	if (o->tls_authz_identity && !(s->tls_authz = strdup(o->tls_authz_identity))) {
+		ret = vd_error_set(err, -ENOMEM, "Out of memory");
+		goto fail;
 	}
 	if (o->n_listen_fds > 0) {
 		if (o->n_listen_fds > 8) {
@@ -614,7 +614,8 @@ fail:
 		unlink(s->path);
 	free(s->path);
 	vd_bh_delete(s->idle_bh);
-	nbd_tls_creds_free(s->tls);
+	vd_tls_creds_unref(s->tls);
+	free(s->tls_authz);
 	free(s);
 	return ret;
 }
@@ -653,7 +654,8 @@ void vd_nbd_server_free(struct vd_nbd_server *s)
 	while (s->exports)
 		vd_nbd_export_free(s->exports);
 	vd_bh_delete(s->idle_bh);
-	nbd_tls_creds_free(s->tls);
+	vd_tls_creds_unref(s->tls);
+	free(s->tls_authz);
 	free(s->path);
 	free(s);
 }

@@ -16,6 +16,7 @@
 
 #include <vdisk/backend.h>
 #include <vdisk/qmp.h>
+#include <vdisk/tls.h>
 
 #include "export/vhost-user-blk/vub-internal.h"
 
@@ -426,7 +427,8 @@ int vd_export_set_nbd_server_start(struct vd_export_set *s, struct vd_opts *opts
 {
 	static const char *const addr_types[] = {"unix", "inet", "fd", NULL};
 	struct vd_nbd_server_opts so = {0};
-	const char *str, *tls;
+	const char *str, *tls, *authz;
+	char *identity = NULL;
 	uint64_t maxc;
 	int addr_type, fd = -1, ret;
 
@@ -478,13 +480,21 @@ int vd_export_set_nbd_server_start(struct vd_export_set *s, struct vd_opts *opts
 #undef ADDR
 	vd_opts_get_dict(opts, "addr");
 	tls = vd_opts_get(opts, "tls-creds");
-	vd_opts_get(opts, "tls-authz");
-	if (tls)
-		return vd_error_set(err, -ENOTSUP, "TLS is not supported yet (tls-creds=%s)", tls);
+	authz = vd_opts_get(opts, "tls-authz");
 	ret = vd_opts_check_unused(opts, NULL, err);
-	if (ret < 0)
-		return ret;
-	return vd_nbd_server_new(&so, &s->nbd, err);
+	if (ret == 0 && authz && !tls)
+		ret = vd_error_set(err, -EINVAL, "tls-authz is not permitted without tls-creds");
+	if (ret == 0 && tls)
+		ret = vd_tls_creds_lookup(tls, VD_TLS_ENDPOINT_SERVER, &so.tls_creds, err);
+	if (ret == 0 && authz)
+		ret = vd_tls_authz_lookup(authz, &identity, err);
+	if (ret == 0) {
+		so.tls_authz_identity = identity;
+		ret = vd_nbd_server_new(&so, &s->nbd, err);
+	}
+	vd_tls_creds_unref(so.tls_creds);
+	free(identity);
+	return ret;
 }
 
 int vd_export_set_nbd_server_stop(struct vd_export_set *s, struct vd_error *err)

@@ -87,8 +87,9 @@ int vd_export_set_add(struct vd_export_set *s, struct vd_opts *opts, struct vd_e
 /*
  * The set's NBD server (--nbd-server, QMP nbd-server-start): keys addr.type
  * (unix, inet, fd), addr.path | addr.host + addr.port | addr.str (also under
- * addr.data., QMP's SocketAddressLegacy), max-connections, tls-creds (not
- * supported yet).  Exports of type=nbd (keys name, default node-name;
+ * addr.data., QMP's SocketAddressLegacy), max-connections, tls-creds (the
+ * id of server credentials, <vdisk/tls.h>: TLS is then required) and
+ * tls-authz (the id of an authz-simple object: the one client let in).  Exports of type=nbd (keys name, default node-name;
  * description; writable) are served there.  -EEXIST if running.
  */
 int vd_export_set_nbd_server_start(struct vd_export_set *s, struct vd_opts *opts,
@@ -116,6 +117,7 @@ int vd_export_set_register_qmp(struct vd_export_set *s, struct vd_qmp_server *qm
  */
 struct vd_nbd_server;
 struct vd_nbd_export;
+struct vd_tls_creds;
 
 struct vd_nbd_server_opts {
 	const char *path; /* a unix socket to create; or */
@@ -125,13 +127,12 @@ struct vd_nbd_server_opts {
 	int n_listen_fds;
 	int max_connections; /* 0: no limit */
 	int64_t handshake_timeout_ns; /* 0: 10 s; negative: none */
-	/* TLS (then required: FORCEDTLS), as QEMU's tls-creds-x509 (a folder
-	 * with ca-cert.pem, server-cert.pem, server-key.pem; verify-peer asks
-	 * clients for a certificate signed by the CA) or tls-creds-psk (a
-	 * folder with keys.psk: "identity:hexkey" lines).  NULL: no TLS. */
-	const char *tls_x509_dir;
-	bool tls_verify_peer;
-	const char *tls_psk_dir;
+	/* TLS (then required: FORCEDTLS) with these server credentials
+	 * (<vdisk/tls.h>; the server takes a reference).  NULL: no TLS. */
+	struct vd_tls_creds *tls_creds;
+	/* tls-authz: only the client with this identity (copied; see
+	 * vd_tls_session_peer_name()) is served.  NULL: any TLS client. */
+	const char *tls_authz_identity;
 };
 
 int vd_nbd_server_new(const struct vd_nbd_server_opts *o, struct vd_nbd_server **out,

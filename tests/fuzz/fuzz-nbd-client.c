@@ -4,7 +4,9 @@
  * wire.c): the input is what a server sends.
  *
  *   byte 0   bit 0: handshake mode: the rest is the server's side of a
- *            negotiation (nbd_wire_negotiate, export name "exp");
+ *            negotiation (nbd_wire_negotiate, export name "exp"); bit 3
+ *            there: TLS is asked for (STARTTLS first; the TLS handshake
+ *            is GnuTLS's and succeeds at once here, the stream goes on);
  *            else reply mode: the rest is a stream of replies to the
  *            requests below, read with nbd_wire_recv() until it fails or
  *            the input ends; bit 1: structured replies were negotiated;
@@ -56,6 +58,11 @@ static int mem_writev(void *opaque, struct iovec *iov, int niov)
 	return 0;
 }
 
+static int mem_starttls(void *opaque, struct vd_error *err)
+{
+	return 0;
+}
+
 static uint8_t buf0[4096], buf1[65536];
 static struct vd_qiov qiov0, qiov1;
 
@@ -98,7 +105,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (data[0] & 1) {
 		struct nbd_export_info info;
 		struct vd_error err = {0};
-		int ret = nbd_wire_negotiate(&t, "exp", &info, &err);
+		int ret;
+
+		if (data[0] & 8)
+			t.starttls = mem_starttls;
+		ret = nbd_wire_negotiate(&t, "exp", &info, &err);
 		if (ret == 0 && (info.size > INT64_MAX ||
 				 (info.min_block && (info.min_block & (info.min_block - 1)))))
 			abort();

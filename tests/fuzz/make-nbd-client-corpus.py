@@ -7,7 +7,8 @@ Reply mode: good replies of every kind, then the broken ones the parser must
 refuse (chunks past or longer than the request, a 4 GiB chunk, unknown
 cookies and types, bad error chunks, short block status).  Handshake mode:
 a full fixed newstyle negotiation, an old server without NBD_OPT_GO, an
-oldstyle server, and bad block sizes.  Re-run after changing the parser:
+oldstyle server, and bad block sizes; with TLS asked for, STARTTLS accepted,
+refused, answered oddly, and servers that cannot do it.  Re-run after changing the parser:
 
     python3 tests/fuzz/make-nbd-client-corpus.py tests/fuzz/corpus/nbd-client
 """
@@ -92,6 +93,15 @@ seeds = {
     "hs-bad-size": b"\x01" + HELLO + optrep(8, 1) + META_OK + optrep(7, 3, struct.pack(">HQH", 0, 1 << 63, 1)) + optrep(7, 1),
     "hs-long-reply": b"\x01" + HELLO + struct.pack(">QIII", REP, 8, 1, 0xFFFFFFF0),
     "hs-wrong-context": b"\x01" + HELLO + optrep(8, 1) + optrep(10, 4, struct.pack(">I", 1) + b"qemu:dirty-bitmap:x"),
+    # handshake mode with TLS (flag 8): STARTTLS first; the transport's TLS
+    # handshake succeeds at once, then the negotiation goes on
+    "hs-tls-full": b"\x09" + HELLO + optrep(5, 1) + optrep(8, 1) + META_OK + GO_OK,
+    "hs-tls-refused": b"\x09" + HELLO + optrep(5, 0x80000002, b"TLS not configured"),
+    "hs-tls-ack-payload": b"\x09" + HELLO + optrep(5, 1, b"xyz"),
+    "hs-tls-odd-reply": b"\x09" + HELLO + optrep(5, 3, b"\0\0"),
+    "hs-tls-wrong-opt": b"\x09" + HELLO + optrep(7, 1),
+    "hs-tls-not-fixed": b"\x09" + struct.pack(">QQH", 0x4E42444D41474943, 0x49484156454F5054, 0),
+    "hs-tls-oldstyle": b"\x09" + struct.pack(">QQQI", 0x4E42444D41474943, 0x00420281861253, 1 << 20, 1) + b"\0" * 124,
 }
 
 os.makedirs(OUT, exist_ok=True)

@@ -27,6 +27,11 @@ struct nbd_transport {
 	int (*readv)(void *opaque, struct iovec *iov, int niov);
 	/* Write all of @iov (it may be modified): 0 or -errno. */
 	int (*writev)(void *opaque, struct iovec *iov, int niov);
+	/* NULL: no TLS.  Else the negotiation starts with NBD_OPT_STARTTLS
+	 * and, once the server acknowledges it, calls this to run the TLS
+	 * handshake; readv and writev then go through TLS.  0 or -errno with
+	 * the error set. */
+	int (*starttls)(void *opaque, struct vd_error *err);
 	void *opaque;
 };
 
@@ -81,6 +86,8 @@ void nbd_wire_cleanup(struct nbd_wire *w);
 
 /*
  * Fixed newstyle negotiation (proto.md "Newstyle negotiation"):
+ * NBD_OPT_STARTTLS first when @t has starttls (proto.md "TLS support": a
+ * server without fixed newstyle or that refuses it fails the negotiation),
  * NBD_OPT_STRUCTURED_REPLY, NBD_OPT_SET_META_CONTEXT base:allocation and
  * NBD_OPT_GO asking for NBD_INFO_BLOCK_SIZE; NBD_OPT_EXPORT_NAME with servers
  * that lack NBD_OPT_GO, and oldstyle servers (empty export name only).

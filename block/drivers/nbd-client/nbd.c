@@ -6,7 +6,12 @@
  * QEMU's legacy nbd:unix:PATH[:exportname=NAME] and nbd:HOST:PORT[:...],
  * or the options server.type=unix|inet, server.path, server.host,
  * server.port, export; also reconnect-delay and open-timeout (seconds).
- * TLS (tls-creds) is not supported.
+ * TLS as QEMU's: tls-creds=ID names client credentials (<vdisk/tls.h>,
+ * --object tls-creds-x509|tls-creds-psk,...,endpoint=client); STARTTLS is
+ * then the first option, a server that refuses it fails the open (never a
+ * fallback to plaintext), and an x509 server's certificate must chain to
+ * the CA and name tls-hostname (default: server.host for inet; a unix
+ * socket needs tls-hostname with x509, as in QEMU).
  *
  * One connection per node, up to NBD_MAX_IN_FLIGHT requests on it.  The
  * socket is non-blocking and every wait is a coroutine yield on the node's
@@ -37,6 +42,7 @@
 #include <vdisk/aio.h>
 #include <vdisk/loop.h>
 #include <vdisk/nbd-proto.h>
+#include <vdisk/tls.h>
 
 #include "block/drivers.h"
 #include "block/drivers/nbd-client/nbd-client.h"
@@ -59,8 +65,11 @@ struct nbd_state {
 	char *host, *port; /* server.host, server.port (inet) */
 	char *export_name;
 	int64_t reconnect_delay_ns, open_timeout_ns;
+	struct vd_tls_creds *tls_creds; /* tls-creds=, or NULL */
+	char *tls_hostname; /* checked in the server's certificate, or NULL */
 
 	int fd;
+	struct vd_tls_session *tls; /* on fd, once STARTTLS is done */
 	struct vd_loop *fd_loop; /* where the fd handler is registered, or NULL */
 	bool reg_read, reg_write;
 	struct vd_co *read_waiter, *write_waiter;
@@ -159,11 +168,46 @@ static void iov_advance(struct iovec **iov, int *niov, size_t n)
 	}
 }
 
+/* Over TLS: one record call per buffer; GnuTLS keeps what it decrypted
+ * beyond it, so a read waits for the socket only after -EAGAIN. */
+static int tls_readv(struct nbd_state *s, struct iovec *iov, int niov)
+{
+	while (niov) {
+		ssize_t r = vd_tls_session_recv(s->tls, iov->iov_base, iov->iov_len);
+		if (r > 0)
+			iov_advance(&iov, &niov, (size_t)r);
+		else if (r == 0)
+			return -EPIPE;
+		else if (r == -EAGAIN)
+			wait_fd(s, false);
+		else
+			return (int)r;
+	}
+	return 0;
+}
+
+/* After -EAGAIN GnuTLS wants the same buffer again: the iov is kept. */
+static int tls_writev(struct nbd_state *s, struct iovec *iov, int niov)
+{
+	while (niov) {
+		ssize_t r = vd_tls_session_send(s->tls, iov->iov_base, iov->iov_len);
+		if (r >= 0)
+			iov_advance(&iov, &niov, (size_t)r);
+		else if (r == -EAGAIN)
+			wait_fd(s, true);
+		else
+			return (int)r;
+	}
+	return 0;
+}
+
 static int sock_readv(void *opaque, struct iovec *iov, int niov)
 {
 	struct nbd_state *s = opaque;
 
 	iov_advance(&iov, &niov, 0);
+	if (s->tls)
+		return tls_readv(s, iov, niov);
 	while (niov) {
 		ssize_t r = readv(s->fd, iov, niov < IOV_MAX ? niov : IOV_MAX);
 		if (r > 0) {
@@ -184,6 +228,8 @@ static int sock_writev(void *opaque, struct iovec *iov, int niov)
 	struct nbd_state *s = opaque;
 
 	iov_advance(&iov, &niov, 0);
+	if (s->tls)
+		return tls_writev(s, iov, niov);
 	while (niov) {
 		struct msghdr msg = {.msg_iov = iov, .msg_iovlen = niov < IOV_MAX ? niov : IOV_MAX};
 		ssize_t r = sendmsg(s->fd, &msg, MSG_NOSIGNAL);
@@ -206,6 +252,8 @@ static void close_socket(struct nbd_state *s)
 		vd_loop_set_fd_handler(s->fd_loop, s->fd, NULL, NULL, NULL);
 	s->fd_loop = NULL;
 	s->reg_read = s->reg_write = false;
+	vd_tls_session_free(s->tls);
+	s->tls = NULL;
 	close(s->fd);
 	s->fd = -1;
 }
@@ -319,12 +367,36 @@ static int connect_server(struct nbd_state *s, struct vd_error *err)
 	return 0;
 }
 
+/* The server acknowledged NBD_OPT_STARTTLS: the TLS handshake, in this
+ * coroutine; the attempt's timer bounds it (it shuts the socket down). */
+static int sock_starttls(void *opaque, struct vd_error *err)
+{
+	struct nbd_state *s = opaque;
+	int ret = vd_tls_session_new(s->tls_creds, s->fd, s->tls_hostname, &s->tls, err);
+
+	while (ret == 0) {
+		ret = vd_tls_session_handshake(s->tls, err);
+		if (ret != -EAGAIN)
+			break;
+		wait_fd(s, vd_tls_session_want_write(s->tls));
+		ret = 0;
+	}
+	if (ret < 0) {
+		vd_tls_session_free(s->tls);
+		s->tls = NULL;
+	}
+	return ret;
+}
+
 /* One attempt: connect and negotiate within NBD_ATTEMPT_TIMEOUT_NS (and
  * @deadline, if not 0).  A reconnect must find the export as it was. */
 static int connect_attempt(struct nbd_state *s, int64_t deadline, struct vd_error *err)
 {
 	struct nbd_export_info info;
-	struct nbd_transport t = {.readv = sock_readv, .writev = sock_writev, .opaque = s};
+	struct nbd_transport t = {.readv = sock_readv,
+				  .writev = sock_writev,
+				  .starttls = s->tls_creds ? sock_starttls : NULL,
+				  .opaque = s};
 	int64_t now = vd_clock_ns(), end = now + NBD_ATTEMPT_TIMEOUT_NS;
 	struct vd_timer *timer;
 	bool reconnect = s->generation != 0;
@@ -783,8 +855,15 @@ static int read_options(struct nbd_state *s, struct vd_opts *opts, struct vd_err
 		if (ret < 0)
 			return ret;
 	}
-	if (vd_opts_has(opts, "tls-creds") || vd_opts_has(opts, "tls-hostname"))
-		return vd_error_set(err, -ENOTSUP, "TLS is not supported by this NBD client");
+	if (vd_opts_has(opts, "tls-creds")) {
+		ret = vd_tls_creds_lookup(vd_opts_get(opts, "tls-creds"), VD_TLS_ENDPOINT_CLIENT,
+					  &s->tls_creds, err);
+		if (ret < 0)
+			return ret;
+	}
+	ret = dup_opt(opts, "tls-hostname", NULL, &s->tls_hostname);
+	if (ret < 0)
+		return vd_error_set(err, ret, "Out of memory");
 	if (!vd_opts_has(opts, "server.type"))
 		return vd_error_set(err, -EINVAL, "NBD server address missing");
 	ret = vd_opts_get_enum(opts, "server.type", types, 0, &type, err);
@@ -803,6 +882,9 @@ static int read_options(struct nbd_state *s, struct vd_opts *opts, struct vd_err
 			return vd_error_set(err, -EINVAL, "Parameter 'server.host' is missing");
 		if (ret == 0)
 			ret = dup_opt(opts, "server.port", port, &s->port);
+		/* QEMU: the host name is what an inet server's certificate names. */
+		if (ret == 0 && !s->tls_hostname)
+			ret = dup_opt(opts, "server.host", NULL, &s->tls_hostname);
 	}
 	if (ret == 0)
 		ret = dup_opt(opts, "export", "", &s->export_name);
@@ -855,6 +937,8 @@ static void nbd_free(struct nbd_state *s)
 	free(s->host);
 	free(s->port);
 	free(s->export_name);
+	free(s->tls_hostname);
+	vd_tls_creds_unref(s->tls_creds);
 }
 
 static uint32_t align_down(uint64_t v, uint32_t a)
@@ -931,7 +1015,11 @@ static void nbd_close(struct vd_node *n)
 		uint8_t req[28] = {0};
 		req[0] = 0x25, req[1] = 0x60, req[2] = 0x95, req[3] = 0x13;
 		req[7] = NBD_CMD_DISC;
-		if (send(s->fd, req, sizeof(req), MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+		if (s->tls) {
+			if (vd_tls_session_send(s->tls, req, sizeof(req)) < 0) {
+				/* as below */
+			}
+		} else if (send(s->fd, req, sizeof(req), MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
 			/* the server sees the connection close instead */
 		}
 	}

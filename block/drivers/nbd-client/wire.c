@@ -4,6 +4,7 @@
  * in comments are those of the NBD project's doc/proto.md.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -188,8 +189,9 @@ static int option_error(uint32_t type, uint32_t opt, const char *msg, struct vd_
 		what = "Invalid parameters for option";
 		break;
 	case NBD_REP_ERR_TLS_REQD:
-		what = "TLS negotiation required before option (TLS is not supported)";
-		code = -ENOTSUP;
+		/* Not -ENOTSUP: that would fall back to NBD_OPT_EXPORT_NAME. */
+		what = "TLS negotiation required (did you forget a valid tls-creds?) before option";
+		code = -EACCES;
 		break;
 	case NBD_REP_ERR_UNKNOWN:
 		what = "Requested export not available for option";
@@ -396,6 +398,38 @@ static int negotiate_export_name(struct nbd_transport *t, const char *name, bool
 	return check_export(info, err);
 }
 
+/* proto.md "TLS support": NBD_OPT_STARTTLS, an empty ACK, then the TLS
+ * handshake; whatever else the server says ends the negotiation (QEMU's
+ * nbd_receive_starttls and its messages).  Never a plaintext fallback. */
+static int negotiate_starttls(struct nbd_transport *t, struct vd_error *err)
+{
+	char buf[NBD_MAX_STRING + 1];
+	uint32_t type, len;
+	int ret;
+
+	ret = send_option(t, NBD_OPT_STARTTLS, NULL, 0);
+	if (ret < 0)
+		return vd_error_setg_errno(err, ret, "Failed to send option request");
+	ret = recv_option_reply(t, NBD_OPT_STARTTLS, &type, buf, sizeof(buf), &len, err);
+	if (ret < 0)
+		return ret;
+	if (type != NBD_REP_ACK || len != 0) {
+		if (type & NBD_REP_FLAG_ERROR)
+			option_error(type, NBD_OPT_STARTTLS, buf, err);
+		else if (type != NBD_REP_ACK)
+			vd_error_set(err, -EINVAL, "Server rejected request to start TLS %" PRIx32,
+				     type);
+		else
+			vd_error_set(err, -EPROTO, "Start TLS response was not zero %" PRIu32, len);
+		/* proto.md: a client that gives up says so. */
+		if (send_option(t, NBD_OPT_ABORT, NULL, 0) < 0) {
+			/* the server sees the connection close instead */
+		}
+		return err->code;
+	}
+	return t->starttls(t->opaque, err);
+}
+
 int nbd_wire_negotiate(struct nbd_transport *t, const char *export_name,
 		       struct nbd_export_info *info, struct vd_error *err)
 {
@@ -419,6 +453,8 @@ int nbd_wire_negotiate(struct nbd_transport *t, const char *export_name,
 			ret = skip(t, 124);
 		if (ret < 0)
 			return vd_error_setg_errno(err, ret, "Failed to read export information");
+		if (t->starttls)
+			return vd_error_set(err, -EINVAL, "Server does not support STARTTLS");
 		if (*export_name)
 			return vd_error_set(err, -EINVAL,
 					    "Server does not support non-empty export names");
@@ -442,6 +478,13 @@ int nbd_wire_negotiate(struct nbd_transport *t, const char *export_name,
 	ret = write_buf(t, buf, 4);
 	if (ret < 0)
 		return vd_error_setg_errno(err, ret, "Failed to send client flags");
+	if (t->starttls) {
+		if (!(hflags & NBD_FLAG_FIXED_NEWSTYLE))
+			return vd_error_set(err, -EINVAL, "Server does not support STARTTLS");
+		ret = negotiate_starttls(t, err);
+		if (ret < 0)
+			return ret;
+	}
 	if (hflags & NBD_FLAG_FIXED_NEWSTYLE) {
 		ret = negotiate_structured(t, info, err);
 		if (ret == 0 && info->structured)
