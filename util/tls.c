@@ -629,6 +629,26 @@ ssize_t vd_tls_session_send(struct vd_tls_session *t, const void *buf, size_t le
 	return -EIO;
 }
 
+#define TLS_RECORD_MAX 16384 /* TLS's largest record payload */
+
+ssize_t vd_tls_session_sendv(struct vd_tls_session *t, const struct iovec *iov, int niov)
+{
+	uint8_t buf[TLS_RECORD_MAX];
+	size_t len = 0;
+	int i = 0;
+
+	while (i < niov && iov[i].iov_len <= sizeof(buf) - len) {
+		memcpy(buf + len, iov[i].iov_base, iov[i].iov_len);
+		len += iov[i].iov_len;
+		i++;
+	}
+	/* The same bytes come back after -EAGAIN: the caller's iov did not
+	 * move, so the record GnuTLS keeps is for exactly these. */
+	if (i >= 2)
+		return vd_tls_session_send(t, buf, len);
+	return niov ? vd_tls_session_send(t, iov[0].iov_base, iov[0].iov_len) : 0;
+}
+
 size_t vd_tls_session_pending(struct vd_tls_session *t)
 {
 	return gnutls_record_check_pending(t->s);

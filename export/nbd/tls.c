@@ -65,15 +65,33 @@ size_t nbd_tls_pending(struct nbd_conn *c)
 	return c->tls ? vd_tls_session_pending(c->tls) : 0;
 }
 
-/* Send the iovecs one record call at a time; after EAGAIN GnuTLS wants the
- * same data again, which the queue keeps until it is sent. */
+/* Send the queue's iovecs, small neighbours together in one record
+ * (vd_tls_session_sendv); after EAGAIN GnuTLS wants the same data again,
+ * which the queue keeps until it is sent. */
 ssize_t nbd_tls_sendv(struct nbd_conn *c, const struct iovec *iov, int n)
 {
 	ssize_t total = 0;
+	int i = 0;
+	size_t skip = 0;
 
-	for (int i = 0; i < n; i++) {
-		ssize_t r = vd_tls_session_send(c->tls, iov[i].iov_base, iov[i].iov_len);
+	for (;;) {
+		struct iovec first[64];
+		int k = 0;
+		ssize_t r;
 
+		while (i < n && iov[i].iov_len == skip) {
+			i++;
+			skip = 0;
+		}
+		if (i == n)
+			break;
+
+		/* The rest of the queue from where the last send stopped. */
+		for (int j = i; j < n && k < 64; j++, k++)
+			first[k] = iov[j];
+		first[0].iov_base = (uint8_t *)first[0].iov_base + skip;
+		first[0].iov_len -= skip;
+		r = vd_tls_session_sendv(c->tls, first, k);
 		if (r < 0) {
 			if (r != -EAGAIN) {
 				errno = EIO;
@@ -81,9 +99,22 @@ ssize_t nbd_tls_sendv(struct nbd_conn *c, const struct iovec *iov, int n)
 			}
 			break;
 		}
-		total += r;
-		if ((size_t)r < iov[i].iov_len)
+		if (r == 0)
 			break;
+		total += r;
+		/* Advance over what went out. */
+		while (r > 0 && i < n) {
+			size_t left = iov[i].iov_len - skip;
+
+			if ((size_t)r < left) {
+				skip += (size_t)r;
+				r = 0;
+			} else {
+				r -= (ssize_t)left;
+				skip = 0;
+				i++;
+			}
+		}
 	}
 	if (total == 0) {
 		errno = EAGAIN;

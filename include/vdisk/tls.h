@@ -26,6 +26,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include <vdisk/error.h>
 #include <vdisk/opts.h>
@@ -102,6 +103,11 @@ bool vd_tls_session_want_write(struct vd_tls_session *s);
 ssize_t vd_tls_session_recv(struct vd_tls_session *s, void *buf, size_t len);
 /* Bytes sent (at most @len), -EAGAIN (call again with the same data), or -EIO. */
 ssize_t vd_tls_session_send(struct vd_tls_session *s, const void *buf, size_t len);
+/* As vd_tls_session_send() for the first bytes of @iov: pieces that fit in
+ * one TLS record together (a reply header and 4 KiB of data) go out as one
+ * record, in one syscall, instead of one record each.  After -EAGAIN call
+ * again with the same @iov.  Bytes sent, -EAGAIN or -EIO. */
+ssize_t vd_tls_session_sendv(struct vd_tls_session *s, const struct iovec *iov, int niov);
 /* Bytes decrypted and buffered, which the socket's readiness does not show. */
 size_t vd_tls_session_pending(struct vd_tls_session *s);
 /*

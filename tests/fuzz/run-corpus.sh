@@ -43,7 +43,7 @@ fi
 # Flags as the Makefile uses them for the library.
 cflags=(-std=c11 -D_GNU_SOURCE -O1 -g -Wall -pthread -I"$SRCDIR/include" -I"$SRCDIR")
 libs=()
-for pkg in liburing libzstd jansson gnutls nettle; do
+for pkg in liburing libzstd libdeflate jansson gnutls nettle; do
 	if "$PKG_CONFIG" --exists "$pkg" 2>/dev/null; then
 		read -ra f <<<"$("$PKG_CONFIG" --cflags "$pkg")"
 		cflags+=("${f[@]}")
@@ -61,10 +61,8 @@ else
 	libs+=(-lbz2)
 fi
 libs+=(-lz -pthread)
-# The rbd driver, when the library was built with it (librbd has no .pc file).
-if nm "$lib" 2>/dev/null | grep ' U rbd_aio_' >/dev/null; then
-	libs+=(-lrbd -lrados)
-fi
+# The rbd driver loads librbd with dlopen() (block/drivers/rbd-lib.c).
+libs+=(-ldl)
 # (grep without -q: with pipefail, an early exit would fail nm with SIGPIPE.)
 if nm "$lib" 2>/dev/null | grep ' U __asan_' >/dev/null; then
 	echo "libvdisk.a is built with sanitizers: building the replays with them"

@@ -71,7 +71,7 @@ fi
 cflags=(-std=c11 -D_GNU_SOURCE -DVD_LIBFUZZER -O1 -g -Iinclude -I. -pthread
 	-fno-omit-frame-pointer "-fsanitize=fuzzer,$san")
 libs=()
-for pkg in liburing libzstd jansson gnutls nettle; do
+for pkg in liburing libzstd libdeflate jansson gnutls nettle; do
 	if pkg-config --exists "$pkg" 2>/dev/null; then
 		read -ra f <<<"$(pkg-config --cflags "$pkg")"
 		cflags+=("${f[@]}")
@@ -89,10 +89,8 @@ else
 	libs+=(-lbz2)
 fi
 libs+=(-lz -pthread)
-# The rbd driver, when the library was built with it (librbd has no .pc file).
-if nm "$FUZZ_BUILD/libvdisk.a" 2>/dev/null | grep ' U rbd_aio_' >/dev/null; then
-	libs+=(-lrbd -lrados)
-fi
+# The rbd driver loads librbd with dlopen() (block/drivers/rbd-lib.c).
+libs+=(-ldl)
 
 bin=$FUZZ_BUILD/fuzz/fuzz-$name
 artifacts=${FUZZ_ARTIFACTS:-$FUZZ_BUILD/artifacts}

@@ -186,11 +186,12 @@ static int tls_readv(struct nbd_state *s, struct iovec *iov, int niov)
 	return 0;
 }
 
-/* After -EAGAIN GnuTLS wants the same buffer again: the iov is kept. */
+/* After -EAGAIN GnuTLS wants the same bytes again: the iov is kept.  A
+ * request header and small data go out as one record. */
 static int tls_writev(struct nbd_state *s, struct iovec *iov, int niov)
 {
 	while (niov) {
-		ssize_t r = vd_tls_session_send(s->tls, iov->iov_base, iov->iov_len);
+		ssize_t r = vd_tls_session_sendv(s->tls, iov, niov);
 		if (r >= 0)
 			iov_advance(&iov, &niov, (size_t)r);
 		else if (r == -EAGAIN)
