@@ -94,9 +94,10 @@ while [ "$killed" -lt "$KILLS" ] && [ "$tries" -lt $((KILLS * 3)) ]; do
 		wait "$pid" 2>/dev/null || true
 		killed=$((killed + 1))
 		# The kernel tears an io_uring instance down after the process is
-		# gone: its files (and their image locks) go a moment later.
-		for _ in $(seq 50); do
-			qemu-img info top.qcow2 >/dev/null 2>&1 && break
+		# gone: its files (and their image locks) go a moment later, one
+		# by one.  qemu-img info opens only the top; map opens the chain.
+		for _ in $(seq 100); do
+			qemu-img map -f qcow2 top.qcow2 >/dev/null 2>&1 && break
 			sleep 0.1
 		done
 		# Killed while the top was being emptied?
