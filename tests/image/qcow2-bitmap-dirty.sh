@@ -174,3 +174,18 @@ clean_check rb-vdisk.qcow2
 bmap rb-qemu.qcow2 r0 | grep -q '524288 .* 1 *dirty' || fail "qemu-img rebase left r0 clean"
 same_bitmaps rb-vdisk.qcow2 rb-qemu.qcow2 r0
 echo "ok: rebase records its writes in the image's bitmaps"
+
+# 7. A read-write open that fails after the bitmaps were loaded (here: the
+#    backing file is gone) leaves them as they were, not flagged in use
+#    (regression: the flags stayed set, and QEMU then refused the bitmap).
+qemu-img create -q -f qcow2 gone.qcow2 16M
+qemu-img create -q -f qcow2 -b gone.qcow2 -F qcow2 ov.qcow2
+qemu-img bitmap --add ov.qcow2 bm0
+mv gone.qcow2 gone-away.qcow2
+"$VDISK" io -f qcow2 -c "write 0 4k" ov.qcow2 >ov.out 2>&1 && fail "opened without its backing file"
+grep -q "gone.qcow2" ov.out || fail "no word of the backing file: $(cat ov.out)"
+flags ov.qcow2 | grep -q in-use && fail "in-use after a failed open: $(flags ov.qcow2)"
+flags ov.qcow2 | grep -q '^bm0:auto' || fail "bitmap lost: $(flags ov.qcow2)"
+mv gone-away.qcow2 gone.qcow2
+clean_check ov.qcow2
+echo "ok: a failed open leaves the bitmaps consistent"

@@ -870,6 +870,11 @@ static int qcow2_open(struct vd_node *n, struct vd_opts *opts, int flags, struct
 	n->supported_zero_flags = VD_REQ_MAY_UNMAP;
 	return 0;
 fail:
+	/* Bitmaps loaded (flagged in use on disk) before the open failed, e.g.
+	 * on a missing backing file: nothing was written through them, clear
+	 * the flags again rather than leave them inconsistent. */
+	if (s->bitmaps_live)
+		qcow2_bitmaps_store_live(s);
 	free(hdr);
 	free_state(s);
 	return ret;
