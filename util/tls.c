@@ -484,7 +484,8 @@ int vd_tls_session_new(struct vd_tls_creds *c, int fd, const char *hostname,
 		free(t);
 		return vd_error_set(err, -ENOMEM, "Out of memory");
 	}
-	ret = gnutls_init(&t->s, (server ? GNUTLS_SERVER : GNUTLS_CLIENT) | GNUTLS_NONBLOCK);
+	ret = gnutls_init(&t->s, (server ? GNUTLS_SERVER : GNUTLS_CLIENT) | GNUTLS_NONBLOCK |
+					 GNUTLS_NO_SIGNAL);
 	if (ret < 0) {
 		free(t->hostname);
 		free(t);
