@@ -469,6 +469,79 @@ static void test_backing_names(void)
 	CHECK_EQ(create(path, "refcount_bits=128", "1M"), -EINVAL);
 }
 
+/* Regression: a write that arrives while a bitmap operation or a resize
+ * has stored the live bitmaps (and not yet loaded them again) must still
+ * be recorded.  It used to run untracked in that window; now it waits for
+ * the operation (qcow2_bitmaps_op_begin/end). */
+struct bm_op {
+	struct qcow2_state *s;
+	struct vd_co_queue park;
+	bool parked, done;
+	int ret;
+};
+
+static void bm_op_co(void *opaque)
+{
+	struct bm_op *op = opaque;
+	struct vd_error err = {0};
+
+	qcow2_bitmaps_op_begin(op->s);
+	op->ret = qcow2_bitmaps_store_live(op->s);
+	op->parked = true;
+	vd_co_queue_wait(&op->park); /* the operation's own I/O would yield here */
+	if (op->ret == 0)
+		op->ret = qcow2_bitmaps_load_live(op->s, &err);
+	qcow2_bitmaps_op_end(op->s);
+	op->done = true;
+}
+
+static void test_bitmap_track_during_op(void)
+{
+	const char *path = test_path("bmop.qcow2");
+	struct vd_error err = {0};
+	struct vd_node *n = NULL;
+	struct qcow2_state *s;
+	struct bm_op op = {0};
+	struct aio_state sa = {0};
+	struct vd_qiov q;
+	static uint8_t buf[65536];
+	struct vd_co *co;
+
+	REQUIRE(create(path, NULL, "16M") == 0);
+	REQUIRE(open_img(path, NULL, VD_OPEN_RDWR, &n, &err) == 0);
+	REQUIRE(vd_node_bitmap(n, VD_BITMAP_ADD, "b0", 65536, NULL, NULL, &err) == 0);
+	s = n->opaque;
+	REQUIRE(s->bitmaps_live && s->n_live == 1);
+	CHECK_EQ(s->live[0].bits[0] & 0x02, 0);
+
+	op.s = s;
+	vd_co_queue_init(&op.park);
+	co = vd_co_create(bm_op_co, &op);
+	REQUIRE(co);
+	vd_co_enter(co);
+	while (!op.parked)
+		vd_loop_run_once(vd_loop_current(), true);
+	CHECK_EQ(op.ret, 0);
+	CHECK(!s->bitmaps_live);
+
+	memset(buf, 0x5a, sizeof(buf));
+	vd_qiov_init_buf(&q, buf, sizeof(buf));
+	vd_node_aio_pwritev(n, 65536, &q, 0, aio_cb, &sa);
+	for (int i = 0; i < 20; i++)
+		vd_loop_run_once(vd_loop_current(), false);
+	CHECK_EQ(sa.calls, 0); /* waits for the operation */
+
+	vd_co_queue_restart_all(&op.park);
+	while (!op.done || !sa.calls)
+		vd_loop_run_once(vd_loop_current(), true);
+	CHECK_EQ(op.ret, 0);
+	CHECK_EQ(sa.ret, 0);
+	REQUIRE(s->bitmaps_live && s->n_live == 1);
+	CHECK_EQ(s->live[0].bits[0] & 0x02, 0x02); /* cluster 1 recorded */
+	vd_node_unref(n);
+	CHECK_EQ(qemu_img_check(path), 0);
+}
+
 int main(void)
 {
 	struct vd_loop *loop;
@@ -484,5 +557,6 @@ int main(void)
 	RUN(test_corruption);
 	RUN(test_compress_zero_lazy);
 	RUN(test_backing_names);
+	RUN(test_bitmap_track_during_op);
 	return test_finish();
 }

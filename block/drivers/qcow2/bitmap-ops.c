@@ -749,6 +749,9 @@ int qcow2_co_bitmap(struct vd_node *n, enum vd_bitmap_action act, const char *na
 	vd_co_mutex_lock(&s->lock);
 	if (ss)
 		vd_co_mutex_lock(&ss->lock);
+	qcow2_bitmaps_op_begin(s);
+	if (ss)
+		qcow2_bitmaps_op_begin(ss);
 	/* Live bitmaps are written back first (in-use flag cleared), so that
 	 * the operation works on what was recorded, then loaded again. */
 	live = s->bitmaps_live;
@@ -775,8 +778,11 @@ int qcow2_co_bitmap(struct vd_node *n, enum vd_bitmap_action act, const char *na
 		if (r2 < 0 && ret == 0)
 			ret = vd_error_set(err, r2, "%s", e2.msg);
 	}
-	if (ss)
+	if (ss) {
+		qcow2_bitmaps_op_end(ss);
 		vd_co_mutex_unlock(&ss->lock);
+	}
+	qcow2_bitmaps_op_end(s);
 	vd_co_mutex_unlock(&s->lock);
 	return ret;
 }
@@ -1018,8 +1024,22 @@ static void set_bits(uint8_t *p, uint64_t first, uint64_t last)
 	}
 }
 
-void qcow2_bitmaps_track(struct qcow2_state *s, uint64_t offset, uint64_t bytes)
+void qcow2_bitmaps_op_begin(struct qcow2_state *s)
 {
+	s->bitmaps_op = vd_co_self();
+}
+
+void qcow2_bitmaps_op_end(struct qcow2_state *s)
+{
+	s->bitmaps_op = NULL;
+	vd_co_queue_restart_all(&s->bitmaps_op_waiters);
+}
+
+void vd_coroutine_fn qcow2_bitmaps_track(struct qcow2_state *s, uint64_t offset, uint64_t bytes)
+{
+	/* The operation's own writes (a resize zeroing its tail) go on. */
+	while (s->bitmaps_op && s->bitmaps_op != vd_co_self())
+		vd_co_queue_wait(&s->bitmaps_op_waiters);
 	if (!s->bitmaps_live || !bytes || offset >= s->size)
 		return;
 	if (bytes > s->size - offset)

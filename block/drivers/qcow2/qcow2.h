@@ -308,6 +308,12 @@ struct qcow2_state {
 	struct qcow2_live_bitmap *live;
 	uint32_t n_live;
 	bool bitmaps_live;
+	/* A bitmap operation or a resize is between storing the live bitmaps
+	 * and loading them again (qcow2_bitmaps_op_begin/end): other
+	 * coroutines' writes wait for it in qcow2_bitmaps_track, so that none
+	 * goes unrecorded in that window. */
+	struct vd_co *bitmaps_op;
+	struct vd_co_queue bitmaps_op_waiters;
 	bool read_only;
 	/* A snapshot's L1 table replaced the active one in s->l1 (read-only,
 	 * qcow2_snapshot_load_tmp): it may cover less than the disk size. */
@@ -558,7 +564,9 @@ int vd_coroutine_fn qcow2_truncate_with_bitmaps(struct qcow2_state *s, uint64_t 
  * store them back, in-use flag cleared (close).  park = store and drop from
  * memory, so that the on-disk bitmaps can be operated on; unpark = load. */
 int vd_coroutine_fn qcow2_bitmaps_load_live(struct qcow2_state *s, struct vd_error *err);
-void qcow2_bitmaps_track(struct qcow2_state *s, uint64_t offset, uint64_t bytes);
+void vd_coroutine_fn qcow2_bitmaps_track(struct qcow2_state *s, uint64_t offset, uint64_t bytes);
+void qcow2_bitmaps_op_begin(struct qcow2_state *s);
+void qcow2_bitmaps_op_end(struct qcow2_state *s);
 int vd_coroutine_fn qcow2_bitmaps_store_live(struct qcow2_state *s);
 void qcow2_bitmaps_free_live(struct qcow2_state *s);
 /* chain.c: backing chains and measure. */

@@ -316,10 +316,14 @@ int qcow2_co_truncate(struct vd_node *n, int64_t size, bool exact, enum vd_preal
 int qcow2_truncate_live(struct qcow2_state *s, uint64_t size, struct vd_error *err)
 {
 	bool live = s->bitmaps_live;
-	int ret = qcow2_bitmaps_store_live(s);
+	int ret;
 
-	if (ret < 0)
+	qcow2_bitmaps_op_begin(s);
+	ret = qcow2_bitmaps_store_live(s);
+	if (ret < 0) {
+		qcow2_bitmaps_op_end(s);
 		return vd_error_setg_errno(err, ret, "Could not store the bitmaps");
+	}
 	ret = qcow2_truncate_with_bitmaps(s, size, err);
 	if (live) {
 		struct vd_error e2 = {0};
@@ -328,5 +332,6 @@ int qcow2_truncate_live(struct qcow2_state *s, uint64_t size, struct vd_error *e
 		if (r2 < 0 && ret == 0)
 			ret = vd_error_set(err, r2, "%s", e2.msg);
 	}
+	qcow2_bitmaps_op_end(s);
 	return ret;
 }
