@@ -37,6 +37,13 @@
 #define NBD_MAX_IN_FLIGHT_BYTES (64u * 1024 * 1024)
 /* The input buffer: holds an option of NBD_MAX_OPTION_LENGTH and its header. */
 #define NBD_RBUF_SIZE (128u * 1024)
+/* Request buffers from NBD_BUF_MIN up are reused (nbd_buf_get/put): a
+ * fresh 1 MiB buffer per request cost a page fault and a cleared page per
+ * 4 KiB, more than the copy itself.  At most NBD_BUF_CACHE_MAX bytes wait
+ * in the cache. */
+#define NBD_BUF_MIN_BITS 16
+#define NBD_BUF_MAX_BITS 25 /* NBD_MAX_PAYLOAD */
+#define NBD_BUF_CACHE_MAX (64u * 1024 * 1024)
 /* Connections still negotiating (CVE-2024-7409). */
 #define NBD_MAX_HANDSHAKES 16
 #define NBD_HANDSHAKE_TIMEOUT_NS (10LL * 1000 * 1000 * 1000)
@@ -72,6 +79,10 @@ struct vd_nbd_server {
 	struct vd_bh *idle_bh;
 	struct vd_tls_creds *tls; /* NULL: no TLS (NOTLS mode) */
 	char *tls_authz; /* the one client identity served, or NULL */
+	/* Free request buffers by size class (a power of two); each holds
+	 * the next one's address in its first bytes. */
+	void *buf_free[NBD_BUF_MAX_BITS - NBD_BUF_MIN_BITS + 1];
+	size_t buf_cached;
 };
 
 enum nbd_in_state {
@@ -87,6 +98,7 @@ struct nbd_out {
 	int niov;
 	struct iovec iov[3];
 	void *data; /* freed once sent */
+	size_t data_len; /* 0: data came from malloc, else from nbd_buf_get */
 	uint8_t hdr[40];
 };
 
@@ -138,6 +150,12 @@ struct nbd_conn {
 };
 
 /* server.c */
+/* A request buffer of @len bytes (4 KiB aligned), or NULL; give it back with
+ * nbd_buf_put() and the same @len. */
+void *nbd_buf_get(struct vd_nbd_server *s, size_t len);
+void nbd_buf_put(struct vd_nbd_server *s, void *buf, size_t len);
+/* Free what an output entry holds, and the entry. */
+void nbd_out_free(struct vd_nbd_server *s, struct nbd_out *o);
 void nbd_conn_queue(struct nbd_conn *c, struct nbd_out *o);
 /* Queue @len bytes copied from @buf (handshake messages). */
 int nbd_conn_queue_copy(struct nbd_conn *c, const void *buf, size_t len);

@@ -70,7 +70,7 @@ static void req_free(struct nbd_req *r)
 
 	if (r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE)
 		c->in_flight_bytes -= r->len;
-	free(r->buf);
+	nbd_buf_put(c->srv, r->buf, r->len);
 	free(r);
 	nbd_conn_request_done(c);
 }
@@ -182,7 +182,8 @@ static void read_done(void *opaque, int ret)
 	o->iov[1].iov_base = r->buf;
 	o->iov[1].iov_len = r->len;
 	o->niov = 2;
-	o->data = r->buf; /* the queue frees it once sent */
+	o->data = r->buf; /* the queue gives it back once sent */
+	o->data_len = r->len;
 	r->buf = NULL;
 	nbd_conn_queue(c, o);
 	req_free(r);
@@ -333,7 +334,7 @@ static void req_submit(struct nbd_req *r)
 			req_free(r);
 			return;
 		}
-		r->buf = vd_memalign(4096, r->len);
+		r->buf = nbd_buf_get(c->srv, r->len);
 		if (!r->buf) {
 			reply_status(r, NBD_ENOMEM);
 			req_free(r);
@@ -437,7 +438,7 @@ ssize_t nbd_requests_input(struct nbd_conn *c, const uint8_t *p, size_t n)
 		c->in_flight_bytes += r->len;
 	if (r->type == NBD_CMD_WRITE) {
 		if (r->len) {
-			r->buf = vd_memalign(4096, r->len);
+			r->buf = nbd_buf_get(c->srv, r->len);
 			if (!r->buf) {
 				c->in_flight_bytes -= r->len;
 				free(r);
@@ -482,7 +483,7 @@ void nbd_requests_abandon(struct nbd_conn *c)
 		return;
 	c->payload_req = NULL;
 	c->in_flight_bytes -= r->len;
-	free(r->buf);
+	nbd_buf_put(c->srv, r->buf, r->len);
 	free(r);
 	c->in_flight--;
 }

@@ -30,6 +30,77 @@
 static void conn_free(struct nbd_conn *c);
 static void conn_tls_handshake(struct nbd_conn *c);
 
+/* --- request buffers ---------------------------------------------------------- */
+
+static int buf_class(size_t len)
+{
+	int bits = NBD_BUF_MIN_BITS;
+
+	if (len < (1u << NBD_BUF_MIN_BITS) || len > (1u << NBD_BUF_MAX_BITS))
+		return -1;
+	while (((size_t)1 << bits) < len)
+		bits++;
+	return bits - NBD_BUF_MIN_BITS;
+}
+
+void *nbd_buf_get(struct vd_nbd_server *s, size_t len)
+{
+	int k = buf_class(len);
+	void *b;
+
+	if (k < 0)
+		return vd_memalign(4096, len ? len : 1);
+	b = s->buf_free[k];
+	if (b) {
+		memcpy(&s->buf_free[k], b, sizeof(void *));
+		s->buf_cached -= (size_t)1 << (k + NBD_BUF_MIN_BITS);
+		return b;
+	}
+	return vd_memalign(4096, (size_t)1 << (k + NBD_BUF_MIN_BITS));
+}
+
+void nbd_buf_put(struct vd_nbd_server *s, void *buf, size_t len)
+{
+	int k = buf_class(len);
+	size_t size;
+
+	if (!buf)
+		return;
+	if (k < 0) {
+		free(buf);
+		return;
+	}
+	size = (size_t)1 << (k + NBD_BUF_MIN_BITS);
+	if (s->buf_cached + size > NBD_BUF_CACHE_MAX) {
+		free(buf);
+		return;
+	}
+	memcpy(buf, &s->buf_free[k], sizeof(void *));
+	s->buf_free[k] = buf;
+	s->buf_cached += size;
+}
+
+static void buf_cache_free(struct vd_nbd_server *s)
+{
+	for (size_t k = 0; k < sizeof(s->buf_free) / sizeof(s->buf_free[0]); k++)
+		while (s->buf_free[k]) {
+			void *b = s->buf_free[k];
+
+			memcpy(&s->buf_free[k], b, sizeof(void *));
+			free(b);
+		}
+	s->buf_cached = 0;
+}
+
+void nbd_out_free(struct vd_nbd_server *s, struct nbd_out *o)
+{
+	if (o->data_len)
+		nbd_buf_put(s, o->data, o->data_len);
+	else
+		free(o->data);
+	free(o);
+}
+
 /* --- output ------------------------------------------------------------------ */
 
 static void conn_flush_output(struct nbd_conn *c)
@@ -80,8 +151,7 @@ static void conn_flush_output(struct nbd_conn *c)
 			c->out_head = o->next;
 			if (!c->out_head)
 				c->out_tail = NULL;
-			free(o->data);
-			free(o);
+			nbd_out_free(c->srv, o);
 		}
 	}
 	if (c->dead)
@@ -112,8 +182,7 @@ static void out_bh(void *opaque)
 void nbd_conn_queue(struct nbd_conn *c, struct nbd_out *o)
 {
 	if (c->dead) {
-		free(o->data);
-		free(o);
+		nbd_out_free(c->srv, o);
 		return;
 	}
 	o->next = NULL;
@@ -362,8 +431,7 @@ void nbd_conn_close(struct nbd_conn *c)
 	while (c->out_head) {
 		struct nbd_out *o = c->out_head;
 		c->out_head = o->next;
-		free(o->data);
-		free(o);
+		nbd_out_free(c->srv, o);
 	}
 	c->out_tail = NULL;
 	c->out_bytes = 0;
@@ -655,6 +723,7 @@ void vd_nbd_server_free(struct vd_nbd_server *s)
 		vd_nbd_export_free(s->exports);
 	vd_bh_delete(s->idle_bh);
 	vd_tls_creds_unref(s->tls);
+	buf_cache_free(s);
 	free(s->tls_authz);
 	free(s->path);
 	free(s);
