@@ -363,6 +363,16 @@ static void conn_write(void *opaque)
 		conn_flush_output(c);
 }
 
+static bool conn_poll(void *opaque)
+{
+	struct nbd_conn *c = opaque;
+	char b;
+
+	if (c->tls && nbd_tls_pending(c))
+		return true;
+	return recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
 void nbd_conn_update_watch(struct nbd_conn *c)
 {
 	bool rd, wr;
@@ -389,6 +399,8 @@ void nbd_conn_update_watch(struct nbd_conn *c)
 	c->watching_write = wr;
 	vd_loop_set_fd_handler(c->srv->loop, c->fd, rd ? conn_read : NULL, wr ? conn_write : NULL,
 			       c);
+	if (rd)
+		vd_loop_set_fd_poll(c->srv->loop, c->fd, conn_poll);
 }
 
 /* --- lifecycle ---------------------------------------------------------------- */

@@ -158,4 +158,19 @@ done
 diff chain-base.qemu-nbd chain-base.vdisk || fail "base:allocation over a chain differs from qemu-nbd"
 diff chain-depth.qemu-nbd chain-depth.vdisk || fail "allocation-depth differs from qemu-nbd"
 grep -q "backing depth 3" chain-depth.vdisk || { cat chain-depth.vdisk; fail "no depth 3 extent"; }
+
+# --poll-max-ns: a bad value is refused; 0 (never poll) and a large value
+# serve the same bytes as the default.
+"$VDISK" nbd --poll-max-ns=-1 -k "$T/p.sock" img.raw >p.err 2>&1 && fail "--poll-max-ns=-1 accepted"
+grep -q "Invalid poll-max-ns '-1'" p.err || fail "--poll-max-ns=-1: $(cat p.err)"
+for p in 0 1000000; do
+	rm -f "$T/p.sock"
+	"$VDISK" nbd --poll-max-ns=$p -r -f raw -k "$T/p.sock" img.raw &
+	PP=$!
+	PIDS+=($PP)
+	wait_socket "$T/p.sock"
+	nbdcopy "nbd+unix:///?socket=$T/p.sock" "p$p.bin" || fail "nbdcopy with --poll-max-ns=$p"
+	cmp img.raw "p$p.bin" || fail "--poll-max-ns=$p served other bytes"
+	wait $PP 2>/dev/null || true
+done
 echo "PASS"
