@@ -10,12 +10,14 @@
  * that passes here is an ordinary node request.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 
 #include <vdisk/backend.h>
 #include <vdisk/trace.h>
 
 #include "block/blk.h"
+#include "block/internal.h"
 
 /* Limits of a backend without a medium: nothing to fit. */
 static const struct vd_limits no_medium_limits = {
@@ -166,6 +168,27 @@ int vd_coroutine_fn vd_blk_co_block_status_above(struct vd_blk *blk, int64_t off
 	if (ret >= 0 && depth)
 		*depth = ret & VD_BLOCK_ALLOCATED ? d + 1 : 0;
 	return ret;
+}
+
+int vd_blk_host_range(struct vd_blk *blk, int64_t offset, int64_t bytes, int *fd,
+		      int64_t *host_offset)
+{
+	int64_t t0 = vd_clock_ns();
+	int ret = blk_check(blk, BLK_READ, offset, bytes);
+	int own;
+
+	if (ret < 0)
+		return ret;
+	ret = vd_node_host_range(blk->root, offset, bytes, &own, host_offset);
+	if (ret < 0)
+		return ret;
+	/* A descriptor of its own: the node may close or reopen its file
+	 * before the caller has read. */
+	*fd = fcntl(own, F_DUPFD_CLOEXEC, 0);
+	if (*fd < 0)
+		return -ENOTSUP;
+	vd_acct_done(blk->root, VD_ACCT_READ, bytes, 0, t0);
+	return 0;
 }
 
 /* --- asynchronous requests ----------------------------------------------- */

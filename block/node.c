@@ -809,6 +809,14 @@ static int64_t allocated_size(struct vd_node *n)
 	return -ENOTSUP;
 }
 
+int vd_node_host_range(struct vd_node *n, int64_t offset, int64_t bytes, int *fd,
+		       int64_t *host_offset)
+{
+	if (!n || !n->drv->host_range)
+		return -ENOTSUP;
+	return n->drv->host_range(n, offset, bytes, fd, host_offset);
+}
+
 int vd_node_get_info(struct vd_node *n, struct vd_image_info *info, struct vd_error *err)
 {
 	int ret = 0;

@@ -289,6 +289,15 @@ static int raw_co_truncate(struct vd_node *n, int64_t size, bool exact, enum vd_
 
 /* The union of the protocols' options; raw_create() checks them against the
  * protocol it uses. */
+/* The bytes sit at s->offset in the file, unchanged. */
+static int raw_host_range(struct vd_node *n, int64_t offset, int64_t bytes, int *fd,
+			  int64_t *host_offset)
+{
+	struct raw_state *s = n->opaque;
+
+	return vd_node_host_range(n->file, s->offset + offset, bytes, fd, host_offset);
+}
+
 static const char *const raw_create_opts[] = {"preallocation", "nocow", "cluster_size", NULL};
 
 /* QEMU's raw creates through the protocol that the name selects (rbd:,
@@ -425,6 +434,7 @@ const struct vd_block_driver vd_driver_raw = {
 	.co_pdiscard = raw_co_pdiscard,
 	.co_pwrite_zeroes = raw_co_pwrite_zeroes,
 	.co_block_status = raw_co_block_status,
+	.host_range = raw_host_range,
 	.co_truncate = raw_co_truncate,
 	/* get_allocated_size NULL: the child's. */
 	.refresh_limits = raw_refresh_limits,

@@ -44,6 +44,7 @@
 #define NBD_BUF_MIN_BITS 16
 #define NBD_BUF_MAX_BITS 25 /* NBD_MAX_PAYLOAD */
 #define NBD_BUF_CACHE_MAX (64u * 1024 * 1024)
+#define NBD_ZC_MIN (64u * 1024)
 /* Connections still negotiating (CVE-2024-7409). */
 #define NBD_MAX_HANDSHAKES 16
 #define NBD_HANDSHAKE_TIMEOUT_NS (10LL * 1000 * 1000 * 1000)
@@ -79,6 +80,10 @@ struct vd_nbd_server {
 	struct vd_bh *idle_bh;
 	struct vd_tls_creds *tls; /* NULL: no TLS (NOTLS mode) */
 	char *tls_authz; /* the one client identity served, or NULL */
+	/* READs of NBD_ZC_MIN bytes and up go out with sendfile() from the
+	 * file when the backend allows (vd_blk_host_range): not over TLS, and
+	 * only if SIGPIPE is ignored (sendfile has no MSG_NOSIGNAL). */
+	bool zero_copy;
 	/* Free request buffers by size class (a power of two); each holds
 	 * the next one's address in its first bytes. */
 	void *buf_free[NBD_BUF_MAX_BITS - NBD_BUF_MIN_BITS + 1];
@@ -99,6 +104,13 @@ struct nbd_out {
 	struct iovec iov[3];
 	void *data; /* freed once sent */
 	size_t data_len; /* 0: data came from malloc, else from nbd_buf_get */
+	/* Zero copy: zc_len bytes of file zc_fd (ours, closed with the entry)
+	 * from zc_off follow the iovecs, sent with sendfile().  zc_eof: the
+	 * file ended early (it shrank); the rest goes out as zeroes. */
+	size_t zc_len;
+	int zc_fd;
+	int64_t zc_off;
+	bool zc_eof;
 	uint8_t hdr[40];
 };
 

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <vdisk/backend.h>
 #include <vdisk/coroutine.h>
@@ -137,6 +138,24 @@ static bool all_zero(const uint8_t *p, size_t n)
 	return true;
 }
 
+/* The header of a successful READ's data: simple, or an OFFSET_DATA chunk. */
+static void data_header(struct nbd_out *o, const struct nbd_req *r)
+{
+	if (!r->c->structured) {
+		nbd_put32(o->hdr, NBD_SIMPLE_REPLY_MAGIC);
+		nbd_put32(o->hdr + 4, 0);
+		nbd_put64(o->hdr + 8, r->cookie);
+		o->iov[0].iov_len = 16;
+	} else {
+		chunk_header(o->hdr, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_OFFSET_DATA, r->cookie,
+			     8 + r->len);
+		nbd_put64(o->hdr + 20, r->offset);
+		o->iov[0].iov_len = 28;
+	}
+	o->iov[0].iov_base = o->hdr;
+	o->niov = 1;
+}
+
 static void read_done(void *opaque, int ret)
 {
 	struct nbd_req *r = opaque;
@@ -156,37 +175,53 @@ static void read_done(void *opaque, int ret)
 		req_free(r);
 		return;
 	}
-	o->iov[0].iov_base = o->hdr;
-	if (!c->structured) {
-		nbd_put32(o->hdr, NBD_SIMPLE_REPLY_MAGIC);
-		nbd_put32(o->hdr + 4, 0);
-		nbd_put64(o->hdr + 8, r->cookie);
-		o->iov[0].iov_len = 16;
-	} else if (all_zero(r->buf, r->len)) {
+	if (c->structured && all_zero(r->buf, r->len)) {
 		/* proto.md: OFFSET_HOLE, "reads as zeroes"; no data sent. */
 		chunk_header(o->hdr, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_OFFSET_HOLE, r->cookie,
 			     12);
 		nbd_put64(o->hdr + 20, r->offset);
 		nbd_put32(o->hdr + 28, r->len);
+		o->iov[0].iov_base = o->hdr;
 		o->iov[0].iov_len = 32;
 		o->niov = 1;
-		nbd_conn_queue(c, o);
-		req_free(r);
-		return;
 	} else {
-		chunk_header(o->hdr, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_OFFSET_DATA, r->cookie,
-			     8 + r->len);
-		nbd_put64(o->hdr + 20, r->offset);
-		o->iov[0].iov_len = 28;
+		data_header(o, r);
+		o->iov[1].iov_base = r->buf;
+		o->iov[1].iov_len = r->len;
+		o->niov = 2;
+		o->data = r->buf; /* the queue gives it back once sent */
+		o->data_len = r->len;
+		r->buf = NULL;
 	}
-	o->iov[1].iov_base = r->buf;
-	o->iov[1].iov_len = r->len;
-	o->niov = 2;
-	o->data = r->buf; /* the queue gives it back once sent */
-	o->data_len = r->len;
-	r->buf = NULL;
 	nbd_conn_queue(c, o);
 	req_free(r);
+}
+
+/* A READ answered from the file itself (vd_blk_host_range): the header now,
+ * the bytes by sendfile() when the queue reaches them.  False: not
+ * possible here, read it into a buffer.  (No OFFSET_HOLE for zeroes: the
+ * bytes are not looked at.) */
+static bool read_zero_copy(struct nbd_req *r)
+{
+	struct nbd_conn *c = r->c;
+	struct nbd_out *o;
+	int64_t off;
+	int fd;
+
+	if (vd_blk_host_range(c->exp->blk, (int64_t)r->offset, r->len, &fd, &off) < 0)
+		return false;
+	o = out_new();
+	if (!o) {
+		close(fd);
+		return false;
+	}
+	data_header(o, r);
+	o->zc_fd = fd;
+	o->zc_off = off;
+	o->zc_len = r->len;
+	nbd_conn_queue(c, o);
+	req_free(r);
+	return true;
 }
 
 static void status_done(void *opaque, int ret)
@@ -334,6 +369,8 @@ static void req_submit(struct nbd_req *r)
 			req_free(r);
 			return;
 		}
+		if (c->srv->zero_copy && !c->tls && r->len >= NBD_ZC_MIN && read_zero_copy(r))
+			return;
 		r->buf = nbd_buf_get(c->srv, r->len);
 		if (!r->buf) {
 			reply_status(r, NBD_ENOMEM);

@@ -16,9 +16,11 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -94,6 +96,8 @@ static void buf_cache_free(struct vd_nbd_server *s)
 
 void nbd_out_free(struct vd_nbd_server *s, struct nbd_out *o)
 {
+	if (o->zc_len)
+		close(o->zc_fd);
 	if (o->data_len)
 		nbd_buf_put(s, o->data, o->data_len);
 	else
@@ -103,32 +107,97 @@ void nbd_out_free(struct vd_nbd_server *s, struct nbd_out *o)
 
 /* --- output ------------------------------------------------------------------ */
 
+static size_t out_iov_len(const struct nbd_out *o)
+{
+	size_t len = 0;
+
+	for (int i = 0; i < o->niov; i++)
+		len += o->iov[i].iov_len;
+	return len;
+}
+
+/* @r more bytes of the queue are out: drop the entries sent whole. */
+static void out_advance(struct nbd_conn *c, size_t r)
+{
+	c->out_off += r;
+	c->out_bytes -= r;
+	while (c->out_head) {
+		struct nbd_out *o = c->out_head;
+		size_t len = out_iov_len(o) + o->zc_len;
+
+		if (c->out_off < len)
+			break;
+		c->out_off -= len;
+		c->out_head = o->next;
+		if (!c->out_head)
+			c->out_tail = NULL;
+		nbd_out_free(c->srv, o);
+	}
+}
+
+/* The head's file bytes from where the last call stopped: sendfile, or
+ * zeroes if the file ended early.  Bytes sent, or -1 with errno. */
+static ssize_t send_zc(struct nbd_conn *c, struct nbd_out *o, size_t done)
+{
+	static const uint8_t zeroes[65536];
+	size_t left = o->zc_len - done;
+
+	for (;;) {
+		off_t off = (off_t)(o->zc_off + (int64_t)done);
+		ssize_t r;
+
+		if (o->zc_eof)
+			return send(c->fd, zeroes, left < sizeof(zeroes) ? left : sizeof(zeroes),
+				    MSG_NOSIGNAL | MSG_DONTWAIT);
+		r = sendfile(c->fd, o->zc_fd, &off, left);
+		if (r != 0)
+			return r;
+		o->zc_eof = true;
+	}
+}
+
 static void conn_flush_output(struct nbd_conn *c)
 {
 	while (c->out_head && !c->dead) {
-		struct iovec iov[64];
-		struct msghdr mh = {.msg_iov = iov};
-		size_t skip = c->out_off;
-		int n = 0;
+		struct nbd_out *head = c->out_head;
+		size_t head_iov = out_iov_len(head);
 		ssize_t r;
 
-		for (struct nbd_out *o = c->out_head; o && n < 64; o = o->next) {
-			for (int i = 0; i < o->niov && n < 64; i++) {
-				if (skip >= o->iov[i].iov_len) {
-					skip -= o->iov[i].iov_len;
-					continue;
+		if (head->zc_len && c->out_off >= head_iov) {
+			r = send_zc(c, head, c->out_off - head_iov);
+		} else {
+			struct iovec iov[64];
+			struct msghdr mh = {.msg_iov = iov};
+			size_t skip = c->out_off;
+			int n = 0, flags = MSG_NOSIGNAL | MSG_DONTWAIT;
+
+			/* Iovecs up to the first entry with file bytes, whose
+			 * header then goes out with MSG_MORE. */
+			for (struct nbd_out *o = head; o && n < 64; o = o->next) {
+				int i;
+
+				for (i = 0; i < o->niov && n < 64; i++) {
+					if (skip >= o->iov[i].iov_len) {
+						skip -= o->iov[i].iov_len;
+						continue;
+					}
+					iov[n].iov_base = (uint8_t *)o->iov[i].iov_base + skip;
+					iov[n].iov_len = o->iov[i].iov_len - skip;
+					skip = 0;
+					n++;
 				}
-				iov[n].iov_base = (uint8_t *)o->iov[i].iov_base + skip;
-				iov[n].iov_len = o->iov[i].iov_len - skip;
-				skip = 0;
-				n++;
+				if (o->zc_len) {
+					if (i == o->niov)
+						flags |= MSG_MORE;
+					break;
+				}
 			}
+			mh.msg_iovlen = (size_t)n;
+			if (c->tls)
+				r = nbd_tls_sendv(c, iov, n);
+			else
+				r = sendmsg(c->fd, &mh, flags);
 		}
-		mh.msg_iovlen = (size_t)n;
-		if (c->tls)
-			r = nbd_tls_sendv(c, iov, n);
-		else
-			r = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;
@@ -137,22 +206,7 @@ static void conn_flush_output(struct nbd_conn *c)
 			nbd_conn_close(c);
 			return;
 		}
-		c->out_off += (size_t)r;
-		c->out_bytes -= (size_t)r;
-		while (c->out_head) {
-			struct nbd_out *o = c->out_head;
-			size_t len = 0;
-
-			for (int i = 0; i < o->niov; i++)
-				len += o->iov[i].iov_len;
-			if (c->out_off < len)
-				break;
-			c->out_off -= len;
-			c->out_head = o->next;
-			if (!c->out_head)
-				c->out_tail = NULL;
-			nbd_out_free(c->srv, o);
-		}
+		out_advance(c, (size_t)r);
 	}
 	if (c->dead)
 		return;
@@ -186,8 +240,7 @@ void nbd_conn_queue(struct nbd_conn *c, struct nbd_out *o)
 		return;
 	}
 	o->next = NULL;
-	for (int i = 0; i < o->niov; i++)
-		c->out_bytes += o->iov[i].iov_len;
+	c->out_bytes += out_iov_len(o) + o->zc_len;
 	if (c->out_tail)
 		c->out_tail->next = o;
 	else
@@ -649,6 +702,11 @@ int vd_nbd_server_new(const struct vd_nbd_server_opts *o, struct vd_nbd_server *
 	if (!s)
 		return vd_error_set(err, -ENOMEM, "Out of memory");
 	s->loop = vd_loop_current();
+	{
+		struct sigaction sa;
+
+		s->zero_copy = sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN;
+	}
 	s->max_connections = o->max_connections;
 	s->handshake_timeout_ns =
 		o->handshake_timeout_ns ? o->handshake_timeout_ns : NBD_HANDSHAKE_TIMEOUT_NS;

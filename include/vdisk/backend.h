@@ -323,6 +323,19 @@ void vd_blk_aio_pdiscard(struct vd_blk *blk, int64_t offset, int64_t bytes, vd_c
 void vd_blk_aio_pwrite_zeroes(struct vd_blk *blk, int64_t offset, int64_t bytes, int flags,
 			      vd_completion_fn *cb, void *opaque);
 
+/*
+ * Zero-copy reads, for an export that sends data straight from the file
+ * (sendfile): when the @bytes at @offset of the medium are stored verbatim
+ * in a host file whose reads never wait for a device (a buffered,
+ * memory-backed file under raw), a new descriptor of that file (close it)
+ * and where the bytes start in it; the read is counted as done.  The bytes
+ * are read when the caller sends them: a write that lands in between shows,
+ * as it may for any read still in flight.  -ENOTSUP otherwise (read through
+ * vd_blk_aio_preadv), or the handle's errors.
+ */
+int vd_blk_host_range(struct vd_blk *blk, int64_t offset, int64_t bytes, int *fd,
+		      int64_t *host_offset);
+
 int vd_blk_pread(struct vd_blk *blk, int64_t offset, void *buf, int64_t bytes);
 int vd_blk_preadv(struct vd_blk *blk, int64_t offset, const struct vd_qiov *qiov);
 int vd_blk_pwritev(struct vd_blk *blk, int64_t offset, const struct vd_qiov *qiov, int flags);

@@ -182,6 +182,11 @@ struct vd_block_driver {
 			   struct vd_error *err);
 	/* Host bytes in use, -ENOTSUP if unknown. NULL: that of ->file. */
 	int64_t (*get_allocated_size)(struct vd_node *n);
+	/* Zero-copy reads (vd_node_host_range): the range is stored verbatim
+	 * in a host file whose reads never wait for a device; *fd is the
+	 * node's own (borrowed).  NULL or -ENOTSUP: read through co_preadv. */
+	int (*host_range)(struct vd_node *n, int64_t offset, int64_t bytes, int *fd,
+			  int64_t *host_offset);
 	/* Fill format-specific fields (cluster size, dirty flag, backing file,
 	 * format_specific). NULL: nothing beyond the common fields. */
 	int (*get_info)(struct vd_node *n, struct vd_image_info *info, struct vd_error *err);
@@ -308,5 +313,11 @@ void vd_debug_event(struct vd_node *n, enum vd_debug_event ev);
 #ifdef __cplusplus
 }
 #endif
+
+/* The host file and offset holding [@offset, @offset + @bytes) of @n
+ * verbatim, if its driver knows (->host_range): *fd is borrowed.  For raw
+ * and other drivers that map one to one onto ->file.  0 or -ENOTSUP. */
+int vd_node_host_range(struct vd_node *n, int64_t offset, int64_t bytes, int *fd,
+		       int64_t *host_offset);
 
 #endif

@@ -14,6 +14,7 @@ whose export "" is 1 MiB, writable.
   nbdkit CVE-2019-14851  commands before/after the handshake in odd order
 and: a stalled WRITE payload delays no other client; unknown options UNSUP.
 """
+import os
 import socket
 import struct
 import sys
@@ -234,4 +235,40 @@ magic, err, c = struct.unpack(">IIQ", recvn(stall, 16))
 if err:
     fail("the stalled write failed when completed")
 stall.close()
+
+# Reads of 64 KiB and up are sent from the file itself (sendfile) when the
+# image is a memory-backed raw file: the bytes are the image's, with simple
+# replies too, whole or at odd offsets; a client that leaves in the middle
+# of one costs nothing (no SIGPIPE).
+data = os.urandom(1 << 20)
+s = connect()
+go(s)
+s.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 1, 9, 0, len(data)) + data)
+magic, err, c = struct.unpack(">IIQ", recvn(s, 16))
+if magic != 0x67446698 or err or c != 9:
+    fail("1 MiB write: %#x %d %d" % (magic, err, c))
+err, back = simple_read(s, 0, 1 << 20)
+if err or back != data:
+    fail("1 MiB simple read differs")
+for off, ln in [(12345, 65536), (1 << 19, 300001), ((1 << 20) - 65536, 65536)]:
+    err, back = simple_read(s, off, ln, cookie=off)
+    if err or back != data[off:off + ln]:
+        fail("read of %d at %d differs" % (ln, off))
+# Several in flight, answered in order of completion: all complete.
+for i in range(8):
+    s.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 0, 100 + i, i * 131072, 131072))
+seen = set()
+for _ in range(8):
+    magic, err, c = struct.unpack(">IIQ", recvn(s, 16))
+    if magic != 0x67446698 or err or c - 100 not in range(8):
+        fail("bad reply among 8 reads")
+    got = recvn(s, 131072)
+    if got != data[(c - 100) * 131072:(c - 99) * 131072]:
+        fail("read %d differs" % (c - 100))
+    seen.add(c)
+if len(seen) != 8:
+    fail("replies lost")
+s.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 0, 1, 0, 1 << 20))
+s.close()
+alive()
 print("ok")
