@@ -210,6 +210,15 @@ static void *pool_worker(void *opaque)
 
 /* ---- loop side ---- */
 
+/* A polling loop (poll-max-ns) finds completions here without waiting for
+ * the notifier's wake-up. */
+static bool pool_poll(void *opaque)
+{
+	struct thread_pool *pool = opaque;
+
+	return __atomic_load_n(&pool->done_stack, __ATOMIC_ACQUIRE) != NULL;
+}
+
 static void pool_completions(void *opaque)
 {
 	struct thread_pool *pool = opaque;
@@ -354,6 +363,7 @@ int vd_thread_pool_aio_get(struct vd_loop *loop, struct vd_aio **out)
 					      pool);
 	if (ret < 0)
 		goto err_sem;
+	vd_loop_set_fd_poll(loop, pool->notifier.fd, pool_poll);
 
 	vd_loop_slot_set(loop, VD_LOOP_SLOT_THREADS, pool, pool_destroy);
 	*out = &pool->aio;

@@ -611,6 +611,8 @@ static int file_co_pdiscard(struct vd_node *n, int64_t offset, int64_t bytes)
 	s->data_hi = 0;
 	ret = vd_aio_co_fallocate(s->aio, s->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset,
 				  bytes);
+	/* Again: a block status while the punch ran may have seen data. */
+	s->data_hi = 0;
 	ret = fix_enotsup(ret);
 	if (ret == -ENOTSUP && s->is_bdev)
 		ret = fix_enotsup(bdev_ioctl(n, BLKDISCARD, offset, bytes));
@@ -663,6 +665,7 @@ static int file_co_pwrite_zeroes(struct vd_node *n, int64_t offset, int64_t byte
 			vd_aio_co_fallocate(s->aio, s->fd, FALLOC_FL_ZERO_RANGE, offset, bytes));
 	if (ret == 0 && end > n->size)
 		n->size = end;
+	s->data_hi = 0; /* again: a block status may have run meanwhile */
 	return ret;
 }
 
@@ -852,6 +855,7 @@ static int file_co_truncate(struct vd_node *n, int64_t size, bool exact, enum vd
 		return 0;
 	}
 	ret = vd_thread_pool_co(n->loop, truncate_worker, &a);
+	s->data_hi = 0; /* again: a block status may have run meanwhile */
 	if (ret < 0) {
 		if (a.msg[0])
 			return vd_error_setg_errno(err, ret, "%s", a.msg);

@@ -45,6 +45,12 @@
 #define NBD_BUF_MAX_BITS 25 /* NBD_MAX_PAYLOAD */
 #define NBD_BUF_CACHE_MAX (64u * 1024 * 1024)
 #define NBD_ZC_MIN (64u * 1024)
+/* Zero-copy replies queued on one connection at once, each holding a file
+ * descriptor: past this, reads are copied (a client that reads nothing
+ * must not take the process's descriptors). */
+#define NBD_ZC_MAX_QUEUED 32
+/* accept() out of descriptors: the listeners rest this long. */
+#define NBD_ACCEPT_BACKOFF_NS (100LL * 1000 * 1000)
 /* Connections still negotiating (CVE-2024-7409). */
 #define NBD_MAX_HANDSHAKES 16
 #define NBD_HANDSHAKE_TIMEOUT_NS (10LL * 1000 * 1000 * 1000)
@@ -84,6 +90,7 @@ struct vd_nbd_server {
 	 * file when the backend allows (vd_blk_host_range): not over TLS, and
 	 * only if SIGPIPE is ignored (sendfile has no MSG_NOSIGNAL). */
 	bool zero_copy;
+	struct vd_timer *accept_timer; /* listeners resting after EMFILE */
 	/* Free request buffers by size class (a power of two); each holds
 	 * the next one's address in its first bytes. */
 	void *buf_free[NBD_BUF_MAX_BITS - NBD_BUF_MIN_BITS + 1];
@@ -157,6 +164,7 @@ struct nbd_conn {
 	struct nbd_out *out_head, *out_tail;
 	size_t out_off; /* bytes of out_head already sent */
 	size_t out_bytes;
+	int zc_queued; /* entries with zc_len in the queue */
 	struct vd_bh *out_bh;
 	struct vd_timer *timer;
 };
@@ -166,8 +174,8 @@ struct nbd_conn {
  * nbd_buf_put() and the same @len. */
 void *nbd_buf_get(struct vd_nbd_server *s, size_t len);
 void nbd_buf_put(struct vd_nbd_server *s, void *buf, size_t len);
-/* Free what an output entry holds, and the entry. */
-void nbd_out_free(struct vd_nbd_server *s, struct nbd_out *o);
+/* Free what an output entry of @c holds, and the entry. */
+void nbd_out_free(struct nbd_conn *c, struct nbd_out *o);
 void nbd_conn_queue(struct nbd_conn *c, struct nbd_out *o);
 /* Queue @len bytes copied from @buf (handshake messages). */
 int nbd_conn_queue_copy(struct nbd_conn *c, const void *buf, size_t len);

@@ -208,7 +208,8 @@ static bool read_zero_copy(struct nbd_req *r)
 	int64_t off;
 	int fd;
 
-	if (vd_blk_host_range(c->exp->blk, (int64_t)r->offset, r->len, &fd, &off) < 0)
+	if (c->zc_queued >= NBD_ZC_MAX_QUEUED ||
+	    vd_blk_host_range(c->exp->blk, (int64_t)r->offset, r->len, &fd, &off) < 0)
 		return false;
 	o = out_new();
 	if (!o) {
@@ -219,6 +220,7 @@ static bool read_zero_copy(struct nbd_req *r)
 	o->zc_fd = fd;
 	o->zc_off = off;
 	o->zc_len = r->len;
+	c->zc_queued++;
 	nbd_conn_queue(c, o);
 	req_free(r);
 	return true;

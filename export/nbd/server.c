@@ -94,12 +94,14 @@ static void buf_cache_free(struct vd_nbd_server *s)
 	s->buf_cached = 0;
 }
 
-void nbd_out_free(struct vd_nbd_server *s, struct nbd_out *o)
+void nbd_out_free(struct nbd_conn *c, struct nbd_out *o)
 {
-	if (o->zc_len)
+	if (o->zc_len) {
 		close(o->zc_fd);
+		c->zc_queued--;
+	}
 	if (o->data_len)
-		nbd_buf_put(s, o->data, o->data_len);
+		nbd_buf_put(c->srv, o->data, o->data_len);
 	else
 		free(o->data);
 	free(o);
@@ -131,7 +133,7 @@ static void out_advance(struct nbd_conn *c, size_t r)
 		c->out_head = o->next;
 		if (!c->out_head)
 			c->out_tail = NULL;
-		nbd_out_free(c->srv, o);
+		nbd_out_free(c, o);
 	}
 }
 
@@ -236,7 +238,7 @@ static void out_bh(void *opaque)
 void nbd_conn_queue(struct nbd_conn *c, struct nbd_out *o)
 {
 	if (c->dead) {
-		nbd_out_free(c->srv, o);
+		nbd_out_free(c, o);
 		return;
 	}
 	o->next = NULL;
@@ -496,7 +498,7 @@ void nbd_conn_close(struct nbd_conn *c)
 	while (c->out_head) {
 		struct nbd_out *o = c->out_head;
 		c->out_head = o->next;
-		nbd_out_free(c->srv, o);
+		nbd_out_free(c, o);
 	}
 	c->out_tail = NULL;
 	c->out_bytes = 0;
@@ -601,6 +603,19 @@ int vd_nbd_server_add_client(struct vd_nbd_server *s, int fd)
 	return 0;
 }
 
+static void accept_conn(void *opaque);
+
+static void watch_listeners(struct vd_nbd_server *s, bool on)
+{
+	for (int i = 0; i < s->nlisten; i++)
+		vd_loop_set_fd_handler(s->loop, s->listen_fds[i], on ? accept_conn : NULL, NULL, s);
+}
+
+static void accept_resume(void *opaque)
+{
+	watch_listeners(opaque, true);
+}
+
 static void accept_conn(void *opaque)
 {
 	struct vd_nbd_server *s = opaque;
@@ -608,8 +623,16 @@ static void accept_conn(void *opaque)
 	for (int i = 0; i < s->nlisten; i++) {
 		int fd = accept4(s->listen_fds[i], NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 
-		if (fd >= 0)
+		if (fd >= 0) {
 			vd_nbd_server_add_client(s, fd);
+		} else if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+			   errno == ENOMEM) {
+			/* The connection stays queued and the socket readable:
+			 * rest instead of spinning, and try again later. */
+			watch_listeners(s, false);
+			vd_timer_mod(s->accept_timer, vd_clock_ns() + NBD_ACCEPT_BACKOFF_NS);
+			return;
+		}
 	}
 }
 
@@ -711,7 +734,12 @@ int vd_nbd_server_new(const struct vd_nbd_server_opts *o, struct vd_nbd_server *
 	s->handshake_timeout_ns =
 		o->handshake_timeout_ns ? o->handshake_timeout_ns : NBD_HANDSHAKE_TIMEOUT_NS;
 	s->idle_bh = vd_bh_new(s->loop, idle_bh_fn, s);
-	if (!s->idle_bh) {
+	s->accept_timer = vd_timer_new(s->loop, accept_resume, s);
+	if (!s->idle_bh || !s->accept_timer) {
+		if (s->idle_bh)
+			vd_bh_delete(s->idle_bh);
+		if (s->accept_timer)
+			vd_timer_free(s->accept_timer);
 		free(s);
 		return vd_error_set(err, -ENOMEM, "Out of memory");
 	}
@@ -752,6 +780,7 @@ fail:
 		unlink(s->path);
 	free(s->path);
 	vd_bh_delete(s->idle_bh);
+	vd_timer_free(s->accept_timer);
 	vd_tls_creds_unref(s->tls);
 	free(s->tls_authz);
 	free(s);
@@ -785,6 +814,8 @@ void vd_nbd_server_free(struct vd_nbd_server *s)
 		close(s->listen_fds[i]);
 	}
 	s->nlisten = 0;
+	vd_timer_free(s->accept_timer);
+	s->accept_timer = NULL;
 	if (s->path)
 		unlink(s->path);
 	s->idle_fn = NULL;
