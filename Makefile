@@ -59,6 +59,17 @@ CFLAGS := -O1 -g
 endif
 ALL_CFLAGS = $(BASE_CFLAGS) $(CFLAGS)
 
+# The compiler flags (the libraries found) in a file that changes only when
+# they do: every object depends on it, so that a build after installing a
+# library (scripts/install-deps) recompiles with it instead of keeping
+# objects built without it (io_uring silently missing).
+FLAGS_FILE := $(BUILD)/.cflags
+FLAGS_NOW := $(CC) $(ALL_CFLAGS) | $(LIBS)
+ifneq ($(file <$(FLAGS_FILE)),$(FLAGS_NOW))
+$(shell mkdir -p $(BUILD))
+$(file >$(FLAGS_FILE),$(FLAGS_NOW))
+endif
+
 LIB_DIRS := util block block/drivers block/drivers/qcow2 block/drivers/nbd-client block/drivers/vmdk block/drivers/vhdx memory hw hw/pci hw/ide hw/virtio \
 	machine monitor export export/nbd export/vhost-user-blk
 LIB_SRCS := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c))
@@ -87,7 +98,7 @@ VDISK := $(BUILD)/vdisk
 
 all: $(STATIC_LIB) $(SHARED_LIB) $(BUILD)/vdisk.pc $(VDISK)
 
-$(BUILD)/%.o: %.c
+$(BUILD)/%.o: %.c $(FLAGS_FILE)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
