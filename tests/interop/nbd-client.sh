@@ -47,6 +47,15 @@ start_nbdkit() {
 	NBDKIT=$!
 	pids+=("$NBDKIT")
 	wait_socket "$sock"
+	# The socket file appears at bind(), before listen(): a client that
+	# came in between was refused (a CI flake).  nbdkit serves any number of
+	# connections, so a probe connection is harmless.
+	for _ in $(seq 100); do
+		python3 -c 'import socket, sys
+socket.socket(socket.AF_UNIX).connect(sys.argv[1])' "$sock" 2>/dev/null && return 0
+		sleep 0.05
+	done
+	fail "nbdkit does not accept on $sock"
 }
 
 free_port() {
