@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include <nettle/base64.h>
@@ -194,6 +195,16 @@ int tool_check_cache_mode(const char *mode)
 	ret = vd_cache_mode_apply(mode, opts, &writethrough, NULL);
 	vd_opts_free(opts);
 	return ret;
+}
+
+void tool_raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
 }
 
 struct vd_loop *tool_loop_init(void)

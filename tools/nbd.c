@@ -311,6 +311,7 @@ int cmd_nbd(int argc, char **argv)
 	so.tls_authz_identity = identity;
 
 	signal(SIGPIPE, SIG_IGN);
+	tool_raise_nofile();
 	loop = tool_loop_init();
 	vd_loop_set_poll_params(loop, (int64_t)poll_max_ns, 0, 0);
 	if (tool_open_image(&a, &node, &err) < 0) {

@@ -453,6 +453,7 @@ int cmd_serve(int argc, char **argv)
 		lists[k][counts[k]++] = (char *)val;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	tool_raise_nofile();
 	s.loop = tool_loop_init();
 	if (vd_blk_registry_new(&reg) < 0 || vd_export_set_new(reg, &exports) < 0) {
 		tool_error("Out of memory");

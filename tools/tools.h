@@ -183,6 +183,9 @@ int tool_check_amend_options(const char *format, const char *options, struct vd_
 
 /* Create a loop and make it current; exits the process on failure. */
 struct vd_loop *tool_loop_init(void);
+/* Servers: raise the soft limit on open files to the hard one (an NBD
+ * connection may hold a descriptor per queued zero-copy reply). */
+void tool_raise_nofile(void);
 void tool_loop_fini(struct vd_loop *loop);
 
 #endif

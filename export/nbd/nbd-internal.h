@@ -47,8 +47,11 @@
 #define NBD_ZC_MIN (64u * 1024)
 /* Zero-copy replies queued on one connection at once, each holding a file
  * descriptor: past this, reads are copied (a client that reads nothing
- * must not take the process's descriptors). */
-#define NBD_ZC_MAX_QUEUED 32
+ * must not take the process's descriptors).  nbdcopy keeps 64 requests in
+ * flight per connection: at 32 it took 0.36-0.47 s for 1 GiB, at 64
+ * 0.25-0.29 s (nbdkit 0.35-0.49 s).  vdisk nbd and serve raise their
+ * soft limit on open files to the hard one. */
+#define NBD_ZC_MAX_QUEUED 64
 /* accept() out of descriptors: the listeners rest this long. */
 #define NBD_ACCEPT_BACKOFF_NS (100LL * 1000 * 1000)
 /* Connections still negotiating (CVE-2024-7409). */
