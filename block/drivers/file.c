@@ -85,7 +85,8 @@ struct file_state {
 	 * walks the page cache up to the next hole: on a 1 GiB tmpfs file with
 	 * no hole, a query per request made nbdcopy spend 14% of the server in
 	 * it).  Saying data where a hole was punched since is never wrong;
-	 * our own discards, zero writes and truncations forget it anyway. */
+	 * our own discards, zero writes and truncations forget it once done
+	 * (block devices never use it). */
 	int64_t data_lo, data_hi;
 	uint64_t locked_perm; /* bits whose 100 + i byte we hold */
 	uint64_t locked_unshared; /* bits whose 200 + i byte we hold */
@@ -608,11 +609,9 @@ static int file_co_pdiscard(struct vd_node *n, int64_t offset, int64_t bytes)
 	struct file_state *s = n->opaque;
 	int ret;
 
-	s->data_hi = 0;
 	ret = vd_aio_co_fallocate(s->aio, s->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset,
 				  bytes);
-	/* Again: a block status while the punch ran may have seen data. */
-	s->data_hi = 0;
+	s->data_hi = 0; /* the data extent may have a hole now */
 	ret = fix_enotsup(ret);
 	if (ret == -ENOTSUP && s->is_bdev)
 		ret = fix_enotsup(bdev_ioctl(n, BLKDISCARD, offset, bytes));
@@ -632,7 +631,6 @@ static int file_co_pwrite_zeroes(struct vd_node *n, int64_t offset, int64_t byte
 	int ret = -ENOTSUP;
 
 	assert(!(flags & ~(VD_REQ_MAY_UNMAP | VD_REQ_NO_FALLBACK | VD_REQ_FUA)));
-	s->data_hi = 0;
 	if (s->is_bdev) {
 		if (flags & VD_REQ_MAY_UNMAP)
 			ret = fix_enotsup(vd_aio_co_fallocate(
@@ -665,7 +663,7 @@ static int file_co_pwrite_zeroes(struct vd_node *n, int64_t offset, int64_t byte
 			vd_aio_co_fallocate(s->aio, s->fd, FALLOC_FL_ZERO_RANGE, offset, bytes));
 	if (ret == 0 && end > n->size)
 		n->size = end;
-	s->data_hi = 0; /* again: a block status may have run meanwhile */
+	s->data_hi = 0; /* the data extent may have a hole now */
 	return ret;
 }
 
@@ -842,7 +840,6 @@ static int file_co_truncate(struct vd_node *n, int64_t size, bool exact, enum vd
 	int ret;
 
 	assert(size >= 0);
-	s->data_hi = 0;
 	if (s->is_bdev) {
 		/* QEMU's messages for device files. */
 		int64_t cur = fd_length(s->fd, true);
@@ -855,7 +852,7 @@ static int file_co_truncate(struct vd_node *n, int64_t size, bool exact, enum vd
 		return 0;
 	}
 	ret = vd_thread_pool_co(n->loop, truncate_worker, &a);
-	s->data_hi = 0; /* again: a block status may have run meanwhile */
+	s->data_hi = 0; /* the data extent may have a hole now */
 	if (ret < 0) {
 		if (a.msg[0])
 			return vd_error_setg_errno(err, ret, "%s", a.msg);

@@ -287,8 +287,6 @@ static int raw_co_truncate(struct vd_node *n, int64_t size, bool exact, enum vd_
 	return 0;
 }
 
-/* The union of the protocols' options; raw_create() checks them against the
- * protocol it uses. */
 /* The bytes sit at s->offset in the file, unchanged. */
 static int raw_host_range(struct vd_node *n, int64_t offset, int64_t bytes, int *fd,
 			  int64_t *host_offset)
@@ -298,6 +296,8 @@ static int raw_host_range(struct vd_node *n, int64_t offset, int64_t bytes, int 
 	return vd_node_host_range(n->file, s->offset + offset, bytes, fd, host_offset);
 }
 
+/* The union of the protocols' options; raw_create() checks them against the
+ * protocol it uses. */
 static const char *const raw_create_opts[] = {"preallocation", "nocow", "cluster_size", NULL};
 
 /* QEMU's raw creates through the protocol that the name selects (rbd:,

@@ -711,6 +711,14 @@ static int listen_inet(struct vd_nbd_server *s, const char *host, const char *po
 	return 0;
 }
 
+/* sendfile() has no MSG_NOSIGNAL: zero copy only where SIGPIPE cannot kill. */
+static bool sigpipe_ignored(void)
+{
+	struct sigaction sa;
+
+	return sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN;
+}
+
 int vd_nbd_server_new(const struct vd_nbd_server_opts *o, struct vd_nbd_server **out,
 		      struct vd_error *err)
 {
@@ -725,23 +733,15 @@ int vd_nbd_server_new(const struct vd_nbd_server_opts *o, struct vd_nbd_server *
 	if (!s)
 		return vd_error_set(err, -ENOMEM, "Out of memory");
 	s->loop = vd_loop_current();
-	{
-		struct sigaction sa;
-
-		s->zero_copy = sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN;
-	}
+	s->zero_copy = sigpipe_ignored();
 	s->max_connections = o->max_connections;
 	s->handshake_timeout_ns =
 		o->handshake_timeout_ns ? o->handshake_timeout_ns : NBD_HANDSHAKE_TIMEOUT_NS;
 	s->idle_bh = vd_bh_new(s->loop, idle_bh_fn, s);
 	s->accept_timer = vd_timer_new(s->loop, accept_resume, s);
 	if (!s->idle_bh || !s->accept_timer) {
-		if (s->idle_bh)
-			vd_bh_delete(s->idle_bh);
-		if (s->accept_timer)
-			vd_timer_free(s->accept_timer);
-		free(s);
-		return vd_error_set(err, -ENOMEM, "Out of memory");
+		ret = vd_error_set(err, -ENOMEM, "Out of memory");
+		goto fail;
 	}
 	s->tls = vd_tls_creds_ref(o->tls_creds);
 	if (o->tls_authz_identity && !(s->tls_authz = strdup(o->tls_authz_identity))) {
