@@ -13,6 +13,11 @@
 #
 # SERVERS narrows the servers (default "vdisk nbdkit qemu-nbd"); ROWS the
 # fio rows (names as printed); SIZE_MB the image size (default 1024).
+#
+# The last columns are fio's own CPU use (user + system, % of one core;
+# median over the runs) while it drove vdisk and nbdkit.  fio's nbd engine
+# is one thread: a row where the client sits near 100% is bound by the
+# client, and no server can raise it much (on 2 cores, the client has one).
 set -eu
 SRCDIR=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${BUILD:-build}
@@ -65,7 +70,7 @@ stop_server() {
 	pid=
 }
 
-fio_run() { # RW BS DEPTH -> IOPS or MB/s
+fio_run() { # RW BS DEPTH UNIT -> "IOPS-or-MB/s client-cpu%"
 	fio --name=t --ioengine=nbd --uri="$URI" --rw=$1 --bs=$2 --iodepth=$3 \
 		--runtime=$SECS --time_based --output-format=json 2>/dev/null |
 		python3 -c '
@@ -73,7 +78,8 @@ import json, sys
 s = sys.stdin.read()
 j = json.loads(s[s.index("{"):])["jobs"][0]
 d = j["read"] if j["read"]["io_bytes"] else j["write"]
-print("%.0f" % (d["bw_bytes"] / 1e6 if sys.argv[1] == "mb" else d["iops"]))' "$4"
+print("%.0f %.0f" % (d["bw_bytes"] / 1e6 if sys.argv[1] == "mb" else d["iops"],
+                    j["usr_cpu"] + j["sys_cpu"]))' "$4"
 }
 
 copy_run() { # -> MB/s
@@ -89,10 +95,10 @@ median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR
 ROWS=${ROWS:-"unix:randread:4k:1 unix:randread:4k:16 unix:randwrite:4k:1 unix:randwrite:4k:16 tcp:randread:4k:1 tcp:randread:4k:16 tcp:randwrite:4k:1 tcp:randwrite:4k:16 unix:read:1M:8 unix:nbdcopy"}
 printf "%-26s" "row"
 for s in $SERVERS; do printf "%12s" "$s"; done
-printf "%10s%10s%10s\n" "/nbdkit" "/qemu-nbd" "/best"
+printf "%10s%10s%10s%8s%8s\n" "/nbdkit" "/qemu-nbd" "/best" "cli%v" "cli%k"
 for row in $ROWS; do
 	IFS=: read -r tr rw bs depth <<<"$row"
-	declare -A res=()
+	declare -A res=() cpu=()
 	for _ in $(seq "$RUNS"); do
 		for s in $SERVERS; do
 			start_server "$s" "$tr"
@@ -101,7 +107,8 @@ for row in $ROWS; do
 			else
 				unit=iops
 				[ "$bs" = 1M ] && unit=mb
-				v=$(fio_run "$rw" "$bs" "$depth" $unit)
+				read -r v u < <(fio_run "$rw" "$bs" "$depth" $unit)
+				cpu[$s]="${cpu[$s]:-} $u"
 			fi
 			stop_server
 			res[$s]="${res[$s]:-} $v"
@@ -119,6 +126,7 @@ for row in $ROWS; do
 import sys
 v, k, q = (float(x) if x else 0 for x in sys.argv[1:4])
 r = lambda a, b: "%.2f" % (a / b) if b else "-"
-print("%10s%10s%10s" % (r(v, k), r(v, q), r(v, max(k, q))))' "${med[vdisk]:-}" "${med[nbdkit]:-}" "${med[qemu-nbd]:-}"
-	unset res med
+print("%10s%10s%10s" % (r(v, k), r(v, q), r(v, max(k, q))), end="")' "${med[vdisk]:-}" "${med[nbdkit]:-}" "${med[qemu-nbd]:-}"
+	printf "%8s%8s\n" "$(echo "${cpu[vdisk]:-}" | median)" "$(echo "${cpu[nbdkit]:-}" | median)"
+	unset res med cpu
 done
