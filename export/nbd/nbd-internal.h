@@ -7,14 +7,19 @@
  * negotiate.c the fixed-newstyle handshake (proto.md "Option haggling");
  * requests.c  the transmission phase (proto.md "Transmission").
  *
- * Everything runs on the server's loop, which is also the loop of every
- * exported node: the event loop never blocks on a client.  Input is read
- * into a buffer as it comes and parsed when a whole message is there; output
- * is queued and written when the socket takes it.
+ * The listeners, the handshakes and the lists of exports and connections
+ * belong to the server's loop (the main loop).  An export belongs to its
+ * node's loop: when a client enters transmission on an export that lives on
+ * another loop (an I/O thread), the connection moves there and is read,
+ * run and answered on that thread until it ends; the main loop then frees
+ * it (c->loop says where a connection is).  No loop ever blocks on a
+ * client: input is read into a buffer as it comes and parsed when a whole
+ * message is there; output is queued and written when the socket takes it.
  */
 #ifndef VDISK_NBD_INTERNAL_H
 #define VDISK_NBD_INTERNAL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -68,6 +73,7 @@ struct vd_nbd_export {
 	char *name;
 	char *description; /* NULL: none */
 	struct vd_blk *blk;
+	struct vd_loop *loop; /* the node's: where its connections run */
 	bool writable;
 	bool multi_conn;
 	int nconns; /* connections in transmission on it */
@@ -95,9 +101,16 @@ struct vd_nbd_server {
 	bool zero_copy;
 	struct vd_timer *accept_timer; /* listeners resting after EMFILE */
 	/* Free request buffers by size class (a power of two); each holds
-	 * the next one's address in its first bytes. */
+	 * the next one's address in its first bytes.  Connections on every
+	 * loop share them, under buf_lock. */
+	pthread_mutex_t buf_lock;
 	void *buf_free[NBD_BUF_MAX_BITS - NBD_BUF_MIN_BITS + 1];
 	size_t buf_cached;
+	/* Connections that ended on another loop say so here: retired, set
+	 * under reap_lock, then the notifier wakes this loop to free them
+	 * (also inside a nested wait, where cross-loop calls do not run). */
+	pthread_mutex_t reap_lock;
+	struct vd_notifier reap;
 };
 
 enum nbd_in_state {
@@ -128,7 +141,18 @@ struct nbd_req;
 
 struct nbd_conn {
 	struct vd_nbd_server *srv;
-	struct nbd_conn *next;
+	struct nbd_conn *next; /* the server's list: its loop's */
+	/* Where the connection runs: the server's loop, then its export's
+	 * from the move on (it never moves back).  moving: between entering
+	 * transmission and arriving there; nothing is read meanwhile. */
+	struct vd_loop *loop;
+	bool moving;
+	/* On another loop: retire_bh ends it there (its BHs go, then
+	 * retired is set under the server's reap_lock and the server's loop
+	 * frees it); arrive_failed: it could not start there. */
+	struct vd_bh *retire_bh;
+	bool retired;
+	bool arrive_failed;
 	int fd;
 	enum nbd_in_state in;
 	bool dead; /* closed: nothing more is read or written */
@@ -168,8 +192,8 @@ struct nbd_conn {
 	size_t out_off; /* bytes of out_head already sent */
 	size_t out_bytes;
 	int zc_queued; /* entries with zc_len in the queue */
-	struct vd_bh *out_bh;
-	struct vd_timer *timer;
+	struct vd_bh *out_bh; /* on c->loop */
+	struct vd_timer *timer; /* the handshake's, on the server's loop */
 };
 
 /* server.c */

@@ -10,12 +10,17 @@
  * completed in one loop iteration leave in one system call.  A client that
  * stops reading its replies stops being read from (NBD_MAX_OUTPUT), and one
  * that floods us with requests waits in its socket (NBD_MAX_IN_FLIGHT).
+ *
+ * A connection whose export lives on an I/O thread moves there when it
+ * enters transmission (conn_move, conn_arrive) and ends there (conn_retire);
+ * the server's loop frees it (reap_conns).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,12 +57,15 @@ void *nbd_buf_get(struct vd_nbd_server *s, size_t len)
 
 	if (k < 0)
 		return vd_memalign(4096, len ? len : 1);
+	pthread_mutex_lock(&s->buf_lock);
 	b = s->buf_free[k];
 	if (b) {
 		memcpy(&s->buf_free[k], b, sizeof(void *));
 		s->buf_cached -= (size_t)1 << (k + NBD_BUF_MIN_BITS);
-		return b;
 	}
+	pthread_mutex_unlock(&s->buf_lock);
+	if (b)
+		return b;
 	return vd_memalign(4096, (size_t)1 << (k + NBD_BUF_MIN_BITS));
 }
 
@@ -73,13 +81,15 @@ void nbd_buf_put(struct vd_nbd_server *s, void *buf, size_t len)
 		return;
 	}
 	size = (size_t)1 << (k + NBD_BUF_MIN_BITS);
-	if (s->buf_cached + size > NBD_BUF_CACHE_MAX) {
-		free(buf);
-		return;
+	pthread_mutex_lock(&s->buf_lock);
+	if (s->buf_cached + size <= NBD_BUF_CACHE_MAX) {
+		memcpy(buf, &s->buf_free[k], sizeof(void *));
+		s->buf_free[k] = buf;
+		s->buf_cached += size;
+		buf = NULL;
 	}
-	memcpy(buf, &s->buf_free[k], sizeof(void *));
-	s->buf_free[k] = buf;
-	s->buf_cached += size;
+	pthread_mutex_unlock(&s->buf_lock);
+	free(buf);
 }
 
 static void buf_cache_free(struct vd_nbd_server *s)
@@ -230,9 +240,17 @@ static void conn_flush_output(struct nbd_conn *c)
 	nbd_conn_update_watch(c);
 }
 
+static void conn_read(void *opaque);
+
 static void out_bh(void *opaque)
 {
-	conn_flush_output(opaque);
+	struct nbd_conn *c = opaque;
+
+	conn_flush_output(c);
+	/* Bytes GnuTLS has already decrypted wait in the session, not in
+	 * the socket: no readiness will come for them (nbd_conn_update_watch). */
+	if (!c->dead && c->reading && nbd_tls_pending(c))
+		conn_read(c);
 }
 
 void nbd_conn_queue(struct nbd_conn *c, struct nbd_out *o)
@@ -289,7 +307,7 @@ static void conn_tls_handshake(struct nbd_conn *c)
 
 static bool conn_wants_input(const struct nbd_conn *c)
 {
-	return !c->dead && c->in != NBD_IN_DONE && !c->close_after_output &&
+	return !c->dead && !c->moving && c->in != NBD_IN_DONE && !c->close_after_output &&
 	       !c->tls_pending_start && !c->tls_handshaking && c->in_flight < NBD_MAX_IN_FLIGHT &&
 	       c->in_flight_bytes < NBD_MAX_IN_FLIGHT_BYTES && c->out_bytes < NBD_MAX_OUTPUT;
 }
@@ -404,8 +422,12 @@ static void conn_read(void *opaque)
 			nbd_conn_close(c);
 		break;
 	}
-	if (!c->dead)
-		nbd_conn_update_watch(c);
+	if (c->dead)
+		return;
+	nbd_conn_update_watch(c);
+	/* Out of rounds with decrypted bytes left in the session. */
+	if (c->reading && c->out_bh && nbd_tls_pending(c))
+		vd_bh_schedule(c->out_bh);
 }
 
 static void conn_write(void *opaque)
@@ -447,15 +469,18 @@ void nbd_conn_update_watch(struct nbd_conn *c)
 	if (c->tls_handshaking) {
 		rd = !c->tls_want_write;
 		wr = c->tls_want_write;
+	} else if (rd && !c->reading && c->out_bh && nbd_tls_pending(c)) {
+		/* Reading resumes (after a move, or below the in-flight limit)
+		 * with records already decrypted: read them from a BH. */
+		vd_bh_schedule(c->out_bh);
 	}
 	if (rd == c->reading && wr == c->watching_write)
 		return;
 	c->reading = rd;
 	c->watching_write = wr;
-	vd_loop_set_fd_handler(c->srv->loop, c->fd, rd ? conn_read : NULL, wr ? conn_write : NULL,
-			       c);
+	vd_loop_set_fd_handler(c->loop, c->fd, rd ? conn_read : NULL, wr ? conn_write : NULL, c);
 	if (rd)
-		vd_loop_set_fd_poll(c->srv->loop, c->fd, conn_poll);
+		vd_loop_set_fd_poll(c->loop, c->fd, conn_poll);
 }
 
 /* --- lifecycle ---------------------------------------------------------------- */
@@ -474,12 +499,26 @@ static void idle_bh_fn(void *opaque)
 		s->idle_fn(s->idle_opaque);
 }
 
-static void handshake_timeout(void *opaque)
+static void conn_move(struct nbd_conn *c);
+
+/* The handshake timed out; or the connection is to move (conn_move). */
+static void conn_timer(void *opaque)
 {
 	struct nbd_conn *c = opaque;
 
-	if (c->handshaking)
+	if (c->moving)
+		conn_move(c);
+	else if (c->handshaking)
 		nbd_conn_close(c);
+}
+
+/* On c->loop: the connection's requests are all done and it is closed. */
+static void conn_release(struct nbd_conn *c)
+{
+	if (c->loop == c->srv->loop)
+		vd_loop_oneshot(c->loop, (vd_loop_fn *)conn_free, c);
+	else
+		vd_bh_schedule(c->retire_bh);
 }
 
 void nbd_conn_close(struct nbd_conn *c)
@@ -487,12 +526,12 @@ void nbd_conn_close(struct nbd_conn *c)
 	if (c->dead)
 		return;
 	c->dead = true;
-	vd_loop_set_fd_handler(c->srv->loop, c->fd, NULL, NULL, NULL);
+	vd_loop_set_fd_handler(c->loop, c->fd, NULL, NULL, NULL);
 	shutdown(c->fd, SHUT_RDWR);
-	vd_timer_del(c->timer);
 	if (c->handshaking) {
 		c->handshaking = false;
 		c->srv->nhandshakes--;
+		vd_timer_del(c->timer);
 	}
 	nbd_requests_abandon(c);
 	while (c->out_head) {
@@ -502,8 +541,9 @@ void nbd_conn_close(struct nbd_conn *c)
 	}
 	c->out_tail = NULL;
 	c->out_bytes = 0;
-	if (c->in_flight == 0)
-		vd_loop_oneshot(c->srv->loop, (vd_loop_fn *)conn_free, c);
+	/* A connection about to move is freed by conn_move. */
+	if (c->in_flight == 0 && !c->moving)
+		conn_release(c);
 }
 
 /* A request ended; a closed connection goes with its last one. */
@@ -512,7 +552,7 @@ void nbd_conn_request_done(struct nbd_conn *c)
 	c->in_flight--;
 	if (c->dead) {
 		if (c->in_flight == 0)
-			vd_loop_oneshot(c->srv->loop, (vd_loop_fn *)conn_free, c);
+			conn_release(c);
 		return;
 	}
 	if (c->close_after_output && c->in_flight == 0 && !c->out_head) {
@@ -524,6 +564,7 @@ void nbd_conn_request_done(struct nbd_conn *c)
 	vd_bh_schedule(c->out_bh);
 }
 
+/* On the server's loop. */
 static void conn_free(struct nbd_conn *c)
 {
 	struct vd_nbd_server *s = c->srv;
@@ -546,8 +587,95 @@ static void conn_free(struct nbd_conn *c)
 	idle_check(s);
 }
 
+/* On another loop: the connection ended there.  Its BHs go, then it says
+ * so to the server's loop, which frees it (reap_conns); nothing here
+ * touches it after that. */
+static void conn_retire(void *opaque)
+{
+	struct nbd_conn *c = opaque;
+	struct vd_nbd_server *s = c->srv;
+
+	vd_bh_delete(c->out_bh);
+	c->out_bh = NULL;
+	vd_bh_delete(c->retire_bh);
+	c->retire_bh = NULL;
+	pthread_mutex_lock(&s->reap_lock);
+	c->retired = true;
+	vd_notifier_set(&s->reap);
+	pthread_mutex_unlock(&s->reap_lock);
+}
+
+/* On the server's loop: free the connections that ended elsewhere. */
+static void reap_conns(void *opaque)
+{
+	struct vd_nbd_server *s = opaque;
+	struct nbd_conn **pp = &s->conns;
+
+	vd_notifier_test_and_clear(&s->reap);
+	while (*pp) {
+		struct nbd_conn *c = *pp;
+		bool retired;
+
+		pthread_mutex_lock(&s->reap_lock);
+		retired = c->retired;
+		pthread_mutex_unlock(&s->reap_lock);
+		if (retired)
+			conn_free(c); /* unlinks it: *pp is the next one */
+		else
+			pp = &c->next;
+	}
+}
+
+/* On the export's loop, while the server's loop waits in conn_move. */
+static void conn_arrive(void *opaque)
+{
+	struct nbd_conn *c = opaque;
+
+	c->out_bh = vd_bh_new(c->loop, out_bh, c);
+	c->retire_bh = vd_bh_new(c->loop, conn_retire, c);
+	if (!c->out_bh || !c->retire_bh) {
+		vd_bh_delete(c->out_bh);
+		vd_bh_delete(c->retire_bh);
+		c->out_bh = c->retire_bh = NULL;
+		c->arrive_failed = true;
+		return;
+	}
+	c->moving = false;
+	if (c->out_head)
+		vd_bh_schedule(c->out_bh);
+	/* Requests that came with the handshake's last option are parsed
+	 * now, here. */
+	nbd_conn_update_watch(c);
+}
+
+/* On the server's loop, from conn_timer: hand the connection to its
+ * export's loop.  Nothing of it is in flight (the handshake is over and
+ * nothing was read since), so only the fd and the output BH change loops. */
+static void conn_move(struct nbd_conn *c)
+{
+	if (c->dead) {
+		conn_free(c);
+		return;
+	}
+	vd_loop_set_fd_handler(c->loop, c->fd, NULL, NULL, NULL);
+	c->reading = c->watching_write = false;
+	vd_bh_delete(c->out_bh);
+	c->out_bh = NULL;
+	c->loop = c->exp->loop;
+	vd_loop_call_wait(c->loop, conn_arrive, c);
+	if (c->arrive_failed) {
+		/* Still "moving": closing it does not schedule a free. */
+		c->loop = c->srv->loop;
+		nbd_conn_close(c);
+		conn_free(c);
+	}
+}
+
 void nbd_conn_enter_transmission(struct nbd_conn *c, struct vd_nbd_export *exp)
 {
+	/* Closed while answering (out of memory): already counted out. */
+	if (c->dead)
+		return;
 	c->handshaking = false;
 	c->srv->nhandshakes--;
 	vd_timer_del(c->timer);
@@ -555,6 +683,11 @@ void nbd_conn_enter_transmission(struct nbd_conn *c, struct vd_nbd_export *exp)
 	exp->nconns++;
 	c->size = vd_blk_getlength(exp->blk);
 	c->in = NBD_IN_REQUEST;
+	if (exp->loop != c->loop) {
+		/* Once this handler has returned: nothing more is read here. */
+		c->moving = true;
+		vd_timer_mod(c->timer, vd_clock_ns());
+	}
 }
 
 int vd_nbd_server_add_client(struct vd_nbd_server *s, int fd)
@@ -575,9 +708,10 @@ int vd_nbd_server_add_client(struct vd_nbd_server *s, int fd)
 		return -ENOMEM;
 	}
 	c->srv = s;
+	c->loop = s->loop;
 	c->fd = fd;
 	c->out_bh = vd_bh_new(s->loop, out_bh, c);
-	c->timer = vd_timer_new(s->loop, handshake_timeout, c);
+	c->timer = vd_timer_new(s->loop, conn_timer, c);
 	if (!c->out_bh || !c->timer) {
 		if (c->out_bh)
 			vd_bh_delete(c->out_bh);
@@ -711,6 +845,18 @@ static int listen_inet(struct vd_nbd_server *s, const char *host, const char *po
 	return 0;
 }
 
+static void server_notifier_free(struct vd_nbd_server *s)
+{
+	if (s->reap.fd >= 0) {
+		vd_loop_set_fd_handler(s->loop, s->reap.fd, NULL, NULL, NULL);
+		vd_notifier_cleanup(&s->reap);
+	}
+	/* Every connection was reaped, which took reap_lock after its
+	 * thread had left conn_retire: nobody holds it now. */
+	pthread_mutex_destroy(&s->reap_lock);
+	pthread_mutex_destroy(&s->buf_lock);
+}
+
 /* sendfile() has no MSG_NOSIGNAL: zero copy only where SIGPIPE cannot kill. */
 static bool sigpipe_ignored(void)
 {
@@ -733,6 +879,9 @@ int vd_nbd_server_new(const struct vd_nbd_server_opts *o, struct vd_nbd_server *
 	if (!s)
 		return vd_error_set(err, -ENOMEM, "Out of memory");
 	s->loop = vd_loop_current();
+	pthread_mutex_init(&s->buf_lock, NULL);
+	pthread_mutex_init(&s->reap_lock, NULL);
+	s->reap.fd = -1;
 	s->zero_copy = sigpipe_ignored();
 	s->max_connections = o->max_connections;
 	s->handshake_timeout_ns =
@@ -741,6 +890,13 @@ int vd_nbd_server_new(const struct vd_nbd_server_opts *o, struct vd_nbd_server *
 	s->accept_timer = vd_timer_new(s->loop, accept_resume, s);
 	if (!s->idle_bh || !s->accept_timer) {
 		ret = vd_error_set(err, -ENOMEM, "Out of memory");
+		goto fail;
+	}
+	ret = vd_notifier_init(&s->reap);
+	if (ret == 0)
+		ret = vd_loop_set_fd_handler(s->loop, s->reap.fd, reap_conns, NULL, s);
+	if (ret < 0) {
+		vd_error_setg_errno(err, ret, "Cannot create an event notifier");
 		goto fail;
 	}
 	s->tls = vd_tls_creds_ref(o->tls_creds);
@@ -781,18 +937,26 @@ fail:
 	free(s->path);
 	vd_bh_delete(s->idle_bh);
 	vd_timer_free(s->accept_timer);
+	server_notifier_free(s);
 	vd_tls_creds_unref(s->tls);
 	free(s->tls_authz);
 	free(s);
 	return ret;
 }
 
-/* Close @exp's connections (all with NULL) and wait until they are gone. */
+static void conn_close_fn(void *opaque)
+{
+	nbd_conn_close(opaque);
+}
+
+/* Close @exp's connections (all with NULL) and wait until they are gone:
+ * on its loop, each; a connection that already ended there has dead set,
+ * and its retirement wakes this loop. */
 static void close_conns(struct vd_nbd_server *s, struct vd_nbd_export *exp)
 {
 	for (struct nbd_conn *c = s->conns; c; c = c->next)
 		if (!exp || c->exp == exp)
-			nbd_conn_close(c);
+			vd_loop_call_wait(c->loop, conn_close_fn, c);
 	for (;;) {
 		bool left = false;
 
@@ -825,6 +989,7 @@ void vd_nbd_server_free(struct vd_nbd_server *s)
 	vd_bh_delete(s->idle_bh);
 	vd_tls_creds_unref(s->tls);
 	buf_cache_free(s);
+	server_notifier_free(s);
 	free(s->tls_authz);
 	free(s->path);
 	free(s);
@@ -840,9 +1005,49 @@ struct vd_nbd_export *nbd_server_find_export(struct vd_nbd_server *s, const char
 	return NULL;
 }
 
+struct export_call {
+	struct vd_nbd_export *e;
+	const struct vd_nbd_export_opts *o;
+	struct vd_error *err;
+	int ret;
+};
+
+/* On the node's loop: the export's backend. */
+static void export_blk_new(void *opaque)
+{
+	struct export_call *k = opaque;
+	struct vd_nbd_export *e = k->e;
+
+	k->ret = vd_blk_new(k->o->reg, NULL, &e->blk);
+	if (k->ret < 0) {
+		vd_error_set(k->err, k->ret, "Out of memory");
+		return;
+	}
+	/* Errors go to the client as NBD errors (QEMU's exports have no
+	 * rerror/werror). */
+	vd_blk_set_on_error(e->blk, VD_BLK_ON_ERROR_REPORT, VD_BLK_ON_ERROR_REPORT);
+	vd_blk_set_read_only(e->blk, !k->o->writable);
+	k->ret = vd_blk_insert_node(e->blk, k->o->node);
+	if (k->ret < 0) {
+		vd_error_setg_errno(k->err, k->ret, "Cannot attach the export to its node");
+		vd_blk_unref(e->blk);
+		e->blk = NULL;
+	}
+}
+
+/* On the node's loop: what clients wrote is on disk before the export goes. */
+static void export_blk_free(void *opaque)
+{
+	struct vd_nbd_export *e = opaque;
+
+	vd_blk_flush(e->blk);
+	vd_blk_unref(e->blk);
+}
+
 int vd_nbd_export_new(struct vd_nbd_server *s, const struct vd_nbd_export_opts *o,
 		      struct vd_nbd_export **out, struct vd_error *err)
 {
+	struct export_call k = {.o = o, .err = err};
 	const char *name = o->name ? o->name : "";
 	struct vd_nbd_export *e, **pp;
 	int ret;
@@ -869,21 +1074,12 @@ int vd_nbd_export_new(struct vd_nbd_server *s, const struct vd_nbd_export_opts *
 	}
 	e->writable = o->writable;
 	e->multi_conn = o->multi_conn;
-	ret = vd_blk_new(o->reg, NULL, &e->blk);
-	if (ret < 0) {
-		vd_error_set(err, ret, "Out of memory");
+	e->loop = vd_node_loop(o->node) ? vd_node_loop(o->node) : s->loop;
+	k.e = e;
+	vd_loop_call_wait(e->loop, export_blk_new, &k);
+	ret = k.ret;
+	if (ret < 0)
 		goto fail;
-	}
-	/* Errors go to the client as NBD errors (QEMU's exports have no
-	 * rerror/werror). */
-	vd_blk_set_on_error(e->blk, VD_BLK_ON_ERROR_REPORT, VD_BLK_ON_ERROR_REPORT);
-	vd_blk_set_read_only(e->blk, !o->writable);
-	ret = vd_blk_insert_node(e->blk, o->node);
-	if (ret < 0) {
-		vd_error_setg_errno(err, ret, "Cannot attach the export to its node");
-		vd_blk_unref(e->blk);
-		goto fail;
-	}
 	for (pp = &s->exports; *pp; pp = &(*pp)->next)
 		;
 	*pp = e;
@@ -909,9 +1105,7 @@ void vd_nbd_export_free(struct vd_nbd_export *e)
 	if (*pp)
 		*pp = e->next;
 	close_conns(s, e);
-	/* What clients wrote is on disk before the export goes. */
-	vd_blk_flush(e->blk);
-	vd_blk_unref(e->blk);
+	vd_loop_call_wait(e->loop, export_blk_free, e);
 	free(e->name);
 	free(e->description);
 	free(e);

@@ -354,6 +354,34 @@ static void nodes_home(struct vd_export_set *s)
 	}
 }
 
+/* iothread= and fixed-iothread=: move @node's graph to the I/O thread, as
+ * QEMU's blk_exp_add does; when that is impossible, the export stays on
+ * the node's loop unless @fixed.  *@loop: where the export will run. */
+static int export_loop(struct vd_export_set *s, struct vd_node *node, const char *iothread,
+		       bool fixed, struct vd_loop **loop, struct vd_error *err)
+{
+	struct vd_loop *want;
+	struct vd_error merr = {0};
+	int ret;
+
+	*loop = vd_node_loop(node) ? vd_node_loop(node) : s->loop;
+	if (!iothread)
+		return 0;
+	want = s->find_iothread ? s->find_iothread(s->iothread_opaque, iothread) : NULL;
+	if (!want)
+		return vd_error_set(err, -ENOENT, "iothread \"%s\" not found", iothread);
+	if (want == *loop)
+		return 0;
+	ret = node_shared(s, node, &merr);
+	if (ret == 0)
+		ret = vd_node_set_loop(node, want, &merr);
+	if (ret == 0)
+		*loop = want;
+	else if (fixed)
+		return vd_error_set(err, ret, "%s", merr.msg);
+	return 0;
+}
+
 struct export_call {
 	struct vd_export_set *s;
 	struct vd_vhost_user_blk_opts *o;
@@ -385,7 +413,12 @@ static void entry_free(struct vd_export_set *s, struct export_entry *x)
 {
 	struct export_call k = {.s = s, .x = x, .hard = true};
 
-	vd_loop_call_wait(x->loop, entry_free_fn, &k);
+	/* An NBD export is freed here, on the server's loop (its
+	 * connections are closed on theirs). */
+	if (x->nbd)
+		entry_free_fn(&k);
+	else
+		vd_loop_call_wait(x->loop, entry_free_fn, &k);
 	nodes_home(s);
 	vd_node_unref(x->node);
 	free(x->node_name);
@@ -524,12 +557,16 @@ static int nbd_export_add(struct vd_export_set *s, struct vd_opts *opts, const c
 {
 	struct vd_nbd_export_opts o = {.node = node, .reg = s->reg, .multi_conn = true};
 	struct export_entry *x, **pp;
-	bool writable;
+	const char *iothread;
+	struct vd_loop *loop;
+	bool writable, fixed;
 	int ret;
 
 	if (!s->nbd)
 		return vd_error_set(err, -EINVAL, "NBD server not running");
 	ret = vd_opts_get_bool(opts, "writable", false, &writable, err);
+	if (ret == 0)
+		ret = vd_opts_get_bool(opts, "fixed-iothread", false, &fixed, err);
 	if (ret < 0)
 		return ret;
 	o.writable = writable;
@@ -537,20 +574,21 @@ static int nbd_export_add(struct vd_export_set *s, struct vd_opts *opts, const c
 	if (!o.name)
 		o.name = node_name;
 	o.description = vd_opts_get(opts, "description");
-	if (vd_opts_get(opts, "iothread"))
-		return vd_error_set(err, -ENOTSUP, "NBD exports run on the main loop only");
+	iothread = vd_opts_get(opts, "iothread");
 	vd_opts_get(opts, "writethrough");
 	vd_opts_get(opts, "allocation-depth");
 	ret = vd_opts_check_unused(opts, NULL, err);
 	if (ret < 0)
 		return ret;
-	if (vd_node_loop(node) != s->loop)
-		return vd_error_set(err, -EINVAL, "node '%s' runs in an iothread", node_name);
+	ret = export_loop(s, node, iothread, fixed, &loop, err);
+	if (ret < 0)
+		return ret;
 	x = calloc(1, sizeof(*x));
 	if (!x || !(x->node_name = strdup(node_name)) || !(x->id = strdup(id))) {
 		if (x)
 			free(x->node_name);
 		free(x);
+		nodes_home(s);
 		return vd_error_set(err, -ENOMEM, "Out of memory");
 	}
 	ret = vd_nbd_export_new(s->nbd, &o, &x->nbd, err);
@@ -558,10 +596,11 @@ static int nbd_export_add(struct vd_export_set *s, struct vd_opts *opts, const c
 		free(x->node_name);
 		free(x->id);
 		free(x);
+		nodes_home(s);
 		return ret;
 	}
 	x->node = node;
-	x->loop = s->loop;
+	x->loop = loop;
 	vd_node_ref(node);
 	for (pp = &s->list; *pp; pp = &(*pp)->next)
 		;
@@ -643,27 +682,9 @@ int vd_export_set_add(struct vd_export_set *s, struct vd_opts *opts, struct vd_e
 	if (ret < 0)
 		return ret;
 
-	/* iothread=: move the node there, as QEMU's blk_exp_add does; when that
-	 * is impossible, the export stays on the node's loop unless
-	 * fixed-iothread=on. */
-	loop = vd_node_loop(o.node);
-	if (iothread) {
-		struct vd_loop *want =
-			s->find_iothread ? s->find_iothread(s->iothread_opaque, iothread) : NULL;
-		struct vd_error merr = {0};
-
-		if (!want)
-			return vd_error_set(err, -ENOENT, "iothread \"%s\" not found", iothread);
-		if (want != loop) {
-			ret = node_shared(s, o.node, &merr);
-			if (ret == 0)
-				ret = vd_node_set_loop(o.node, want, &merr);
-			if (ret == 0)
-				loop = want;
-			else if (fixed)
-				return vd_error_set(err, ret, "%s", merr.msg);
-		}
-	}
+	ret = export_loop(s, o.node, iothread, fixed, &loop, err);
+	if (ret < 0)
+		return ret;
 
 	x = calloc(1, sizeof(*x));
 	if (!x || !(x->node_name = strdup(node_name))) {
@@ -713,7 +734,10 @@ int vd_export_set_del(struct vd_export_set *s, const char *id, bool hard, struct
 	x = *pp;
 	k.x = x;
 	x->deleting = true;
-	vd_loop_call_wait(x->loop, entry_free_fn, &k);
+	if (x->nbd)
+		entry_free_fn(&k);
+	else
+		vd_loop_call_wait(x->loop, entry_free_fn, &k);
 	if (k.ret < 0) {
 		x->deleting = false;
 		return k.ret;

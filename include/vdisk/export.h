@@ -89,8 +89,10 @@ int vd_export_set_add(struct vd_export_set *s, struct vd_opts *opts, struct vd_e
  * (unix, inet, fd), addr.path | addr.host + addr.port | addr.str (also under
  * addr.data., QMP's SocketAddressLegacy), max-connections, tls-creds (the
  * id of server credentials, <vdisk/tls.h>: TLS is then required) and
- * tls-authz (the id of an authz-simple object: the one client let in).  Exports of type=nbd (keys name, default node-name;
- * description; writable) are served there.  -EEXIST if running.
+ * tls-authz (the id of an authz-simple object: the one client let in).
+ * Exports of type=nbd (keys name, default node-name; description; writable;
+ * iothread and fixed-iothread as for vhost-user-blk) are served there.
+ * -EEXIST if running.
  */
 int vd_export_set_nbd_server_start(struct vd_export_set *s, struct vd_opts *opts,
 				   struct vd_error *err);
@@ -109,9 +111,12 @@ int vd_export_set_register_qmp(struct vd_export_set *s, struct vd_qmp_server *qm
  * An NBD server (the NBD project's doc/proto.md, fixed newstyle only), as
  * QEMU's nbd-server-start and qemu-nbd: listeners, and named exports that
  * clients pick by name.  Each export does its I/O through its own anonymous
- * backend on the node (error policy report).  The server and its exports
- * run on the loop current at vd_nbd_server_new(), which must be the loop of
- * every exported node.  A client that stalls, sends garbage or goes away
+ * backend on the node (error policy report).  The server, its listeners
+ * and the handshakes run on the loop current at vd_nbd_server_new() (the
+ * main loop); the server's functions are called there.  An export runs on
+ * its node's loop: a client that picks an export whose node lives on an I/O
+ * thread is handed over to that thread for the transmission phase, so its
+ * requests are read, run and answered there.  A client that stalls, sends garbage or goes away
  * ends only its own connection; clients that do not finish the handshake
  * within the timeout are dropped, and at most max_connections are served.
  */
@@ -157,7 +162,9 @@ struct vd_nbd_export_opts {
 	bool multi_conn;
 };
 
-/* -EEXIST if the server has an export of that name. */
+/* -EEXIST if the server has an export of that name.  The export lives on
+ * the node's loop at this time; the node must not change loops while the
+ * export exists. */
 int vd_nbd_export_new(struct vd_nbd_server *s, const struct vd_nbd_export_opts *o,
 		      struct vd_nbd_export **out, struct vd_error *err);
 /* Close the export's connections, flush, and free it. */

@@ -20,6 +20,9 @@ import struct
 import sys
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from nbdwire import recvn  # noqa: E402
+
 SOCK = sys.argv[1]
 OPTS = 0x49484156454F5054
 REP = 0x3E889045565A9
@@ -29,16 +32,6 @@ ERR = 1 << 31
 def fail(msg):
     print("FAIL:", msg)
     sys.exit(1)
-
-
-def recvn(s, n):
-    b = b""
-    while len(b) < n:
-        c = s.recv(n - len(b))
-        if not c:
-            raise EOFError("closed after %d of %d bytes" % (len(b), n))
-        b += c
-    return b
 
 
 def connect(flags=3):

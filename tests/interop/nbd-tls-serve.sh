@@ -7,7 +7,7 @@
 # tls-creds, and tls-authz with QEMU's authz-simple (a client certificate's
 # DN, a PSK username).  Clients: qemu-img and qemu-io (QEMU's TLS client), nbdinfo
 # (libnbd's) and vdisk's own; a wrong CA, a wrong PSK key and a plaintext
-# client are refused cleanly.
+# client are refused cleanly.  The X.509 export runs on an I/O thread.
 set -eu
 . "$(dirname "$0")/../lib/common.sh"
 vd_setup certtool nbdinfo qemu-img qemu-io python3
@@ -26,12 +26,15 @@ qemu-img create -q -f qcow2 img.qcow2 16M
 qemu-io -f qcow2 -c 'write -P 0x3c 0 1M' img.qcow2 >/dev/null
 
 # --- X.509 from the command line -----------------------------------------------
+# The export is on an I/O thread: the TLS session, made on the main thread,
+# moves there with the connection.
 S=$T/nbd.sock
 "$VDISK" serve --object tls-creds-x509,id=t0,dir="$T/pki",endpoint=server,verify-peer=off \
+	--object iothread,id=io0 \
 	--blockdev driver=file,node-name=f,filename=img.qcow2 \
 	--blockdev driver=qcow2,node-name=d,file=f \
 	--nbd-server addr.type=unix,addr.path="$S",tls-creds=t0 \
-	--export type=nbd,id=e,node-name=d,name=disk,writable=on 2>serve.log &
+	--export type=nbd,id=e,node-name=d,name=disk,writable=on,iothread=io0 2>serve.log &
 PIDS+=($!)
 wait_socket "$S"
 QCLI="--object tls-creds-x509,id=c0,dir=$T/cli,endpoint=client"
@@ -57,6 +60,39 @@ expect_fail "qemu-img in plaintext" qemu-img info "nbd+unix:///disk?socket=$S"
 # The server is still well after all that.
 nbdinfo --size "nbds+unix:///disk?socket=$S&tls-certificates=$T/cli" | grep -qx 16777216 ||
 	{ cat serve.log; fail "server after refused clients"; }
+# Requests sent under TLS in the same flight as NBD_OPT_GO, more than the
+# server's 128 KiB input buffer: they arrive on the main thread, and what
+# was read but not parsed when the connection moved (the session with it)
+# is parsed on the I/O thread.
+timeout 60 python3 - "$S" "$T/pki/ca-cert.pem" "$SRCDIR" <<'PY' || { cat serve.log; fail "pipelined GO under TLS"; }
+import socket, ssl, sys
+S, CA = sys.argv[1], sys.argv[2]
+sys.path.insert(0, sys.argv[3] + "/tests/lib")
+from nbdwire import (CMD_READ, CMD_WRITE, OPT_STARTTLS, REP_ACK, go_option, go_replies, greet,
+                     option, option_reply, recvn, request, simple_reply)
+for attempt in range(10):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(S)
+    greet(s)
+    s.sendall(option(OPT_STARTTLS))
+    assert option_reply(s) == (OPT_STARTTLS, REP_ACK, b"")
+    t = ssl.create_default_context(cafile=CA).wrap_socket(s, server_hostname="localhost")
+    t.settimeout(20)
+    reqs = go_option(b"disk")
+    n_w = 64
+    for i in range(n_w):  # 256 KiB of writes at 4 MiB
+        reqs += request(CMD_WRITE, i, (4 << 20) + i * 4096, 4096, bytes([i]) * 4096)
+    for i in range(8):  # reads of what qemu-io wrote at 0
+        reqs += request(CMD_READ, 1000 + i, i * 4096, 4096)
+    t.sendall(reqs)
+    go_replies(t)
+    for _ in range(n_w + 8):
+        err, cookie = simple_reply(t)
+        assert err == 0, err
+        if cookie >= 1000:
+            assert recvn(t, 4096) == b"\x3c" * 4096, cookie
+    t.close()
+PY
 
 # --- PSK through QMP: object-add, nbd-server-start, nbd-server-add ----------------
 S2=$T/psk.sock

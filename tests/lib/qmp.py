@@ -36,8 +36,9 @@ class QMP:
         self.events = []
         self.greeting = json.loads(self.rf.readline())
 
-    def cmd(self, name, **args):
-        msg = {"execute": name}
+    def cmd(self, _execute, **args):
+        # (_execute: so that an argument may be called "name")
+        msg = {"execute": _execute}
         if args:
             msg["arguments"] = args
         self.wf.write(json.dumps(msg) + "\n")
