@@ -13,6 +13,9 @@
 #
 # SERVERS narrows the servers (default "vdisk nbdkit qemu-nbd"); ROWS the
 # fio rows (names as printed); SIZE_MB the image size (default 1024).
+# "vdisk-io" is an extra server: `vdisk serve` with the export on an I/O
+# thread (--export type=nbd,...,iothread=io0), the handshake on the main
+# thread; the thread polls as `vdisk nbd` does by default (poll-max-ns).
 #
 # The last columns are fio's own CPU use (user + system, % of one core;
 # median over the runs) while it drove vdisk and nbdkit.  fio's nbd engine
@@ -48,6 +51,17 @@ start_server() { # NAME TRANSPORT
 	if [ "$2" = unix ]; then args=(-k "$S"); else args=(-p $PORT -b 127.0.0.1); fi
 	case $1 in
 	vdisk) "$VDISK" nbd -f raw -t -e 0 "${args[@]}" "$IMG" & ;;
+	vdisk-io)
+		if [ "$2" = unix ]; then
+			args=(addr.type=unix,addr.path="$S")
+		else
+			args=(addr.type=inet,addr.host=127.0.0.1,addr.port=$PORT)
+		fi
+		"$VDISK" serve --object iothread,id=io0,poll-max-ns=65536 \
+			--blockdev driver=file,node-name=f,filename="$IMG" \
+			--nbd-server "${args[0]}" \
+			--export type=nbd,id=e,node-name=f,name=,writable=on,iothread=io0 &
+		;;
 	qemu-nbd) qemu-nbd -f raw -t -e 0 "${args[@]}" "$IMG" & ;;
 	nbdkit)
 		if [ "$2" = unix ]; then args=(-U "$S"); else args=(-p $PORT -i 127.0.0.1); fi
