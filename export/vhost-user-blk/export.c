@@ -231,6 +231,9 @@ struct vd_export_set {
 	void *iothread_opaque;
 	struct export_entry *list; /* in creation order */
 	struct vd_nbd_server *nbd; /* --nbd-server, nbd-server-start */
+	/* nbd-server-stop is removing the NBD exports: its nested waits may
+	 * serve other QMP commands, which must leave the server alone. */
+	bool nbd_stopping;
 };
 
 int vd_export_set_new(struct vd_blk_registry *reg, struct vd_export_set **out)
@@ -536,19 +539,35 @@ int vd_export_set_nbd_server_stop(struct vd_export_set *s, struct vd_error *err)
 
 	if (!s->nbd)
 		return vd_error_set(err, -ENOENT, "NBD server not running");
-	/* Its exports go first (QEMU: nbd-server-stop removes them all). */
-	for (pp = &s->list; *pp;) {
-		struct export_entry *x = *pp;
+	if (s->nbd_stopping)
+		return vd_error_set(err, -EBUSY, "NBD server is being stopped");
+	/* An export of it is being removed by another command, which waits
+	 * (for requests in flight, a flush) inside the server. */
+	for (struct export_entry *x = s->list; x; x = x->next)
+		if (x->nbd && x->deleting)
+			return vd_error_set(err, -EBUSY, "NBD export '%s' is being removed", x->id);
+	/* Its exports go first (QEMU: nbd-server-stop removes them all).  All
+	 * are marked first, so that no other command finds one; the list is
+	 * walked from its head each time, since it may change meanwhile. */
+	s->nbd_stopping = true;
+	for (struct export_entry *x = s->list; x; x = x->next)
+		if (x->nbd)
+			x->deleting = true;
+	for (;;) {
+		for (pp = &s->list; *pp && !(*pp)->nbd; pp = &(*pp)->next)
+			;
+		if (!*pp)
+			break;
+		{
+			struct export_entry *x = *pp;
 
-		if (!x->nbd || x->deleting) {
-			pp = &x->next;
-			continue;
+			*pp = x->next;
+			entry_free(s, x);
 		}
-		*pp = x->next;
-		entry_free(s, x);
 	}
 	vd_nbd_server_free(s->nbd);
 	s->nbd = NULL;
+	s->nbd_stopping = false;
 	return 0;
 }
 
@@ -562,7 +581,7 @@ static int nbd_export_add(struct vd_export_set *s, struct vd_opts *opts, const c
 	bool writable, fixed;
 	int ret;
 
-	if (!s->nbd)
+	if (!s->nbd || s->nbd_stopping)
 		return vd_error_set(err, -EINVAL, "NBD server not running");
 	ret = vd_opts_get_bool(opts, "writable", false, &writable, err);
 	if (ret == 0)

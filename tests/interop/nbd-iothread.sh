@@ -15,7 +15,8 @@
 #   - block-export-del: safe mode refuses while connected, hard mode with
 #     fio in flight ends that client only; nbd-server-stop with a client
 #     on a thread; a new server and export afterwards;
-#   - SIGTERM with clients connected: exit 0, and qemu-img check is clean.
+#   - SIGTERM with clients connected: exit 0, and qemu-img check is clean;
+#   - nbd-server-stop while another monitor's deletion waits: refused.
 set -eu
 . "$(dirname "$0")/../lib/common.sh"
 vd_setup python3 qemu-img qemu-io nbdcopy fio
@@ -234,4 +235,48 @@ kill -0 "$fpid" 2>/dev/null && { kill "$fpid"; fail "fio still running after the
 [ $rc = 0 ] || { cat serve.log; fail "vdisk serve exit $rc after SIGTERM"; }
 qemu-img check -q b.qcow2 || fail "b.qcow2 not clean"
 qemu-io -f raw -c 'read -P 0x99 1M 64k' a.raw >/dev/null || fail "a.raw lost the last write"
+
+# nbd-server-stop from a second monitor while block-export-del on the first
+# waits for a request in flight (null-co, 1 s per request) on the thread:
+# the stop is refused, not run under the deletion's feet (review: it freed
+# the server the deletion was still waiting in).
+"$VDISK" serve --object iothread,id=io0 \
+	--blockdev driver=null-co,node-name=n0,size=16M,latency-ns=1000000000 \
+	--nbd-server addr.type=unix,addr.path="$T/n.sock" \
+	--export type=nbd,id=e0,node-name=n0,name=n,iothread=io0 \
+	--chardev socket,path="$T/qmp2.sock",server=on,wait=off,id=m --monitor chardev=m \
+	2>serve2.log &
+pid=$!
+wait_socket n.sock
+wait_socket qmp2.sock
+python3 - "$T" "$SRCDIR" <<'PY' || { cat serve2.log; fail "nbd-server-stop during a deletion"; }
+import subprocess, sys, threading, time
+T, SRC = sys.argv[1], sys.argv[2]
+sys.path.insert(0, SRC + "/tests/lib")
+from qmp import QMP
+q1, q2 = QMP(T + "/qmp2.sock"), QMP(T + "/qmp2.sock")
+q1.cmd("qmp_capabilities")
+q2.cmd("qmp_capabilities")
+client = subprocess.Popen(["qemu-io", "-r", "-f", "raw", "-c", "read 0 4k",
+                           "nbd+unix:///n?socket=" + T + "/n.sock"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+time.sleep(0.5)  # connected, its read in flight for a second
+first = {}
+t = threading.Thread(target=lambda: first.update(q1.cmd("block-export-del", id="e0",
+                                                        mode="hard")))
+t.start()
+time.sleep(0.3)
+second = q2.cmd("nbd-server-stop")
+t.join()
+client.wait()
+assert first == {"return": {}}, first
+assert "error" in second and "being removed" in second["error"]["desc"], second
+assert q2.cmd("query-block-exports") == {"return": []}
+assert q2.cmd("nbd-server-stop") == {"return": {}}
+assert q2.cmd("quit") == {"return": {}}
+PY
+rc=0
+wait $pid || rc=$?
+pid=
+[ $rc = 0 ] || { cat serve2.log; fail "vdisk serve exited $rc after nbd-server-stop during a deletion"; }
 echo "PASS: nbd-iothread"
