@@ -12,6 +12,13 @@ const struct vd_block_driver *vd_driver_at(size_t i);
  * names, else "file". */
 const char *vd_protocol_for_filename(const char *filename);
 
+/* node.c */
+/* Create @filename's protocol file with @opts (size, the protocol's own
+ * options): the protocol's create, or for one without (nbd) QEMU's
+ * fallback: the existing target, at least size bytes, its first sector
+ * cleared. */
+int vd_protocol_create(const char *filename, struct vd_opts *opts, struct vd_error *err);
+
 /* accounting.c */
 void vd_acct_done(struct vd_node *n, enum vd_acct_type type, int64_t bytes, int ret,
 		  int64_t start_ns);

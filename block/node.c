@@ -761,6 +761,64 @@ bool vd_node_cache_no_flush(const struct vd_node *n)
 
 /* --- creation and information -------------------------------------------- */
 
+/* A protocol that cannot create (nbd): what exists at @filename becomes the
+ * new image if it holds @size bytes (growing it where the protocol can),
+ * its first sector cleared so no old header survives; QEMU's
+ * bdrv_co_create_opts_simple. */
+static int protocol_create_fallback(const struct vd_block_driver *proto, const char *filename,
+				    struct vd_opts *opts, struct vd_error *err)
+{
+	struct vd_error terr = {0};
+	struct vd_node *n = NULL;
+	const char *prealloc;
+	uint64_t size;
+	int64_t len;
+	int ret;
+
+	ret = vd_opts_get_size(opts, "size", 0, &size, err);
+	if (ret < 0)
+		return ret;
+	prealloc = vd_opts_get(opts, "preallocation");
+	if (prealloc && strcmp(prealloc, "off"))
+		return vd_error_set(err, -ENOTSUP, "Unsupported preallocation mode '%s'", prealloc);
+	if (size > INT64_MAX)
+		return vd_error_set(err, -EINVAL, "Image size is too large");
+	ret = vd_node_open(filename, proto->name, NULL, VD_OPEN_RDWR, &n, &terr);
+	if (ret < 0)
+		return vd_error_set(err, ret,
+				    "Protocol driver '%s' does not support image creation, "
+				    "and opening the image failed: %s",
+				    proto->name, terr.msg);
+	ret = vd_node_truncate(n, (int64_t)size, false, VD_PREALLOC_OFF, &terr);
+	len = vd_node_size(n);
+	if (ret < 0 && ret != -ENOTSUP) {
+		vd_error_set(err, ret, "%s", terr.msg);
+	} else if (len < (int64_t)size) {
+		ret = vd_error_set(err, -ENOTSUP, "%s",
+				   terr.msg[0] ? terr.msg
+					       : "Image is smaller than the requested size");
+	} else {
+		ret = vd_node_pwrite_zeroes(n, 0, len < 512 ? len : 512, VD_REQ_MAY_UNMAP);
+		if (ret < 0)
+			vd_error_setg_errno(err, ret,
+					    "Failed to clear the new image's first sector");
+	}
+	vd_node_unref(n);
+	return ret < 0 ? ret : 0;
+}
+
+int vd_protocol_create(const char *filename, struct vd_opts *opts, struct vd_error *err)
+{
+	const char *name = vd_protocol_for_filename(filename);
+	const struct vd_block_driver *proto = vd_driver_find(name);
+
+	if (!proto)
+		return vd_error_set(err, -ENOTSUP, "Unknown protocol '%s'", name);
+	if (proto->create)
+		return proto->create(filename, opts, err);
+	return protocol_create_fallback(proto, filename, opts, err);
+}
+
 int vd_image_create(const char *filename, const char *format, struct vd_opts *opts,
 		    struct vd_error *err)
 {
@@ -775,6 +833,12 @@ int vd_image_create(const char *filename, const char *format, struct vd_opts *op
 		return vd_error_set(err, -ENOTSUP,
 				    "Format driver '%s' does not support image creation",
 				    drv->name);
+	if (drv->is_format && !drv->create_any_protocol &&
+	    strcmp(vd_protocol_for_filename(filename), "file"))
+		return vd_error_set(err, -ENOTSUP,
+				    "Format driver '%s' creates images on local files only, "
+				    "not through protocol '%s'",
+				    drv->name, vd_protocol_for_filename(filename));
 	/* Refuse unknown options before touching the file. */
 	while (vd_opts_next(opts, &it, &key, &value, &dict)) {
 		bool known = strcmp(key, "size") == 0;

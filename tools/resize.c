@@ -128,7 +128,9 @@ int cmd_resize(int argc, char **argv)
 		tool_error("Preallocation can only be used for growing images");
 		goto out;
 	}
-	if (vd_node_truncate(node, total, false, prealloc, &err) < 0) {
+	/* exact, as qemu-img resize: success means the image has that size
+	 * now (a device or an NBD export that cannot change says so). */
+	if (vd_node_truncate(node, total, true, prealloc, &err) < 0) {
 		tool_error("%s", err.msg[0] ? err.msg : strerror(-err.code));
 		goto out;
 	}

@@ -306,9 +306,8 @@ static int raw_create(const char *filename, struct vd_opts *opts, struct vd_erro
 {
 	const struct vd_block_driver *proto = vd_driver_find(vd_protocol_for_filename(filename));
 
-	if (!proto || !proto->create)
-		return vd_error_set(err, -ENOTSUP,
-				    "Protocol driver '%s' does not support image creation",
+	if (!proto)
+		return vd_error_set(err, -ENOTSUP, "Unknown protocol '%s'",
 				    vd_protocol_for_filename(filename));
 	for (const char *const *k = raw_create_opts; *k; k++) {
 		bool known = false;
@@ -319,7 +318,7 @@ static int raw_create(const char *filename, struct vd_opts *opts, struct vd_erro
 		if (!known)
 			return vd_error_set(err, -EINVAL, "Invalid parameter '%s'", *k);
 	}
-	return proto->create(filename, opts, err);
+	return vd_protocol_create(filename, opts, err);
 }
 
 /* QEMU's raw_get_info: the protocol's cluster size (an RBD object). */
@@ -424,6 +423,7 @@ const struct vd_block_driver vd_driver_raw = {
 	.is_format = true,
 	.child_name = "file",
 	.create_opts = raw_create_opts,
+	.create_any_protocol = true,
 	.co_measure = raw_co_measure,
 	.probe = raw_probe,
 	.open = raw_open,

@@ -136,6 +136,9 @@ struct vd_block_driver {
 	/* Names of the keys create() understands (NULL-terminated); the core
 	 * refuses other keys before calling create().  "size" is always allowed. */
 	const char *const *create_opts;
+	/* A format whose create() writes through any protocol (nbd, rbd), not
+	 * only local files: others are refused up front on such a name. */
+	bool create_any_protocol;
 
 	/* Score 0..100 that @buf (the first @len bytes) is this format. NULL: never. */
 	int (*probe)(const uint8_t *buf, size_t len, const char *filename);

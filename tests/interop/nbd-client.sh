@@ -6,7 +6,8 @@
 # error and delay filters), a server killed and restarted under
 # reconnect-delay, and a hostile server (nbd-bad-server.py).  Data written
 # by vdisk is read back by qemu-io over the same export and the other way
-# round; block status (holes, zeroes) reads as qemu-io sees it.
+# round; block status (holes, zeroes) reads as qemu-io sees it.  Images
+# are created and converted onto an export (QEMU's create fallback).
 set -eu
 
 . "$(dirname "$0")/../lib/common.sh"
@@ -242,6 +243,42 @@ V=$!
 sleep 1
 start_qemu_nbd "$S" -f raw f.raw
 wait "$V" || fail "open-timeout: $(cat ot.out)"
+stop "$QNBD"
+
+# --- creating onto an export (QEMU's fallback for protocols without create) ----
+# The export must already be large enough; its first sector is cleared; a
+# qcow2 made there passes qemu-img check, and convert fills one.  What NBD
+# cannot do is refused with QEMU's words, and formats that write local
+# files only say so instead of making a file named like the URL.
+qemu-img create -q -f raw tgt.raw 64M
+qemu-io -f raw -c 'write -P 0xee 0 4k' tgt.raw >/dev/null
+start_qemu_nbd "$T/c.sock" -f raw tgt.raw
+CU="nbd+unix:///?socket=$T/c.sock"
+"$VDISK" create -f raw "$CU" 32M >/dev/null || fail "create -f raw onto an export"
+qemu-io -f raw -c 'read -P 0 0 512' -c 'read -P 0xee 512 3584' "$CU" | grep -q "^read 3584" ||
+	fail "create -f raw did not clear just the first sector"
+"$VDISK" create -f qcow2 "$CU" 16M >/dev/null || fail "create -f qcow2 onto an export"
+qemu-img check -f qcow2 "$CU" >chk.out || { cat chk.out; fail "qcow2 created over NBD"; }
+qemu-img info -f qcow2 "$CU" | grep -q "virtual size: 16 MiB" || fail "qcow2 over NBD: size"
+qemu-img create -q -f qcow2 csrc.qcow2 16M
+qemu-io -f qcow2 -c 'write -P 0x61 0 1M' -c 'write -P 0x62 8M 64k' csrc.qcow2 >/dev/null
+"$VDISK" convert -O qcow2 csrc.qcow2 "$CU" || fail "convert -O qcow2 onto an export"
+qemu-img check -f qcow2 "$CU" >chk.out || { cat chk.out; fail "converted qcow2 over NBD"; }
+qemu-img compare -f qcow2 -F qcow2 csrc.qcow2 "$CU" || fail "converted qcow2 over NBD differs"
+expect_msg() { # WHAT MESSAGE CMD...
+	local what=$1 msg=$2 rc=0
+	shift 2
+	"$@" >m.out 2>&1 || rc=$?
+	[ $rc = 1 ] && grep -q "$msg" m.out || { cat m.out; fail "$what: exit $rc"; }
+}
+expect_msg "create larger than the export" "Cannot grow NBD nodes" \
+	"$VDISK" create -f raw "$CU" 1G
+expect_msg "create vpc onto an export" "creates images on local files only" \
+	"$VDISK" create -f vpc "$CU" 1M
+expect_msg "resize an export" "Cannot resize NBD nodes" "$VDISK" resize -f raw "$CU" 128M
+expect_msg "create onto no server" "does not support image creation, and opening the image failed" \
+	"$VDISK" create -f raw "nbd+unix:///?socket=$T/none.sock" 1M
+ls | grep -q '^nbd' && fail "a local file named like the URL was made"
 stop "$QNBD"
 
 # --- a hostile server: the request fails, the connection is dropped -------

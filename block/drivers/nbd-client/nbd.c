@@ -1150,6 +1150,19 @@ static int nbd_attach_loop(struct vd_node *n, struct vd_error *err)
 	return 0; /* handlers are registered on n->loop when next needed */
 }
 
+/* NBD (as QEMU 7.2 speaks it) cannot resize an export: a size it already
+ * has is fine (not exact: at least that size), anything else is refused
+ * as QEMU's nbd_co_truncate refuses it. */
+static int nbd_co_truncate(struct vd_node *n, int64_t size, bool exact, enum vd_prealloc prealloc,
+			   struct vd_error *err)
+{
+	if (size != n->size && exact)
+		return vd_error_set(err, -ENOTSUP, "Cannot resize NBD nodes");
+	if (size > n->size)
+		return vd_error_set(err, -EINVAL, "Cannot grow NBD nodes");
+	return 0;
+}
+
 const struct vd_block_driver vd_driver_nbd = {
 	.name = "nbd",
 	.instance_size = sizeof(struct nbd_state),
@@ -1161,6 +1174,7 @@ const struct vd_block_driver vd_driver_nbd = {
 	.co_pdiscard = nbd_co_pdiscard,
 	.co_pwrite_zeroes = nbd_co_pwrite_zeroes,
 	.co_block_status = nbd_co_block_status,
+	.co_truncate = nbd_co_truncate,
 	.detach_loop = nbd_detach_loop,
 	.attach_loop = nbd_attach_loop,
 };

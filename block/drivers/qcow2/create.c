@@ -347,9 +347,8 @@ int qcow2_create(const char *filename, struct vd_opts *opts, struct vd_error *er
 	/* The protocol file, empty; another protocol (rbd:) cannot grow by
 	 * plain writes outside a format, so it starts at the header's size. */
 	proto = vd_driver_find(vd_protocol_for_filename(filename));
-	if (!proto || !proto->create)
-		return vd_error_set(err, -ENOTSUP,
-				    "Protocol driver '%s' does not support image creation",
+	if (!proto)
+		return vd_error_set(err, -ENOTSUP, "Unknown protocol '%s'",
 				    vd_protocol_for_filename(filename));
 	fopts = vd_opts_new();
 	snprintf(fsize, sizeof(fsize), "%" PRIu64, proto == &vd_driver_file ? 0 : 3 * cs);
@@ -357,7 +356,7 @@ int qcow2_create(const char *filename, struct vd_opts *opts, struct vd_error *er
 		vd_opts_free(fopts);
 		return vd_error_set(err, -ENOMEM, "Out of memory");
 	}
-	ret = proto->create(filename, fopts, err);
+	ret = vd_protocol_create(filename, fopts, err);
 	vd_opts_free(fopts);
 	if (ret < 0)
 		return ret;

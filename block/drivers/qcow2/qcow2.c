@@ -1096,6 +1096,7 @@ const struct vd_block_driver vd_driver_qcow2 = {
 	.child_name = "file",
 	.child_has_metadata = true,
 	.create_opts = qcow2_create_opts,
+	.create_any_protocol = true,
 	.probe = qcow2_probe,
 	.open = qcow2_open,
 	.close = qcow2_close,
