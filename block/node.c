@@ -807,6 +807,13 @@ static int protocol_create_fallback(const struct vd_block_driver *proto, const c
 	return ret < 0 ? ret : 0;
 }
 
+bool vd_image_create_zeroes(const char *filename)
+{
+	const struct vd_block_driver *proto = vd_driver_find(vd_protocol_for_filename(filename));
+
+	return proto && proto->create;
+}
+
 int vd_protocol_create(const char *filename, struct vd_opts *opts, struct vd_error *err)
 {
 	const char *name = vd_protocol_for_filename(filename);

@@ -958,8 +958,11 @@ int cmd_convert(int argc, char **argv)
 	}
 	c.target_has_backing = backing != NULL;
 	/* A new image reads as zeroes (the drivers create it so), unless it
-	 * has a backing file; -S 0 asks for everything to be written. */
-	c.target_zero = c.min_sparse && ((!skip_create && !backing) || target_is_zero);
+	 * has a backing file or was made in an existing target (an NBD export
+	 * keeps its old bytes); -S 0 asks for everything to be written. */
+	c.target_zero =
+		c.min_sparse &&
+		((!skip_create && !backing && vd_image_create_zeroes(out_name)) || target_is_zero);
 	if (c.target_zero && !target_is_zero) {
 		/* An encrypted image's new payload decrypts to noise, not
 		 * zeroes (QEMU's crypto driver has no zero init). */

@@ -310,7 +310,8 @@ static int raw_create(const char *filename, struct vd_opts *opts, struct vd_erro
 		return vd_error_set(err, -ENOTSUP, "Unknown protocol '%s'",
 				    vd_protocol_for_filename(filename));
 	for (const char *const *k = raw_create_opts; *k; k++) {
-		bool known = false;
+		/* Without create, the fallback takes preallocation (off). */
+		bool known = !proto->create && !strcmp(*k, "preallocation");
 		if (!vd_opts_has(opts, *k))
 			continue;
 		for (const char *const *pk = proto->create_opts; !known && pk && *pk; pk++)

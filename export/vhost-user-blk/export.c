@@ -411,6 +411,24 @@ static void entry_free_fn(void *opaque)
 	k->ret = 0;
 }
 
+/* @x, whose export is gone, leaves the list (which may have changed while
+ * it was freed: it is found again) and its node goes home if unused. */
+static void entry_remove(struct vd_export_set *s, struct export_entry *x)
+{
+	struct export_entry **pp;
+
+	for (pp = &s->list; *pp != x; pp = &(*pp)->next)
+		;
+	*pp = x->next;
+	nodes_home(s);
+	vd_node_unref(x->node);
+	if (s->qmp)
+		vd_qmp_emit_event(s->qmp, "BLOCK_EXPORT_DELETED", json_pack("{s:s}", "id", x->id));
+	free(x->node_name);
+	free(x->id);
+	free(x);
+}
+
 /* @x is off the list. */
 static void entry_free(struct vd_export_set *s, struct export_entry *x)
 {
@@ -535,8 +553,6 @@ int vd_export_set_nbd_server_start(struct vd_export_set *s, struct vd_opts *opts
 
 int vd_export_set_nbd_server_stop(struct vd_export_set *s, struct vd_error *err)
 {
-	struct export_entry **pp;
-
 	if (!s->nbd)
 		return vd_error_set(err, -ENOENT, "NBD server not running");
 	if (s->nbd_stopping)
@@ -547,23 +563,25 @@ int vd_export_set_nbd_server_stop(struct vd_export_set *s, struct vd_error *err)
 		if (x->nbd && x->deleting)
 			return vd_error_set(err, -EBUSY, "NBD export '%s' is being removed", x->id);
 	/* Its exports go first (QEMU: nbd-server-stop removes them all).  All
-	 * are marked first, so that no other command finds one; the list is
-	 * walked from its head each time, since it may change meanwhile. */
+	 * are marked first, so that no other command finds one.  Each stays
+	 * on the list while it is freed (its node is in use until then: a
+	 * nested nodes_home() must not move it), and the list is walked from
+	 * its head each time, since it may change meanwhile. */
 	s->nbd_stopping = true;
 	for (struct export_entry *x = s->list; x; x = x->next)
 		if (x->nbd)
 			x->deleting = true;
 	for (;;) {
-		for (pp = &s->list; *pp && !(*pp)->nbd; pp = &(*pp)->next)
-			;
-		if (!*pp)
-			break;
-		{
-			struct export_entry *x = *pp;
+		struct export_entry *x;
+		struct export_call k = {.s = s, .hard = true};
 
-			*pp = x->next;
-			entry_free(s, x);
-		}
+		for (x = s->list; x && !x->nbd; x = x->next)
+			;
+		if (!x)
+			break;
+		k.x = x;
+		entry_free_fn(&k);
+		entry_remove(s, x);
 	}
 	vd_nbd_server_free(s->nbd);
 	s->nbd = NULL;
@@ -761,17 +779,7 @@ int vd_export_set_del(struct vd_export_set *s, const char *id, bool hard, struct
 		x->deleting = false;
 		return k.ret;
 	}
-	/* The list may have changed meanwhile: find @x again. */
-	for (pp = &s->list; *pp != x; pp = &(*pp)->next)
-		;
-	*pp = x->next;
-	nodes_home(s);
-	vd_node_unref(x->node);
-	free(x->node_name);
-	free(x->id);
-	free(x);
-	if (s->qmp)
-		vd_qmp_emit_event(s->qmp, "BLOCK_EXPORT_DELETED", json_pack("{s:s}", "id", id));
+	entry_remove(s, x);
 	return 0;
 }
 

@@ -323,10 +323,18 @@ void vd_image_info_cleanup(struct vd_image_info *info);
 /*
  * Create an image.  @opts holds the creation options of @format ("size",
  * "preallocation", driver specific ones as -o gives them); unknown keys are
- * errors.  The protocol is the file driver.
+ * errors.  The protocol is the one @filename names (a local file, rbd:,
+ * nbd:); one that cannot create (nbd) takes over what exists, as QEMU does
+ * (raw and qcow2 only).
  */
 int vd_image_create(const char *filename, const char *format, struct vd_opts *opts,
 		    struct vd_error *err);
+/*
+ * Does vd_image_create() on @filename make a new protocol file that reads
+ * as zeroes?  False where an existing target is taken over (an NBD export):
+ * its old bytes are still there.
+ */
+bool vd_image_create_zeroes(const char *filename);
 /* Does @format take creation option @key ("backing_file", ...)? */
 bool vd_format_has_create_opt(const char *format, const char *key);
 

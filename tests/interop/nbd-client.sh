@@ -254,9 +254,19 @@ qemu-img create -q -f raw tgt.raw 64M
 qemu-io -f raw -c 'write -P 0xee 0 4k' tgt.raw >/dev/null
 start_qemu_nbd "$T/c.sock" -f raw tgt.raw
 CU="nbd+unix:///?socket=$T/c.sock"
-"$VDISK" create -f raw "$CU" 32M >/dev/null || fail "create -f raw onto an export"
-qemu-io -f raw -c 'read -P 0 0 512' -c 'read -P 0xee 512 3584' "$CU" | grep -q "^read 3584" ||
-	fail "create -f raw did not clear just the first sector"
+"$VDISK" create -f raw -o preallocation=off "$CU" 32M >/dev/null ||
+	fail "create -f raw onto an export"
+qemu-io -f raw -c 'read -P 0 0 512' -c 'read -P 0xee 512 3584' "$CU" >io.out 2>&1 ||
+	{ cat io.out; fail "qemu-io after create -f raw"; }
+! grep -q "verification failed" io.out || { cat io.out; fail "create -f raw did not clear just the first sector"; }
+# Convert keeps no old byte: the source's holes are written as zeroes
+# (the export is not a new, zeroed file).
+qemu-img create -q -f raw sparse.raw 32M
+qemu-io -f raw -c 'write -P 0x33 1M 64k' sparse.raw >/dev/null
+qemu-io -f raw -c 'write -P 0xee 0 32M' tgt.raw >/dev/null
+"$VDISK" convert -O raw sparse.raw "$CU" || fail "convert -O raw onto an export"
+qemu-img compare -f raw -F raw sparse.raw "$CU" >cmp.out ||
+	{ cat cmp.out; fail "convert -O raw onto an export left old bytes"; }
 "$VDISK" create -f qcow2 "$CU" 16M >/dev/null || fail "create -f qcow2 onto an export"
 qemu-img check -f qcow2 "$CU" >chk.out || { cat chk.out; fail "qcow2 created over NBD"; }
 qemu-img info -f qcow2 "$CU" | grep -q "virtual size: 16 MiB" || fail "qcow2 over NBD: size"
@@ -278,7 +288,7 @@ expect_msg "create vpc onto an export" "creates images on local files only" \
 expect_msg "resize an export" "Cannot resize NBD nodes" "$VDISK" resize -f raw "$CU" 128M
 expect_msg "create onto no server" "does not support image creation, and opening the image failed" \
 	"$VDISK" create -f raw "nbd+unix:///?socket=$T/none.sock" 1M
-ls | grep -q '^nbd' && fail "a local file named like the URL was made"
+[ ! -e "nbd+unix:" ] || fail "a local file named like the URL was made"
 stop "$QNBD"
 
 # --- a hostile server: the request fails, the connection is dropped -------

@@ -273,6 +273,36 @@ assert first == {"return": {}}, first
 assert "error" in second and "being removed" in second["error"]["desc"], second
 assert q2.cmd("query-block-exports") == {"return": []}
 assert q2.cmd("nbd-server-stop") == {"return": {}}
+
+# And the other way round: while nbd-server-stop waits for the request in
+# flight, a failed export add of the same node (which sends unused nodes
+# home) must not move the node off the thread, and the thread cannot go
+# (review: the stop had already taken the export off the list).
+r = q2.cmd("nbd-server-start", addr={"type": "unix", "data": {"path": T + "/n.sock"}})
+assert r == {"return": {}}, r
+r = q2.cmd("block-export-add", type="nbd", id="e0", **{"node-name": "n0"}, name="n",
+           iothread="io0")
+assert r == {"return": {}}, r
+client = subprocess.Popen(["qemu-io", "-r", "-f", "raw", "-c", "read 0 4k",
+                           "nbd+unix:///n?socket=" + T + "/n.sock"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+time.sleep(0.5)
+first = {}
+t = threading.Thread(target=lambda: first.update(q1.cmd("nbd-server-stop")))
+t.start()
+time.sleep(0.3)
+r = q2.cmd("block-export-add", type="vhost-user-blk", id="v", **{"node-name": "n0"},
+           addr={"type": "unix", "path": T + "/no/such/dir/v.sock"})
+assert "error" in r, r
+r = q2.cmd("object-del", id="io0")
+assert "error" in r, "io0 went while its export was being stopped: %r" % r
+t.join()
+client.wait()
+assert first == {"return": {}}, first
+assert q2.cmd("query-block-exports") == {"return": []}
+# As QEMU's, the stop reports each export it removed.
+ev = q1.take_events() + q2.take_events()
+assert "BLOCK_EXPORT_DELETED" in ev, ev
 assert q2.cmd("quit") == {"return": {}}
 PY
 rc=0
