@@ -237,11 +237,11 @@ qemu-img check -q b.qcow2 || fail "b.qcow2 not clean"
 qemu-io -f raw -c 'read -P 0x99 1M 64k' a.raw >/dev/null || fail "a.raw lost the last write"
 
 # nbd-server-stop from a second monitor while block-export-del on the first
-# waits for a request in flight (null-co, 1 s per request) on the thread:
+# waits for a request in flight (null-co, 4 s per request) on the thread:
 # the stop is refused, not run under the deletion's feet (review: it freed
 # the server the deletion was still waiting in).
 "$VDISK" serve --object iothread,id=io0 \
-	--blockdev driver=null-co,node-name=n0,size=16M,latency-ns=1000000000 \
+	--blockdev driver=null-co,node-name=n0,size=16M,latency-ns=4000000000 \
 	--nbd-server addr.type=unix,addr.path="$T/n.sock" \
 	--export type=nbd,id=e0,node-name=n0,name=n,iothread=io0 \
 	--chardev socket,path="$T/qmp2.sock",server=on,wait=off,id=m --monitor chardev=m \
@@ -260,7 +260,7 @@ q2.cmd("qmp_capabilities")
 client = subprocess.Popen(["qemu-io", "-r", "-f", "raw", "-c", "read 0 4k",
                            "nbd+unix:///n?socket=" + T + "/n.sock"],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-time.sleep(0.5)  # connected, its read in flight for a second
+time.sleep(1.5)  # connected, its read in flight for 4 s
 first = {}
 t = threading.Thread(target=lambda: first.update(q1.cmd("block-export-del", id="e0",
                                                         mode="hard")))
@@ -286,7 +286,7 @@ assert r == {"return": {}}, r
 client = subprocess.Popen(["qemu-io", "-r", "-f", "raw", "-c", "read 0 4k",
                            "nbd+unix:///n?socket=" + T + "/n.sock"],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-time.sleep(0.5)
+time.sleep(1.5)
 first = {}
 t = threading.Thread(target=lambda: first.update(q1.cmd("nbd-server-stop")))
 t.start()
