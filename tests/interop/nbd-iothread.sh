@@ -16,7 +16,9 @@
 #     fio in flight ends that client only; nbd-server-stop with a client
 #     on a thread; a new server and export afterwards;
 #   - SIGTERM with clients connected: exit 0, and qemu-img check is clean;
-#   - nbd-server-stop while another monitor's deletion waits: refused.
+#   - nbd-server-stop while another monitor's deletion waits: refused; a
+#     failed export add while nbd-server-stop waits: the node stays on its
+#     thread, which cannot be deleted.
 set -eu
 . "$(dirname "$0")/../lib/common.sh"
 vd_setup python3 qemu-img qemu-io nbdcopy fio
