@@ -248,7 +248,7 @@ static void out_bh(void *opaque)
 
 	conn_flush_output(c);
 	/* Bytes GnuTLS has already decrypted wait in the session, not in
-	 * the socket: no readiness will come for them (nbd_conn_update_watch). */
+	 * the socket (nbd_conn_update_watch scheduled us for them). */
 	if (!c->dead && c->reading && nbd_tls_pending(c))
 		conn_read(c);
 }
@@ -422,12 +422,8 @@ static void conn_read(void *opaque)
 			nbd_conn_close(c);
 		break;
 	}
-	if (c->dead)
-		return;
-	nbd_conn_update_watch(c);
-	/* Out of rounds with decrypted bytes left in the session. */
-	if (c->reading && c->out_bh && nbd_tls_pending(c))
-		vd_bh_schedule(c->out_bh);
+	if (!c->dead)
+		nbd_conn_update_watch(c);
 }
 
 static void conn_write(void *opaque)
@@ -469,9 +465,10 @@ void nbd_conn_update_watch(struct nbd_conn *c)
 	if (c->tls_handshaking) {
 		rd = !c->tls_want_write;
 		wr = c->tls_want_write;
-	} else if (rd && !c->reading && c->out_bh && nbd_tls_pending(c)) {
-		/* Reading resumes (after a move, or below the in-flight limit)
-		 * with records already decrypted: read them from a BH. */
+	} else if (rd && c->out_bh && nbd_tls_pending(c)) {
+		/* Records already decrypted (reading resumed after a move or
+		 * below the in-flight limit, or a read ran out of rounds): no
+		 * readiness comes for them, out_bh reads them. */
 		vd_bh_schedule(c->out_bh);
 	}
 	if (rd == c->reading && wr == c->watching_write)

@@ -272,11 +272,9 @@ void vd_export_set_free(struct vd_export_set *s)
 {
 	if (!s)
 		return;
-	while (s->list) {
-		struct export_entry *x = s->list;
-		s->list = x->next;
-		entry_free(s, x);
-	}
+	s->qmp = NULL; /* going away: no events */
+	while (s->list)
+		entry_free(s, s->list);
 	vd_nbd_server_free(s->nbd);
 	free(s);
 }
@@ -429,22 +427,26 @@ static void entry_remove(struct vd_export_set *s, struct export_entry *x)
 	free(x);
 }
 
-/* @x is off the list. */
+/* Free @k->x's export, the entry staying listed (its node is in use until
+ * then): on the export's loop; an NBD export here, on the server's loop
+ * (its connections are closed on theirs). */
+static void entry_export_free(struct export_call *k)
+{
+	if (k->x->nbd)
+		entry_free_fn(k);
+	else
+		vd_loop_call_wait(k->x->loop, entry_free_fn, k);
+}
+
+/* Free @x's export whatever its clients, then @x (no other command finds
+ * it meanwhile). */
 static void entry_free(struct vd_export_set *s, struct export_entry *x)
 {
 	struct export_call k = {.s = s, .x = x, .hard = true};
 
-	/* An NBD export is freed here, on the server's loop (its
-	 * connections are closed on theirs). */
-	if (x->nbd)
-		entry_free_fn(&k);
-	else
-		vd_loop_call_wait(x->loop, entry_free_fn, &k);
-	nodes_home(s);
-	vd_node_unref(x->node);
-	free(x->node_name);
-	free(x->id);
-	free(x);
+	x->deleting = true;
+	entry_export_free(&k);
+	entry_remove(s, x);
 }
 
 /* On the export's loop: the export and an anonymous backend with the export
@@ -573,15 +575,12 @@ int vd_export_set_nbd_server_stop(struct vd_export_set *s, struct vd_error *err)
 			x->deleting = true;
 	for (;;) {
 		struct export_entry *x;
-		struct export_call k = {.s = s, .hard = true};
 
 		for (x = s->list; x && !x->nbd; x = x->next)
 			;
 		if (!x)
 			break;
-		k.x = x;
-		entry_free_fn(&k);
-		entry_remove(s, x);
+		entry_free(s, x);
 	}
 	vd_nbd_server_free(s->nbd);
 	s->nbd = NULL;
@@ -771,10 +770,7 @@ int vd_export_set_del(struct vd_export_set *s, const char *id, bool hard, struct
 	x = *pp;
 	k.x = x;
 	x->deleting = true;
-	if (x->nbd)
-		entry_free_fn(&k);
-	else
-		vd_loop_call_wait(x->loop, entry_free_fn, &k);
+	entry_export_free(&k);
 	if (k.ret < 0) {
 		x->deleting = false;
 		return k.ret;
